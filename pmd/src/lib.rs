@@ -1,1 +1,45 @@
-//! Placeholder; filled in by the foundation issue.
+//! `pmd`: the bottom layer of the framework.
+//!
+//! * [`Mbuf`] and [`Mempool`]: packet buffers with headroom and metadata, in
+//!   fixed-size pools with per-core caches (see [`mbuf`] for how DPDK's own buffers
+//!   reach the stack without a copy);
+//! * [`Port`], [`RxQueue`], [`TxQueue`]: the device model — a port configured from
+//!   a control thread, queue handles owned by one core each, burst I/O;
+//! * [`open`]: ports from spec strings (`ring:a?peer=b`, `null`, with impairment
+//!   options on any of them), one registry with errors that name what was wrong;
+//! * drivers: [`drivers::ring`] (in-memory wires) and [`drivers::null`];
+//! * [`impair`]: seeded loss, duplication, reordering, corruption, delay and rate
+//!   shaping as a decorator over any port;
+//! * [`runtime`]: one pinned thread per core running a poll loop, with a control
+//!   channel for stop and stats, and clean stop on SIGINT/SIGTERM;
+//! * [`fwd`]: the forwarding engines behind the `testpmd` binary.
+//!
+//! `unsafe` in this crate is confined to buffer memory ([`mbuf`], [`mempool`]) and
+//! the SPSC ring ([`spsc`]); each block states why it is sound.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod drivers;
+mod error;
+pub mod fwd;
+pub mod impair;
+pub mod mbuf;
+pub mod mempool;
+pub mod port;
+pub mod runtime;
+pub mod spec;
+pub mod spsc;
+
+pub use clock::{Clock, MonotonicClock, VirtualClock};
+pub use error::PmdError;
+pub use mbuf::{free_bulk, Mbuf, MbufMeta, PacketType, RxFlags, TxFlags};
+pub use mempool::{Mempool, MempoolConfig};
+pub use port::{
+    Link, MacAddr, Port, PortConfig, PortInfo, PortStats, RssConfig, RxOffloads, RxQueue, TxOffloads, TxQueue,
+};
+pub use spec::{open, open_with, OpenEnv, Spec};
+
+/// Default burst size of poll loops (as DPDK's `MAX_PKT_BURST`).
+pub const DEFAULT_BURST: usize = 32;

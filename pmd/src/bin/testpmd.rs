@@ -1,0 +1,438 @@
+//! `testpmd`: forward frames between ports in one of DPDK testpmd's modes and print
+//! the counters DPDK users know.
+//!
+//! ```text
+//! testpmd --port ring:a --fwd io --cores 1 --burst 32 --duration 5 --tx-first 1
+//! testpmd --port null --fwd io --cores 1 --duration 5 --json
+//! ```
+//! Streams follow testpmd's port topology: one port forwards back out of itself;
+//! an even number of ports forwards in pairs (0↔1, 2↔3); an odd number chains
+//! (0→1→…→0). Each port gets `--rxq` queues; stream (port, queue) goes round-robin
+//! to the forwarding cores. Exit status: 0 on success, 2 for a bad flag or spec,
+//! 1 if the run failed or leaked buffers.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+
+use pmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream, StreamStats, MIN_TXPKTS};
+use pmd::mempool::DEFAULT_HEADROOM;
+use pmd::port::MacAddr;
+use pmd::runtime::{parse_core_list, IdlePolicy, Runtime, StopSignal};
+use pmd::{Mempool, MempoolConfig, PmdError, Port, PortConfig, PortStats};
+
+#[derive(Parser, Debug)]
+#[command(name = "testpmd", version, about = "Poll-mode forwarding test tool (DPDK testpmd style)", after_help = pmd::spec::help())]
+struct Args {
+    /// Port spec (repeat for more ports), e.g. ring:a, null, ring:a?peer=b
+    #[arg(long = "port", required = true, value_name = "SPEC")]
+    ports: Vec<String>,
+    /// Forwarding mode: io, mac, macswap, 5tswap, rxonly, txonly, flowgen, icmpecho
+    #[arg(long, value_parser = parse_mode)]
+    fwd: FwdMode,
+    /// Forwarding cores, e.g. 1 or 1-3 (the main thread stays unpinned)
+    #[arg(long, value_name = "LIST")]
+    cores: String,
+    /// Frames per burst
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    burst: u32,
+    /// Length of generated frames in bytes (txonly, flowgen, --tx-first)
+    #[arg(long, default_value_t = 64)]
+    txpkts: usize,
+    /// Seconds to run (SIGINT/SIGTERM stop earlier)
+    #[arg(long, value_name = "SECS")]
+    duration: f64,
+    /// Print one JSON object instead of tables
+    #[arg(long)]
+    json: bool,
+    /// Receive queues per port (and as many transmit queues)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    rxq: u16,
+    /// Receive descriptors per queue
+    #[arg(long, default_value_t = 1024)]
+    rxd: u16,
+    /// Transmit descriptors per queue
+    #[arg(long, default_value_t = 1024)]
+    txd: u16,
+    /// Buffers in the mempool (default: enough for every ring, cache and burst)
+    #[arg(long = "total-num-mbufs")]
+    total_num_mbufs: Option<usize>,
+    /// Data room of each buffer in bytes
+    #[arg(long = "mbuf-size", default_value_t = 2048)]
+    mbuf_size: usize,
+    /// Per-core mempool cache size
+    #[arg(long, default_value_t = 250)]
+    mbcache: usize,
+    /// Send this many bursts of generated frames on every stream before forwarding
+    #[arg(long = "tx-first", default_value_t = 0, num_args = 0..=1, default_missing_value = "1")]
+    tx_first: u32,
+    /// Stop generating after this many frames per stream (txonly, flowgen)
+    #[arg(long = "nb-pkts")]
+    nb_pkts: Option<u64>,
+    /// Flows flowgen cycles through
+    #[arg(long, default_value_t = 1024)]
+    flows: u32,
+    /// Peer MAC for port N, as N,MAC (default 02:00:00:00:00:0N, as DPDK)
+    #[arg(long = "eth-peer", value_name = "N,MAC")]
+    eth_peer: Vec<String>,
+    /// Leave promiscuous mode off (testpmd turns it on by default)
+    #[arg(long = "no-promisc")]
+    no_promisc: bool,
+    /// Print throughput every SECS seconds (and record it in --json as samples)
+    #[arg(long = "stats-period", value_name = "SECS")]
+    stats_period: Option<f64>,
+    /// Sleep when idle instead of spinning
+    #[arg(long = "idle-backoff")]
+    idle_backoff: bool,
+}
+
+fn parse_mode(s: &str) -> Result<FwdMode, String> {
+    s.parse()
+}
+
+#[derive(Serialize)]
+struct PortReport {
+    spec: String,
+    rx_packets: u64,
+    tx_packets: u64,
+    rx_bytes: u64,
+    tx_bytes: u64,
+    rx_pps: f64,
+    tx_pps: f64,
+    rx_missed: u64,
+    rx_errors: u64,
+    tx_errors: u64,
+    rx_nombuf: u64,
+    tx_dropped: u64,
+    fwd_rx: u64,
+    fwd_tx: u64,
+    malformed: u64,
+    xstats: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct Sample {
+    t_s: f64,
+    forward_pps: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    fwd: String,
+    duration_s: f64,
+    forward_pps: f64,
+    burst: u32,
+    cores: Vec<usize>,
+    ports: Vec<PortReport>,
+    samples: Vec<Sample>,
+    mbufs_total: usize,
+    mbufs_leaked: usize,
+    stopped_by_signal: bool,
+}
+
+enum Failure {
+    Usage(String),
+    Run(String),
+}
+
+impl From<PmdError> for Failure {
+    fn from(e: PmdError) -> Self {
+        if e.is_usage() {
+            Failure::Usage(e.to_string())
+        } else {
+            Failure::Run(e.to_string())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(Failure::Usage(m)) => {
+            eprintln!("testpmd: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(m)) => {
+            eprintln!("testpmd: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn peer_of(p: usize, n: usize) -> usize {
+    match n {
+        1 => 0,
+        n if n % 2 == 0 => p ^ 1,
+        n => (p + 1) % n,
+    }
+}
+
+/// Sum of frames the engines sent (or received, for rxonly) over all streams.
+fn forwarded(mode: FwdMode, snaps: &[Vec<StreamStats>]) -> u64 {
+    snaps.iter().flatten().map(|s| if mode == FwdMode::RxOnly { s.rx } else { s.tx }).sum()
+}
+
+fn run(a: &Args) -> Result<i32, Failure> {
+    let usage = |m: String| Failure::Usage(m);
+    if !(a.duration > 0.0 && a.duration.is_finite()) {
+        return Err(usage(format!("--duration must be a positive number of seconds, got {}", a.duration)));
+    }
+    if a.txpkts < MIN_TXPKTS || a.txpkts > a.mbuf_size {
+        return Err(usage(format!(
+            "--txpkts must be between {MIN_TXPKTS} and --mbuf-size ({}), got {}",
+            a.mbuf_size, a.txpkts
+        )));
+    }
+    if a.flows == 0 {
+        return Err(usage("--flows must be at least 1".into()));
+    }
+    if let Some(p) = a.stats_period {
+        if !(p > 0.0 && p.is_finite()) {
+            return Err(usage(format!("--stats-period must be a positive number of seconds, got {p}")));
+        }
+    }
+    let cores = parse_core_list(&a.cores)?;
+    let nports = a.ports.len();
+    let mut peer_macs: Vec<MacAddr> = (0..nports).map(|p| MacAddr([2, 0, 0, 0, 0, p as u8])).collect();
+    for e in &a.eth_peer {
+        let (n, mac) = e.split_once(',').ok_or_else(|| usage(format!("--eth-peer '{e}' is not N,MAC")))?;
+        let n: usize = n.parse().map_err(|_| usage(format!("--eth-peer '{e}': '{n}' is not a port number")))?;
+        if n >= nports {
+            return Err(usage(format!("--eth-peer '{e}': there is no port {n}")));
+        }
+        peer_macs[n] = mac.parse().map_err(|m: String| usage(format!("--eth-peer: {m}")))?;
+    }
+
+    let burst = a.burst as usize;
+    let queues = a.rxq as usize;
+    let count = a.total_num_mbufs.unwrap_or_else(|| {
+        nports * queues * (a.rxd as usize + a.txd as usize + burst) + cores.len() * (a.mbcache * 3 / 2 + burst) + 4096
+    });
+    let pool = Mempool::new(&MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache))?;
+
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    for spec in &a.ports {
+        ports.push(pmd::open(spec)?);
+    }
+    for p in ports.iter_mut() {
+        p.configure(&PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone()))?;
+        p.set_promiscuous(!a.no_promisc)?;
+        p.start()?;
+    }
+
+    // Streams: (port, queue) -> (peer(port), queue), round-robin over the cores.
+    let mut per_core: Vec<Vec<Stream>> = (0..cores.len()).map(|_| Vec::new()).collect();
+    let mut i = 0;
+    for q in 0..a.rxq {
+        for p in 0..nports {
+            let tp = peer_of(p, nports);
+            let rx = ports[p].take_rx_queue(q)?;
+            let tx = ports[tp].take_tx_queue(q)?;
+            let tx_mac = ports[tp].info().mac;
+            per_core[i % cores.len()].push(Stream::new(p, tp, q, rx, tx, tx_mac, peer_macs[tp]));
+            i += 1;
+        }
+    }
+    let used: Vec<(usize, Vec<Stream>)> = cores.iter().copied().zip(per_core).filter(|(_, s)| !s.is_empty()).collect();
+    if used.len() < cores.len() && !a.json {
+        eprintln!("testpmd: only {} stream(s); using {} of {} forwarding cores", i, used.len(), cores.len());
+    }
+
+    if !a.json {
+        for (n, p) in ports.iter().enumerate() {
+            let info = p.info();
+            let link = p.link();
+            println!(
+                "Port {n}: {} ({}) MAC {} link {} {} Mbps, {} queue(s), promiscuous {}",
+                a.ports[n],
+                info.driver,
+                info.mac,
+                if link.up { "up" } else { "down" },
+                link.speed_mbps,
+                a.rxq,
+                if p.promiscuous() { "on" } else { "off" }
+            );
+        }
+        println!(
+            "Forwarding mode {} on core(s) {:?}, burst {burst}, {} buffers",
+            a.fwd,
+            used.iter().map(|u| u.0).collect::<Vec<_>>(),
+            count
+        );
+    }
+
+    let cfg = FwdConfig {
+        mode: a.fwd,
+        burst,
+        txpkts: a.txpkts,
+        flows: a.flows,
+        tx_first: a.tx_first,
+        nb_pkts: a.nb_pkts,
+        pool: pool.clone(),
+    };
+    let stream_map: Vec<Vec<(usize, usize)>> =
+        used.iter().map(|(_, s)| s.iter().map(|s| (s.rx_port, s.tx_port)).collect()).collect();
+    let signal = StopSignal::install()?;
+    for p in ports.iter_mut() {
+        p.reset_stats();
+    }
+    let idle = if a.idle_backoff {
+        IdlePolicy::Backoff { idle_polls: 1024, max_sleep: Duration::from_micros(500) }
+    } else {
+        IdlePolicy::Spin
+    };
+    let lcores: Vec<(usize, FwdLcore)> = used.into_iter().map(|(c, s)| (c, FwdLcore::new(cfg.clone(), s))).collect();
+    let core_list: Vec<usize> = lcores.iter().map(|(c, _)| *c).collect();
+    let counters: Vec<_> = lcores.iter().map(|(_, l)| l.counters()).collect();
+    let snap = |counters: &Vec<Vec<std::sync::Arc<pmd::fwd::StreamCounters>>>| -> Vec<Vec<StreamStats>> {
+        counters.iter().map(|l| l.iter().map(|c| c.stats()).collect()).collect()
+    };
+    let rt = Runtime::launch(lcores, idle)?;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(a.duration);
+    let mut samples = Vec::new();
+    let mut by_signal = false;
+    let mut last = (t0, 0u64);
+    loop {
+        let next = match a.stats_period {
+            Some(p) => (last.0 + Duration::from_secs_f64(p)).min(deadline),
+            None => deadline,
+        };
+        if signal.sleep_until(next) {
+            by_signal = true;
+            break;
+        }
+        let now = Instant::now();
+        if a.stats_period.is_some() {
+            let total = forwarded(a.fwd, &snap(&counters));
+            let pps = (total - last.1) as f64 / (now - last.0).as_secs_f64();
+            samples.push(Sample { t_s: (now - t0).as_secs_f64(), forward_pps: pps });
+            if !a.json {
+                println!("  [{:7.2}s] forward {:>14.0} pps", (now - t0).as_secs_f64(), pps);
+            }
+            last = (now, total);
+        }
+        if now >= deadline {
+            break;
+        }
+    }
+    // Stop the cores first so every counter below is final and exact.
+    let lcores = rt.stop().map_err(|e| Failure::Run(e.to_string()))?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let final_snap = snap(&counters);
+    let port_stats: Vec<PortStats> = ports.iter().map(|p| p.stats()).collect();
+    let xstats: Vec<_> = ports.iter().map(|p| p.xstats()).collect();
+    drop(lcores);
+    for p in ports.iter_mut() {
+        let _ = p.stop();
+    }
+    drop(ports);
+
+    let mut reports = Vec::new();
+    for (n, st) in port_stats.iter().enumerate() {
+        let (mut fwd_rx, mut fwd_tx, mut dropped, mut malformed) = (0, 0, 0, 0);
+        for (core, streams) in stream_map.iter().enumerate() {
+            for (k, (rp, tp)) in streams.iter().enumerate() {
+                let s = &final_snap[core][k];
+                if *rp == n {
+                    fwd_rx += s.rx;
+                    malformed += s.malformed;
+                }
+                if *tp == n {
+                    fwd_tx += s.tx;
+                    dropped += s.tx_dropped + s.nombuf;
+                }
+            }
+        }
+        reports.push(PortReport {
+            spec: a.ports[n].clone(),
+            rx_packets: st.ipackets,
+            tx_packets: st.opackets,
+            rx_bytes: st.ibytes,
+            tx_bytes: st.obytes,
+            rx_pps: st.ipackets as f64 / elapsed,
+            tx_pps: st.opackets as f64 / elapsed,
+            rx_missed: st.imissed,
+            rx_errors: st.ierrors,
+            tx_errors: st.oerrors,
+            rx_nombuf: st.rx_nombuf,
+            tx_dropped: dropped,
+            fwd_rx,
+            fwd_tx,
+            malformed,
+            xstats: xstats[n].iter().cloned().collect(),
+        });
+    }
+    let leaked = pool.in_use();
+    let report = Report {
+        fwd: a.fwd.to_string(),
+        duration_s: elapsed,
+        forward_pps: forwarded(a.fwd, &final_snap) as f64 / elapsed,
+        burst: a.burst,
+        cores: core_list,
+        ports: reports,
+        samples,
+        mbufs_total: pool.count(),
+        mbufs_leaked: leaked,
+        stopped_by_signal: by_signal,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report).expect("report serialises"));
+    } else {
+        print_tables(&report);
+    }
+    let _ = std::io::stdout().flush();
+    if leaked > 0 {
+        eprintln!("testpmd: {leaked} buffer(s) were not returned to the pool");
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn print_tables(r: &Report) {
+    let (mut rx, mut tx, mut rxd, mut txd) = (0, 0, 0, 0);
+    for (n, p) in r.ports.iter().enumerate() {
+        println!("\n  ---------------------- Forward statistics for port {n}  ----------------------");
+        println!("  RX-packets: {:<14} RX-dropped: {:<14} RX-total: {}", p.fwd_rx, p.malformed, p.fwd_rx);
+        println!(
+            "  TX-packets: {:<14} TX-dropped: {:<14} TX-total: {}",
+            p.fwd_tx,
+            p.tx_dropped,
+            p.fwd_tx + p.tx_dropped
+        );
+        println!("  ----------------------------------------------------------------------------");
+        rx += p.fwd_rx;
+        tx += p.fwd_tx;
+        rxd += p.malformed;
+        txd += p.tx_dropped;
+    }
+    println!("\n  +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++");
+    println!("  RX-packets: {rx:<14} RX-dropped: {rxd:<14} RX-total: {rx}");
+    println!("  TX-packets: {tx:<14} TX-dropped: {txd:<14} TX-total: {}", tx + txd);
+    println!("  ++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++");
+    for (n, p) in r.ports.iter().enumerate() {
+        println!("\n  ######################## NIC statistics for port {n}  ########################");
+        println!("  RX-packets: {:<10} RX-missed: {:<10} RX-bytes:  {}", p.rx_packets, p.rx_missed, p.rx_bytes);
+        println!("  RX-errors: {}", p.rx_errors);
+        println!("  RX-nombuf:  {}", p.rx_nombuf);
+        println!("  TX-packets: {:<10} TX-errors: {:<10} TX-bytes:  {}", p.tx_packets, p.tx_errors, p.tx_bytes);
+        println!("\n  Throughput (over {:.2} s)", r.duration_s);
+        println!("  Rx-pps: {:>14.0}          Rx-bps: {:>14.0}", p.rx_pps, p.rx_bytes as f64 * 8.0 / r.duration_s);
+        println!("  Tx-pps: {:>14.0}          Tx-bps: {:>14.0}", p.tx_pps, p.tx_bytes as f64 * 8.0 / r.duration_s);
+        println!("  ############################################################################");
+    }
+    println!(
+        "\nForward rate: {:.3} Mpps over {:.2} s; buffers leaked: {}",
+        r.forward_pps / 1e6,
+        r.duration_s,
+        r.mbufs_leaked
+    );
+    if r.stopped_by_signal {
+        println!("Stopped by signal.");
+    }
+}

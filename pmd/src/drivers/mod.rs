@@ -1,0 +1,42 @@
+//! Poll-mode drivers. Each is reached through a spec string (see [`crate::spec`]).
+
+pub mod null;
+pub mod ring;
+
+use std::sync::Arc;
+
+use crate::PmdError;
+
+/// Fails unless every queue handle of the previous configuration has been dropped.
+/// Queue handles hold the only other references to their counters, so a strong
+/// count above one means a handle is still alive somewhere.
+pub(crate) fn ensure_no_handles<T, U>(port: &str, rx: &[Arc<T>], tx: &[Arc<U>]) -> Result<(), PmdError> {
+    if rx.iter().any(|c| Arc::strong_count(c) > 1) || tx.iter().any(|c| Arc::strong_count(c) > 1) {
+        return Err(PmdError::State {
+            port: port.to_string(),
+            reason: "queue handles of the previous configuration are still in use; drop them first".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Takes queue `q`'s counters for a new handle, checking the index and that no
+/// other handle for it is alive.
+pub(crate) fn claim_queue<T>(port: &str, kind: &str, q: u16, list: &[Arc<T>]) -> Result<Arc<T>, PmdError> {
+    let c = list.get(q as usize).ok_or_else(|| PmdError::State {
+        port: port.to_string(),
+        reason: format!("{kind} queue {q} does not exist ({} configured)", list.len()),
+    })?;
+    if Arc::strong_count(c) > 1 {
+        return Err(PmdError::State {
+            port: port.to_string(),
+            reason: format!("{kind} queue {q} is already owned by another handle"),
+        });
+    }
+    Ok(c.clone())
+}
+
+/// Fails if the port has not been configured yet.
+pub(crate) fn not_configured(port: &str) -> PmdError {
+    PmdError::State { port: port.to_string(), reason: "not configured".into() }
+}

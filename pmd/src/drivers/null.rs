@@ -1,0 +1,229 @@
+//! `null`: receive returns freshly allocated frames, transmit frees them.
+//!
+//! Like DPDK's `net_null`, this is the pure-overhead baseline: no wire, no copy,
+//! nothing but the mempool and the burst path. Received frames are `size` bytes
+//! (spec option, default 64) whose contents are whatever the buffer held.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{claim_queue, ensure_no_handles, not_configured};
+use crate::port::{
+    frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
+};
+use crate::{Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
+
+/// Largest frame `null` produces.
+pub const MAX_FRAME: usize = 9018;
+
+/// A `null` port.
+pub struct NullPort {
+    name: String,
+    mac: MacAddr,
+    frame_len: u32,
+    mtu: u16,
+    promisc: bool,
+    conf: Option<PortConfig>,
+    counters: PortCounters,
+    started: Arc<AtomicBool>,
+}
+
+impl NullPort {
+    /// A port producing `frame_len`-byte frames.
+    pub fn new(name: &str, frame_len: usize, mac: MacAddr) -> Result<NullPort, PmdError> {
+        if frame_len == 0 || frame_len > MAX_FRAME {
+            return Err(PmdError::Config { field: "size", reason: format!("{frame_len} is outside 1..={MAX_FRAME}") });
+        }
+        Ok(NullPort {
+            name: name.to_string(),
+            mac,
+            frame_len: frame_len as u32,
+            mtu: 9000,
+            promisc: false,
+            conf: None,
+            counters: PortCounters::default(),
+            started: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+impl Port for NullPort {
+    fn info(&self) -> PortInfo {
+        PortInfo {
+            driver: "null",
+            name: self.name.clone(),
+            mac: self.mac,
+            mtu: self.mtu,
+            min_mtu: 68,
+            max_mtu: 9000,
+            max_rx_queues: 64,
+            max_tx_queues: 64,
+            max_desc: 32768,
+            rx_offloads: RxOffloads::empty(),
+            tx_offloads: TxOffloads::empty(),
+            rss: None,
+        }
+    }
+
+    fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
+        if self.is_started() {
+            return Err(PmdError::State {
+                port: self.name.clone(),
+                reason: "stop the port before configuring it".into(),
+            });
+        }
+        ensure_no_handles(&self.name, &self.counters.rx, &self.counters.tx)?;
+        conf.validate(&self.info())?;
+        if conf.mempool.data_room() < self.frame_len as usize {
+            return Err(PmdError::Config {
+                field: "mempool",
+                reason: format!(
+                    "data room {} is smaller than the frame size {}",
+                    conf.mempool.data_room(),
+                    self.frame_len
+                ),
+            });
+        }
+        self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
+        self.conf = Some(conf.clone());
+        Ok(())
+    }
+
+    fn config(&self) -> Option<&PortConfig> {
+        self.conf.as_ref()
+    }
+
+    fn start(&mut self) -> Result<(), PmdError> {
+        if self.conf.is_none() {
+            return Err(not_configured(&self.name));
+        }
+        self.started.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), PmdError> {
+        self.started.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    fn link(&self) -> Link {
+        Link { up: self.is_started(), speed_mbps: 10_000, full_duplex: true }
+    }
+
+    fn set_promiscuous(&mut self, on: bool) -> Result<(), PmdError> {
+        self.promisc = on;
+        Ok(())
+    }
+
+    fn promiscuous(&self) -> bool {
+        self.promisc
+    }
+
+    fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
+        let info = self.info();
+        if mtu < info.min_mtu || mtu > info.max_mtu {
+            return Err(PmdError::Config {
+                field: "mtu",
+                reason: format!("{mtu} is outside {}..={}", info.min_mtu, info.max_mtu),
+            });
+        }
+        self.mtu = mtu;
+        Ok(())
+    }
+
+    fn stats(&self) -> PortStats {
+        self.counters.snapshot()
+    }
+
+    fn reset_stats(&mut self) {
+        self.counters.reset()
+    }
+
+    fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
+        let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.name))?;
+        let counters = claim_queue(&self.name, "rx", q, &self.counters.rx)?;
+        Ok(Box::new(NullRx {
+            pool: conf.mempool.clone(),
+            frame_len: self.frame_len as usize,
+            queue: q,
+            started: self.started.clone(),
+            counters,
+        }))
+    }
+
+    fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
+        if self.conf.is_none() {
+            return Err(not_configured(&self.name));
+        }
+        let counters = claim_queue(&self.name, "tx", q, &self.counters.tx)?;
+        Ok(Box::new(NullTx { mtu: self.mtu, started: self.started.clone(), counters }))
+    }
+}
+
+/// Receive queue of a `null` port.
+pub struct NullRx {
+    pool: Mempool,
+    frame_len: usize,
+    queue: u16,
+    started: Arc<AtomicBool>,
+    counters: Arc<RxCounters>,
+}
+
+impl RxQueue for NullRx {
+    #[inline]
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        if max == 0 || !self.started.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let start = out.len();
+        if self.pool.alloc_bulk(out, max).is_err() {
+            self.counters.nombuf.add(max as u64);
+            return 0;
+        }
+        for m in &mut out[start..] {
+            // Cannot fail: configure checked the data room against the frame size.
+            let _ = m.set_len(self.frame_len);
+            m.meta_mut().queue = self.queue;
+        }
+        self.counters.packets.add(max as u64);
+        self.counters.bytes.add((max * self.frame_len) as u64);
+        max
+    }
+}
+
+/// Transmit queue of a `null` port.
+pub struct NullTx {
+    mtu: u16,
+    started: Arc<AtomicBool>,
+    counters: Arc<TxCounters>,
+}
+
+impl TxQueue for NullTx {
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        let n = pkts.len();
+        if n == 0 || !self.started.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let mut bytes = 0u64;
+        let mut errors = 0u64;
+        for m in pkts.iter() {
+            if frame_fits_mtu(m.data(), self.mtu) {
+                bytes += m.len() as u64;
+            } else {
+                errors += 1;
+            }
+        }
+        self.counters.packets.add(n as u64 - errors);
+        self.counters.bytes.add(bytes);
+        if errors > 0 {
+            self.counters.errors.add(errors);
+        }
+        crate::mbuf::free_bulk(pkts);
+        n
+    }
+}

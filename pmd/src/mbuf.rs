@@ -1,0 +1,472 @@
+//! Packet buffers.
+//!
+//! An [`Mbuf`] is an owning handle to one packet buffer: a fixed-size region with
+//! headroom in front of the data (so upper layers prepend headers without copying),
+//! the data itself, and tailroom behind it, plus per-packet metadata ([`MbufMeta`]:
+//! RSS hash, packet type, offload requests and results).
+//!
+//! # Layout decision: our header, in whatever memory the driver owns
+//!
+//! Every buffer starts with an [`MbufHdr`] (one 64-byte cache line, `repr(C)`):
+//! a pointer to the buffer, offset and length of the data inside it, the metadata,
+//! and a pointer to the pool that owns it. The stack only ever sees this header,
+//! never a driver's descriptor format. Two kinds of memory back it:
+//!
+//! * **Native pools** ([`Mempool::new`](crate::Mempool::new)): one aligned region of
+//!   `count` objects, each `[MbufHdr | headroom | data room]`, like DPDK's own
+//!   layout (`struct rte_mbuf` in front of the buffer).
+//! * **External pools** ([`Mempool::external`](crate::Mempool::external)): memory
+//!   owned by someone else, DPDK being the case this was designed for. The DPDK
+//!   driver creates its `rte_mempool` with `priv_size >= size_of::<MbufHdr>()`, so
+//!   every `rte_mbuf` carries room for our header in its private area right after
+//!   `struct rte_mbuf`. On receive the driver writes the few fields we need
+//!   (`buf`, `data_off`, `data_len`, RSS hash, offload flags — all on cache lines
+//!   the NIC path has just touched) and hands out an `Mbuf` pointing at that
+//!   header: the payload the application reads is the memory the NIC wrote. On
+//!   transmit it writes `data_off`/`data_len`/offload requests back into the
+//!   `rte_mbuf` and passes the original pointer to `rte_eth_tx_burst`. Freeing goes
+//!   through the pool's [`ExternalPool`](crate::mempool::ExternalPool) ops
+//!   (`rte_pktmbuf_free`). No data is copied in either direction.
+//!
+//! We chose this over a buffer *trait* that drivers implement because a trait would
+//! make every layer above generic over the buffer type (or pay a virtual call per
+//! byte access), while the header-in-private-area approach costs a handful of
+//! stores per packet and keeps one concrete `Mbuf` type everywhere, which is what
+//! the wire views (`AsRef<[u8]>`), the stack and the tests want.
+//!
+//! # Invariants
+//! * An `Mbuf` is the only handle to its buffer: not `Clone`, no reference count.
+//!   `try_clone` copies into a new buffer from the same pool (and is counted as a
+//!   copy by its callers).
+//! * `data_off + data_len <= buf_len` always holds; every method that moves the
+//!   window checks it and returns `None` instead of panicking.
+//! * Dropping an `Mbuf` returns it to its pool (through the calling thread's cache);
+//!   the pool's `available()` therefore goes back to its starting value exactly when
+//!   every buffer has been dropped, which is what leak tests assert.
+//! * Buffers are single-segment: the pool's data room bounds a packet. Jumbo frames
+//!   and TSO super-frames use pools with a larger data room.
+
+use std::fmt;
+use std::ptr::NonNull;
+
+use bitflags::bitflags;
+
+use crate::mempool::PoolCore;
+
+bitflags! {
+    /// Packet type as classified by the driver or NIC (like DPDK's `RTE_PTYPE_*`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct PacketType: u32 {
+        /// Ethernet II frame.
+        const L2_ETHER = 1 << 0;
+        /// 802.1Q tagged frame.
+        const L2_VLAN = 1 << 1;
+        /// ARP.
+        const L2_ARP = 1 << 2;
+        /// IPv4 (with or without options).
+        const L3_IPV4 = 1 << 4;
+        /// IPv6 (with or without extension headers).
+        const L3_IPV6 = 1 << 5;
+        /// TCP.
+        const L4_TCP = 1 << 8;
+        /// UDP.
+        const L4_UDP = 1 << 9;
+        /// ICMP or ICMPv6.
+        const L4_ICMP = 1 << 10;
+        /// A non-first fragment (no L4 header).
+        const L4_FRAG = 1 << 11;
+    }
+}
+
+bitflags! {
+    /// Receive-side offload results a driver reports for one packet.
+    ///
+    /// Neither `*_GOOD` nor `*_BAD` set means "not checked": the stack must verify
+    /// in software.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct RxFlags: u16 {
+        /// `rss_hash` holds a valid hash.
+        const RSS_HASH = 1 << 0;
+        /// The IPv4 header checksum was verified good.
+        const IP_CKSUM_GOOD = 1 << 1;
+        /// The IPv4 header checksum was verified bad.
+        const IP_CKSUM_BAD = 1 << 2;
+        /// The L4 checksum was verified good.
+        const L4_CKSUM_GOOD = 1 << 3;
+        /// The L4 checksum was verified bad.
+        const L4_CKSUM_BAD = 1 << 4;
+        /// The L4 checksum is partial (virtio `NEEDS_CSUM`): data is trusted, the
+        /// checksum field holds only the pseudo-header sum.
+        const L4_CKSUM_PARTIAL = 1 << 5;
+        /// A VLAN tag was stripped into `vlan_tci`.
+        const VLAN_STRIPPED = 1 << 6;
+        /// The packet is a coalesced (LRO/GRO) super-frame; `tso_segsz` holds the
+        /// original segment size.
+        const LRO = 1 << 7;
+    }
+}
+
+bitflags! {
+    /// Transmit-side offload requests for one packet (like DPDK's `RTE_MBUF_F_TX_*`).
+    ///
+    /// A request is only honoured by ports whose capabilities list it; `l2_len`,
+    /// `l3_len` (and `l4_len`, `tso_segsz` for segmentation) must be set.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct TxFlags: u16 {
+        /// The packet is IPv4.
+        const IPV4 = 1 << 0;
+        /// The packet is IPv6.
+        const IPV6 = 1 << 1;
+        /// Compute the IPv4 header checksum.
+        const IP_CKSUM = 1 << 2;
+        /// Compute the TCP checksum (field pre-filled with the pseudo-header sum).
+        const TCP_CKSUM = 1 << 3;
+        /// Compute the UDP checksum (field pre-filled with the pseudo-header sum).
+        const UDP_CKSUM = 1 << 4;
+        /// Segment this TCP super-frame into `tso_segsz`-byte segments.
+        const TCP_SEG = 1 << 5;
+        /// Insert `vlan_tci` as an 802.1Q tag.
+        const VLAN_INSERT = 1 << 6;
+    }
+}
+
+/// Per-packet metadata carried alongside the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MbufMeta {
+    /// RSS (Toeplitz) hash of the flow, valid when `rx_flags` has `RSS_HASH`.
+    pub rss_hash: u32,
+    /// Packet classification.
+    pub packet_type: PacketType,
+    /// Receive offload results.
+    pub rx_flags: RxFlags,
+    /// Transmit offload requests.
+    pub tx_flags: TxFlags,
+    /// L2 header length, for transmit offloads.
+    pub l2_len: u8,
+    /// L4 header length, for TSO.
+    pub l4_len: u8,
+    /// L3 header length, for transmit offloads.
+    pub l3_len: u16,
+    /// TSO segment size (payload bytes per segment), or LRO original size.
+    pub tso_segsz: u16,
+    /// VLAN TCI, stripped on receive or to insert on transmit.
+    pub vlan_tci: u16,
+    /// Port the packet was received on.
+    pub port: u16,
+    /// Queue the packet was received on.
+    pub queue: u16,
+    /// Receive timestamp in nanoseconds of the port's clock, 0 if none.
+    pub timestamp_ns: u64,
+}
+
+/// The header at the start of every packet buffer (see the module docs).
+///
+/// Drivers of external memory write it through
+/// [`Mbuf::from_external`]; everyone else uses [`Mbuf`]'s methods.
+#[repr(C, align(64))]
+pub struct MbufHdr {
+    pub(crate) buf: NonNull<u8>,
+    pub(crate) pool: NonNull<PoolCore>,
+    pub(crate) buf_len: u32,
+    pub(crate) data_off: u32,
+    pub(crate) data_len: u32,
+    /// Opaque word for external pools (e.g. nothing, or a generation).
+    pub(crate) ext: u32,
+    pub(crate) meta: MbufMeta,
+}
+
+const _: () = assert!(std::mem::size_of::<MbufHdr>() == 64);
+
+/// An owned packet buffer. See the module documentation.
+#[repr(transparent)]
+pub struct Mbuf {
+    hdr: NonNull<MbufHdr>,
+}
+
+// SAFETY: an `Mbuf` is the unique owner of its header and buffer (no aliasing
+// handles exist), and the pool it returns to on drop is thread-safe, so moving it to
+// another thread is sound.
+unsafe impl Send for Mbuf {}
+// SAFETY: `&Mbuf` only gives read access to the header and data; no interior
+// mutability is reachable through a shared reference.
+unsafe impl Sync for Mbuf {}
+
+impl Mbuf {
+    /// Wraps a header that a pool has just handed out.
+    ///
+    /// # Safety
+    /// `hdr` must point to an initialised header that nobody else owns, whose
+    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes.
+    #[inline]
+    pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>) -> Self {
+        Mbuf { hdr }
+    }
+
+    /// Releases ownership without returning the buffer to its pool.
+    #[inline]
+    pub(crate) fn into_hdr(self) -> NonNull<MbufHdr> {
+        let hdr = self.hdr;
+        std::mem::forget(self);
+        hdr
+    }
+
+    /// Wraps a buffer that lives in an external pool's memory (the DPDK case):
+    /// writes the header at `hdr` and returns the owning handle.
+    ///
+    /// # Safety
+    /// * `hdr` is valid for writes of an `MbufHdr`, 64-byte aligned, and owned by
+    ///   the caller until the returned `Mbuf` is dropped or turned back with
+    ///   [`Mbuf::into_external`];
+    /// * `buf` is valid for reads and writes of `buf_len` bytes for that long;
+    /// * `data_off + data_len <= buf_len`;
+    /// * `pool` is an external pool whose `free` accepts this header.
+    pub unsafe fn from_external(
+        hdr: NonNull<MbufHdr>,
+        pool: &crate::Mempool,
+        buf: NonNull<u8>,
+        buf_len: u32,
+        data_off: u32,
+        data_len: u32,
+        meta: MbufMeta,
+    ) -> Self {
+        debug_assert!(data_off as u64 + data_len as u64 <= buf_len as u64);
+        // SAFETY: the caller guarantees `hdr` is valid for writes and exclusively ours.
+        unsafe {
+            hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, data_off, data_len, ext: 0, meta });
+        }
+        Mbuf { hdr }
+    }
+
+    /// Gives the header back to an external driver (e.g. to pass the underlying
+    /// `rte_mbuf` to the NIC) without freeing it.
+    pub fn into_external(self) -> NonNull<MbufHdr> {
+        self.into_hdr()
+    }
+
+    #[inline(always)]
+    fn hdr(&self) -> &MbufHdr {
+        // SAFETY: `self.hdr` is valid and uniquely owned for the life of `self`.
+        unsafe { self.hdr.as_ref() }
+    }
+
+    #[inline(always)]
+    fn hdr_mut(&mut self) -> &mut MbufHdr {
+        // SAFETY: as above, and `&mut self` makes the access exclusive.
+        unsafe { self.hdr.as_mut() }
+    }
+
+    #[inline(always)]
+    pub(crate) fn pool_ptr(&self) -> NonNull<PoolCore> {
+        self.hdr().pool
+    }
+
+    /// The packet data.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        let h = self.hdr();
+        // SAFETY: `data_off + data_len <= buf_len` (module invariant) and the buffer
+        // is valid for `buf_len` bytes and owned by `self`.
+        unsafe { std::slice::from_raw_parts(h.buf.as_ptr().add(h.data_off as usize), h.data_len as usize) }
+    }
+
+    /// The packet data, mutable.
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        let h = self.hdr_mut();
+        // SAFETY: as in `data`, with exclusive access through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(h.buf.as_ptr().add(h.data_off as usize), h.data_len as usize) }
+    }
+
+    /// Pointer to the first data byte (for zero-copy assertions in tests).
+    pub fn data_ptr(&self) -> *const u8 {
+        self.data().as_ptr()
+    }
+
+    /// Length of the data in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.hdr().data_len as usize
+    }
+
+    /// Whether the buffer holds no data.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.hdr().data_len == 0
+    }
+
+    /// Bytes free in front of the data.
+    #[inline]
+    pub fn headroom(&self) -> usize {
+        self.hdr().data_off as usize
+    }
+
+    /// Bytes free behind the data.
+    #[inline]
+    pub fn tailroom(&self) -> usize {
+        let h = self.hdr();
+        (h.buf_len - h.data_off - h.data_len) as usize
+    }
+
+    /// Total size of the buffer (headroom + data + tailroom).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.hdr().buf_len as usize
+    }
+
+    /// Grows the data by `n` bytes at the front, taking them from the headroom,
+    /// and returns the new bytes (uninitialised contents: whatever was there).
+    #[inline]
+    pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
+        let h = self.hdr_mut();
+        if n > h.data_off as usize {
+            return None;
+        }
+        h.data_off -= n as u32;
+        h.data_len += n as u32;
+        Some(&mut self.data_mut()[..n])
+    }
+
+    /// Removes `n` bytes from the front of the data (they become headroom).
+    #[inline]
+    pub fn adj(&mut self, n: usize) -> Option<()> {
+        let h = self.hdr_mut();
+        if n > h.data_len as usize {
+            return None;
+        }
+        h.data_off += n as u32;
+        h.data_len -= n as u32;
+        Some(())
+    }
+
+    /// Grows the data by `n` bytes at the end, taking them from the tailroom, and
+    /// returns the new bytes.
+    #[inline]
+    pub fn append(&mut self, n: usize) -> Option<&mut [u8]> {
+        if n > self.tailroom() {
+            return None;
+        }
+        let old = self.len();
+        self.hdr_mut().data_len += n as u32;
+        Some(&mut self.data_mut()[old..])
+    }
+
+    /// Removes `n` bytes from the end of the data.
+    #[inline]
+    pub fn trim(&mut self, n: usize) -> Option<()> {
+        let h = self.hdr_mut();
+        if n > h.data_len as usize {
+            return None;
+        }
+        h.data_len -= n as u32;
+        Some(())
+    }
+
+    /// Sets the data length, keeping the start; fails if it does not fit.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> Option<()> {
+        let h = self.hdr_mut();
+        if len > (h.buf_len - h.data_off) as usize {
+            return None;
+        }
+        h.data_len = len as u32;
+        Some(())
+    }
+
+    /// Appends a copy of `bytes`.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Option<()> {
+        self.append(bytes.len())?.copy_from_slice(bytes);
+        Some(())
+    }
+
+    /// Resets the data window to the pool's default headroom and length 0, and
+    /// clears the metadata.
+    #[inline]
+    pub fn reset(&mut self) {
+        // SAFETY: the pool outlives every buffer it handed out (see `mempool`).
+        let headroom = unsafe { self.hdr().pool.as_ref() }.headroom();
+        let h = self.hdr_mut();
+        h.data_off = headroom.min(h.buf_len);
+        h.data_len = 0;
+        h.meta = MbufMeta::default();
+    }
+
+    /// The metadata.
+    #[inline]
+    pub fn meta(&self) -> &MbufMeta {
+        &self.hdr().meta
+    }
+
+    /// The metadata, mutable.
+    #[inline]
+    pub fn meta_mut(&mut self) -> &mut MbufMeta {
+        &mut self.hdr_mut().meta
+    }
+
+    /// A handle to the pool this buffer belongs to.
+    pub fn pool(&self) -> crate::Mempool {
+        // SAFETY: the pool is alive while any of its buffers is.
+        crate::Mempool::from_core(self.pool_ptr())
+    }
+
+    /// Copies data and metadata into a new buffer from the same pool, with the same
+    /// headroom. Fails (no panic) when the pool is exhausted.
+    pub fn try_clone(&self) -> Result<Mbuf, crate::PmdError> {
+        // SAFETY: the pool outlives its buffers.
+        let core = unsafe { self.pool_ptr().as_ref() };
+        let mut m = core.alloc_one()?;
+        let off = self.headroom().min(m.capacity());
+        {
+            let h = m.hdr_mut();
+            h.data_off = off as u32;
+            h.data_len = 0;
+        }
+        m.extend_from_slice(self.data())
+            .ok_or(crate::PmdError::MbufTooSmall { need: self.len(), have: m.tailroom() })?;
+        m.hdr_mut().meta = *self.meta();
+        Ok(m)
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the pool outlives its buffers, and we own `hdr` exclusively.
+        unsafe { PoolCore::free_one(self.hdr) }
+    }
+}
+
+impl AsRef<[u8]> for Mbuf {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.data()
+    }
+}
+
+impl AsMut<[u8]> for Mbuf {
+    #[inline]
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.data_mut()
+    }
+}
+
+impl fmt::Debug for Mbuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mbuf")
+            .field("len", &self.len())
+            .field("headroom", &self.headroom())
+            .field("tailroom", &self.tailroom())
+            .field("meta", self.meta())
+            .finish()
+    }
+}
+
+/// Frees a batch of buffers, taking each pool's cache once per run of buffers from
+/// the same pool instead of once per buffer.
+#[inline]
+pub fn free_bulk(bufs: &mut Vec<Mbuf>) {
+    if bufs.is_empty() {
+        return;
+    }
+    PoolCore::free_bulk(bufs);
+}

@@ -1,0 +1,279 @@
+//! A bounded single-producer/single-consumer ring of owned values.
+//!
+//! This is the wire of the `ring` driver, so it is written for bursts: a producer
+//! publishes a whole burst with one release store, and each side caches the other
+//! side's index so that in the steady state a burst touches the shared cache lines
+//! once (the same trick as `rte_ring`'s SP/SC mode). Single-producer and
+//! single-consumer are enforced by ownership: [`Spsc::producer`] and
+//! [`Spsc::consumer`] hand out at most one live handle each.
+
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+
+/// The ring. Indices grow without bound (wrapping); `index & mask` is the slot.
+pub struct Spsc<T> {
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    mask: usize,
+    /// Next slot to read; written by the consumer only.
+    head: CachePadded<AtomicUsize>,
+    /// Next slot to write; written by the producer only.
+    tail: CachePadded<AtomicUsize>,
+    producer_taken: AtomicBool,
+    consumer_taken: AtomicBool,
+}
+
+// SAFETY: a slot is written only by the single producer before it publishes `tail`
+// (release) and read only by the single consumer after it observes `tail` (acquire),
+// and vice versa for `head`; values are moved across threads, so `T: Send` suffices.
+unsafe impl<T: Send> Sync for Spsc<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Spsc<T> {}
+
+impl<T> Spsc<T> {
+    /// A ring with room for `capacity` values (rounded up to a power of two).
+    pub fn new(capacity: usize) -> Arc<Self> {
+        let cap = capacity.max(1).next_power_of_two();
+        Arc::new(Spsc {
+            slots: (0..cap).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect(),
+            mask: cap - 1,
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            producer_taken: AtomicBool::new(false),
+            consumer_taken: AtomicBool::new(false),
+        })
+    }
+
+    /// Capacity in values.
+    pub fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    /// Values currently queued (a snapshot).
+    pub fn len(&self) -> usize {
+        self.tail.load(Ordering::Acquire).wrapping_sub(self.head.load(Ordering::Acquire))
+    }
+
+    /// Whether the ring is empty (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The producer handle, unless one is already live.
+    pub fn producer(self: &Arc<Self>) -> Option<Producer<T>> {
+        if self.producer_taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Producer {
+            tail: self.tail.load(Ordering::Acquire),
+            head_cache: self.head.load(Ordering::Acquire),
+            ring: self.clone(),
+        })
+    }
+
+    /// The consumer handle, unless one is already live.
+    pub fn consumer(self: &Arc<Self>) -> Option<Consumer<T>> {
+        if self.consumer_taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Consumer {
+            head: self.head.load(Ordering::Acquire),
+            tail_cache: self.tail.load(Ordering::Acquire),
+            ring: self.clone(),
+        })
+    }
+}
+
+impl<T> Drop for Spsc<T> {
+    fn drop(&mut self) {
+        let (mut h, t) = (*self.head.get_mut(), *self.tail.get_mut());
+        while h != t {
+            // SAFETY: slots in head..tail are initialised and owned by the ring, and
+            // `&mut self` means no handle is live.
+            unsafe { self.slots[h & self.mask].get_mut().assume_init_drop() };
+            h = h.wrapping_add(1);
+        }
+    }
+}
+
+/// The writing end.
+pub struct Producer<T> {
+    ring: Arc<Spsc<T>>,
+    tail: usize,
+    head_cache: usize,
+}
+
+impl<T> Producer<T> {
+    /// Free slots, refreshing the cached consumer index only if the cached value
+    /// shows fewer than `want`.
+    #[inline]
+    pub fn free_space(&mut self, want: usize) -> usize {
+        let cap = self.ring.mask + 1;
+        let mut free = cap - self.tail.wrapping_sub(self.head_cache);
+        if free < want {
+            self.head_cache = self.ring.head.load(Ordering::Acquire);
+            free = cap - self.tail.wrapping_sub(self.head_cache);
+        }
+        free
+    }
+
+    /// Moves up to `n` values from the front of `v` into the ring; returns how many.
+    #[inline]
+    pub fn push_front_of(&mut self, v: &mut Vec<T>, n: usize) -> usize {
+        let n = n.min(v.len()).min(self.free_space(n));
+        if n == 0 {
+            return 0;
+        }
+        let mask = self.ring.mask;
+        for i in 0..n {
+            // SAFETY: `i < n <= v.len()`, so `v[i]` is initialised; it is moved out
+            // here and the Vec is shrunk below without dropping it. The slot is free
+            // (fewer than `cap` values are queued) and only this producer writes it.
+            unsafe {
+                let val = std::ptr::read(v.as_ptr().add(i));
+                (*self.ring.slots[(self.tail.wrapping_add(i)) & mask].get()).write(val);
+            }
+        }
+        let rest = v.len() - n;
+        // SAFETY: elements `0..n` were moved out above; shift the rest down and set
+        // the length so none is dropped or duplicated.
+        unsafe {
+            std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+            v.set_len(rest);
+        }
+        self.tail = self.tail.wrapping_add(n);
+        self.ring.tail.store(self.tail, Ordering::Release);
+        n
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.ring.producer_taken.store(false, Ordering::Release);
+    }
+}
+
+/// The reading end.
+pub struct Consumer<T> {
+    ring: Arc<Spsc<T>>,
+    head: usize,
+    tail_cache: usize,
+}
+
+impl<T> Consumer<T> {
+    /// Moves up to `max` values from the ring to the end of `out`; returns how many.
+    #[inline]
+    pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let mut avail = self.tail_cache.wrapping_sub(self.head);
+        if avail < max {
+            self.tail_cache = self.ring.tail.load(Ordering::Acquire);
+            avail = self.tail_cache.wrapping_sub(self.head);
+        }
+        let n = avail.min(max);
+        if n == 0 {
+            return 0;
+        }
+        out.reserve(n);
+        let mask = self.ring.mask;
+        let len = out.len();
+        for i in 0..n {
+            // SAFETY: slots head..head+n are initialised (published by the producer's
+            // release store, observed by our acquire load) and owned by the ring; we
+            // move each out exactly once into reserved capacity.
+            unsafe {
+                let val = (*self.ring.slots[(self.head.wrapping_add(i)) & mask].get()).assume_init_read();
+                std::ptr::write(out.as_mut_ptr().add(len + i), val);
+            }
+        }
+        // SAFETY: `len + n <= capacity` (reserved) and the new elements are written.
+        unsafe { out.set_len(len + n) };
+        self.head = self.head.wrapping_add(n);
+        self.ring.head.store(self.head, Ordering::Release);
+        n
+    }
+
+    /// Values waiting (a snapshot).
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether nothing is waiting (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        self.ring.consumer_taken.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_order_and_capacity() {
+        let r = Spsc::<u32>::new(5);
+        assert_eq!(r.capacity(), 8);
+        let mut p = r.producer().unwrap();
+        let mut c = r.consumer().unwrap();
+        assert!(r.producer().is_none() && r.consumer().is_none());
+        let mut v: Vec<u32> = (0..10).collect();
+        assert_eq!(p.push_front_of(&mut v, 10), 8);
+        assert_eq!(v, vec![8, 9]);
+        let mut out = vec![];
+        assert_eq!(c.pop_into(&mut out, 3), 3);
+        assert_eq!(p.push_front_of(&mut v, 10), 2);
+        assert_eq!(c.pop_into(&mut out, 100), 7);
+        assert_eq!(out, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn drop_releases_queued_values() {
+        let r = Spsc::<Arc<()>>::new(4);
+        let probe = Arc::new(());
+        let mut v = vec![probe.clone(), probe.clone()];
+        r.producer().unwrap().push_front_of(&mut v, 2);
+        assert_eq!(Arc::strong_count(&probe), 3);
+        drop(r);
+        assert_eq!(Arc::strong_count(&probe), 1);
+    }
+
+    #[test]
+    fn threads_transfer_everything_in_order() {
+        let r = Spsc::<u64>::new(64);
+        let mut p = r.producer().unwrap();
+        let mut c = r.consumer().unwrap();
+        const N: u64 = 200_000;
+        let t = std::thread::spawn(move || {
+            let mut next = 0u64;
+            let mut v = Vec::new();
+            while next < N {
+                while v.len() < 32 && next < N {
+                    v.push(next);
+                    next += 1;
+                }
+                p.push_front_of(&mut v, 32);
+            }
+            while !v.is_empty() {
+                p.push_front_of(&mut v, 32);
+            }
+        });
+        let mut expect = 0u64;
+        let mut out = Vec::new();
+        while expect < N {
+            out.clear();
+            c.pop_into(&mut out, 32);
+            for x in &out {
+                assert_eq!(*x, expect);
+                expect += 1;
+            }
+        }
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,184 @@
+//! The impairment decorator: reproducible by seed, every frame accounted for.
+
+mod common;
+use common::*;
+
+use std::sync::Arc;
+
+use pmd::{Mbuf, OpenEnv, Port, PortConfig, VirtualClock};
+
+fn open_env(spec: &str, pool: &pmd::Mempool, clock: &VirtualClock) -> Box<dyn Port> {
+    let mut p = pmd::open_with(spec, &OpenEnv { clock: Arc::new(clock.clone()) }).unwrap();
+    p.configure(&PortConfig::new(1, 1, 4096, 4096, pool.clone())).unwrap();
+    p.set_promiscuous(true).unwrap();
+    p.start().unwrap();
+    p
+}
+
+fn xstat(p: &dyn Port, name: &str) -> u64 {
+    p.xstats().into_iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no xstat {name}")).1
+}
+
+/// Sends `n` numbered frames through `spec` (a loopback) and returns what came out.
+fn run(spec: &str, n: u32, pool: &pmd::Mempool) -> (Vec<u32>, Box<dyn Port>) {
+    let clock = VirtualClock::new();
+    let mut p = open_env(spec, pool, &clock);
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut got = Vec::new();
+    let mut out: Vec<Mbuf> = Vec::new();
+    for chunk in 0..(n / 100) {
+        let mut f = frames(pool, chunk * 100, 100, 64);
+        tx.tx_burst(&mut f);
+        assert!(f.is_empty());
+        while rx.rx_burst(&mut out, 32) > 0 {
+            got.extend(out.drain(..).map(|m| seq(&m)));
+        }
+    }
+    tx.tx_burst(&mut Vec::new()); // release a frame held for reordering
+    while rx.rx_burst(&mut out, 32) > 0 {
+        got.extend(out.drain(..).map(|m| seq(&m)));
+    }
+    (got, p)
+}
+
+#[test]
+fn same_seed_affects_the_same_frames() {
+    let pool = pool("imp_seed", 8192);
+    let spec = |name: &str, seed: u64| format!("ring:{name}?loss=0.05&dup=0.03&reorder=0.02&seed={seed}");
+    let (a, pa) = run(&spec("imp_s1", 7), 5000, &pool);
+    let (b, pb) = run(&spec("imp_s2", 7), 5000, &pool);
+    let (c, pc) = run(&spec("imp_s3", 8), 5000, &pool);
+    assert_eq!(a, b, "same seed, same outcome frame for frame");
+    assert_ne!(a, c, "another seed, another outcome");
+    let lost = xstat(pa.as_ref(), "impair_tx_lost");
+    assert!(lost > 150 && lost < 350, "about 5% of 5000 lost, got {lost}");
+    assert_eq!(lost, xstat(pb.as_ref(), "impair_tx_lost"));
+    drop((pa, pb, pc));
+    assert_eq!(pool.available(), 8192);
+}
+
+#[test]
+fn counts_add_up() {
+    let pool = pool("imp_counts", 8192);
+    let (got, p) = run("ring:imp_c1?loss=0.1&dup=0.1&reorder=0.1&corrupt=0.1&seed=3", 3000, &pool);
+    let x = |k: &str| xstat(p.as_ref(), &format!("impair_tx_{k}"));
+    assert_eq!(x("offered"), 3000);
+    assert_eq!(x("offered") + x("duplicated"), x("delivered") + x("lost") + x("queue_dropped"));
+    assert_eq!(got.len() as u64, x("delivered"), "receiver saw exactly what was delivered");
+    assert_eq!(p.stats().ipackets, x("delivered"));
+    for k in ["lost", "duplicated", "reordered", "corrupted"] {
+        assert!(x(k) > 200, "{k} = {}", x(k));
+    }
+    drop(p);
+    // Without corruption (which may hit the sequence number), every sent frame
+    // either arrived, at least once, or was counted lost.
+    let (got, p) = run("ring:imp_c2?loss=0.1&dup=0.1&reorder=0.1&seed=3", 3000, &pool);
+    let mut uniq = got.clone();
+    uniq.sort_unstable();
+    uniq.dedup();
+    assert_eq!(uniq.len() as u64, 3000 - xstat(p.as_ref(), "impair_tx_lost"));
+    drop(p);
+    assert_eq!(pool.available(), 8192);
+}
+
+#[test]
+fn rx_direction_is_impaired_and_counted_too() {
+    let pool = pool("imp_rx", 4096);
+    let (got, p) = run("ring:imp_r1?loss=0.2&seed=1&dir=rx", 2000, &pool);
+    let x = |k: &str| xstat(p.as_ref(), &format!("impair_rx_{k}"));
+    assert_eq!(xstat(p.as_ref(), "impair_tx_offered"), 0);
+    assert_eq!(x("offered"), 2000);
+    assert_eq!(x("offered"), x("delivered") + x("lost"));
+    assert_eq!(got.len() as u64, x("delivered"));
+    drop(p);
+    assert_eq!(pool.available(), 4096);
+}
+
+#[test]
+fn reorder_swaps_a_frame_with_the_next_one() {
+    let pool = pool("imp_reorder", 1024);
+    let (got, p) = run("ring:imp_o1?reorder=1&seed=1", 100, &pool);
+    let expect: Vec<u32> = (0..50).flat_map(|i| [2 * i + 1, 2 * i]).collect();
+    assert_eq!(got, expect);
+    assert_eq!(xstat(p.as_ref(), "impair_tx_reordered"), 50);
+}
+
+#[test]
+fn corrupt_flips_exactly_one_bit() {
+    let pool = pool("imp_corrupt", 1024);
+    let clock = VirtualClock::new();
+    let mut p = open_env("ring:imp_x1?corrupt=1&seed=5", &pool, &clock);
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut f = frames(&pool, 0, 50, 64);
+    let originals: Vec<Vec<u8>> = f.iter().map(|m| m.data().to_vec()).collect();
+    tx.tx_burst(&mut f);
+    let mut got = Vec::new();
+    rx.rx_burst(&mut got, 64);
+    assert_eq!(got.len(), 50);
+    for (m, o) in got.iter().zip(&originals) {
+        let bits: u32 = m.data().iter().zip(o).map(|(a, b)| (a ^ b).count_ones()).sum();
+        assert_eq!(bits, 1);
+    }
+}
+
+#[test]
+fn duplication_under_exhaustion_is_counted_not_fatal() {
+    let pool = pool("imp_dup", 64);
+    let clock = VirtualClock::new();
+    let mut p = open_env("ring:imp_d1?dup=1&seed=5", &pool, &clock);
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut f = frames(&pool, 0, 40, 64);
+    tx.tx_burst(&mut f);
+    let dup = xstat(p.as_ref(), "impair_tx_duplicated");
+    let nombuf = xstat(p.as_ref(), "impair_tx_dup_nombuf");
+    assert_eq!(dup + nombuf, 40);
+    assert!(nombuf > 0 && dup > 0, "dup {dup} nombuf {nombuf}");
+    let mut got = Vec::new();
+    while rx.rx_burst(&mut got, 32) > 0 {}
+    assert_eq!(got.len() as u64, 40 + dup);
+    drop(got);
+    drop((rx, tx, p));
+    assert_eq!(pool.available(), 64);
+}
+
+#[test]
+fn delay_holds_frames_until_virtual_time_passes() {
+    let pool = pool("imp_delay", 256);
+    let clock = VirtualClock::new();
+    let mut p = open_env("ring:imp_l1?delay_us=200", &pool, &clock);
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut f = frames(&pool, 0, 5, 64);
+    tx.tx_burst(&mut f);
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 32), 0);
+    clock.advance_ns(199_999);
+    tx.tx_burst(&mut Vec::new());
+    assert_eq!(rx.rx_burst(&mut got, 32), 0);
+    clock.advance_ns(1);
+    tx.tx_burst(&mut Vec::new());
+    assert_eq!(rx.rx_burst(&mut got, 32), 5);
+}
+
+#[test]
+fn rate_shaping_spaces_frames_and_limit_drops_the_excess() {
+    let pool = pool("imp_rate", 256);
+    let clock = VirtualClock::new();
+    let mut p = open_env("ring:imp_t1?rate_pps=1000&limit=10", &pool, &clock);
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut f = frames(&pool, 0, 15, 64);
+    tx.tx_burst(&mut f);
+    assert_eq!(xstat(p.as_ref(), "impair_tx_queue_dropped"), 5);
+    let mut got = Vec::new();
+    let mut arrivals = Vec::new();
+    for ms in 0..12u64 {
+        tx.tx_burst(&mut Vec::new());
+        let n = rx.rx_burst(&mut got, 32);
+        arrivals.push(n);
+        clock.advance_ns(1_000_000);
+        let _ = ms;
+    }
+    assert_eq!(arrivals, vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], "one frame per millisecond");
+    let mut f = frames(&pool, 100, 1, 64);
+    tx.tx_burst(&mut f);
+    assert_eq!(rx.rx_burst(&mut got, 32), 1, "idle shaper sends at once");
+}

@@ -1,0 +1,170 @@
+//! The `testpmd` binary: exact counts, clean stop on signals, and exit status 2
+//! with a message naming the problem for bad flags and specs.
+
+use std::process::{Command, Output, Stdio};
+
+fn testpmd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_testpmd")).args(args).output().expect("testpmd runs")
+}
+
+fn core() -> String {
+    pmd::runtime::available_cores().last().copied().unwrap_or(0).to_string()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "status {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+fn u(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+#[test]
+fn io_and_macswap_over_ring_forward_exact_counts_without_loss_or_leak() {
+    for (mode, ports) in [
+        ("io", vec!["ring:cli_io"]),
+        ("macswap", vec!["ring:cli_ms"]),
+        ("io", vec!["ring:cli_wa?peer=cli_wb", "ring:cli_wb?peer=cli_wa"]),
+        ("macswap", vec!["ring:cli_wc?peer=cli_wd", "ring:cli_wd?peer=cli_wc"]),
+    ] {
+        let c = core();
+        let mut args = vec!["--fwd", mode, "--cores", &c, "--duration", "0.3", "--tx-first", "2", "--json"];
+        for p in &ports {
+            args.extend(["--port", p]);
+        }
+        let v = json(&testpmd(&args));
+        assert_eq!(v["fwd"], mode);
+        assert_eq!(u(&v, "mbufs_leaked"), 0);
+        let ps = v["ports"].as_array().unwrap();
+        let (mut tx, mut rx) = (0, 0);
+        for p in ps {
+            assert_eq!(u(p, "tx_dropped") + u(p, "rx_missed") + u(p, "rx_errors") + u(p, "tx_errors"), 0, "{p}");
+            tx += u(p, "tx_packets");
+            rx += u(p, "rx_packets");
+        }
+        // Every stream sent 2 bursts of 32 first; exactly those are still in flight.
+        assert_eq!(tx - rx, 64 * ps.len() as u64, "{mode} {ports:?}: {v}");
+        assert!(rx > 10_000, "{v}");
+        assert!(v["forward_pps"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn txonly_nb_pkts_sends_exactly_that_many() {
+    let c = core();
+    let v = json(&testpmd(&[
+        "--port",
+        "null",
+        "--fwd",
+        "txonly",
+        "--cores",
+        &c,
+        "--duration",
+        "0.3",
+        "--nb-pkts",
+        "12345",
+        "--json",
+    ]));
+    assert_eq!(u(&v["ports"][0], "tx_packets"), 12345);
+    assert_eq!(u(&v["ports"][0], "tx_bytes"), 12345 * 64);
+}
+
+#[test]
+fn json_has_the_documented_fields() {
+    let c = core();
+    let v = json(&testpmd(&[
+        "--port",
+        "null",
+        "--fwd",
+        "rxonly",
+        "--cores",
+        &c,
+        "--duration",
+        "0.2",
+        "--json",
+        "--stats-period",
+        "0.1",
+    ]));
+    for k in ["fwd", "duration_s", "forward_pps", "ports"] {
+        assert!(v.get(k).is_some(), "missing {k}");
+    }
+    for k in ["spec", "rx_packets", "tx_packets", "rx_pps", "tx_pps", "rx_missed", "rx_nombuf", "tx_dropped"] {
+        assert!(v["ports"][0].get(k).is_some(), "missing ports[0].{k}");
+    }
+    assert!(!v["samples"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn table_output_looks_like_dpdk_testpmd() {
+    let c = core();
+    let out = testpmd(&["--port", "null", "--fwd", "io", "--cores", &c, "--duration", "0.2"]);
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Forward statistics for port 0",
+        "RX-packets:",
+        "TX-dropped:",
+        "NIC statistics for port 0",
+        "RX-nombuf:",
+        "Rx-pps:",
+    ] {
+        assert!(s.contains(needle), "missing '{needle}' in:\n{s}");
+    }
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_final_stats() {
+    let c = core();
+    let child = Command::new(env!("CARGO_BIN_EXE_testpmd"))
+        .args(["--port", "ring:cli_sig", "--fwd", "io", "--tx-first", "--cores", &c, "--duration", "30", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let v = json(&out);
+    assert_eq!(v["stopped_by_signal"], true);
+    assert!(v["duration_s"].as_f64().unwrap() < 10.0);
+    assert_eq!(u(&v, "mbufs_leaked"), 0);
+}
+
+fn usage_error(args: &[&str], needles: &[&str]) {
+    let out = testpmd(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: stderr {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: '{n}' not in: {err}");
+    }
+}
+
+#[test]
+fn bad_flags_and_specs_exit_2_naming_the_problem() {
+    let c = core();
+    let base = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> =
+            ["--fwd", "io", "--cores", c.as_str(), "--duration", "0.1"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&'static str], needles: &[&str]| {
+        let args = base(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        usage_error(&args, needles);
+    };
+    run(&["--port", "rng:a"], &["'rng'", "ring, null"]);
+    run(&["--port", "ring:cli_bad?los=1"], &["'los'", "peer"]);
+    run(&["--port", "null?size=x"], &["'size'"]);
+    run(&["--port", "ring:cli_bad2?loss=0.5"], &["'seed'"]);
+    run(&["--port", "null", "--txpkts", "10"], &["--txpkts"]);
+    run(&["--port", "null", "--bogus"], &["--bogus"]);
+    run(&["--port", "null", "--burst", "0"], &["--burst"]);
+    run(&["--port", "null", "--total-num-mbufs", "0"], &["count"]);
+    usage_error(&["--port", "null", "--fwd", "warp", "--cores", &c, "--duration", "1"], &["warp", "macswap"]);
+    usage_error(&["--port", "null", "--fwd", "io", "--cores", "4095", "--duration", "1"], &["core 4095"]);
+    usage_error(&["--port", "null", "--fwd", "io", "--cores", "1-0", "--duration", "1"], &["cores"]);
+    usage_error(&["--port", "null", "--fwd", "io", "--cores", &c, "--duration", "-1"], &["--duration"]);
+    usage_error(&["--port", "null", "--fwd", "io", "--cores", &c], &["--duration"]);
+}
