@@ -233,7 +233,7 @@ pub enum Icmpv4Repr<'a> {
     },
     /// Destination Unreachable.
     DstUnreachable {
-        /// Code (see [`unreachable`]).
+        /// Code (see [`unreachable`](mod@unreachable)).
         code: u8,
         /// Next-hop MTU, for code [`unreachable::FRAG_NEEDED`] (else 0).
         next_hop_mtu: u16,

@@ -418,7 +418,7 @@ impl Eq for NdpOptions<'_> {}
 pub enum Icmpv6Repr<'a> {
     /// Destination Unreachable (RFC 4443 §3.1).
     DstUnreachable {
-        /// Code (0..=7).
+        /// Code (0..=8: RFC 4443 §3.1, RFC 7112, RFC 8883).
         code: u8,
         /// As much of the invoking packet as fits.
         quoted: &'a [u8],
@@ -554,7 +554,7 @@ impl<'a> Icmpv6Repr<'a> {
                 need(8)?;
                 let quoted = &buf[8..];
                 match t {
-                    msg_type::DST_UNREACHABLE if code <= 7 => {
+                    msg_type::DST_UNREACHABLE if code <= 8 => {
                         Icmpv6Repr::DstUnreachable { code, quoted }
                     }
                     msg_type::PACKET_TOO_BIG => Icmpv6Repr::PacketTooBig {
