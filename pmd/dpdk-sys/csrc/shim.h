@@ -38,8 +38,9 @@ uint16_t rte_shim_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
 
 /** `rte_pktmbuf_alloc()`: NULL when the pool is empty. */
 struct rte_mbuf *rte_shim_pktmbuf_alloc(struct rte_mempool *mp);
-/** `rte_pktmbuf_alloc_bulk()`: 0 on success, -ENOENT (nothing taken) if the
- *  pool cannot supply all `count` mbufs. */
+/** `rte_pktmbuf_alloc_bulk()`: 0 on success; a negative errno, with nothing
+ *  taken, if the pool cannot supply all `count` mbufs (documented as
+ *  -ENOENT, but 22.11's default ring driver returns -ENOBUFS). */
 int rte_shim_pktmbuf_alloc_bulk(struct rte_mempool *mp,
 				struct rte_mbuf **mbufs, unsigned int count);
 /** `rte_pktmbuf_free()`: frees every segment of the chain; NULL is a no-op. */

@@ -50,6 +50,11 @@
 //! | [`rte_shim_mbuf_refcnt_read`], [`rte_shim_mbuf_refcnt_update`] | same names without `shim_` |
 //! | [`rte_shim_mbuf_to_priv`], [`rte_shim_pktmbuf_priv_size`], [`rte_shim_pktmbuf_data_room_size`] | same names without `shim_` |
 //!
+//! The shim gets exactly the `-march` that DPDK's pkg-config file names
+//! (`-march=corei7` on Debian 12, whose DPDK targets a baseline x86-64 with
+//! SSE4.2), never `-march=native`, so a binary built on one machine runs
+//! wherever that DPDK runs.
+//!
 //! Functions DPDK already exports are bound directly and not wrapped:
 //! `rte_pktmbuf_free_bulk`, `rte_mempool_avail_count`,
 //! `rte_mempool_in_use_count`, `rte_strerror`, `rte_socket_id`, ...
@@ -86,6 +91,17 @@
 //! both (the second as `/usr/include/dpdk/../x86_64-linux-gnu/dpdk`);
 //! `build.rs` passes every `-I` pkg-config gives to both clang (bindgen) and
 //! the C compiler, so it never guesses a path.
+//!
+//! # Running EAL without hugepages (tests, CI)
+//!
+//! `tests/eal_null_port.rs` initialises EAL with
+//! `--no-huge -m 256 --no-pci --no-shconf --no-telemetry --vdev net_null0 -l 0`.
+//! On 22.11 `--no-huge` switches EAL to legacy memory mode, which it refuses
+//! to combine with `--in-memory` ("Option --legacy-mem is not compatible
+//! with --in-memory"); `--no-shconf` is the part of `--in-memory` that avoids
+//! shared config files. EAL still creates an (empty) runtime directory,
+//! `/var/run/dpdk/rte` for root. EAL initialises once per process, so each
+//! test that needs it is its own test binary.
 //!
 //! # Safety
 //!
