@@ -117,7 +117,15 @@ fn main() {
     clang_args.push("-DALLOW_EXPERIMENTAL_API".into());
     clang_args.extend(other_cflags.iter().cloned());
 
+    // Generate code for the crate's declared MSRV (rust-version), not for
+    // whatever bindgen considers the newest stable.
+    let rust_target = env::var("CARGO_PKG_RUST_VERSION")
+        .ok()
+        .and_then(|v| v.parse::<bindgen::RustTarget>().ok())
+        .unwrap_or_default();
+
     let bindings = bindgen::Builder::default()
+        .rust_target(rust_target)
         .header(csrc.join("wrapper.h").to_string_lossy())
         .clang_args(&clang_args)
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))

@@ -119,7 +119,6 @@
     non_upper_case_globals,
     dead_code,
     improper_ctypes,
-    unnecessary_transmutes,
     unsafe_op_in_unsafe_fn,
     clippy::all,
     clippy::pedantic,
