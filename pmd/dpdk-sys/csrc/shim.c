@@ -1,0 +1,96 @@
+/*
+ * See shim.h. Compiled by build.rs with the cflags from `pkg-config --cflags
+ * libdpdk` (which include `-include rte_config.h` and DPDK's own -march), so
+ * the inline bodies expanded here match the ABI of the installed libraries.
+ */
+#include "wrapper.h"
+
+int rte_shim_errno(void) { return rte_errno; }
+
+void rte_shim_set_errno(int value) { rte_errno = value; }
+
+unsigned int rte_shim_lcore_id(void) { return rte_lcore_id(); }
+
+uint16_t rte_shim_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
+			       struct rte_mbuf **rx_pkts, uint16_t nb_pkts)
+{
+	return rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts);
+}
+
+uint16_t rte_shim_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
+			       struct rte_mbuf **tx_pkts, uint16_t nb_pkts)
+{
+	return rte_eth_tx_burst(port_id, queue_id, tx_pkts, nb_pkts);
+}
+
+struct rte_mbuf *rte_shim_pktmbuf_alloc(struct rte_mempool *mp)
+{
+	return rte_pktmbuf_alloc(mp);
+}
+
+int rte_shim_pktmbuf_alloc_bulk(struct rte_mempool *mp,
+				struct rte_mbuf **mbufs, unsigned int count)
+{
+	return rte_pktmbuf_alloc_bulk(mp, mbufs, count);
+}
+
+void rte_shim_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
+
+void rte_shim_pktmbuf_reset(struct rte_mbuf *m) { rte_pktmbuf_reset(m); }
+
+void *rte_shim_pktmbuf_mtod(const struct rte_mbuf *m)
+{
+	return (char *)m->buf_addr + m->data_off;
+}
+
+uint16_t rte_shim_pktmbuf_headroom(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_headroom(m);
+}
+
+uint16_t rte_shim_pktmbuf_tailroom(const struct rte_mbuf *m)
+{
+	return rte_pktmbuf_tailroom(m);
+}
+
+char *rte_shim_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_prepend(m, len);
+}
+
+char *rte_shim_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_append(m, len);
+}
+
+char *rte_shim_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_adj(m, len);
+}
+
+int rte_shim_pktmbuf_trim(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_trim(m, len);
+}
+
+uint16_t rte_shim_mbuf_refcnt_read(const struct rte_mbuf *m)
+{
+	return rte_mbuf_refcnt_read(m);
+}
+
+uint16_t rte_shim_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value)
+{
+	return rte_mbuf_refcnt_update(m, value);
+}
+
+void *rte_shim_mbuf_to_priv(struct rte_mbuf *m) { return rte_mbuf_to_priv(m); }
+
+uint16_t rte_shim_pktmbuf_priv_size(struct rte_mempool *mp)
+{
+	return rte_pktmbuf_priv_size(mp);
+}
+
+uint16_t rte_shim_pktmbuf_data_room_size(struct rte_mempool *mp)
+{
+	return rte_pktmbuf_data_room_size(mp);
+}

@@ -1,0 +1,200 @@
+//! Raw FFI bindings to the system's DPDK (Data Plane Development Kit).
+//!
+//! This is a `-sys` crate: it binds, links and compiles, and adds almost
+//! nothing on top. The safe layer (mbufs, mempools, ports as the `pmd` crate's
+//! traits) lives in `pmd`'s `dpdk` driver.
+//!
+//! # What is bound
+//!
+//! `build.rs` runs bindgen over `csrc/wrapper.h`, which includes
+//! `rte_eal.h`, `rte_ethdev.h`, `rte_mbuf.h`, `rte_mempool.h`, `rte_ring.h`,
+//! `rte_lcore.h`, `rte_errno.h`, `rte_bus_vdev.h`, `rte_dev.h`,
+//! `rte_ether.h` and `rte_version.h`. Every function, type and constant whose
+//! name starts with `rte_`/`RTE_` is kept (plus `LCORE_ID_ANY`,
+//! `SOCKET_ID_ANY` and `E_RTE_*`); types they use come along. A C enum is a
+//! type alias plus top-level constants, as in C (`rte_eth_rx_mq_mode`,
+//! `RTE_ETH_MQ_RX_NONE`), and
+//! `size_t` is `usize`. bindgen's layout checks are emitted as compile-time
+//! assertions, so a layout mismatch between bindgen and the installed headers
+//! fails the build rather than a test.
+//!
+//! Every struct layout comes from the headers installed on the build machine;
+//! nothing in this crate hard-codes an offset, so the same source builds
+//! against DPDK 22.11, 23.11 and 24.11. Code that uses the bindings must do
+//! the same: read fields by name (`(*m).data_len`), never by offset. A few
+//! packed protocol-header types that rustc rejects in bindgen's rendering
+//! (`rte_l2tpv2_*`, `rte_gtp_*`) are opaque: right size and alignment, no
+//! fields.
+//!
+//! # The shim
+//!
+//! DPDK's fast path is `static inline` in its headers (`rte_eth_rx_burst`,
+//! `rte_pktmbuf_alloc`, ...) and `rte_errno` / `rte_lcore_id()` read C
+//! `__thread` variables through macros. None of those has a symbol in any
+//! shared library, so Rust cannot call them. `csrc/shim.c` defines one
+//! non-inline C function per such item, named `rte_shim_*`, compiled by the
+//! `cc` crate with the cflags from `pkg-config --cflags libdpdk` (which carry
+//! `-include rte_config.h` and DPDK's own `-march`; never `-march=native`).
+//! They are declared in `csrc/shim.h` and bound like the rest:
+//!
+//! | shim                               | wraps                               |
+//! |------------------------------------|-------------------------------------|
+//! | [`rte_shim_errno`], [`rte_shim_set_errno`] | the `rte_errno` per-lcore macro |
+//! | [`rte_shim_lcore_id`]              | `rte_lcore_id()`                    |
+//! | [`rte_shim_eth_rx_burst`], [`rte_shim_eth_tx_burst`] | `rte_eth_rx_burst`, `rte_eth_tx_burst` |
+//! | [`rte_shim_pktmbuf_alloc`], [`rte_shim_pktmbuf_alloc_bulk`] | `rte_pktmbuf_alloc`, `rte_pktmbuf_alloc_bulk` |
+//! | [`rte_shim_pktmbuf_free`], [`rte_shim_pktmbuf_reset`] | `rte_pktmbuf_free`, `rte_pktmbuf_reset` |
+//! | [`rte_shim_pktmbuf_mtod`]          | `rte_pktmbuf_mtod(m, void *)` (`buf_addr + data_off`) |
+//! | [`rte_shim_pktmbuf_headroom`], [`rte_shim_pktmbuf_tailroom`] | same names without `shim_` |
+//! | [`rte_shim_pktmbuf_prepend`], [`rte_shim_pktmbuf_append`], [`rte_shim_pktmbuf_adj`], [`rte_shim_pktmbuf_trim`] | same names without `shim_` |
+//! | [`rte_shim_mbuf_refcnt_read`], [`rte_shim_mbuf_refcnt_update`] | same names without `shim_` |
+//! | [`rte_shim_mbuf_to_priv`], [`rte_shim_pktmbuf_priv_size`], [`rte_shim_pktmbuf_data_room_size`] | same names without `shim_` |
+//!
+//! The shim gets exactly the `-march` that DPDK's pkg-config file names
+//! (`-march=corei7` on Debian 12, whose DPDK targets a baseline x86-64 with
+//! SSE4.2), never `-march=native`, so a binary built on one machine runs
+//! wherever that DPDK runs.
+//!
+//! Functions DPDK already exports are bound directly and not wrapped:
+//! `rte_pktmbuf_free_bulk`, `rte_mempool_avail_count`,
+//! `rte_mempool_in_use_count`, `rte_strerror`, `rte_socket_id`, ...
+//!
+//! Each shim call is a real function call (no cross-language inlining), a
+//! few nanoseconds; per *burst* for rx/tx, per mbuf for alloc/free. Code that
+//! needs per-packet fields should read the `rte_mbuf` struct directly.
+//!
+//! # Linking
+//!
+//! DPDK is linked dynamically (`-lrte_eal -lrte_ethdev ...` from
+//! pkg-config, plus `-lrte_bus_vdev`, which `libdpdk.pc` lists only for
+//! static builds). Dynamic linking matters: EAL loads the poll-mode drivers
+//! in its plugin directory (on Debian 12,
+//! `/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0`) only when `librte_eal` itself
+//! is a shared object. Without that, `--vdev net_null0` finds no driver.
+//!
+//! # Which DPDK
+//!
+//! The build needs `pkg-config`, DPDK >= 22.11's `libdpdk.pc`, and libclang
+//! (for bindgen). On Debian/Ubuntu: `apt-get install libdpdk-dev libclang-dev
+//! pkg-config`. To build against another DPDK (one built from source, a newer
+//! LTS), point `PKG_CONFIG_PATH` at the directory that holds its
+//! `libdpdk.pc`, for example
+//! `PKG_CONFIG_PATH=/opt/dpdk-24.11/lib/x86_64-linux-gnu/pkgconfig`; at run
+//! time its libraries must be found too (`LD_LIBRARY_PATH` or an rpath).
+//! The version found is passed to dependents as `DEP_DPDK_VERSION`, its
+//! include directories as `DEP_DPDK_INCLUDE`.
+//!
+//! Debian splits DPDK's headers in two: the architecture-independent ones in
+//! `/usr/include/dpdk` and the generated, architecture-specific ones
+//! (`rte_config.h`, `rte_build_config.h`) in
+//! `/usr/include/x86_64-linux-gnu/dpdk`. `pkg-config --cflags libdpdk` names
+//! both (the second as `/usr/include/dpdk/../x86_64-linux-gnu/dpdk`);
+//! `build.rs` passes every `-I` pkg-config gives to both clang (bindgen) and
+//! the C compiler, so it never guesses a path.
+//!
+//! # Running EAL without hugepages (tests, CI)
+//!
+//! `tests/eal_null_port.rs` initialises EAL with
+//! `--no-huge -m 256 --no-pci --no-shconf --no-telemetry --vdev net_null0 -l 0`.
+//! On 22.11 `--no-huge` switches EAL to legacy memory mode, which it refuses
+//! to combine with `--in-memory` ("Option --legacy-mem is not compatible
+//! with --in-memory"); `--no-shconf` is the part of `--in-memory` that avoids
+//! shared config files. EAL still creates an (empty) runtime directory,
+//! `/var/run/dpdk/rte` for root. EAL initialises once per process, so each
+//! test that needs it is its own test binary.
+//!
+//! # Safety
+//!
+//! Everything re-exported from the bindings is `unsafe` to call and follows
+//! DPDK's own rules: EAL must be initialised (`rte_eal_init`) once per
+//! process before almost anything else, and fast-path functions on a queue
+//! must be called from one thread at a time.
+
+/// The bindgen output: every `rte_*`/`RTE_*` item plus the `rte_shim_*`
+/// wrappers. The lints allowed here are the ones bindgen's output trips;
+/// they are allowed for this module only.
+#[allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code,
+    improper_ctypes,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::all
+)]
+mod bindings {
+    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+}
+
+pub use bindings::*;
+
+use std::ffi::CStr;
+
+/// DPDK's text for an error number: the C library's `strerror` text for a
+/// system errno, DPDK's own text for `E_RTE_*` values.
+///
+/// Works before `rte_eal_init`, and on any thread.
+pub fn strerror(errnum: i32) -> String {
+    // SAFETY: rte_strerror accepts any int. It returns either a pointer to a
+    // static string or a pointer into a per-thread buffer that stays valid
+    // until the next rte_strerror call on this thread; either way it is a
+    // NUL-terminated string, and we copy it out before returning.
+    unsafe {
+        let p = rte_strerror(errnum);
+        if p.is_null() {
+            return format!("unknown error {errnum}");
+        }
+        CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// The calling thread's `rte_errno`.
+pub fn errno() -> i32 {
+    // SAFETY: the shim reads the calling thread's `rte_errno` thread-local
+    // variable; it takes no arguments and has no preconditions.
+    unsafe { rte_shim_errno() }
+}
+
+/// The version string of the DPDK libraries loaded at run time, such as
+/// `"DPDK 22.11.11"` (which may differ from the headers bound at build time;
+/// see [`RTE_VER_YEAR`] and friends for those).
+pub fn version() -> String {
+    // SAFETY: rte_version takes no arguments and returns a pointer to a
+    // static NUL-terminated string.
+    unsafe { CStr::from_ptr(rte_version()).to_string_lossy().into_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strerror_without_eal() {
+        assert_eq!(strerror(22), "Invalid argument"); // EINVAL
+        let e = strerror(E_RTE_NO_CONFIG as i32);
+        assert!(e.contains("config"), "{e}");
+    }
+
+    #[test]
+    fn errno_roundtrip() {
+        // SAFETY: sets this thread's rte_errno; no preconditions.
+        unsafe { rte_shim_set_errno(7) };
+        assert_eq!(errno(), 7);
+    }
+
+    #[test]
+    fn version_matches_headers() {
+        let v = version();
+        let want = format!("DPDK {RTE_VER_YEAR}.{RTE_VER_MONTH:02}");
+        assert!(v.starts_with(&want), "{v} vs headers {want}");
+    }
+
+    #[test]
+    fn lcore_id_outside_eal() {
+        // SAFETY: reads this thread's lcore id; no preconditions.
+        let id = unsafe { rte_shim_lcore_id() };
+        assert_eq!(id, LCORE_ID_ANY);
+    }
+}
