@@ -73,31 +73,18 @@ fn main() {
     // rte_bus_vdev.h is bound, but librte_bus_vdev is a driver library that
     // libdpdk.pc lists only for static linking. Link it when it is there.
     if !dpdk.libs.iter().any(|l| l == "rte_bus_vdev") {
-        let found = dpdk
-            .link_paths
-            .iter()
-            .chain(dpdk.libdir.iter())
-            .any(|d| d.join("librte_bus_vdev.so").exists());
+        let found = dpdk.link_paths.iter().chain(dpdk.libdir.iter()).any(|d| d.join("librte_bus_vdev.so").exists());
         if found {
             println!("cargo:rustc-link-lib=dylib=rte_bus_vdev");
         } else {
-            println!(
-                "cargo:warning=librte_bus_vdev.so not found; rte_vdev_* functions will not link"
-            );
+            println!("cargo:warning=librte_bus_vdev.so not found; rte_vdev_* functions will not link");
         }
     }
 
     // Metadata for dependents (`links = "dpdk"` => DEP_DPDK_*).
     println!("cargo:version={}", dpdk.version);
-    let incs: Vec<String> = dpdk
-        .include_paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    println!(
-        "cargo:include={}",
-        env::join_paths(&incs).unwrap().to_string_lossy()
-    );
+    let incs: Vec<String> = dpdk.include_paths.iter().map(|p| p.display().to_string()).collect();
+    println!("cargo:include={}", env::join_paths(&incs).unwrap().to_string_lossy());
     if let Some(dir) = &dpdk.libdir {
         println!("cargo:libdir={}", dir.display());
     }
@@ -119,10 +106,8 @@ fn main() {
 
     // Generate code for the crate's declared MSRV (rust-version), not for
     // whatever bindgen considers the newest stable.
-    let rust_target = env::var("CARGO_PKG_RUST_VERSION")
-        .ok()
-        .and_then(|v| v.parse::<bindgen::RustTarget>().ok())
-        .unwrap_or_default();
+    let rust_target =
+        env::var("CARGO_PKG_RUST_VERSION").ok().and_then(|v| v.parse::<bindgen::RustTarget>().ok()).unwrap_or_default();
 
     let bindings = bindgen::Builder::default()
         .rust_target(rust_target)
@@ -167,16 +152,11 @@ fn main() {
         .clang_arg("-fparse-all-comments")
         .generate()
         .unwrap_or_else(|e| {
-            eprintln!(
-                "error: bindgen failed on {}: {e}",
-                csrc.join("wrapper.h").display()
-            );
+            eprintln!("error: bindgen failed on {}: {e}", csrc.join("wrapper.h").display());
             eprintln!("       (bindgen needs libclang: `apt-get install libclang-dev`)");
             process::exit(1);
         });
-    bindings
-        .write_to_file(out_dir.join("bindings.rs"))
-        .expect("write bindings.rs");
+    bindings.write_to_file(out_dir.join("bindings.rs")).expect("write bindings.rs");
 }
 
 struct Dpdk {
@@ -200,17 +180,11 @@ fn probe_dpdk() -> Dpdk {
         Ok(lib) => lib,
         Err(e) => {
             eprintln!();
-            eprintln!(
-                "error: dpdk-sys could not find DPDK >= {MIN_DPDK} with pkg-config (libdpdk)."
-            );
+            eprintln!("error: dpdk-sys could not find DPDK >= {MIN_DPDK} with pkg-config (libdpdk).");
             eprintln!();
-            eprintln!(
-                "  On Debian/Ubuntu install it with:   apt-get install libdpdk-dev libclang-dev"
-            );
+            eprintln!("  On Debian/Ubuntu install it with:   apt-get install libdpdk-dev libclang-dev");
             eprintln!("  A DPDK built from source: point PKG_CONFIG_PATH at the directory holding");
-            eprintln!(
-                "  its libdpdk.pc, e.g. PKG_CONFIG_PATH=/opt/dpdk/lib/x86_64-linux-gnu/pkgconfig"
-            );
+            eprintln!("  its libdpdk.pc, e.g. PKG_CONFIG_PATH=/opt/dpdk/lib/x86_64-linux-gnu/pkgconfig");
             eprintln!();
             eprintln!("  pkg-config said: {e}");
             process::exit(1);
@@ -218,10 +192,7 @@ fn probe_dpdk() -> Dpdk {
     };
     // pkg-config lists rte_* libraries; it may also list system libraries
     // (bsd, numa, ...) which we keep: they are DPDK's dependencies.
-    let libdir = pkg_config::get_variable("libdpdk", "libdir")
-        .ok()
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir());
+    let libdir = pkg_config::get_variable("libdpdk", "libdir").ok().map(PathBuf::from).filter(|p| p.is_dir());
     Dpdk {
         version: lib.version.clone(),
         // The pkg-config crate asks with PKG_CONFIG_ALLOW_SYSTEM_CFLAGS=1,
@@ -235,11 +206,7 @@ fn probe_dpdk() -> Dpdk {
             .collect(),
         link_paths: lib.link_paths.clone(),
         libs: lib.libs.clone(),
-        defines: lib
-            .defines
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        defines: lib.defines.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         libdir,
     }
 }
@@ -250,13 +217,10 @@ fn probe_dpdk() -> Dpdk {
 /// adjacent arguments (cc's `flag()` and clang both keep the order).
 fn other_cflags() -> Vec<String> {
     let pkg_config = env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into());
-    let out = process::Command::new(&pkg_config)
-        .args(["--cflags", "libdpdk"])
-        .output()
-        .unwrap_or_else(|e| {
-            eprintln!("error: running {pkg_config}: {e}");
-            process::exit(1);
-        });
+    let out = process::Command::new(&pkg_config).args(["--cflags", "libdpdk"]).output().unwrap_or_else(|e| {
+        eprintln!("error: running {pkg_config}: {e}");
+        process::exit(1);
+    });
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut flags = Vec::new();
     let mut it = text.split_whitespace();

@@ -215,10 +215,7 @@ mod tests {
     #[test]
     fn ipv4_header_checksum_is_zero_when_valid() {
         // A real header (from tcpdump): 45 00 00 54 30 13 40 00 40 01 <csum> c6 12 00 01 c6 12 00 02
-        let mut h = [
-            0x45, 0x00, 0x00, 0x54, 0x30, 0x13, 0x40, 0x00, 0x40, 0x01, 0, 0, 198, 18, 0, 1, 198,
-            18, 0, 2,
-        ];
+        let mut h = [0x45, 0x00, 0x00, 0x54, 0x30, 0x13, 0x40, 0x00, 0x40, 0x01, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2];
         let c = checksum(&h);
         h[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(checksum(&h), 0);
@@ -250,10 +247,7 @@ mod tests {
         b.extend_from_slice(&d6.octets());
         b.extend_from_slice(&0x0001_0203u32.to_be_bytes());
         b.extend_from_slice(&[0, 0, 0, 6]);
-        assert_eq!(
-            pseudo_header_v6(&s6, &d6, 6, 0x0001_0203),
-            reference_sum(&b)
-        );
+        assert_eq!(pseudo_header_v6(&s6, &d6, 6, 0x0001_0203), reference_sum(&b));
     }
 
     proptest! {

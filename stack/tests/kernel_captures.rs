@@ -13,9 +13,9 @@ use common::{dissect, Dissected, L3, L4};
 use pcap_file::pcap::PcapReader;
 use stack::wire::icmpv4::unreachable;
 use stack::wire::{
-    ArpOperation, ArpPacket, ChecksumCaps, EtherType, EthernetAddress, EthernetFrame, Icmpv4Packet,
-    Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv6Packet, QuotedIpv4,
-    TcpPacket, TcpTimestamp, UdpPacket,
+    ArpOperation, ArpPacket, ChecksumCaps, EtherType, EthernetAddress, EthernetFrame, Icmpv4Packet, Icmpv4Repr,
+    Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv6Packet, QuotedIpv4, TcpPacket, TcpTimestamp,
+    UdpPacket,
 };
 
 const SW: ChecksumCaps = ChecksumCaps::software();
@@ -33,9 +33,7 @@ fn b6() -> Ipv6Addr {
 }
 
 fn frames(name: &str) -> Vec<Vec<u8>> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
-        .iter()
-        .collect();
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name].iter().collect();
     let mut r = PcapReader::new(File::open(&path).expect("fixture")).expect("pcap header");
     let mut out = Vec::new();
     while let Some(p) = r.next_packet() {
@@ -59,16 +57,9 @@ fn reemit(orig: &[u8], d: &Dissected<'_>) -> Vec<u8> {
             a.buffer_len()
         }
         L3::Ipv4(ip, up) => {
-            assert_eq!(
-                Ipv4Packet::new_checked(orig_l3).unwrap().header_len(),
-                20,
-                "no options seen"
-            );
+            assert_eq!(Ipv4Packet::new_checked(orig_l3).unwrap().header_len(), 20, "no options seen");
             ip.emit(&mut Ipv4Packet::new_unchecked(&mut *l3), &SW);
-            let pair = IpPair::V4 {
-                src: ip.src_addr,
-                dst: ip.dst_addr,
-            };
+            let pair = IpPair::V4 { src: ip.src_addr, dst: ip.dst_addr };
             emit_l4(up, &pair, &mut l3[20..20 + ip.payload_len]);
             ip.buffer_len()
         }
@@ -77,10 +68,7 @@ fn reemit(orig: &[u8], d: &Dissected<'_>) -> Vec<u8> {
             // Extension headers are copied as they were.
             let ext = 40..40 + upper.offset;
             l3[ext.clone()].copy_from_slice(&orig_l3[ext]);
-            let pair = IpPair::V6 {
-                src: ip.src_addr,
-                dst: ip.dst_addr,
-            };
+            let pair = IpPair::V6 { src: ip.src_addr, dst: ip.dst_addr };
             emit_l4(up, &pair, &mut l3[40 + upper.offset..40 + ip.payload_len]);
             ip.buffer_len()
         }
@@ -92,17 +80,11 @@ fn reemit(orig: &[u8], d: &Dissected<'_>) -> Vec<u8> {
 
 fn emit_l4(up: &L4<'_>, ip: &IpPair, out: &mut [u8]) {
     match up {
-        L4::Tcp(r, payload) => {
-            r.emit_with_payload(&mut TcpPacket::new_unchecked(out), ip, payload, &SW)
-        }
-        L4::Udp(r, payload) => {
-            r.emit_with_payload(&mut UdpPacket::new_unchecked(out), ip, payload, &SW)
-        }
+        L4::Tcp(r, payload) => r.emit_with_payload(&mut TcpPacket::new_unchecked(out), ip, payload, &SW),
+        L4::Udp(r, payload) => r.emit_with_payload(&mut UdpPacket::new_unchecked(out), ip, payload, &SW),
         L4::Icmpv4(r) => r.emit(&mut Icmpv4Packet::new_unchecked(out), &SW),
         L4::Icmpv6(r) => {
-            let IpPair::V6 { src, dst } = ip else {
-                panic!()
-            };
+            let IpPair::V6 { src, dst } = ip else { panic!() };
             r.emit(&mut Icmpv6Packet::new_unchecked(out), src, dst, &SW)
         }
         L4::Fragment(data) => out.copy_from_slice(data),
@@ -116,15 +98,8 @@ fn check_all(name: &str) -> Vec<Vec<u8>> {
     for (i, f) in fs.iter().enumerate() {
         let d = dissect(f, &SW).unwrap_or_else(|e| panic!("{name} frame {i}: {e}"));
         let again = reemit(f, &d);
-        assert_eq!(
-            &f[..again.len()],
-            &again[..],
-            "{name} frame {i} rebuilt differently"
-        );
-        assert!(
-            f[again.len()..].iter().all(|&b| b == 0),
-            "{name} frame {i}: trailing non-padding"
-        );
+        assert_eq!(&f[..again.len()], &again[..], "{name} frame {i} rebuilt differently");
+        assert!(f[again.len()..].iter().all(|&b| b == 0), "{name} frame {i}: trailing non-padding");
     }
     fs
 }
@@ -134,22 +109,14 @@ fn kernel_arp_and_icmpv4_echo() {
     let fs = check_all("arp_icmpv4.pcap");
     let d: Vec<_> = fs.iter().map(|f| dissect(f, &SW).unwrap()).collect();
 
-    let L3::Arp(req) = &d[0].l3 else {
-        panic!("{:?}", d[0])
-    };
+    let L3::Arp(req) = &d[0].l3 else { panic!("{:?}", d[0]) };
     assert_eq!(req.operation, ArpOperation::Request);
     assert_eq!(req.source_hardware_addr, MAC_A);
-    assert_eq!(
-        (req.source_protocol_addr, req.target_protocol_addr),
-        (A4, B4)
-    );
+    assert_eq!((req.source_protocol_addr, req.target_protocol_addr), (A4, B4));
     assert!(d[0].eth.dst_addr.is_broadcast());
     let L3::Arp(rep) = &d[1].l3 else { panic!() };
     assert_eq!(rep.operation, ArpOperation::Reply);
-    assert_eq!(
-        (rep.source_hardware_addr, rep.target_hardware_addr),
-        (MAC_B, MAC_A)
-    );
+    assert_eq!((rep.source_hardware_addr, rep.target_hardware_addr), (MAC_B, MAC_A));
 
     let mut echoes = 0;
     let mut frags = Vec::new();
@@ -186,30 +153,17 @@ fn kernel_ndp_and_icmpv6_echo_with_fragment_headers() {
     let fs = check_all("icmpv6_ndp.pcap");
     let d: Vec<_> = fs.iter().map(|f| dissect(f, &SW).unwrap()).collect();
 
-    let L3::Ipv6(ip, _, L4::Icmpv6(Icmpv6Repr::NeighborSolicit { target, options })) = &d[0].l3
-    else {
+    let L3::Ipv6(ip, _, L4::Icmpv6(Icmpv6Repr::NeighborSolicit { target, options })) = &d[0].l3 else {
         panic!("{:?}", d[0])
     };
     assert_eq!(ip.hop_limit, 255);
     assert_eq!(ip.dst_addr, "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap());
-    assert_eq!(
-        d[0].eth.dst_addr,
-        EthernetAddress::ipv6_multicast(&ip.dst_addr)
-    );
+    assert_eq!(d[0].eth.dst_addr, EthernetAddress::ipv6_multicast(&ip.dst_addr));
     assert_eq!(*target, b6());
     assert_eq!(options.source_lladdr(), Some(MAC_A));
 
-    let L3::Ipv6(
-        ip,
-        _,
-        L4::Icmpv6(Icmpv6Repr::NeighborAdvert {
-            router,
-            solicited,
-            override_,
-            target,
-            options,
-        }),
-    ) = &d[1].l3
+    let L3::Ipv6(ip, _, L4::Icmpv6(Icmpv6Repr::NeighborAdvert { router, solicited, override_, target, options })) =
+        &d[1].l3
     else {
         panic!("{:?}", d[1])
     };
@@ -221,9 +175,7 @@ fn kernel_ndp_and_icmpv6_echo_with_fragment_headers() {
     let mut requests = 0;
     let mut frags = Vec::new();
     for x in &d[2..] {
-        let L3::Ipv6(ip, upper, up) = &x.l3 else {
-            panic!()
-        };
+        let L3::Ipv6(ip, upper, up) = &x.l3 else { panic!() };
         match up {
             L4::Icmpv6(Icmpv6Repr::EchoRequest { seq_no, .. }) => {
                 assert_eq!((ip.src_addr, ip.dst_addr), (a6(), b6()));
@@ -267,10 +219,7 @@ fn kernel_udp_and_port_unreachable() {
                 assert_eq!((ip.src_addr, ip.dst_addr), (B4, A4));
                 assert_eq!(*code, unreachable::PORT);
                 let q: QuotedIpv4<'_> = r.quoted().unwrap();
-                assert_eq!(
-                    (q.src_addr, q.dst_addr, q.protocol),
-                    (A4, B4, IpProtocol::Udp)
-                );
+                assert_eq!((q.src_addr, q.dst_addr, q.protocol), (A4, B4, IpProtocol::Udp));
                 assert_eq!(q.ports(), Some((40000, 5353)));
                 seen[1] = true;
             }
@@ -310,11 +259,7 @@ fn kernel_tcp_handshake_options_and_data() {
 
     for v6 in [false, true] {
         let conn: Vec<_> = tcp.iter().filter(|c| c.0 == v6).collect();
-        assert!(
-            conn.len() >= 8,
-            "a whole connection over {}",
-            if v6 { "v6" } else { "v4" }
-        );
+        assert!(conn.len() >= 8, "a whole connection over {}", if v6 { "v6" } else { "v4" });
         let (_, from_client, syn, _) = conn[0];
         let (_, _, synack, _) = conn[1];
         assert!(*from_client);
@@ -332,10 +277,7 @@ fn kernel_tcp_handshake_options_and_data() {
             assert_eq!(s.sack_ranges, [None; 4]);
         }
         assert_eq!(syn.timestamp.unwrap().tsecr, 0);
-        assert_eq!(
-            synack.timestamp.unwrap().tsecr,
-            syn.timestamp.unwrap().tsval
-        );
+        assert_eq!(synack.timestamp.unwrap().tsecr, syn.timestamp.unwrap().tsval);
 
         // Later segments: ACK with timestamps only.
         for (_, _, t, _) in &conn[2..] {
@@ -365,23 +307,11 @@ fn kernel_frames_fail_when_corrupted() {
             Err(e) => drops[e.index()] += 1,
         }
     }
-    let by_name: Vec<_> = stack::wire::Error::ALL
-        .iter()
-        .filter(|e| drops[e.index()] > 0)
-        .map(|e| (e.name(), drops[e.index()]))
-        .collect();
+    let by_name: Vec<_> =
+        stack::wire::Error::ALL.iter().filter(|e| drops[e.index()] > 0).map(|e| (e.name(), drops[e.index()])).collect();
     assert_eq!(drops.iter().sum::<u64>() as usize, f.len() - 14);
-    assert!(
-        drops[stack::wire::Error::BadChecksum.index()] > 0,
-        "{by_name:?}"
-    );
-    assert!(
-        drops[stack::wire::Error::BadHeaderLen.index()] > 0,
-        "{by_name:?}"
-    );
-    assert_eq!(
-        dissect(&f[..f.len() - 1], &SW).err(),
-        Some(stack::wire::Error::Truncated)
-    );
+    assert!(drops[stack::wire::Error::BadChecksum.index()] > 0, "{by_name:?}");
+    assert!(drops[stack::wire::Error::BadHeaderLen.index()] > 0, "{by_name:?}");
+    assert_eq!(dissect(&f[..f.len() - 1], &SW).err(), Some(stack::wire::Error::Truncated));
     assert_eq!(EtherType::from(0x0800), EtherType::Ipv4);
 }

@@ -8,10 +8,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 use stack::wire::ipv6::walk_ext_headers;
 use stack::wire::{
-    ArpPacket, ArpRepr, ChecksumCaps, EthernetFrame, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet,
-    Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6FragmentHeader, Ipv6Packet,
-    NdpOptions, QuotedIpv4, SeqNumber, TcpFlags, TcpOptionIter, TcpPacket, TcpRepr, TcpTimestamp,
-    UdpPacket, UdpRepr, VlanHeader,
+    ArpPacket, ArpRepr, ChecksumCaps, EthernetFrame, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair,
+    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6FragmentHeader, Ipv6Packet, NdpOptions, QuotedIpv4, SeqNumber, TcpFlags,
+    TcpOptionIter, TcpPacket, TcpRepr, TcpTimestamp, UdpPacket, UdpRepr, VlanHeader,
 };
 
 const CAPS: [ChecksumCaps; 2] = [ChecksumCaps::software(), ChecksumCaps::offloaded()];
@@ -35,88 +34,34 @@ fn touch_views(b: &[u8]) {
         let _ = ArpRepr::parse(&p);
     }
     if let Ok(p) = Ipv4Packet::new_checked(b) {
-        let _ = (
-            p.version(),
-            p.dscp(),
-            p.ecn(),
-            p.ident(),
-            p.dont_frag(),
-            p.more_frags(),
-        );
-        let _ = (
-            p.frag_offset(),
-            p.ttl(),
-            p.protocol(),
-            p.checksum(),
-            p.src_addr(),
-        );
-        let _ = (
-            p.dst_addr(),
-            p.options().len(),
-            p.payload().len(),
-            p.verify_checksum(),
-        );
+        let _ = (p.version(), p.dscp(), p.ecn(), p.ident(), p.dont_frag(), p.more_frags());
+        let _ = (p.frag_offset(), p.ttl(), p.protocol(), p.checksum(), p.src_addr());
+        let _ = (p.dst_addr(), p.options().len(), p.payload().len(), p.verify_checksum());
     }
     if let Ok(p) = Ipv6Packet::new_checked(b) {
-        let _ = (
-            p.version(),
-            p.traffic_class(),
-            p.flow_label(),
-            p.hop_limit(),
-        );
-        let _ = (
-            p.src_addr(),
-            p.dst_addr(),
-            p.payload().len(),
-            p.upper_layer(),
-        );
+        let _ = (p.version(), p.traffic_class(), p.flow_label(), p.hop_limit());
+        let _ = (p.src_addr(), p.dst_addr(), p.payload().len(), p.upper_layer());
     }
     if let Ok(p) = Ipv6FragmentHeader::new_checked(b) {
         let _ = (p.next_header(), p.frag_offset(), p.more_frags(), p.ident());
     }
-    let v4 = IpPair::V4 {
-        src: Ipv4Addr::new(198, 18, 0, 1),
-        dst: Ipv4Addr::new(198, 18, 0, 2),
-    };
-    let (s6, d6): (Ipv6Addr, Ipv6Addr) =
-        ("2001:2::1".parse().unwrap(), "2001:2::2".parse().unwrap());
+    let v4 = IpPair::V4 { src: Ipv4Addr::new(198, 18, 0, 1), dst: Ipv4Addr::new(198, 18, 0, 2) };
+    let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("2001:2::1".parse().unwrap(), "2001:2::2".parse().unwrap());
     let v6 = IpPair::V6 { src: s6, dst: d6 };
     if let Ok(p) = UdpPacket::new_checked(b) {
         let _ = (p.src_port(), p.dst_port(), p.payload().len());
         let _ = (p.verify_checksum(&v4), p.verify_checksum(&v6));
     }
     if let Ok(p) = TcpPacket::new_checked(b) {
-        let _ = (
-            p.src_port(),
-            p.dst_port(),
-            p.seq_number(),
-            p.ack_number(),
-            p.flags(),
-        );
-        let _ = (
-            p.window_len(),
-            p.urgent_ptr(),
-            p.payload().len(),
-            p.verify_checksum(&v4),
-        );
+        let _ = (p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.flags());
+        let _ = (p.window_len(), p.urgent_ptr(), p.payload().len(), p.verify_checksum(&v4));
         let _ = p.option_iter().count();
     }
     if let Ok(p) = Icmpv4Packet::new_checked(b) {
-        let _ = (
-            p.msg_type(),
-            p.code(),
-            p.echo_ident(),
-            p.echo_seq_no(),
-            p.data().len(),
-        );
+        let _ = (p.msg_type(), p.code(), p.echo_ident(), p.echo_seq_no(), p.data().len());
     }
     if let Ok(p) = Icmpv6Packet::new_checked(b) {
-        let _ = (
-            p.msg_type(),
-            p.code(),
-            p.body().len(),
-            p.verify_checksum(&s6, &d6),
-        );
+        let _ = (p.msg_type(), p.code(), p.body().len(), p.verify_checksum(&s6, &d6));
     }
     for caps in &CAPS {
         if let Ok(p) = Icmpv4Packet::new_checked(b) {

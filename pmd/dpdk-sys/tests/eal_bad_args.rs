@@ -9,10 +9,7 @@ use std::os::raw::{c_char, c_int};
 use std::ptr;
 
 fn eal_init(args: &[&str]) -> c_int {
-    let mut argv: Vec<*mut c_char> = args
-        .iter()
-        .map(|a| CString::new(*a).unwrap().into_raw())
-        .collect();
+    let mut argv: Vec<*mut c_char> = args.iter().map(|a| CString::new(*a).unwrap().into_raw()).collect();
     let argc = argv.len() as c_int;
     argv.push(ptr::null_mut());
     let argv = Box::leak(argv.into_boxed_slice());
@@ -23,13 +20,7 @@ fn eal_init(args: &[&str]) -> c_int {
 
 #[test]
 fn bad_eal_argument_fails_with_einval() {
-    let ret = eal_init(&[
-        "dpdk-sys-test",
-        "--no-huge",
-        "--no-shconf",
-        "--no-pci",
-        "--definitely-not-an-eal-flag",
-    ]);
+    let ret = eal_init(&["dpdk-sys-test", "--no-huge", "--no-shconf", "--no-pci", "--definitely-not-an-eal-flag"]);
     assert_eq!(ret, -1);
     let e = errno();
     let text = strerror(e);

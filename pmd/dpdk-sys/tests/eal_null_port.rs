@@ -22,10 +22,7 @@ const NB_DESC: u16 = 128;
 /// Returns its result; the CStrings are leaked on purpose: EAL may keep
 /// pointers into argv for the life of the process.
 fn eal_init(args: &[&str]) -> c_int {
-    let mut argv: Vec<*mut c_char> = args
-        .iter()
-        .map(|a| CString::new(*a).unwrap().into_raw())
-        .collect();
+    let mut argv: Vec<*mut c_char> = args.iter().map(|a| CString::new(*a).unwrap().into_raw()).collect();
     let argc = argv.len() as c_int;
     argv.push(ptr::null_mut());
     let argv = Box::leak(argv.into_boxed_slice());
@@ -59,12 +56,7 @@ fn null_port_rx_tx_through_shim() {
         "0",
     ];
     let ret = eal_init(&args);
-    assert!(
-        ret >= 0,
-        "rte_eal_init failed: {ret}, rte_errno {} ({})",
-        errno(),
-        strerror(errno())
-    );
+    assert!(ret >= 0, "rte_eal_init failed: {ret}, rte_errno {} ({})", errno(), strerror(errno()));
     // It consumed every argument (there is no application part).
     assert_eq!(ret as usize, args.len() - 1);
 
@@ -88,10 +80,7 @@ fn null_port_rx_tx_through_shim() {
         );
         assert!(!pool.is_null(), "pool create: {}", strerror(errno()));
         assert_eq!(rte_shim_pktmbuf_priv_size(pool), PRIV_SIZE);
-        assert_eq!(
-            rte_shim_pktmbuf_data_room_size(pool),
-            RTE_MBUF_DEFAULT_BUF_SIZE as u16
-        );
+        assert_eq!(rte_shim_pktmbuf_data_room_size(pool), RTE_MBUF_DEFAULT_BUF_SIZE as u16);
         assert_eq!(rte_mempool_avail_count(pool), NB_MBUFS);
         assert_eq!(rte_mempool_in_use_count(pool), 0);
 
@@ -102,15 +91,9 @@ fn null_port_rx_tx_through_shim() {
         let priv_ptr = rte_shim_mbuf_to_priv(m) as *mut u8;
         assert_eq!(priv_ptr as usize, m as usize + mbuf_size);
         // Data buffer starts after the private area; data after headroom.
-        assert_eq!(
-            (*m).buf_addr as usize,
-            m as usize + mbuf_size + PRIV_SIZE as usize
-        );
+        assert_eq!((*m).buf_addr as usize, m as usize + mbuf_size + PRIV_SIZE as usize);
         assert_eq!(rte_shim_pktmbuf_headroom(m), RTE_PKTMBUF_HEADROOM as u16);
-        assert_eq!(
-            rte_shim_pktmbuf_mtod(m) as usize,
-            (*m).buf_addr as usize + RTE_PKTMBUF_HEADROOM as usize
-        );
+        assert_eq!(rte_shim_pktmbuf_mtod(m) as usize, (*m).buf_addr as usize + RTE_PKTMBUF_HEADROOM as usize);
         assert_eq!((*m).data_len, 0);
         assert_eq!(rte_shim_mbuf_refcnt_read(m), 1);
         std::ptr::write_bytes(priv_ptr, 0xA5, PRIV_SIZE as usize);
@@ -143,10 +126,7 @@ fn null_port_rx_tx_through_shim() {
 
         // ---- shim: bulk alloc, real bulk free --------------------------
         let mut bulk = [ptr::null_mut::<rte_mbuf>(); BURST];
-        assert_eq!(
-            rte_shim_pktmbuf_alloc_bulk(pool, bulk.as_mut_ptr(), BURST as u32),
-            0
-        );
+        assert_eq!(rte_shim_pktmbuf_alloc_bulk(pool, bulk.as_mut_ptr(), BURST as u32), 0);
         assert!(bulk.iter().all(|m| !m.is_null()));
         assert_eq!(rte_mempool_in_use_count(pool), BURST as u32);
         rte_pktmbuf_free_bulk(bulk.as_mut_ptr(), BURST as u32);
@@ -169,14 +149,8 @@ fn null_port_rx_tx_through_shim() {
         let conf: rte_eth_conf = Default::default();
         assert_eq!(rte_eth_dev_configure(port, 1, 1, &conf), 0);
         let socket = rte_eth_dev_socket_id(port);
-        assert_eq!(
-            rte_eth_rx_queue_setup(port, 0, NB_DESC, socket as u32, ptr::null(), pool),
-            0
-        );
-        assert_eq!(
-            rte_eth_tx_queue_setup(port, 0, NB_DESC, socket as u32, ptr::null()),
-            0
-        );
+        assert_eq!(rte_eth_rx_queue_setup(port, 0, NB_DESC, socket as u32, ptr::null(), pool), 0);
+        assert_eq!(rte_eth_tx_queue_setup(port, 0, NB_DESC, socket as u32, ptr::null()), 0);
         assert_eq!(rte_eth_dev_start(port), 0);
         assert_eq!(rte_eth_stats_reset(port), 0);
         let avail_before = rte_mempool_avail_count(pool);

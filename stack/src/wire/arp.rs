@@ -231,11 +231,7 @@ impl ArpRepr {
     /// or reply is `BadField`.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &ArpPacket<&T>) -> Result<ArpRepr> {
         p.check_len()?;
-        if p.htype() != HTYPE_ETHERNET
-            || p.ptype() != EtherType::Ipv4
-            || p.hlen() != 6
-            || p.plen() != 4
-        {
+        if p.htype() != HTYPE_ETHERNET || p.ptype() != EtherType::Ipv4 || p.hlen() != 6 || p.plen() != 4 {
             return Err(Error::Unsupported);
         }
         let operation = p.operation();
@@ -245,11 +241,9 @@ impl ArpRepr {
         let v4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
         Ok(ArpRepr {
             operation,
-            source_hardware_addr: EthernetAddress::from_bytes(p.source_hardware_addr())
-                .ok_or(Error::Truncated)?,
+            source_hardware_addr: EthernetAddress::from_bytes(p.source_hardware_addr()).ok_or(Error::Truncated)?,
             source_protocol_addr: v4(p.source_protocol_addr()),
-            target_hardware_addr: EthernetAddress::from_bytes(p.target_hardware_addr())
-                .ok_or(Error::Truncated)?,
+            target_hardware_addr: EthernetAddress::from_bytes(p.target_hardware_addr()).ok_or(Error::Truncated)?,
             target_protocol_addr: v4(p.target_protocol_addr()),
         })
     }
@@ -281,11 +275,7 @@ impl fmt::Display for ArpRepr {
                 "ARP who-has {} tell {} ({})",
                 self.target_protocol_addr, self.source_protocol_addr, self.source_hardware_addr
             ),
-            _ => write!(
-                f,
-                "ARP {} is-at {}",
-                self.source_protocol_addr, self.source_hardware_addr
-            ),
+            _ => write!(f, "ARP {} is-at {}", self.source_protocol_addr, self.source_hardware_addr),
         }
     }
 }
@@ -321,26 +311,14 @@ mod tests {
         request().emit(&mut ArpPacket::new_unchecked(&mut buf[..]));
         let mut b = buf;
         b[1] = 6; // IEEE 802 hardware
-        assert_eq!(
-            ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()),
-            Err(Error::Unsupported)
-        );
+        assert_eq!(ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()), Err(Error::Unsupported));
         let mut b = buf;
         b[2..4].copy_from_slice(&[0x86, 0xdd]);
-        assert_eq!(
-            ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()),
-            Err(Error::Unsupported)
-        );
+        assert_eq!(ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()), Err(Error::Unsupported));
         let mut b = buf;
         b[7] = 3; // RARP request
-        assert_eq!(
-            ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()),
-            Err(Error::BadField)
-        );
-        assert_eq!(
-            ArpPacket::new_checked(&buf[..27]).err(),
-            Some(Error::Truncated)
-        );
+        assert_eq!(ArpRepr::parse(&ArpPacket::new_checked(&b[..]).unwrap()), Err(Error::BadField));
+        assert_eq!(ArpPacket::new_checked(&buf[..27]).err(), Some(Error::Truncated));
         let mut b = buf;
         b[4] = 255; // huge hlen: the check must fail, not panic later
         assert_eq!(ArpPacket::new_checked(&b[..]).err(), Some(Error::Truncated));

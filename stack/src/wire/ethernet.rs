@@ -75,11 +75,7 @@ impl EthernetAddress {
 impl fmt::Display for EthernetAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -361,12 +357,7 @@ pub struct VlanTag {
 impl VlanTag {
     /// A customer tag (TPID 0x8100) with priority 0.
     pub fn new(vid: u16) -> VlanTag {
-        VlanTag {
-            tpid: EtherType::Vlan,
-            pcp: 0,
-            dei: false,
-            vid: vid & 0x0fff,
-        }
+        VlanTag { tpid: EtherType::Vlan, pcp: 0, dei: false, vid: vid & 0x0fff }
     }
 
     /// The TCI field value.
@@ -391,12 +382,7 @@ pub struct EthernetRepr {
 impl EthernetRepr {
     /// An untagged header.
     pub fn new(src_addr: EthernetAddress, dst_addr: EthernetAddress, ethertype: EtherType) -> Self {
-        EthernetRepr {
-            src_addr,
-            dst_addr,
-            vlans: [None; MAX_VLAN_TAGS],
-            ethertype,
-        }
+        EthernetRepr { src_addr, dst_addr, vlans: [None; MAX_VLAN_TAGS], ethertype }
     }
 
     /// Parses the header and walks VLAN tags. More than [`MAX_VLAN_TAGS`]
@@ -412,12 +398,7 @@ impl EthernetRepr {
                 return Err(Error::Unsupported);
             }
             let tag = VlanHeader::new_checked(&bytes[offset..])?;
-            repr.vlans[n] = Some(VlanTag {
-                tpid: repr.ethertype,
-                pcp: tag.pcp(),
-                dei: tag.dei(),
-                vid: tag.vid(),
-            });
+            repr.vlans[n] = Some(VlanTag { tpid: repr.ethertype, pcp: tag.pcp(), dei: tag.dei(), vid: tag.vid() });
             repr.ethertype = tag.ethertype();
             offset += field::VLAN_LEN;
             n += 1;
@@ -544,12 +525,7 @@ mod tests {
     #[test]
     fn ieee8021q_single_tag() {
         let mut repr = EthernetRepr::new(SRC, DST, EtherType::Ipv6);
-        repr.vlans[0] = Some(VlanTag {
-            tpid: EtherType::Vlan,
-            pcp: 5,
-            dei: true,
-            vid: 100,
-        });
+        repr.vlans[0] = Some(VlanTag { tpid: EtherType::Vlan, pcp: 5, dei: true, vid: 100 });
         let mut buf = vec![0u8; repr.buffer_len()];
         repr.emit(&mut EthernetFrame::new_unchecked(&mut buf));
         assert_eq!(&buf[12..18], &[0x81, 0x00, 0xb0, 0x64, 0x86, 0xdd]);
@@ -562,21 +538,10 @@ mod tests {
     #[test]
     fn ieee8021ad_qinq_walked() {
         let mut repr = EthernetRepr::new(SRC, DST, EtherType::Arp);
-        repr.vlans = [
-            Some(VlanTag {
-                tpid: EtherType::QinQ,
-                pcp: 0,
-                dei: false,
-                vid: 7,
-            }),
-            Some(VlanTag::new(42)),
-        ];
+        repr.vlans = [Some(VlanTag { tpid: EtherType::QinQ, pcp: 0, dei: false, vid: 7 }), Some(VlanTag::new(42))];
         let mut buf = vec![0u8; repr.buffer_len()];
         repr.emit(&mut EthernetFrame::new_unchecked(&mut buf));
-        assert_eq!(
-            &buf[12..22],
-            &[0x88, 0xa8, 0, 7, 0x81, 0, 0, 42, 0x08, 0x06]
-        );
+        assert_eq!(&buf[12..22], &[0x88, 0xa8, 0, 7, 0x81, 0, 0, 42, 0x08, 0x06]);
         let parsed = EthernetRepr::parse(&EthernetFrame::new_checked(&buf).unwrap()).unwrap();
         assert_eq!(parsed, repr);
         assert_eq!(parsed.vid(), Some(42));

@@ -265,10 +265,7 @@ impl<'a> Icmpv4Repr<'a> {
     /// checksum is `BadChecksum`. Echo with a non-zero code, an unknown
     /// unreachable or time-exceeded code is `BadField`; an error message
     /// whose quote is not a well-formed IPv4 header gets that header's error.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        p: &Icmpv4Packet<&'a T>,
-        caps: &ChecksumCaps,
-    ) -> Result<Icmpv4Repr<'a>> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Icmpv4Packet<&'a T>, caps: &ChecksumCaps) -> Result<Icmpv4Repr<'a>> {
         let buf: &'a [u8] = p.buffer.as_ref();
         if buf.len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -285,17 +282,9 @@ impl<'a> Icmpv4Repr<'a> {
                 }
                 let (ident, seq_no) = (p.echo_ident(), p.echo_seq_no());
                 Ok(if p.msg_type() == msg_type::ECHO_REQUEST {
-                    Icmpv4Repr::EchoRequest {
-                        ident,
-                        seq_no,
-                        data,
-                    }
+                    Icmpv4Repr::EchoRequest { ident, seq_no, data }
                 } else {
-                    Icmpv4Repr::EchoReply {
-                        ident,
-                        seq_no,
-                        data,
-                    }
+                    Icmpv4Repr::EchoReply { ident, seq_no, data }
                 })
             }
             msg_type::DST_UNREACHABLE => {
@@ -303,16 +292,8 @@ impl<'a> Icmpv4Repr<'a> {
                     return Err(Error::BadField);
                 }
                 QuotedIpv4::parse(data)?;
-                let next_hop_mtu = if code == unreachable::FRAG_NEEDED {
-                    p.next_hop_mtu()
-                } else {
-                    0
-                };
-                Ok(Icmpv4Repr::DstUnreachable {
-                    code,
-                    next_hop_mtu,
-                    quoted: data,
-                })
+                let next_hop_mtu = if code == unreachable::FRAG_NEEDED { p.next_hop_mtu() } else { 0 };
+                Ok(Icmpv4Repr::DstUnreachable { code, next_hop_mtu, quoted: data })
             }
             msg_type::TIME_EXCEEDED => {
                 if code > 1 {
@@ -321,12 +302,7 @@ impl<'a> Icmpv4Repr<'a> {
                 QuotedIpv4::parse(data)?;
                 Ok(Icmpv4Repr::TimeExceeded { code, quoted: data })
             }
-            t => Ok(Icmpv4Repr::Other {
-                msg_type: t,
-                code,
-                rest_of_header: p.rest_of_header(),
-                data,
-            }),
+            t => Ok(Icmpv4Repr::Other { msg_type: t, code, rest_of_header: p.rest_of_header(), data }),
         }
     }
 
@@ -345,9 +321,7 @@ impl<'a> Icmpv4Repr<'a> {
             Icmpv4Repr::EchoRequest { data, .. }
             | Icmpv4Repr::EchoReply { data, .. }
             | Icmpv4Repr::Other { data, .. } => data,
-            Icmpv4Repr::DstUnreachable { quoted, .. } | Icmpv4Repr::TimeExceeded { quoted, .. } => {
-                quoted
-            }
+            Icmpv4Repr::DstUnreachable { quoted, .. } | Icmpv4Repr::TimeExceeded { quoted, .. } => quoted,
         }
     }
 
@@ -364,32 +338,19 @@ impl<'a> Icmpv4Repr<'a> {
     /// Writes the message, data included, and the checksum (unless
     /// offloaded). The buffer must be exactly [`buffer_len`](Self::buffer_len)
     /// bytes, since the checksum covers all of it.
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
-        &self,
-        p: &mut Icmpv4Packet<&mut T>,
-        caps: &ChecksumCaps,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, p: &mut Icmpv4Packet<&mut T>, caps: &ChecksumCaps) {
         let (t, code, rest) = match *self {
-            Icmpv4Repr::EchoRequest { ident, seq_no, .. } => (
-                msg_type::ECHO_REQUEST,
-                0,
-                (u32::from(ident) << 16) | u32::from(seq_no),
-            ),
-            Icmpv4Repr::EchoReply { ident, seq_no, .. } => (
-                msg_type::ECHO_REPLY,
-                0,
-                (u32::from(ident) << 16) | u32::from(seq_no),
-            ),
-            Icmpv4Repr::DstUnreachable {
-                code, next_hop_mtu, ..
-            } => (msg_type::DST_UNREACHABLE, code, u32::from(next_hop_mtu)),
+            Icmpv4Repr::EchoRequest { ident, seq_no, .. } => {
+                (msg_type::ECHO_REQUEST, 0, (u32::from(ident) << 16) | u32::from(seq_no))
+            }
+            Icmpv4Repr::EchoReply { ident, seq_no, .. } => {
+                (msg_type::ECHO_REPLY, 0, (u32::from(ident) << 16) | u32::from(seq_no))
+            }
+            Icmpv4Repr::DstUnreachable { code, next_hop_mtu, .. } => {
+                (msg_type::DST_UNREACHABLE, code, u32::from(next_hop_mtu))
+            }
             Icmpv4Repr::TimeExceeded { code, .. } => (msg_type::TIME_EXCEEDED, code, 0),
-            Icmpv4Repr::Other {
-                msg_type,
-                code,
-                rest_of_header,
-                ..
-            } => (msg_type, code, rest_of_header),
+            Icmpv4Repr::Other { msg_type, code, rest_of_header, .. } => (msg_type, code, rest_of_header),
         };
         p.set_msg_type(t);
         p.set_code(code);
@@ -406,27 +367,11 @@ impl<'a> Icmpv4Repr<'a> {
 impl fmt::Display for Icmpv4Repr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Icmpv4Repr::EchoRequest {
-                ident,
-                seq_no,
-                data,
-            } => {
-                write!(
-                    f,
-                    "ICMP echo request id {ident} seq {seq_no} len {}",
-                    data.len()
-                )
+            Icmpv4Repr::EchoRequest { ident, seq_no, data } => {
+                write!(f, "ICMP echo request id {ident} seq {seq_no} len {}", data.len())
             }
-            Icmpv4Repr::EchoReply {
-                ident,
-                seq_no,
-                data,
-            } => {
-                write!(
-                    f,
-                    "ICMP echo reply id {ident} seq {seq_no} len {}",
-                    data.len()
-                )
+            Icmpv4Repr::EchoReply { ident, seq_no, data } => {
+                write!(f, "ICMP echo reply id {ident} seq {seq_no} len {}", data.len())
             }
             Icmpv4Repr::DstUnreachable { code, .. } => write!(f, "ICMP unreachable code {code}"),
             Icmpv4Repr::TimeExceeded { code, .. } => write!(f, "ICMP time exceeded code {code}"),
@@ -454,13 +399,7 @@ mod tests {
     }
 
     fn quoted_udp() -> Vec<u8> {
-        let ip = Ipv4Repr::new(
-            "198.18.0.1".parse().unwrap(),
-            "198.18.0.2".parse().unwrap(),
-            IpProtocol::Udp,
-            17,
-            64,
-        );
+        let ip = Ipv4Repr::new("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap(), IpProtocol::Udp, 17, 64);
         let mut b = vec![0u8; 28];
         ip.emit(&mut Ipv4Packet::new_unchecked(&mut b), &SW);
         b[20..28].copy_from_slice(&[0x9c, 0x40, 0x14, 0xe9, 0, 17, 0, 0]);
@@ -469,27 +408,15 @@ mod tests {
 
     #[test]
     fn rfc792_echo_round_trip() {
-        let buf = round_trip(Icmpv4Repr::EchoRequest {
-            ident: 0x1234,
-            seq_no: 7,
-            data: b"abcdefgh",
-        });
+        let buf = round_trip(Icmpv4Repr::EchoRequest { ident: 0x1234, seq_no: 7, data: b"abcdefgh" });
         assert_eq!(&buf[..2], &[8, 0]);
-        round_trip(Icmpv4Repr::EchoReply {
-            ident: 1,
-            seq_no: 2,
-            data: b"",
-        });
+        round_trip(Icmpv4Repr::EchoReply { ident: 1, seq_no: 2, data: b"" });
     }
 
     #[test]
     fn rfc792_dst_unreachable_quotes_datagram() {
         let q = quoted_udp();
-        let r = Icmpv4Repr::DstUnreachable {
-            code: unreachable::PORT,
-            next_hop_mtu: 0,
-            quoted: &q,
-        };
+        let r = Icmpv4Repr::DstUnreachable { code: unreachable::PORT, next_hop_mtu: 0, quoted: &q };
         round_trip(r);
         let quoted = r.quoted().unwrap();
         assert_eq!(quoted.protocol, IpProtocol::Udp);
@@ -500,35 +427,23 @@ mod tests {
     #[test]
     fn rfc1191_frag_needed_carries_mtu() {
         let q = quoted_udp();
-        let buf = round_trip(Icmpv4Repr::DstUnreachable {
-            code: unreachable::FRAG_NEEDED,
-            next_hop_mtu: 1400,
-            quoted: &q,
-        });
+        let buf =
+            round_trip(Icmpv4Repr::DstUnreachable { code: unreachable::FRAG_NEEDED, next_hop_mtu: 1400, quoted: &q });
         assert_eq!(&buf[6..8], &1400u16.to_be_bytes());
     }
 
     #[test]
     fn rfc792_time_exceeded_and_bad_quote() {
         let q = quoted_udp();
-        round_trip(Icmpv4Repr::TimeExceeded {
-            code: 0,
-            quoted: &q,
-        });
+        round_trip(Icmpv4Repr::TimeExceeded { code: 0, quoted: &q });
         // A quote that is not an IPv4 header is rejected.
-        let r = Icmpv4Repr::TimeExceeded {
-            code: 1,
-            quoted: &q[..19],
-        };
+        let r = Icmpv4Repr::TimeExceeded { code: 1, quoted: &q[..19] };
         let mut buf = vec![0u8; r.buffer_len()];
         r.emit(&mut Icmpv4Packet::new_unchecked(&mut buf), &SW);
         let p = Icmpv4Packet::new_checked(&buf[..]).unwrap();
         assert_eq!(Icmpv4Repr::parse(&p, &SW), Err(Error::Truncated));
         // Code 2 is not defined for time exceeded.
-        let r = Icmpv4Repr::TimeExceeded {
-            code: 2,
-            quoted: &q,
-        };
+        let r = Icmpv4Repr::TimeExceeded { code: 2, quoted: &q };
         let mut buf = vec![0u8; r.buffer_len()];
         r.emit(&mut Icmpv4Packet::new_unchecked(&mut buf), &SW);
         let p = Icmpv4Packet::new_checked(&buf[..]).unwrap();

@@ -20,10 +20,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use super::{
-    be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, EthernetAddress, IpProtocol,
-    Result,
-};
+use super::{be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, EthernetAddress, IpProtocol, Result};
 use crate::checksum;
 
 /// Length of the type/code/checksum header.
@@ -240,9 +237,7 @@ impl<'a> NdpOption<'a> {
     /// Bytes this option takes on the wire (a multiple of 8).
     pub fn buffer_len(&self) -> usize {
         match self {
-            NdpOption::SourceLinkLayerAddr(_)
-            | NdpOption::TargetLinkLayerAddr(_)
-            | NdpOption::Mtu(_) => 8,
+            NdpOption::SourceLinkLayerAddr(_) | NdpOption::TargetLinkLayerAddr(_) | NdpOption::Mtu(_) => 8,
             NdpOption::PrefixInfo(_) => 32,
             NdpOption::Unknown { data, .. } => (2 + data.len()).div_ceil(8) * 8,
         }
@@ -554,16 +549,9 @@ impl<'a> Icmpv6Repr<'a> {
                 need(8)?;
                 let quoted = &buf[8..];
                 match t {
-                    msg_type::DST_UNREACHABLE if code <= 8 => {
-                        Icmpv6Repr::DstUnreachable { code, quoted }
-                    }
-                    msg_type::PACKET_TOO_BIG => Icmpv6Repr::PacketTooBig {
-                        mtu: be32(buf, 4),
-                        quoted,
-                    },
-                    msg_type::TIME_EXCEEDED if code <= 1 => {
-                        Icmpv6Repr::TimeExceeded { code, quoted }
-                    }
+                    msg_type::DST_UNREACHABLE if code <= 8 => Icmpv6Repr::DstUnreachable { code, quoted },
+                    msg_type::PACKET_TOO_BIG => Icmpv6Repr::PacketTooBig { mtu: be32(buf, 4), quoted },
+                    msg_type::TIME_EXCEEDED if code <= 1 => Icmpv6Repr::TimeExceeded { code, quoted },
                     _ => return Err(Error::BadField),
                 }
             }
@@ -574,17 +562,9 @@ impl<'a> Icmpv6Repr<'a> {
                 }
                 let (ident, seq_no, data) = (be16(buf, 4), be16(buf, 6), &buf[8..]);
                 if t == msg_type::ECHO_REQUEST {
-                    Icmpv6Repr::EchoRequest {
-                        ident,
-                        seq_no,
-                        data,
-                    }
+                    Icmpv6Repr::EchoRequest { ident, seq_no, data }
                 } else {
-                    Icmpv6Repr::EchoReply {
-                        ident,
-                        seq_no,
-                        data,
-                    }
+                    Icmpv6Repr::EchoReply { ident, seq_no, data }
                 }
             }
             msg_type::ROUTER_SOLICIT => Icmpv6Repr::RouterSolicit { options: ndp(8)? },
@@ -618,11 +598,7 @@ impl<'a> Icmpv6Repr<'a> {
                     }
                 }
             }
-            msg_type => Icmpv6Repr::Other {
-                msg_type,
-                code,
-                body: &buf[4..],
-            },
+            msg_type => Icmpv6Repr::Other { msg_type, code, body: &buf[4..] },
         })
     }
 
@@ -648,9 +624,7 @@ impl<'a> Icmpv6Repr<'a> {
                 Icmpv6Repr::DstUnreachable { quoted, .. }
                 | Icmpv6Repr::PacketTooBig { quoted, .. }
                 | Icmpv6Repr::TimeExceeded { quoted, .. } => quoted.len(),
-                Icmpv6Repr::EchoRequest { data, .. } | Icmpv6Repr::EchoReply { data, .. } => {
-                    data.len()
-                }
+                Icmpv6Repr::EchoRequest { data, .. } | Icmpv6Repr::EchoReply { data, .. } => data.len(),
                 Icmpv6Repr::RouterSolicit { options }
                 | Icmpv6Repr::RouterAdvert { options, .. }
                 | Icmpv6Repr::NeighborSolicit { options, .. }
@@ -689,16 +663,7 @@ impl<'a> Icmpv6Repr<'a> {
                     b[1] = code;
                     rest[..quoted.len()].copy_from_slice(quoted);
                 }
-                Icmpv6Repr::EchoRequest {
-                    ident,
-                    seq_no,
-                    data,
-                }
-                | Icmpv6Repr::EchoReply {
-                    ident,
-                    seq_no,
-                    data,
-                } => {
+                Icmpv6Repr::EchoRequest { ident, seq_no, data } | Icmpv6Repr::EchoReply { ident, seq_no, data } => {
                     rest[..data.len()].copy_from_slice(data);
                     b[0] = if matches!(self, Icmpv6Repr::EchoRequest { .. }) {
                         msg_type::ECHO_REQUEST
@@ -734,25 +699,13 @@ impl<'a> Icmpv6Repr<'a> {
                     b[0] = msg_type::NEIGHBOR_SOLICIT;
                     b[8..24].copy_from_slice(&target.octets());
                 }
-                Icmpv6Repr::NeighborAdvert {
-                    router,
-                    solicited,
-                    override_,
-                    target,
-                    options,
-                } => {
+                Icmpv6Repr::NeighborAdvert { router, solicited, override_, target, options } => {
                     options.emit(rest);
                     b[0] = msg_type::NEIGHBOR_ADVERT;
-                    b[4] = (u8::from(router) << 7)
-                        | (u8::from(solicited) << 6)
-                        | (u8::from(override_) << 5);
+                    b[4] = (u8::from(router) << 7) | (u8::from(solicited) << 6) | (u8::from(override_) << 5);
                     b[8..24].copy_from_slice(&target.octets());
                 }
-                Icmpv6Repr::Other {
-                    msg_type,
-                    code,
-                    body,
-                } => {
+                Icmpv6Repr::Other { msg_type, code, body } => {
                     rest[..body.len()].copy_from_slice(body);
                     b[0] = msg_type;
                     b[1] = code;
@@ -779,9 +732,7 @@ impl fmt::Display for Icmpv6Repr<'_> {
                 write!(f, "ICMPv6 echo reply id {ident} seq {seq_no}")
             }
             Icmpv6Repr::RouterSolicit { .. } => write!(f, "ICMPv6 router solicitation"),
-            Icmpv6Repr::RouterAdvert {
-                router_lifetime, ..
-            } => {
+            Icmpv6Repr::RouterAdvert { router_lifetime, .. } => {
                 write!(f, "ICMPv6 router advertisement lifetime {router_lifetime}")
             }
             Icmpv6Repr::NeighborSolicit { target, .. } => {
@@ -826,68 +777,35 @@ mod tests {
 
     #[test]
     fn rfc4443_4_echo_round_trip() {
-        round_trip(Icmpv6Repr::EchoRequest {
-            ident: 9,
-            seq_no: 1,
-            data: b"0123456789",
-        });
-        round_trip(Icmpv6Repr::EchoReply {
-            ident: 9,
-            seq_no: 1,
-            data: b"",
-        });
+        round_trip(Icmpv6Repr::EchoRequest { ident: 9, seq_no: 1, data: b"0123456789" });
+        round_trip(Icmpv6Repr::EchoReply { ident: 9, seq_no: 1, data: b"" });
     }
 
     #[test]
     fn rfc4443_3_errors_round_trip() {
         let q = [0x60u8, 0, 0, 0, 0, 8, 17, 64];
-        round_trip(Icmpv6Repr::DstUnreachable {
-            code: 4,
-            quoted: &q,
-        });
-        let b = round_trip(Icmpv6Repr::PacketTooBig {
-            mtu: 1280,
-            quoted: &q,
-        });
+        round_trip(Icmpv6Repr::DstUnreachable { code: 4, quoted: &q });
+        let b = round_trip(Icmpv6Repr::PacketTooBig { mtu: 1280, quoted: &q });
         assert_eq!(&b[4..8], &1280u32.to_be_bytes());
-        round_trip(Icmpv6Repr::TimeExceeded {
-            code: 1,
-            quoted: &q,
-        });
-        round_trip(Icmpv6Repr::Other {
-            msg_type: 4,
-            code: 0,
-            body: &[0, 0, 0, 6, 1, 2],
-        });
+        round_trip(Icmpv6Repr::TimeExceeded { code: 1, quoted: &q });
+        round_trip(Icmpv6Repr::Other { msg_type: 4, code: 0, body: &[0, 0, 0, 6, 1, 2] });
     }
 
     #[test]
     fn rfc4443_2_3_checksum_covers_pseudo_header() {
         let (s, d) = addrs();
-        let buf = round_trip(Icmpv6Repr::EchoRequest {
-            ident: 1,
-            seq_no: 2,
-            data: b"x",
-        });
+        let buf = round_trip(Icmpv6Repr::EchoRequest { ident: 1, seq_no: 2, data: b"x" });
         let p = Icmpv6Packet::new_checked(&buf[..]).unwrap();
         // Swapping source and destination leaves a one's-complement sum alone.
         assert!(Icmpv6Repr::parse(&p, &d, &s, &SW).is_ok());
         let other: Ipv6Addr = "2001:2::3".parse().unwrap();
-        assert_eq!(
-            Icmpv6Repr::parse(&p, &s, &other, &SW),
-            Err(Error::BadChecksum)
-        );
+        assert_eq!(Icmpv6Repr::parse(&p, &s, &other, &SW), Err(Error::BadChecksum));
     }
 
     #[test]
     fn rfc4861_4_3_neighbor_solicit_with_source_lladdr() {
-        let opts = [NdpOption::SourceLinkLayerAddr(EthernetAddress([
-            2, 0, 0, 0, 0, 1,
-        ]))];
-        let r = Icmpv6Repr::NeighborSolicit {
-            target: "2001:2::2".parse().unwrap(),
-            options: NdpOptions::List(&opts),
-        };
+        let opts = [NdpOption::SourceLinkLayerAddr(EthernetAddress([2, 0, 0, 0, 0, 1]))];
+        let r = Icmpv6Repr::NeighborSolicit { target: "2001:2::2".parse().unwrap(), options: NdpOptions::List(&opts) };
         let buf = round_trip(r);
         assert_eq!(buf.len(), 32);
         assert_eq!(&buf[24..32], &[1, 1, 2, 0, 0, 0, 0, 1]);
@@ -895,10 +813,7 @@ mod tests {
         let p = Icmpv6Packet::new_checked(&buf[..]).unwrap();
         match Icmpv6Repr::parse(&p, &s, &d, &SW).unwrap() {
             Icmpv6Repr::NeighborSolicit { options, .. } => {
-                assert_eq!(
-                    options.source_lladdr(),
-                    Some(EthernetAddress([2, 0, 0, 0, 0, 1]))
-                );
+                assert_eq!(options.source_lladdr(), Some(EthernetAddress([2, 0, 0, 0, 0, 1])));
                 assert_eq!(options.target_lladdr(), None);
             }
             other => panic!("{other:?}"),
@@ -907,9 +822,7 @@ mod tests {
 
     #[test]
     fn rfc4861_4_4_neighbor_advert_flags_and_target_lladdr() {
-        let opts = [NdpOption::TargetLinkLayerAddr(EthernetAddress([
-            2, 0, 0, 0, 0, 2,
-        ]))];
+        let opts = [NdpOption::TargetLinkLayerAddr(EthernetAddress([2, 0, 0, 0, 0, 2]))];
         let buf = round_trip(Icmpv6Repr::NeighborAdvert {
             router: false,
             solicited: true,
@@ -958,10 +871,7 @@ mod tests {
         let buf = round_trip(r);
         let (s, d) = addrs();
         let p = Icmpv6Packet::new_checked(&buf[..]).unwrap();
-        let Icmpv6Repr::RouterAdvert { options, .. } = Icmpv6Repr::parse(&p, &s, &d, &SW).unwrap()
-        else {
-            panic!()
-        };
+        let Icmpv6Repr::RouterAdvert { options, .. } = Icmpv6Repr::parse(&p, &s, &d, &SW).unwrap() else { panic!() };
         assert_eq!(options.mtu(), Some(1500));
         assert_eq!(options.prefixes().count(), 2);
         assert_eq!(options.iter().count(), 5);
@@ -969,9 +879,7 @@ mod tests {
 
     #[test]
     fn rfc4861_4_1_router_solicit() {
-        round_trip(Icmpv6Repr::RouterSolicit {
-            options: NdpOptions::NONE,
-        });
+        round_trip(Icmpv6Repr::RouterSolicit { options: NdpOptions::NONE });
     }
 
     #[test]
@@ -996,10 +904,7 @@ mod tests {
 
     #[test]
     fn rfc4861_7_1_1_ndp_code_and_target_checked() {
-        let r = Icmpv6Repr::NeighborSolicit {
-            target: "2001:2::2".parse().unwrap(),
-            options: NdpOptions::NONE,
-        };
+        let r = Icmpv6Repr::NeighborSolicit { target: "2001:2::2".parse().unwrap(), options: NdpOptions::NONE };
         let (s, d) = addrs();
         let mut buf = vec![0u8; r.buffer_len()];
         r.emit(&mut Icmpv6Packet::new_unchecked(&mut buf), &s, &d, &SW);

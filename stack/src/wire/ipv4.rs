@@ -297,13 +297,7 @@ pub struct Ipv4Repr {
 
 impl Ipv4Repr {
     /// A non-fragmented datagram with DF set, DSCP/ECN 0, ident 0.
-    pub fn new(
-        src_addr: Ipv4Addr,
-        dst_addr: Ipv4Addr,
-        protocol: IpProtocol,
-        payload_len: usize,
-        ttl: u8,
-    ) -> Self {
+    pub fn new(src_addr: Ipv4Addr, dst_addr: Ipv4Addr, protocol: IpProtocol, payload_len: usize, ttl: u8) -> Self {
         Ipv4Repr {
             src_addr,
             dst_addr,
@@ -321,10 +315,7 @@ impl Ipv4Repr {
 
     /// Parses and validates: lengths, version (`BadVersion`), and the header
     /// checksum when `caps.ipv4` is software (`BadChecksum`).
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        p: &Ipv4Packet<&T>,
-        caps: &ChecksumCaps,
-    ) -> Result<Ipv4Repr> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Ipv4Packet<&T>, caps: &ChecksumCaps) -> Result<Ipv4Repr> {
         if p.buffer.as_ref().is_empty() {
             return Err(Error::Truncated);
         }
@@ -368,11 +359,7 @@ impl Ipv4Repr {
     /// Writes the header (not the payload). The buffer must be at least
     /// [`header_len`](Self::header_len) bytes; `payload_len` must fit in
     /// Total Length (at most 65515).
-    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(
-        &self,
-        p: &mut Ipv4Packet<&mut T>,
-        caps: &ChecksumCaps,
-    ) {
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized>(&self, p: &mut Ipv4Packet<&mut T>, caps: &ChecksumCaps) {
         p.set_version_and_header_len(HEADER_LEN);
         p.set_dscp_ecn(self.dscp, self.ecn);
         p.set_total_len(u16::try_from(self.buffer_len()).unwrap_or(u16::MAX));
@@ -412,10 +399,7 @@ impl Ipv4Cidr {
         if prefix_len > 32 {
             None
         } else {
-            Some(Ipv4Cidr {
-                address,
-                prefix_len,
-            })
+            Some(Ipv4Cidr { address, prefix_len })
         }
     }
 
@@ -445,10 +429,7 @@ impl Ipv4Cidr {
 
     /// The network (host bits cleared).
     pub fn network(&self) -> Ipv4Cidr {
-        Ipv4Cidr {
-            address: Ipv4Addr::from(u32::from(self.address) & self.mask()),
-            prefix_len: self.prefix_len,
-        }
+        Ipv4Cidr { address: Ipv4Addr::from(u32::from(self.address) & self.mask()), prefix_len: self.prefix_len }
     }
 
     /// The directed broadcast address (all host bits set); `None` for /31
@@ -549,40 +530,25 @@ mod tests {
     fn rfc791_ihl_below_5_is_rejected() {
         let mut buf = emitted(&repr());
         buf[0] = 0x44;
-        assert_eq!(
-            Ipv4Packet::new_checked(&buf).err(),
-            Some(Error::BadHeaderLen)
-        );
-        assert_eq!(
-            Ipv4Repr::parse(&Ipv4Packet::new_unchecked(&buf), &SW),
-            Err(Error::BadHeaderLen)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&buf).err(), Some(Error::BadHeaderLen));
+        assert_eq!(Ipv4Repr::parse(&Ipv4Packet::new_unchecked(&buf), &SW), Err(Error::BadHeaderLen));
     }
 
     #[test]
     fn rfc791_version_not_4_is_rejected() {
         let mut buf = emitted(&repr());
         buf[0] = 0x65;
-        assert_eq!(
-            Ipv4Repr::parse(&Ipv4Packet::new_unchecked(&buf), &SW),
-            Err(Error::BadVersion)
-        );
+        assert_eq!(Ipv4Repr::parse(&Ipv4Packet::new_unchecked(&buf), &SW), Err(Error::BadVersion));
     }
 
     #[test]
     fn rfc791_total_length_below_header_or_beyond_buffer() {
         let mut buf = emitted(&repr());
         buf[2..4].copy_from_slice(&19u16.to_be_bytes());
-        assert_eq!(
-            Ipv4Packet::new_checked(&buf).err(),
-            Some(Error::BadTotalLen)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&buf).err(), Some(Error::BadTotalLen));
         buf[2..4].copy_from_slice(&25u16.to_be_bytes());
         assert_eq!(Ipv4Packet::new_checked(&buf).err(), Some(Error::Truncated));
-        assert_eq!(
-            Ipv4Packet::new_checked(&buf[..19]).err(),
-            Some(Error::Truncated)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&buf[..19]).err(), Some(Error::Truncated));
     }
 
     #[test]
@@ -605,10 +571,7 @@ mod tests {
         // IHL beyond the buffer.
         let mut short = buf[..22].to_vec();
         short[2..4].copy_from_slice(&22u16.to_be_bytes());
-        assert_eq!(
-            Ipv4Packet::new_checked(&short).err(),
-            Some(Error::Truncated)
-        );
+        assert_eq!(Ipv4Packet::new_checked(&short).err(), Some(Error::Truncated));
     }
 
     #[test]
@@ -647,10 +610,7 @@ mod tests {
     fn offloaded_emit_leaves_zero_checksum() {
         let r = repr();
         let mut buf = vec![0xffu8; r.buffer_len()];
-        r.emit(
-            &mut Ipv4Packet::new_unchecked(&mut buf),
-            &ChecksumCaps::offloaded(),
-        );
+        r.emit(&mut Ipv4Packet::new_unchecked(&mut buf), &ChecksumCaps::offloaded());
         assert_eq!(&buf[10..12], &[0, 0]);
     }
 
@@ -667,20 +627,9 @@ mod tests {
         let all = Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 0).unwrap();
         assert!(all.contains(&Ipv4Addr::new(1, 2, 3, 4)));
         assert!(Ipv4Cidr::new(Ipv4Addr::UNSPECIFIED, 33).is_none());
-        for bad in [
-            "198.18.0.1",
-            "198.18.0.1/33",
-            "198.18.0.1/",
-            "x/8",
-            "198.18.0.1/+8",
-        ] {
+        for bad in ["198.18.0.1", "198.18.0.1/33", "198.18.0.1/", "x/8", "198.18.0.1/+8"] {
             assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
         }
-        assert_eq!(
-            Ipv4Cidr::new(Ipv4Addr::new(198, 18, 0, 1), 31)
-                .unwrap()
-                .broadcast(),
-            None
-        );
+        assert_eq!(Ipv4Cidr::new(Ipv4Addr::new(198, 18, 0, 1), 31).unwrap().broadcast(), None);
     }
 }

@@ -112,17 +112,13 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
     /// Source address.
     pub fn src_addr(&self) -> Ipv6Addr {
-        let b: [u8; 16] = self.buffer.as_ref()[field::SRC]
-            .try_into()
-            .expect("16 bytes");
+        let b: [u8; 16] = self.buffer.as_ref()[field::SRC].try_into().expect("16 bytes");
         Ipv6Addr::from(b)
     }
 
     /// Destination address.
     pub fn dst_addr(&self) -> Ipv6Addr {
-        let b: [u8; 16] = self.buffer.as_ref()[field::DST]
-            .try_into()
-            .expect("16 bytes");
+        let b: [u8; 16] = self.buffer.as_ref()[field::DST].try_into().expect("16 bytes");
         Ipv6Addr::from(b)
     }
 
@@ -206,15 +202,7 @@ impl Ipv6Repr {
         payload_len: usize,
         hop_limit: u8,
     ) -> Self {
-        Ipv6Repr {
-            src_addr,
-            dst_addr,
-            next_header,
-            payload_len,
-            hop_limit,
-            traffic_class: 0,
-            flow_label: 0,
-        }
+        Ipv6Repr { src_addr, dst_addr, next_header, payload_len, hop_limit, traffic_class: 0, flow_label: 0 }
     }
 
     /// Parses the fixed header: `BadVersion` unless version 6, `Truncated`
@@ -454,10 +442,7 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
     let mut fragment = None;
     for count in 0..=MAX_EXT_HEADERS {
         let len = match nh {
-            IpProtocol::HopByHop
-            | IpProtocol::Ipv6Route
-            | IpProtocol::Ipv6Opts
-            | IpProtocol::Ah => {
+            IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts | IpProtocol::Ah => {
                 if nh == IpProtocol::HopByHop && count != 0 {
                     return Err(Error::BadField);
                 }
@@ -465,11 +450,8 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                 if rest.len() < 2 {
                     return Err(Error::BadLength);
                 }
-                let len = if nh == IpProtocol::Ah {
-                    (usize::from(rest[1]) + 2) * 4
-                } else {
-                    (usize::from(rest[1]) + 1) * 8
-                };
+                let len =
+                    if nh == IpProtocol::Ah { (usize::from(rest[1]) + 2) * 4 } else { (usize::from(rest[1]) + 1) * 8 };
                 if rest.len() < len {
                     return Err(Error::BadLength);
                 }
@@ -491,14 +473,7 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                 }
                 FRAGMENT_HEADER_LEN
             }
-            upper => {
-                return Ok(Ipv6Upper {
-                    protocol: upper,
-                    offset,
-                    fragment,
-                    ext_headers: count as u8,
-                })
-            }
+            upper => return Ok(Ipv6Upper { protocol: upper, offset, fragment, ext_headers: count as u8 }),
         };
         if count == MAX_EXT_HEADERS {
             break;
@@ -521,10 +496,7 @@ impl Ipv6Cidr {
         if prefix_len > 128 {
             None
         } else {
-            Some(Ipv6Cidr {
-                address,
-                prefix_len,
-            })
+            Some(Ipv6Cidr { address, prefix_len })
         }
     }
 
@@ -548,10 +520,7 @@ impl Ipv6Cidr {
 
     /// The network (host bits cleared).
     pub fn network(&self) -> Ipv6Cidr {
-        Ipv6Cidr {
-            address: Ipv6Addr::from(u128::from(self.address) & self.mask()),
-            prefix_len: self.prefix_len,
-        }
+        Ipv6Cidr { address: Ipv6Addr::from(u128::from(self.address) & self.mask()), prefix_len: self.prefix_len }
     }
 
     /// True if `addr` is inside this prefix.
@@ -618,19 +587,10 @@ mod tests {
         let r = repr(IpProtocol::Udp, 8);
         let mut buf = vec![0u8; r.buffer_len()];
         r.emit(&mut Ipv6Packet::new_unchecked(&mut buf));
-        assert_eq!(
-            Ipv6Packet::new_checked(&buf[..47]).err(),
-            Some(Error::Truncated)
-        );
-        assert_eq!(
-            Ipv6Packet::new_checked(&buf[..39]).err(),
-            Some(Error::Truncated)
-        );
+        assert_eq!(Ipv6Packet::new_checked(&buf[..47]).err(), Some(Error::Truncated));
+        assert_eq!(Ipv6Packet::new_checked(&buf[..39]).err(), Some(Error::Truncated));
         buf[0] = 0x45;
-        assert_eq!(
-            Ipv6Repr::parse(&Ipv6Packet::new_unchecked(&buf)),
-            Err(Error::BadVersion)
-        );
+        assert_eq!(Ipv6Repr::parse(&Ipv6Packet::new_unchecked(&buf)), Err(Error::BadVersion));
     }
 
     #[test]
@@ -661,27 +621,15 @@ mod tests {
     fn rfc8200_4_1_hop_by_hop_only_first() {
         let p = [0u8, 0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0];
         // Dest opts whose next header is HBH.
-        assert_eq!(
-            walk_ext_headers(IpProtocol::Ipv6Opts, &p),
-            Err(Error::BadField)
-        );
+        assert_eq!(walk_ext_headers(IpProtocol::Ipv6Opts, &p), Err(Error::BadField));
     }
 
     #[test]
     fn rfc8200_4_ext_header_past_payload_rejected() {
         let p = [17u8, 2, 0, 0, 0, 0, 0, 0]; // claims 24 bytes
-        assert_eq!(
-            walk_ext_headers(IpProtocol::Ipv6Opts, &p),
-            Err(Error::BadLength)
-        );
-        assert_eq!(
-            walk_ext_headers(IpProtocol::Ipv6Opts, &p[..1]),
-            Err(Error::BadLength)
-        );
-        assert_eq!(
-            walk_ext_headers(IpProtocol::Ipv6Frag, &p[..7]),
-            Err(Error::BadLength)
-        );
+        assert_eq!(walk_ext_headers(IpProtocol::Ipv6Opts, &p), Err(Error::BadLength));
+        assert_eq!(walk_ext_headers(IpProtocol::Ipv6Opts, &p[..1]), Err(Error::BadLength));
+        assert_eq!(walk_ext_headers(IpProtocol::Ipv6Frag, &p[..7]), Err(Error::BadLength));
     }
 
     #[test]
@@ -691,10 +639,7 @@ mod tests {
         for _ in 0..20 {
             p.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
         }
-        assert_eq!(
-            walk_ext_headers(IpProtocol::Ipv6Opts, &p),
-            Err(Error::TooManyExtHeaders)
-        );
+        assert_eq!(walk_ext_headers(IpProtocol::Ipv6Opts, &p), Err(Error::TooManyExtHeaders));
         // Exactly MAX_EXT_HEADERS headers then UDP is fine.
         let mut p = Vec::new();
         for i in 0..MAX_EXT_HEADERS {

@@ -24,9 +24,7 @@ use core::cmp::Ordering;
 use core::ops::{Add, BitOr, BitOrAssign, Sub};
 use std::fmt;
 
-use super::{
-    be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, IpPair, IpProtocol, Result,
-};
+use super::{be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, IpPair, IpProtocol, Result};
 use crate::checksum;
 
 /// Length of the header without options.
@@ -278,27 +276,17 @@ impl<'a> TcpOption<'a> {
             (kind::MSS, 4) => TcpOption::MaxSegmentSize(be16(data, 0)),
             (kind::WINDOW_SCALE, 3) => TcpOption::WindowScale(data[0]),
             (kind::SACK_PERMITTED, 2) => TcpOption::SackPermitted,
-            (kind::SACK, _)
-                if len >= 10 && (len - 2) % 8 == 0 && (len - 2) / 8 <= MAX_SACK_BLOCKS =>
-            {
+            (kind::SACK, _) if len >= 10 && (len - 2) % 8 == 0 && (len - 2) / 8 <= MAX_SACK_BLOCKS => {
                 let mut blocks = [None; MAX_SACK_BLOCKS];
                 for (slot, c) in blocks.iter_mut().zip(data.chunks_exact(8)) {
                     *slot = Some((SeqNumber(be32(c, 0)), SeqNumber(be32(c, 4))));
                 }
                 TcpOption::SackRange(blocks)
             }
-            (kind::TIMESTAMP, 10) => TcpOption::Timestamp(TcpTimestamp {
-                tsval: be32(data, 0),
-                tsecr: be32(data, 4),
-            }),
-            (
-                kind::MSS
-                | kind::WINDOW_SCALE
-                | kind::SACK_PERMITTED
-                | kind::SACK
-                | kind::TIMESTAMP,
-                _,
-            ) => return Err(Error::BadOption),
+            (kind::TIMESTAMP, 10) => TcpOption::Timestamp(TcpTimestamp { tsval: be32(data, 0), tsecr: be32(data, 4) }),
+            (kind::MSS | kind::WINDOW_SCALE | kind::SACK_PERMITTED | kind::SACK | kind::TIMESTAMP, _) => {
+                return Err(Error::BadOption)
+            }
             (kind, _) => TcpOption::Unknown { kind, data },
         };
         Ok((opt, len))
@@ -493,10 +481,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// True if the checksum over the pseudo-header and segment verifies.
     pub fn verify_checksum(&self, ip: &IpPair) -> bool {
         let b = self.buffer.as_ref();
-        checksum::add(
-            ip.pseudo_header_sum(IpProtocol::Tcp, b.len()),
-            checksum::sum(b),
-        ) == 0xffff
+        checksum::add(ip.pseudo_header_sum(IpProtocol::Tcp, b.len()), checksum::sum(b)) == 0xffff
     }
 }
 
@@ -548,10 +533,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn fill_checksum(&mut self, ip: &IpPair) {
         self.set_checksum(0);
         let b = self.buffer.as_ref();
-        let s = checksum::add(
-            ip.pseudo_header_sum(IpProtocol::Tcp, b.len()),
-            checksum::sum(b),
-        );
+        let s = checksum::add(ip.pseudo_header_sum(IpProtocol::Tcp, b.len()), checksum::sum(b));
         self.set_checksum(!s);
     }
 
@@ -630,11 +612,7 @@ impl TcpRepr {
     /// software), zero ports (`BadField`), and options. Unknown options are
     /// skipped by length; malformed ones are `BadOption`. A window scale
     /// above 14 is taken as 14 (RFC 7323 §2.3). Later duplicates win.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        p: &TcpPacket<&T>,
-        ip: &IpPair,
-        caps: &ChecksumCaps,
-    ) -> Result<TcpRepr> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &TcpPacket<&T>, ip: &IpPair, caps: &ChecksumCaps) -> Result<TcpRepr> {
         p.check_len()?;
         if p.src_port() == 0 || p.dst_port() == 0 {
             return Err(Error::BadField);
@@ -642,14 +620,7 @@ impl TcpRepr {
         if caps.tcp == ChecksumMode::Software && !p.verify_checksum(ip) {
             return Err(Error::BadChecksum);
         }
-        let mut r = TcpRepr::new(
-            p.src_port(),
-            p.dst_port(),
-            p.seq_number(),
-            p.ack_number(),
-            p.flags(),
-            p.window_len(),
-        );
+        let mut r = TcpRepr::new(p.src_port(), p.dst_port(), p.seq_number(), p.ack_number(), p.flags(), p.window_len());
         r.urgent_ptr = p.urgent_ptr();
         r.payload_len = p.payload().len();
         for opt in p.option_iter() {
@@ -765,11 +736,7 @@ impl TcpRepr {
             let n = self.sack_blocks_emitted();
             if n > 0 {
                 let mut blocks = [None; MAX_SACK_BLOCKS];
-                for (slot, b) in blocks
-                    .iter_mut()
-                    .zip(self.sack_ranges.iter().flatten())
-                    .take(n)
-                {
+                for (slot, b) in blocks.iter_mut().zip(self.sack_ranges.iter().flatten()).take(n) {
                     *slot = Some(*b);
                 }
                 o[at..at + 2].fill(kind::NOP);
@@ -795,10 +762,7 @@ impl TcpRepr {
         payload: &[u8],
         caps: &ChecksumCaps,
     ) {
-        let repr = TcpRepr {
-            payload_len: payload.len(),
-            ..*self
-        };
+        let repr = TcpRepr { payload_len: payload.len(), ..*self };
         let hl = repr.header_len();
         p.buffer.as_mut()[hl..hl + payload.len()].copy_from_slice(payload);
         repr.emit(p, ip, caps);
@@ -807,11 +771,7 @@ impl TcpRepr {
 
 impl fmt::Display for TcpRepr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "TCP {} > {} [{}] seq {}",
-            self.src_port, self.dst_port, self.flags, self.seq_number
-        )?;
+        write!(f, "TCP {} > {} [{}] seq {}", self.src_port, self.dst_port, self.flags, self.seq_number)?;
         if self.flags.ack() {
             write!(f, " ack {}", self.ack_number)?;
         }
@@ -839,27 +799,14 @@ mod tests {
     const SW: ChecksumCaps = ChecksumCaps::software();
 
     fn ip() -> IpPair {
-        IpPair::V4 {
-            src: "198.18.0.1".parse().unwrap(),
-            dst: "198.18.0.2".parse().unwrap(),
-        }
+        IpPair::V4 { src: "198.18.0.1".parse().unwrap(), dst: "198.18.0.2".parse().unwrap() }
     }
 
     fn syn() -> TcpRepr {
-        let mut r = TcpRepr::new(
-            42284,
-            5001,
-            SeqNumber(1325500498),
-            SeqNumber(0),
-            TcpFlags::SYN,
-            64240,
-        );
+        let mut r = TcpRepr::new(42284, 5001, SeqNumber(1325500498), SeqNumber(0), TcpFlags::SYN, 64240);
         r.max_seg_size = Some(1460);
         r.sack_permitted = true;
-        r.timestamp = Some(TcpTimestamp {
-            tsval: 1093671792,
-            tsecr: 0,
-        });
+        r.timestamp = Some(TcpTimestamp { tsval: 1093671792, tsecr: 0 });
         r.window_scale = Some(10);
         r
     }
@@ -903,14 +850,7 @@ mod tests {
 
     #[test]
     fn rfc9293_3_1_data_segment_round_trip() {
-        let mut r = TcpRepr::new(
-            5001,
-            42284,
-            SeqNumber(7),
-            SeqNumber(9),
-            TcpFlags::PSH | TcpFlags::ACK,
-            512,
-        );
+        let mut r = TcpRepr::new(5001, 42284, SeqNumber(7), SeqNumber(9), TcpFlags::PSH | TcpFlags::ACK, 512);
         r.urgent_ptr = 0;
         r.timestamp = Some(TcpTimestamp { tsval: 5, tsecr: 6 });
         let buf = emit(&r, b"hello tcp");
@@ -920,10 +860,7 @@ mod tests {
         assert_eq!(&p.options()[..2], &[1, 1]);
         r.payload_len = 9;
         assert_eq!(parse(&buf), Ok(r));
-        assert_eq!(
-            r.to_string(),
-            "TCP 5001 > 42284 [P.] seq 7 ack 9 win 512 len 9 TS val 5 ecr 6"
-        );
+        assert_eq!(r.to_string(), "TCP 5001 > 42284 [P.] seq 7 ack 9 win 512 len 9 TS val 5 ecr 6");
     }
 
     #[test]
@@ -957,19 +894,10 @@ mod tests {
     fn rfc9293_3_1_data_offset_checked() {
         let mut buf = emit(&syn(), b"");
         buf[12] = 0x40;
-        assert_eq!(
-            TcpPacket::new_checked(&buf[..]).err(),
-            Some(Error::BadHeaderLen)
-        );
+        assert_eq!(TcpPacket::new_checked(&buf[..]).err(), Some(Error::BadHeaderLen));
         buf[12] = 0xf0; // 60 bytes, buffer has 40
-        assert_eq!(
-            TcpPacket::new_checked(&buf[..]).err(),
-            Some(Error::Truncated)
-        );
-        assert_eq!(
-            TcpPacket::new_checked(&buf[..19]).err(),
-            Some(Error::Truncated)
-        );
+        assert_eq!(TcpPacket::new_checked(&buf[..]).err(), Some(Error::Truncated));
+        assert_eq!(TcpPacket::new_checked(&buf[..19]).err(), Some(Error::Truncated));
     }
 
     #[test]
@@ -979,10 +907,7 @@ mod tests {
         assert_eq!(parse(&buf), Err(Error::BadChecksum));
         let p = TcpPacket::new_checked(&buf[..]).unwrap();
         assert!(TcpRepr::parse(&p, &ip(), &ChecksumCaps::offloaded()).is_ok());
-        let v6 = IpPair::V6 {
-            src: "2001:2::1".parse().unwrap(),
-            dst: "2001:2::2".parse().unwrap(),
-        };
+        let v6 = IpPair::V6 { src: "2001:2::1".parse().unwrap(), dst: "2001:2::2".parse().unwrap() };
         let mut buf = vec![0u8; 20];
         let r = TcpRepr::new(1, 2, SeqNumber(3), SeqNumber(4), TcpFlags::SYN, 5);
         r.emit(&mut TcpPacket::new_unchecked(&mut buf), &v6, &SW);
@@ -995,10 +920,7 @@ mod tests {
     fn rfc9293_3_2_mss_option() {
         let buf = with_options(&[2, 4, 0x23, 0x28]);
         assert_eq!(parse(&buf).unwrap().max_seg_size, Some(9000));
-        assert_eq!(
-            parse(&with_options(&[2, 3, 0x23, 0])),
-            Err(Error::BadOption)
-        );
+        assert_eq!(parse(&with_options(&[2, 3, 0x23, 0])), Err(Error::BadOption));
     }
 
     #[test]
@@ -1008,14 +930,7 @@ mod tests {
         assert_eq!(parse(&buf).unwrap().max_seg_size, Some(1460));
         let p = TcpPacket::new_checked(&buf[..]).unwrap();
         let opts: Vec<_> = p.option_iter().collect();
-        assert_eq!(
-            opts,
-            vec![
-                Ok(TcpOption::NoOp),
-                Ok(TcpOption::MaxSegmentSize(1460)),
-                Ok(TcpOption::EndOfList)
-            ]
-        );
+        assert_eq!(opts, vec![Ok(TcpOption::NoOp), Ok(TcpOption::MaxSegmentSize(1460)), Ok(TcpOption::EndOfList)]);
     }
 
     #[test]
@@ -1037,22 +952,12 @@ mod tests {
             &[4, 3, 0, 0],        // SACK-permitted with length 3
             &[1, 1, 5, 2],        // SACK with no blocks
         ] {
-            assert_eq!(
-                parse(&with_options(opts)),
-                Err(Error::BadOption),
-                "{opts:?}"
-            );
+            assert_eq!(parse(&with_options(opts)), Err(Error::BadOption), "{opts:?}");
         }
         // TS with length 8.
-        assert_eq!(
-            parse(&with_options(&[8, 8, 0, 0, 0, 0, 0, 0])),
-            Err(Error::BadOption)
-        );
+        assert_eq!(parse(&with_options(&[8, 8, 0, 0, 0, 0, 0, 0])), Err(Error::BadOption));
         // SACK with a partial block.
-        assert_eq!(
-            parse(&with_options(&[5, 6, 0, 0, 0, 0, 1, 1])),
-            Err(Error::BadOption)
-        );
+        assert_eq!(parse(&with_options(&[5, 6, 0, 0, 0, 0, 1, 1])), Err(Error::BadOption));
     }
 
     #[test]
@@ -1073,10 +978,7 @@ mod tests {
     #[test]
     fn rfc7323_3_timestamps_option() {
         let buf = with_options(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        assert_eq!(
-            parse(&buf).unwrap().timestamp,
-            Some(TcpTimestamp { tsval: 1, tsecr: 2 })
-        );
+        assert_eq!(parse(&buf).unwrap().timestamp, Some(TcpTimestamp { tsval: 1, tsecr: 2 }));
     }
 
     #[test]
@@ -1170,14 +1072,7 @@ mod tests {
     fn offloaded_emit_writes_pseudo_header_sum() {
         let r = TcpRepr::new(1, 2, SeqNumber(0), SeqNumber(0), TcpFlags::SYN, 1);
         let mut buf = vec![0u8; 20];
-        r.emit(
-            &mut TcpPacket::new_unchecked(&mut buf),
-            &ip(),
-            &ChecksumCaps::offloaded(),
-        );
-        assert_eq!(
-            u16::from_be_bytes([buf[16], buf[17]]),
-            ip().pseudo_header_sum(IpProtocol::Tcp, 20)
-        );
+        r.emit(&mut TcpPacket::new_unchecked(&mut buf), &ip(), &ChecksumCaps::offloaded());
+        assert_eq!(u16::from_be_bytes([buf[16], buf[17]]), ip().pseudo_header_sum(IpProtocol::Tcp, 20));
     }
 }

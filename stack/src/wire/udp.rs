@@ -129,10 +129,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     pub fn fill_checksum(&mut self, ip: &IpPair) {
         self.set_checksum(0);
         let l = usize::from(self.len());
-        let s = checksum::add(
-            ip.pseudo_header_sum(IpProtocol::Udp, l),
-            checksum::sum(&self.buffer.as_ref()[..l]),
-        );
+        let s = checksum::add(ip.pseudo_header_sum(IpProtocol::Udp, l), checksum::sum(&self.buffer.as_ref()[..l]));
         let c = !s;
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
@@ -160,11 +157,7 @@ impl UdpRepr {
     /// checksum (`BadChecksum`; a zero checksum over IPv6 is `BadChecksum`
     /// even when offloaded, since no NIC computes it). Destination port 0 is
     /// `BadField`.
-    pub fn parse<T: AsRef<[u8]> + ?Sized>(
-        p: &UdpPacket<&T>,
-        ip: &IpPair,
-        caps: &ChecksumCaps,
-    ) -> Result<UdpRepr> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &UdpPacket<&T>, ip: &IpPair, caps: &ChecksumCaps) -> Result<UdpRepr> {
         p.check_len()?;
         if p.dst_port() == 0 {
             return Err(Error::BadField);
@@ -175,11 +168,7 @@ impl UdpRepr {
         if caps.udp == ChecksumMode::Software && !p.verify_checksum(ip) {
             return Err(Error::BadChecksum);
         }
-        Ok(UdpRepr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-            payload_len: usize::from(p.len()) - HEADER_LEN,
-        })
+        Ok(UdpRepr { src_port: p.src_port(), dst_port: p.dst_port(), payload_len: usize::from(p.len()) - HEADER_LEN })
     }
 
     /// 8.
@@ -208,9 +197,7 @@ impl UdpRepr {
         p.set_len(len);
         match caps.udp {
             ChecksumMode::Software => p.fill_checksum(ip),
-            ChecksumMode::Offloaded => {
-                p.set_checksum(ip.pseudo_header_sum(IpProtocol::Udp, usize::from(len)))
-            }
+            ChecksumMode::Offloaded => p.set_checksum(ip.pseudo_header_sum(IpProtocol::Udp, usize::from(len))),
         }
     }
 
@@ -222,10 +209,7 @@ impl UdpRepr {
         payload: &[u8],
         caps: &ChecksumCaps,
     ) {
-        let repr = UdpRepr {
-            payload_len: payload.len(),
-            ..*self
-        };
+        let repr = UdpRepr { payload_len: payload.len(), ..*self };
         p.buffer.as_mut()[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
         repr.emit(p, ip, caps);
     }
@@ -233,11 +217,7 @@ impl UdpRepr {
 
 impl fmt::Display for UdpRepr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "UDP {} > {} len {}",
-            self.src_port, self.dst_port, self.payload_len
-        )
+        write!(f, "UDP {} > {} len {}", self.src_port, self.dst_port, self.payload_len)
     }
 }
 
@@ -248,32 +228,17 @@ mod tests {
     const SW: ChecksumCaps = ChecksumCaps::software();
 
     fn v4() -> IpPair {
-        IpPair::V4 {
-            src: "198.18.0.1".parse().unwrap(),
-            dst: "198.18.0.2".parse().unwrap(),
-        }
+        IpPair::V4 { src: "198.18.0.1".parse().unwrap(), dst: "198.18.0.2".parse().unwrap() }
     }
 
     fn v6() -> IpPair {
-        IpPair::V6 {
-            src: "2001:2::1".parse().unwrap(),
-            dst: "2001:2::2".parse().unwrap(),
-        }
+        IpPair::V6 { src: "2001:2::1".parse().unwrap(), dst: "2001:2::2".parse().unwrap() }
     }
 
     fn datagram(ip: &IpPair) -> Vec<u8> {
-        let r = UdpRepr {
-            src_port: 40000,
-            dst_port: 5353,
-            payload_len: 0,
-        };
+        let r = UdpRepr { src_port: 40000, dst_port: 5353, payload_len: 0 };
         let mut buf = vec![0u8; 8 + 9];
-        r.emit_with_payload(
-            &mut UdpPacket::new_unchecked(&mut buf),
-            ip,
-            b"hello udp",
-            &SW,
-        );
+        r.emit_with_payload(&mut UdpPacket::new_unchecked(&mut buf), ip, b"hello udp", &SW);
         buf
     }
 
@@ -292,10 +257,7 @@ mod tests {
     #[test]
     fn rfc768_checksum_covers_pseudo_header() {
         let buf = datagram(&v4());
-        let other = IpPair::V4 {
-            src: "198.18.0.3".parse().unwrap(),
-            dst: "198.18.0.2".parse().unwrap(),
-        };
+        let other = IpPair::V4 { src: "198.18.0.3".parse().unwrap(), dst: "198.18.0.2".parse().unwrap() };
         let p = UdpPacket::new_checked(&buf).unwrap();
         assert_eq!(UdpRepr::parse(&p, &other, &SW), Err(Error::BadChecksum));
         let mut bad = buf.clone();
@@ -319,21 +281,14 @@ mod tests {
         buf[6..8].copy_from_slice(&[0, 0]);
         let p = UdpPacket::new_checked(&buf).unwrap();
         assert_eq!(UdpRepr::parse(&p, &v6(), &SW), Err(Error::BadChecksum));
-        assert_eq!(
-            UdpRepr::parse(&p, &v6(), &ChecksumCaps::offloaded()),
-            Err(Error::BadChecksum)
-        );
+        assert_eq!(UdpRepr::parse(&p, &v6(), &ChecksumCaps::offloaded()), Err(Error::BadChecksum));
     }
 
     #[test]
     fn rfc768_computed_zero_is_sent_as_all_ones() {
         // Find a payload whose checksum computes to 0 by fixing two bytes.
         let ip = v4();
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload_len: 2,
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload_len: 2 };
         let mut buf = vec![0u8; 10];
         r.emit(&mut UdpPacket::new_unchecked(&mut buf), &ip, &SW);
         let c = u16::from_be_bytes([buf[6], buf[7]]);
@@ -352,10 +307,7 @@ mod tests {
         assert_eq!(UdpPacket::new_checked(&buf).err(), Some(Error::BadLength));
         buf[4..6].copy_from_slice(&18u16.to_be_bytes());
         assert_eq!(UdpPacket::new_checked(&buf).err(), Some(Error::Truncated));
-        assert_eq!(
-            UdpPacket::new_checked(&buf[..7]).err(),
-            Some(Error::Truncated)
-        );
+        assert_eq!(UdpPacket::new_checked(&buf[..7]).err(), Some(Error::Truncated));
         // Buffer longer than Length (padding) is fine.
         let mut long = datagram(&v4());
         long.extend_from_slice(&[0, 0, 0]);
@@ -367,20 +319,9 @@ mod tests {
     #[test]
     fn offloaded_emit_writes_pseudo_header_sum() {
         let ip = v4();
-        let r = UdpRepr {
-            src_port: 1,
-            dst_port: 2,
-            payload_len: 0,
-        };
+        let r = UdpRepr { src_port: 1, dst_port: 2, payload_len: 0 };
         let mut buf = vec![0u8; 8];
-        r.emit(
-            &mut UdpPacket::new_unchecked(&mut buf),
-            &ip,
-            &ChecksumCaps::offloaded(),
-        );
-        assert_eq!(
-            u16::from_be_bytes([buf[6], buf[7]]),
-            ip.pseudo_header_sum(IpProtocol::Udp, 8)
-        );
+        r.emit(&mut UdpPacket::new_unchecked(&mut buf), &ip, &ChecksumCaps::offloaded());
+        assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), ip.pseudo_header_sum(IpProtocol::Udp, 8));
     }
 }

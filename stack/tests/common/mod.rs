@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use stack::wire::{
-    ArpPacket, ArpRepr, ChecksumCaps, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet,
-    Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
-    Ipv6Repr, Ipv6Upper, Result, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
+    ArpPacket, ArpRepr, ChecksumCaps, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet,
+    Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, Ipv6Upper, Result, TcpPacket, TcpRepr,
+    UdpPacket, UdpRepr,
 };
 
 /// The transport part of a packet.
@@ -85,15 +85,8 @@ pub fn dissect<'a>(frame: &'a [u8], caps: &ChecksumCaps) -> Result<Dissected<'a>
             let p = Ipv4Packet::new_checked(payload)?;
             let r = Ipv4Repr::parse(&p, caps)?;
             let data = &payload[p.header_len()..p.header_len() + r.payload_len];
-            let ip = IpPair::V4 {
-                src: r.src_addr,
-                dst: r.dst_addr,
-            };
-            let up = if r.is_fragment() {
-                L4::Fragment(data)
-            } else {
-                l4(r.protocol, data, &ip, caps)?
-            };
+            let ip = IpPair::V4 { src: r.src_addr, dst: r.dst_addr };
+            let up = if r.is_fragment() { L4::Fragment(data) } else { l4(r.protocol, data, &ip, caps)? };
             L3::Ipv4(r, up)
         }
         EtherType::Ipv6 => {
@@ -101,18 +94,9 @@ pub fn dissect<'a>(frame: &'a [u8], caps: &ChecksumCaps) -> Result<Dissected<'a>
             let r = Ipv6Repr::parse(&p)?;
             let upper = p.upper_layer()?;
             let data = &payload[40..40 + r.payload_len][upper.offset..];
-            let ip = IpPair::V6 {
-                src: r.src_addr,
-                dst: r.dst_addr,
-            };
-            let is_frag = upper
-                .fragment
-                .is_some_and(|f| f.more_frags || f.frag_offset != 0);
-            let up = if is_frag {
-                L4::Fragment(data)
-            } else {
-                l4(upper.protocol, data, &ip, caps)?
-            };
+            let ip = IpPair::V6 { src: r.src_addr, dst: r.dst_addr };
+            let is_frag = upper.fragment.is_some_and(|f| f.more_frags || f.frag_offset != 0);
+            let up = if is_frag { L4::Fragment(data) } else { l4(upper.protocol, data, &ip, caps)? };
             L3::Ipv6(r, upper, up)
         }
         other => L3::Other(other),
