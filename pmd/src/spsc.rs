@@ -123,30 +123,94 @@ impl<T> Producer<T> {
     /// Moves up to `n` values from the front of `v` into the ring; returns how many.
     #[inline]
     pub fn push_front_of(&mut self, v: &mut Vec<T>, n: usize) -> usize {
+        self.push_front_of_with(v, n, |x| x)
+    }
+
+    /// Like [`push_front_of`](Self::push_front_of), converting each value with `f`
+    /// on the way in (e.g. to carry a length next to a buffer).
+    #[inline]
+    pub fn push_front_of_with<U>(&mut self, v: &mut Vec<U>, n: usize, mut f: impl FnMut(U) -> T) -> usize {
         let n = n.min(v.len()).min(self.free_space(n));
         if n == 0 {
             return 0;
         }
         let mask = self.ring.mask;
-        for i in 0..n {
-            // SAFETY: `i < n <= v.len()`, so `v[i]` is initialised; it is moved out
-            // here and the Vec is shrunk below without dropping it. The slot is free
-            // (fewer than `cap` values are queued) and only this producer writes it.
-            unsafe {
-                let val = std::ptr::read(v.as_ptr().add(i));
-                (*self.ring.slots[(self.tail.wrapping_add(i)) & mask].get()).write(val);
+        let base = self.ring.slots.as_ptr() as *mut T;
+        let src = v.as_ptr();
+        let start = self.tail & mask;
+        // At most two contiguous runs: up to the end of the buffer, then from 0.
+        let first = n.min(mask + 1 - start);
+        // SAFETY: `i < n <= v.len()`, so `src.add(i)` is initialised; it is moved
+        // out here and the Vec is shrunk below without dropping it. Slot indices
+        // `start..start+first` and `0..n-first` are inside the buffer (`first` is
+        // bounded by its end, `n <= free space <= capacity`) and free; only this
+        // producer writes them. `UnsafeCell<MaybeUninit<T>>` has `T`'s layout.
+        unsafe {
+            for i in 0..first {
+                base.add(start + i).write(f(std::ptr::read(src.add(i))));
+            }
+            for i in first..n {
+                base.add(i - first).write(f(std::ptr::read(src.add(i))));
             }
         }
         let rest = v.len() - n;
         // SAFETY: elements `0..n` were moved out above; shift the rest down and set
         // the length so none is dropped or duplicated.
         unsafe {
-            std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+            if rest > 0 {
+                std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+            }
             v.set_len(rest);
         }
         self.tail = self.tail.wrapping_add(n);
         self.ring.tail.store(self.tail, Ordering::Release);
         n
+    }
+}
+
+impl<T> Producer<T> {
+    /// Takes up to `n` values from the front of `v`, converting each with `f`;
+    /// values for which `f` returns `None` are consumed but not queued (`f` has
+    /// taken care of them). Publishes the queued ones with one release store.
+    /// Returns (consumed, queued).
+    #[inline]
+    pub fn push_filter_front_of<U>(
+        &mut self,
+        v: &mut Vec<U>,
+        n: usize,
+        mut f: impl FnMut(U) -> Option<T>,
+    ) -> (usize, usize) {
+        let n = n.min(v.len()).min(self.free_space(n));
+        if n == 0 {
+            return (0, 0);
+        }
+        let mask = self.ring.mask;
+        let base = self.ring.slots.as_ptr() as *mut T;
+        let src = v.as_ptr();
+        let mut queued = 0;
+        for i in 0..n {
+            // SAFETY: `v[i]` is initialised and moved out exactly once (the Vec is
+            // shrunk below without dropping it). At most `n <= free space` slots
+            // from `tail` are written, none published before the store below, and
+            // only this producer writes them; `& mask` keeps the index in bounds.
+            unsafe {
+                if let Some(val) = f(std::ptr::read(src.add(i))) {
+                    base.add(self.tail.wrapping_add(queued) & mask).write(val);
+                    queued += 1;
+                }
+            }
+        }
+        let rest = v.len() - n;
+        // SAFETY: elements `0..n` were moved out above.
+        unsafe {
+            if rest > 0 {
+                std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+            }
+            v.set_len(rest);
+        }
+        self.tail = self.tail.wrapping_add(queued);
+        self.ring.tail.store(self.tail, Ordering::Release);
+        (n, queued)
     }
 }
 
@@ -167,6 +231,13 @@ impl<T> Consumer<T> {
     /// Moves up to `max` values from the ring to the end of `out`; returns how many.
     #[inline]
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        self.pop_into_with(out, max, |x| x)
+    }
+
+    /// Like [`pop_into`](Self::pop_into), converting each value with `f` on the
+    /// way out.
+    #[inline]
+    pub fn pop_into_with<U>(&mut self, out: &mut Vec<U>, max: usize, mut f: impl FnMut(T) -> U) -> usize {
         let mut avail = self.tail_cache.wrapping_sub(self.head);
         if avail < max {
             self.tail_cache = self.ring.tail.load(Ordering::Acquire);
@@ -179,13 +250,20 @@ impl<T> Consumer<T> {
         out.reserve(n);
         let mask = self.ring.mask;
         let len = out.len();
-        for i in 0..n {
-            // SAFETY: slots head..head+n are initialised (published by the producer's
-            // release store, observed by our acquire load) and owned by the ring; we
-            // move each out exactly once into reserved capacity.
-            unsafe {
-                let val = (*self.ring.slots[(self.head.wrapping_add(i)) & mask].get()).assume_init_read();
-                std::ptr::write(out.as_mut_ptr().add(len + i), val);
+        let base = self.ring.slots.as_ptr() as *const T;
+        let dst = out.as_mut_ptr();
+        let start = self.head & mask;
+        let first = n.min(mask + 1 - start);
+        // SAFETY: slots `head..head+n` (two runs, as in `push_front_of_with`) are
+        // initialised (published by the producer's release store, observed by our
+        // acquire load) and owned by the ring; each is moved out exactly once into
+        // capacity reserved above. `UnsafeCell<MaybeUninit<T>>` has `T`'s layout.
+        unsafe {
+            for i in 0..first {
+                dst.add(len + i).write(f(base.add(start + i).read()));
+            }
+            for i in first..n {
+                dst.add(len + i).write(f(base.add(i - first).read()));
             }
         }
         // SAFETY: `len + n <= capacity` (reserved) and the new elements are written.

@@ -25,13 +25,20 @@ use crate::port::{
 use crate::spsc::{Consumer, Producer, Spsc};
 use crate::{Mbuf, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
+/// What travels on the wire: the frame and its length, so the receiver counts
+/// bytes and checks its MTU without touching the frame's header cache line.
+struct Slot {
+    m: Mbuf,
+    len: u32,
+}
+
 /// Most queues a ring port supports.
 pub const MAX_QUEUES: u16 = 64;
 
 struct Endpoint {
     name: String,
     /// Receive rings, one per receive queue, replaced on configure.
-    rings: Mutex<Vec<Arc<Spsc<Mbuf>>>>,
+    rings: Mutex<Vec<Arc<Spsc<Slot>>>>,
     /// Bumped whenever `rings` is replaced, so senders re-attach.
     generation: AtomicU64,
     open: AtomicBool,
@@ -233,7 +240,7 @@ impl Port for RingPort {
 pub struct RingRx {
     me: Arc<Endpoint>,
     mac: MacAddr,
-    cons: Consumer<Mbuf>,
+    cons: Consumer<Slot>,
     counters: Arc<RxCounters>,
 }
 
@@ -268,20 +275,19 @@ impl RxQueue for RingRx {
             return 0;
         }
         let start = out.len();
-        let n = self.cons.pop_into(out, max);
+        let mut bytes = 0u64;
+        let mut longest = 0u32;
+        let n = self.cons.pop_into_with(out, max, |s| {
+            bytes += s.len as u64;
+            longest = longest.max(s.len);
+            s.m
+        });
         if n == 0 {
             return 0;
         }
         let mtu = self.me.mtu.load(Ordering::Relaxed);
         let promisc = self.me.promisc.load(Ordering::Relaxed);
-        let max_plain = mtu as usize + 14;
-        let mut bytes = 0u64;
-        let mut suspicious = false;
-        for m in &out[start..] {
-            bytes += m.len() as u64;
-            suspicious |= m.len() > max_plain;
-        }
-        if suspicious || !promisc {
+        if longest as usize > mtu as usize + 14 || !promisc {
             let (errors, kept_bytes) = self.filter(out, start, mtu, promisc);
             self.counters.errors.add(errors);
             bytes = kept_bytes;
@@ -298,7 +304,7 @@ pub struct RingTx {
     me: Arc<Endpoint>,
     peer: Arc<Endpoint>,
     queue: usize,
-    prod: Option<Producer<Mbuf>>,
+    prod: Option<Producer<Slot>>,
     generation: u64,
     counters: Arc<TxCounters>,
 }
@@ -314,15 +320,6 @@ impl RingTx {
             self.generation = generation;
         }
     }
-
-    #[cold]
-    fn drop_oversized(&mut self, pkts: &mut Vec<Mbuf>, mtu: u16) -> usize {
-        let before = pkts.len();
-        pkts.retain(|m| frame_fits_mtu(m.data(), mtu));
-        let dropped = before - pkts.len();
-        self.counters.errors.add(dropped as u64);
-        dropped
-    }
 }
 
 impl TxQueue for RingTx {
@@ -335,16 +332,25 @@ impl TxQueue for RingTx {
         if generation != self.generation {
             self.attach(generation);
         }
-        let mtu = self.me.mtu.load(Ordering::Relaxed);
-        let max_plain = mtu as usize + 14;
-        let dropped = if pkts.iter().any(|m| m.len() > max_plain) { self.drop_oversized(pkts, mtu) } else { 0 };
-        let Some(prod) = self.prod.as_mut() else { return dropped };
-        let n = prod.free_space(pkts.len()).min(pkts.len());
-        let bytes: u64 = pkts[..n].iter().map(|m| m.len() as u64).sum();
-        let sent = prod.push_front_of(pkts, n);
-        debug_assert_eq!(sent, n);
+        let Some(prod) = self.prod.as_mut() else { return 0 };
+        let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
+        // One pass, one header load per frame: length for the byte counter and
+        // the slot, MTU check inline (rare oversized frames take the cold path).
+        let (mut bytes, mut oversized) = (0u64, 0u64);
+        let (taken, sent) = prod.push_filter_front_of(pkts, usize::MAX, |m| {
+            let len = m.len();
+            if len > max_frame && !frame_fits_mtu(m.data(), max_frame as u16 - 14) {
+                oversized += 1;
+                return None;
+            }
+            bytes += len as u64;
+            Some(Slot { len: len as u32, m })
+        });
         self.counters.packets.add(sent as u64);
         self.counters.bytes.add(bytes);
-        sent + dropped
+        if oversized > 0 {
+            self.counters.errors.add(oversized);
+        }
+        taken
     }
 }
