@@ -68,6 +68,7 @@ impl<T> Spsc<T> {
             return None;
         }
         Some(Producer {
+            staged: 0,
             tail: self.tail.load(Ordering::Acquire),
             head_cache: self.head.load(Ordering::Acquire),
             ring: self.clone(),
@@ -104,6 +105,8 @@ pub struct Producer<T> {
     ring: Arc<Spsc<T>>,
     tail: usize,
     head_cache: usize,
+    /// Values written after `tail` but not yet published.
+    staged: usize,
 }
 
 impl<T> Producer<T> {
@@ -129,22 +132,39 @@ impl<T> Producer<T> {
     /// Like [`push_front_of`](Self::push_front_of), converting each value with `f`
     /// on the way in (e.g. to carry a length next to a buffer).
     #[inline]
-    pub fn push_front_of_with<U>(&mut self, v: &mut Vec<U>, n: usize, mut f: impl FnMut(U) -> T) -> usize {
-        let n = n.min(v.len()).min(self.free_space(n));
+    pub fn push_front_of_with<U>(&mut self, v: &mut Vec<U>, n: usize, f: impl FnMut(U) -> T) -> usize {
+        self.stage_front_of(v, n, f);
+        self.publish()
+    }
+}
+
+impl<T> Producer<T> {
+    /// Moves up to `n` values from the front of `v` into free slots, converted by
+    /// `f`, *without* making them visible to the consumer yet (see
+    /// [`filter_staged`](Self::filter_staged) and [`publish`](Self::publish)).
+    /// Returns how many were staged.
+    ///
+    /// Slot `i` of the batch always goes to `tail + staged + i`, so store addresses
+    /// never depend on the values: the loop does not serialise on loads `f` makes.
+    #[inline]
+    pub fn stage_front_of<U>(&mut self, v: &mut Vec<U>, n: usize, mut f: impl FnMut(U) -> T) -> usize {
+        let cap = self.ring.mask + 1;
+        let want = n.min(v.len());
+        let free = self.free_space(want + self.staged) - self.staged;
+        let n = want.min(free);
         if n == 0 {
             return 0;
         }
         let mask = self.ring.mask;
         let base = self.ring.slots.as_ptr() as *mut T;
         let src = v.as_ptr();
-        let start = self.tail & mask;
-        // At most two contiguous runs: up to the end of the buffer, then from 0.
-        let first = n.min(mask + 1 - start);
-        // SAFETY: `i < n <= v.len()`, so `src.add(i)` is initialised; it is moved
-        // out here and the Vec is shrunk below without dropping it. Slot indices
-        // `start..start+first` and `0..n-first` are inside the buffer (`first` is
-        // bounded by its end, `n <= free space <= capacity`) and free; only this
-        // producer writes them. `UnsafeCell<MaybeUninit<T>>` has `T`'s layout.
+        let start = self.tail.wrapping_add(self.staged) & mask;
+        let first = n.min(cap - start);
+        // SAFETY: `v[i]` (i < n <= v.len()) is initialised and moved out exactly
+        // once; the Vec is shrunk below without dropping it. The slots written are
+        // the `n <= free` slots after the staged ones, in two in-bounds runs; none is
+        // visible to the consumer until `publish`, and only this producer writes.
+        // `UnsafeCell<MaybeUninit<T>>` has `T`'s layout.
         unsafe {
             for i in 0..first {
                 base.add(start + i).write(f(std::ptr::read(src.add(i))));
@@ -152,70 +172,58 @@ impl<T> Producer<T> {
             for i in first..n {
                 base.add(i - first).write(f(std::ptr::read(src.add(i))));
             }
-        }
-        let rest = v.len() - n;
-        // SAFETY: elements `0..n` were moved out above; shift the rest down and set
-        // the length so none is dropped or duplicated.
-        unsafe {
+            let rest = v.len() - n;
             if rest > 0 {
                 std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
             }
             v.set_len(rest);
         }
-        self.tail = self.tail.wrapping_add(n);
-        self.ring.tail.store(self.tail, Ordering::Release);
+        self.staged += n;
         n
     }
-}
 
-impl<T> Producer<T> {
-    /// Takes up to `n` values from the front of `v`, converting each with `f`;
-    /// values for which `f` returns `None` are consumed but not queued (`f` has
-    /// taken care of them). Publishes the queued ones with one release store.
-    /// Returns (consumed, queued).
-    #[inline]
-    pub fn push_filter_front_of<U>(
-        &mut self,
-        v: &mut Vec<U>,
-        n: usize,
-        mut f: impl FnMut(U) -> Option<T>,
-    ) -> (usize, usize) {
-        let n = n.min(v.len()).min(self.free_space(n));
-        if n == 0 {
-            return (0, 0);
-        }
+    /// Passes every staged value through `keep`, in order; those it returns `None`
+    /// for leave the stage (`keep` has taken care of them).
+    pub fn filter_staged(&mut self, mut keep: impl FnMut(T) -> Option<T>) {
         let mask = self.ring.mask;
         let base = self.ring.slots.as_ptr() as *mut T;
-        let src = v.as_ptr();
-        let mut queued = 0;
-        for i in 0..n {
-            // SAFETY: `v[i]` is initialised and moved out exactly once (the Vec is
-            // shrunk below without dropping it). At most `n <= free space` slots
-            // from `tail` are written, none published before the store below, and
-            // only this producer writes them; `& mask` keeps the index in bounds.
+        let mut kept = 0;
+        for i in 0..self.staged {
+            // SAFETY: staged slots `tail..tail+staged` are initialised and private to
+            // the producer; each is read once and, if kept, rewritten at a position
+            // `<= i` that has already been read.
             unsafe {
-                if let Some(val) = f(std::ptr::read(src.add(i))) {
-                    base.add(self.tail.wrapping_add(queued) & mask).write(val);
-                    queued += 1;
+                let val = base.add(self.tail.wrapping_add(i) & mask).read();
+                if let Some(val) = keep(val) {
+                    base.add(self.tail.wrapping_add(kept) & mask).write(val);
+                    kept += 1;
                 }
             }
         }
-        let rest = v.len() - n;
-        // SAFETY: elements `0..n` were moved out above.
-        unsafe {
-            if rest > 0 {
-                std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
-            }
-            v.set_len(rest);
+        self.staged = kept;
+    }
+
+    /// Makes the staged values visible to the consumer with one release store;
+    /// returns how many.
+    #[inline]
+    pub fn publish(&mut self) -> usize {
+        let n = self.staged;
+        if n > 0 {
+            self.tail = self.tail.wrapping_add(n);
+            self.staged = 0;
+            self.ring.tail.store(self.tail, Ordering::Release);
         }
-        self.tail = self.tail.wrapping_add(queued);
-        self.ring.tail.store(self.tail, Ordering::Release);
-        (n, queued)
+        n
     }
 }
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        // Staged values were never published: drop them here.
+        self.filter_staged(|v| {
+            drop(v);
+            None
+        });
         self.ring.producer_taken.store(false, Ordering::Release);
     }
 }
@@ -309,6 +317,26 @@ mod tests {
         assert_eq!(p.push_front_of(&mut v, 10), 2);
         assert_eq!(c.pop_into(&mut out, 100), 7);
         assert_eq!(out, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn staged_values_are_filtered_published_or_dropped() {
+        let r = Spsc::<Arc<u32>>::new(4);
+        let mut p = r.producer().unwrap();
+        let mut c = r.consumer().unwrap();
+        let vals: Vec<Arc<u32>> = (0..6).map(Arc::new).collect();
+        let mut v = vals.clone();
+        assert_eq!(p.stage_front_of(&mut v, 6, |x| x), 4, "only free slots are staged");
+        let mut out = vec![];
+        assert_eq!(c.pop_into(&mut out, 8), 0, "staged values are invisible");
+        p.filter_staged(|x| (*x % 2 == 0).then_some(x));
+        assert_eq!(p.publish(), 2);
+        c.pop_into(&mut out, 8);
+        assert_eq!(out.iter().map(|x| **x).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(p.stage_front_of(&mut v, 6, |x| x), 2);
+        drop(p);
+        drop((v, out));
+        assert!(vals.iter().all(|x| Arc::strong_count(x) == 1), "nothing leaked or double-dropped");
     }
 
     #[test]

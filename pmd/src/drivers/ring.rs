@@ -26,11 +26,15 @@ use crate::spsc::{Consumer, Producer, Spsc};
 use crate::{Mbuf, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// What travels on the wire: the frame and its length, so the receiver counts
-/// bytes and checks its MTU without touching the frame's header cache line.
+/// bytes without touching the frame's header cache line. The sender sets
+/// [`OVER_PEER_MTU`] in `len` when the frame is larger than the receiver's MTU
+/// allows, so the receiver finds out with one OR per frame instead of a compare.
 struct Slot {
     m: Mbuf,
     len: u32,
 }
+
+const OVER_PEER_MTU: u32 = 1 << 31;
 
 /// Most queues a ring port supports.
 pub const MAX_QUEUES: u16 = 64;
@@ -275,19 +279,18 @@ impl RxQueue for RingRx {
             return 0;
         }
         let start = out.len();
-        let mut bytes = 0u64;
-        let mut longest = 0u32;
+        let (mut bytes, mut flags) = (0u64, 0u32);
         let n = self.cons.pop_into_with(out, max, |s| {
-            bytes += s.len as u64;
-            longest = longest.max(s.len);
+            bytes += (s.len & !OVER_PEER_MTU) as u64;
+            flags |= s.len;
             s.m
         });
         if n == 0 {
             return 0;
         }
-        let mtu = self.me.mtu.load(Ordering::Relaxed);
         let promisc = self.me.promisc.load(Ordering::Relaxed);
-        if longest as usize > mtu as usize + 14 || !promisc {
+        if flags & OVER_PEER_MTU != 0 || !promisc {
+            let mtu = self.me.mtu.load(Ordering::Relaxed);
             let (errors, kept_bytes) = self.filter(out, start, mtu, promisc);
             self.counters.errors.add(errors);
             bytes = kept_bytes;
@@ -334,18 +337,31 @@ impl TxQueue for RingTx {
         }
         let Some(prod) = self.prod.as_mut() else { return 0 };
         let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
-        // One pass, one header load per frame: length for the byte counter and
-        // the slot, MTU check inline (rare oversized frames take the cold path).
-        let (mut bytes, mut oversized) = (0u64, 0u64);
-        let (taken, sent) = prod.push_filter_front_of(pkts, usize::MAX, |m| {
-            let len = m.len();
-            if len > max_frame && !frame_fits_mtu(m.data(), max_frame as u16 - 14) {
-                oversized += 1;
-                return None;
-            }
+        // One pass, one header load per frame: the length goes into the slot and
+        // the byte count, and the longest frame is noted. Slots are staged at fixed
+        // positions so the loop never waits on a load to know where to store.
+        let peer_max = self.peer.mtu.load(Ordering::Relaxed) as u32 + 14;
+        let (mut bytes, mut longest) = (0u64, 0u32);
+        let taken = prod.stage_front_of(pkts, usize::MAX, |m| {
+            let len = m.len() as u32;
             bytes += len as u64;
-            Some(Slot { len: len as u32, m })
+            longest = longest.max(len);
+            Slot { len: len | (((len > peer_max) as u32) << 31), m }
         });
+        let mut oversized = 0u64;
+        if longest as usize > max_frame {
+            // Cold: take frames over the MTU back out before anyone sees them.
+            prod.filter_staged(|s| {
+                if frame_fits_mtu(s.m.data(), max_frame as u16 - 14) {
+                    Some(s)
+                } else {
+                    oversized += 1;
+                    bytes -= (s.len & !OVER_PEER_MTU) as u64;
+                    None
+                }
+            });
+        }
+        let sent = prod.publish();
         self.counters.packets.add(sent as u64);
         self.counters.bytes.add(bytes);
         if oversized > 0 {

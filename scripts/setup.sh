@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a task needs, once: scripts/setup.sh test|bench
+#   test:  what the test suite needs (DPDK headers for dpdk-sys, libclang for
+#          bindgen, iproute2/tcpdump for testbed tests)
+#   bench: the above plus the peers benchmarks measure against (dpdk-testpmd)
+set -euo pipefail
+
+want=(pkg-config libdpdk-dev libclang-dev iproute2 tcpdump)
+if [[ "${1:-test}" == bench ]]; then
+    want+=(dpdk dpdk-dev coreutils)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "setup: installing ${missing[*]}" >&2
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
