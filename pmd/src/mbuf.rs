@@ -8,8 +8,10 @@
 //! # Layout decision: our header, in whatever memory the driver owns
 //!
 //! Every buffer starts with an [`MbufHdr`] (one 64-byte cache line, `repr(C)`):
-//! a pointer to the buffer, offset and length of the data inside it, the metadata,
-//! and a pointer to the pool that owns it. The stack only ever sees this header,
+//! a pointer to the buffer, the metadata, and a pointer to the pool that owns it.
+//! The data window (offset and length) lives in the 16-byte `Mbuf` handle itself,
+//! so anything that only needs lengths (byte counters, MTU checks) reads the burst
+//! vector it already has instead of one header cache line per frame. The stack only ever sees this header,
 //! never a driver's descriptor format. Two kinds of memory back it:
 //!
 //! * **Native pools** ([`Mempool::new`](crate::Mempool::new)): one aligned region of
@@ -23,7 +25,7 @@
 //!   (`buf`, `data_off`, `data_len`, RSS hash, offload flags — all on cache lines
 //!   the NIC path has just touched) and hands out an `Mbuf` pointing at that
 //!   header: the payload the application reads is the memory the NIC wrote. On
-//!   transmit it writes `data_off`/`data_len`/offload requests back into the
+//!   transmit it writes the handle's offset/length and offload requests into the
 //!   `rte_mbuf` and passes the original pointer to `rte_eth_tx_burst`. Freeing goes
 //!   through the pool's [`ExternalPool`](crate::mempool::ExternalPool) ops
 //!   (`rte_pktmbuf_free`). No data is copied in either direction.
@@ -38,7 +40,7 @@
 //! * An `Mbuf` is the only handle to its buffer: not `Clone`, no reference count.
 //!   `try_clone` copies into a new buffer from the same pool (and is counted as a
 //!   copy by its callers).
-//! * `data_off + data_len <= buf_len` always holds; every method that moves the
+//! * `off + len <= buf_len` always holds; every method that moves the
 //!   window checks it and returns `None` instead of panicking.
 //! * Dropping an `Mbuf` returns it to its pool (through the calling thread's cache);
 //!   the pool's `available()` therefore goes back to its starting value exactly when
@@ -169,19 +171,25 @@ pub struct MbufHdr {
     pub(crate) buf: NonNull<u8>,
     pub(crate) pool: NonNull<PoolCore>,
     pub(crate) buf_len: u32,
-    pub(crate) data_off: u32,
-    pub(crate) data_len: u32,
-    /// Opaque word for external pools (e.g. nothing, or a generation).
+    /// Opaque word for external pools.
     pub(crate) ext: u32,
     pub(crate) meta: MbufMeta,
 }
 
 const _: () = assert!(std::mem::size_of::<MbufHdr>() == 64);
+const _: () = assert!(std::mem::size_of::<Mbuf>() == 16);
 
 /// An owned packet buffer. See the module documentation.
-#[repr(transparent)]
+///
+/// The handle carries the data window (offset and length) itself, next to the
+/// header pointer: burst vectors and ring slots then hold every frame's length
+/// inline, so byte counters, MTU checks and length-based decisions never load the
+/// header's cache line. The header is only touched for metadata, the buffer
+/// address, or returning the buffer to its pool.
 pub struct Mbuf {
     hdr: NonNull<MbufHdr>,
+    off: u32,
+    len: u32,
 }
 
 // SAFETY: an `Mbuf` is the unique owner of its header and buffer (no aliasing
@@ -199,16 +207,13 @@ impl Mbuf {
     /// `hdr` must point to an initialised header that nobody else owns, whose
     /// `pool` points to a live pool, and whose buffer is `buf_len` bytes.
     #[inline]
-    pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>) -> Self {
-        Mbuf { hdr }
+    pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>, off: u32, len: u32) -> Self {
+        Mbuf { hdr, off, len }
     }
 
-    /// Releases ownership without returning the buffer to its pool.
-    #[inline]
-    pub(crate) fn into_hdr(self) -> NonNull<MbufHdr> {
-        let hdr = self.hdr;
-        std::mem::forget(self);
-        hdr
+    #[inline(always)]
+    pub(crate) fn hdr_ptr(&self) -> NonNull<MbufHdr> {
+        self.hdr
     }
 
     /// Wraps a buffer that lives in an external pool's memory (the DPDK case):
@@ -233,15 +238,18 @@ impl Mbuf {
         debug_assert!(data_off as u64 + data_len as u64 <= buf_len as u64);
         // SAFETY: the caller guarantees `hdr` is valid for writes and exclusively ours.
         unsafe {
-            hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, data_off, data_len, ext: 0, meta });
+            hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, ext: 0, meta });
         }
-        Mbuf { hdr }
+        Mbuf { hdr, off: data_off, len: data_len }
     }
 
-    /// Gives the header back to an external driver (e.g. to pass the underlying
-    /// `rte_mbuf` to the NIC) without freeing it.
-    pub fn into_external(self) -> NonNull<MbufHdr> {
-        self.into_hdr()
+    /// Gives the buffer back to an external driver (e.g. to pass the underlying
+    /// `rte_mbuf` to the NIC) without freeing it: the header, and the data offset
+    /// and length to write into the driver's own descriptor.
+    pub fn into_external(self) -> (NonNull<MbufHdr>, u32, u32) {
+        let parts = (self.hdr, self.off, self.len);
+        std::mem::forget(self);
+        parts
     }
 
     #[inline(always)]
@@ -264,18 +272,18 @@ impl Mbuf {
     /// The packet data.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        let h = self.hdr();
-        // SAFETY: `data_off + data_len <= buf_len` (module invariant) and the buffer
-        // is valid for `buf_len` bytes and owned by `self`.
-        unsafe { std::slice::from_raw_parts(h.buf.as_ptr().add(h.data_off as usize), h.data_len as usize) }
+        let buf = self.hdr().buf;
+        // SAFETY: `off + len <= buf_len` (module invariant) and the buffer is valid
+        // for `buf_len` bytes and owned by `self`.
+        unsafe { std::slice::from_raw_parts(buf.as_ptr().add(self.off as usize), self.len as usize) }
     }
 
     /// The packet data, mutable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        let h = self.hdr_mut();
+        let buf = self.hdr().buf;
         // SAFETY: as in `data`, with exclusive access through `&mut self`.
-        unsafe { std::slice::from_raw_parts_mut(h.buf.as_ptr().add(h.data_off as usize), h.data_len as usize) }
+        unsafe { std::slice::from_raw_parts_mut(buf.as_ptr().add(self.off as usize), self.len as usize) }
     }
 
     /// Pointer to the first data byte (for zero-copy assertions in tests).
@@ -286,26 +294,31 @@ impl Mbuf {
     /// Length of the data in bytes.
     #[inline]
     pub fn len(&self) -> usize {
-        self.hdr().data_len as usize
+        self.len as usize
+    }
+
+    /// Length of the data in bytes, as stored (no conversion): for tight loops.
+    #[inline(always)]
+    pub fn len_u32(&self) -> u32 {
+        self.len
     }
 
     /// Whether the buffer holds no data.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.hdr().data_len == 0
+        self.len == 0
     }
 
     /// Bytes free in front of the data.
     #[inline]
     pub fn headroom(&self) -> usize {
-        self.hdr().data_off as usize
+        self.off as usize
     }
 
     /// Bytes free behind the data.
     #[inline]
     pub fn tailroom(&self) -> usize {
-        let h = self.hdr();
-        (h.buf_len - h.data_off - h.data_len) as usize
+        (self.hdr().buf_len - self.off - self.len) as usize
     }
 
     /// Total size of the buffer (headroom + data + tailroom).
@@ -318,24 +331,22 @@ impl Mbuf {
     /// and returns the new bytes (uninitialised contents: whatever was there).
     #[inline]
     pub fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
-        let h = self.hdr_mut();
-        if n > h.data_off as usize {
+        if n > self.off as usize {
             return None;
         }
-        h.data_off -= n as u32;
-        h.data_len += n as u32;
+        self.off -= n as u32;
+        self.len += n as u32;
         Some(&mut self.data_mut()[..n])
     }
 
     /// Removes `n` bytes from the front of the data (they become headroom).
     #[inline]
     pub fn adj(&mut self, n: usize) -> Option<()> {
-        let h = self.hdr_mut();
-        if n > h.data_len as usize {
+        if n > self.len as usize {
             return None;
         }
-        h.data_off += n as u32;
-        h.data_len -= n as u32;
+        self.off += n as u32;
+        self.len -= n as u32;
         Some(())
     }
 
@@ -347,29 +358,27 @@ impl Mbuf {
             return None;
         }
         let old = self.len();
-        self.hdr_mut().data_len += n as u32;
+        self.len += n as u32;
         Some(&mut self.data_mut()[old..])
     }
 
     /// Removes `n` bytes from the end of the data.
     #[inline]
     pub fn trim(&mut self, n: usize) -> Option<()> {
-        let h = self.hdr_mut();
-        if n > h.data_len as usize {
+        if n > self.len as usize {
             return None;
         }
-        h.data_len -= n as u32;
+        self.len -= n as u32;
         Some(())
     }
 
     /// Sets the data length, keeping the start; fails if it does not fit.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Option<()> {
-        let h = self.hdr_mut();
-        if len > (h.buf_len - h.data_off) as usize {
+        if len > (self.hdr().buf_len - self.off) as usize {
             return None;
         }
-        h.data_len = len as u32;
+        self.len = len as u32;
         Some(())
     }
 
@@ -385,10 +394,9 @@ impl Mbuf {
     pub fn reset(&mut self) {
         // SAFETY: the pool outlives every buffer it handed out (see `mempool`).
         let headroom = unsafe { self.hdr().pool.as_ref() }.headroom();
-        let h = self.hdr_mut();
-        h.data_off = headroom.min(h.buf_len);
-        h.data_len = 0;
-        h.meta = MbufMeta::default();
+        self.off = headroom.min(self.hdr().buf_len);
+        self.len = 0;
+        self.hdr_mut().meta = MbufMeta::default();
     }
 
     /// The metadata.
@@ -415,12 +423,8 @@ impl Mbuf {
         // SAFETY: the pool outlives its buffers.
         let core = unsafe { self.pool_ptr().as_ref() };
         let mut m = core.alloc_one()?;
-        let off = self.headroom().min(m.capacity());
-        {
-            let h = m.hdr_mut();
-            h.data_off = off as u32;
-            h.data_len = 0;
-        }
+        m.off = self.off.min(m.capacity() as u32);
+        m.len = 0;
         m.extend_from_slice(self.data())
             .ok_or(crate::PmdError::MbufTooSmall { need: self.len(), have: m.tailroom() })?;
         m.hdr_mut().meta = *self.meta();
@@ -432,7 +436,7 @@ impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: the pool outlives its buffers, and we own `hdr` exclusively.
-        unsafe { PoolCore::free_one(self.hdr) }
+        unsafe { PoolCore::free_one(self) }
     }
 }
 

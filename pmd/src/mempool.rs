@@ -212,8 +212,6 @@ impl Mempool {
                         buf: NonNull::new_unchecked(obj.add(std::mem::size_of::<MbufHdr>())),
                         pool: core,
                         buf_len: buf_len as u32,
-                        data_off: cfg.headroom as u32,
-                        data_len: 0,
                         ext: 0,
                         meta: MbufMeta::default(),
                     });
@@ -444,11 +442,8 @@ impl PoolCore {
         let init = |p: NonNull<MbufHdr>| {
             // SAFETY: `p` is a free buffer of this pool that we now own exclusively.
             unsafe {
-                let h = p.as_ptr();
-                (*h).data_off = headroom;
-                (*h).data_len = 0;
-                (*h).meta = MbufMeta::default();
-                Mbuf::from_hdr(p)
+                (*p.as_ptr()).meta = MbufMeta::default();
+                Mbuf::from_hdr(p, headroom, 0)
             }
         };
         match current_slot() {
@@ -495,14 +490,16 @@ impl PoolCore {
     /// Returns one buffer to its pool.
     ///
     /// # Safety
-    /// `hdr` is an owned buffer header whose pool is alive; it is not used again.
+    /// `m` is an owned buffer whose pool is alive; it is not used (or dropped)
+    /// again.
     #[inline]
-    pub(crate) unsafe fn free_one(hdr: NonNull<MbufHdr>) {
+    pub(crate) unsafe fn free_one(m: &Mbuf) {
+        let hdr = m.hdr_ptr();
         // SAFETY: the caller guarantees `hdr` is valid and its pool alive.
         let pool = unsafe { hdr.as_ref().pool.as_ref() };
         match &pool.backing {
             // SAFETY: forwarded caller guarantee.
-            Backing::Native(n) => unsafe { pool.free_run(n, std::slice::from_ref(&hdr)) },
+            Backing::Native(n) => unsafe { pool.free_run(n, std::slice::from_ref(m)) },
             // SAFETY: headers of external pools are made by `Mbuf::from_external`.
             Backing::External(e) => unsafe { e.free(hdr) },
         }
@@ -512,44 +509,42 @@ impl PoolCore {
     /// buffers from the same pool.
     pub(crate) fn free_bulk(bufs: &mut Vec<Mbuf>) {
         let n = bufs.len();
-        // Take ownership of the headers out of the Vec: after `set_len(0)` the
-        // `Mbuf`s are never dropped, and each header is freed exactly once below.
-        // SAFETY: `Mbuf` is `repr(transparent)` over `NonNull<MbufHdr>`; the elements
-        // `0..n` are initialised.
-        let hdrs: &[NonNull<MbufHdr>] =
-            unsafe { std::slice::from_raw_parts(bufs.as_ptr() as *const NonNull<MbufHdr>, n) };
+        let all: &[Mbuf] = bufs;
+        let pool_of = |m: &Mbuf| {
+            // SAFETY: every buffer in `bufs` is valid.
+            unsafe { m.hdr_ptr().as_ref().pool }
+        };
         let mut i = 0;
         while i < n {
-            // SAFETY: every header in `bufs` is valid.
-            let pool_ptr = unsafe { hdrs[i].as_ref().pool };
+            let pool_ptr = pool_of(&all[i]);
             let mut j = i + 1;
-            // SAFETY: as above.
-            while j < n && unsafe { hdrs[j].as_ref().pool } == pool_ptr {
+            while j < n && pool_of(&all[j]) == pool_ptr {
                 j += 1;
             }
             // SAFETY: the buffers keep their pool alive until freed.
             let pool = unsafe { pool_ptr.as_ref() };
             match &pool.backing {
-                // SAFETY: we own these headers (see above) and free each once.
-                Backing::Native(nat) => unsafe { pool.free_run(nat, &hdrs[i..j]) },
+                // SAFETY: we own these buffers and free each exactly once; the Vec
+                // forgets them below (set_len) so none is dropped again.
+                Backing::Native(nat) => unsafe { pool.free_run(nat, &all[i..j]) },
                 Backing::External(e) => {
-                    for h in &hdrs[i..j] {
+                    for m in &all[i..j] {
                         // SAFETY: as above.
-                        unsafe { e.free(*h) };
+                        unsafe { e.free(m.hdr_ptr()) };
                     }
                 }
             }
             i = j;
         }
-        // SAFETY: all `n` elements were moved out (freed) above.
+        // SAFETY: all `n` buffers were freed above; forget them without dropping.
         unsafe { bufs.set_len(0) };
     }
 
     /// # Safety
-    /// Each header in `run` belongs to this native pool, is owned by the caller, and
-    /// is not used again.
+    /// Each buffer in `run` belongs to this native pool, is owned by the caller, and
+    /// is not used or dropped again.
     #[inline]
-    unsafe fn free_run(&self, native: &Native, run: &[NonNull<MbufHdr>]) {
+    unsafe fn free_run(&self, native: &Native, run: &[Mbuf]) {
         match current_slot() {
             Some(i) if self.cache_size > 0 => {
                 let slot = &native.slots[i];
@@ -558,7 +553,7 @@ impl PoolCore {
                 if cache.capacity() == 0 {
                     cache.reserve_exact(self.flush_threshold + MAX_CACHE_SIZE + 1);
                 }
-                cache.extend_from_slice(run);
+                cache.extend(run.iter().map(Mbuf::hdr_ptr));
                 if cache.len() <= self.flush_threshold {
                     // Publishing the new length is our last access to the pool.
                     slot.len.store(cache.len(), Ordering::Release);
@@ -576,7 +571,7 @@ impl PoolCore {
             }
             _ => {
                 let mut ring = native.ring.lock().unwrap_or_else(|e| e.into_inner());
-                ring.extend_from_slice(run);
+                ring.extend(run.iter().map(Mbuf::hdr_ptr));
                 drop(ring);
                 native.ring_len.fetch_add(run.len(), Ordering::AcqRel);
             }

@@ -529,6 +529,20 @@ impl PortCounters {
     }
 }
 
+/// Total bytes and the longest frame of a burst, from the lengths in the handles
+/// (no frame header is read).
+#[inline]
+pub fn burst_bytes_and_longest(pkts: &[Mbuf]) -> (u64, u32) {
+    let mut bytes = 0u64;
+    let mut longest = 0u32;
+    for m in pkts {
+        let l = m.len_u32();
+        bytes += l as u64;
+        longest = longest.max(l);
+    }
+    (bytes, longest)
+}
+
 /// Whether the frame fits a port's MTU: `mtu` bytes of L3 payload behind an
 /// Ethernet header, plus 4 more when the frame carries an 802.1Q tag.
 #[inline(always)]

@@ -124,9 +124,47 @@ impl<T> Producer<T> {
     }
 
     /// Moves up to `n` values from the front of `v` into the ring; returns how many.
+    /// A plain copy (at most two `memcpy`s), no per-value work.
     #[inline]
     pub fn push_front_of(&mut self, v: &mut Vec<T>, n: usize) -> usize {
-        self.push_front_of_with(v, n, |x| x)
+        let n = n.min(v.len()).min(self.free_space(n.min(v.len()) + self.staged) - self.staged);
+        if n == 0 {
+            return 0;
+        }
+        let mask = self.ring.mask;
+        let base = self.ring.slots.as_ptr() as *mut T;
+        let start = self.tail.wrapping_add(self.staged) & mask;
+        let first = n.min(mask + 1 - start);
+        // SAFETY: as in `stage_front_of`: `v[..n]` is moved (bitwise) into `n` free,
+        // unpublished slots in two in-bounds runs, then forgotten by the Vec.
+        unsafe {
+            std::ptr::copy_nonoverlapping(v.as_ptr(), base.add(start), first);
+            if n > first {
+                std::ptr::copy_nonoverlapping(v.as_ptr().add(first), base, n - first);
+            }
+            let rest = v.len() - n;
+            if rest > 0 {
+                std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+            }
+            v.set_len(rest);
+        }
+        self.staged += n;
+        self.publish()
+    }
+
+    /// Queues one value; gives it back if the ring is full.
+    #[inline]
+    pub fn push(&mut self, val: T) -> Result<(), T> {
+        if self.free_space(self.staged + 1) <= self.staged {
+            return Err(val);
+        }
+        let mask = self.ring.mask;
+        let base = self.ring.slots.as_ptr() as *mut T;
+        // SAFETY: a free, unpublished, in-bounds slot that only this producer writes.
+        unsafe { base.add(self.tail.wrapping_add(self.staged) & mask).write(val) };
+        self.staged += 1;
+        self.publish();
+        Ok(())
     }
 
     /// Like [`push_front_of`](Self::push_front_of), converting each value with `f`
@@ -237,9 +275,57 @@ pub struct Consumer<T> {
 
 impl<T> Consumer<T> {
     /// Moves up to `max` values from the ring to the end of `out`; returns how many.
+    /// A plain copy (at most two `memcpy`s), no per-value work.
     #[inline]
     pub fn pop_into(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        self.pop_into_with(out, max, |x| x)
+        let n = self.available(max).min(max);
+        if n == 0 {
+            return 0;
+        }
+        out.reserve(n);
+        let mask = self.ring.mask;
+        let base = self.ring.slots.as_ptr() as *const T;
+        let start = self.head & mask;
+        let first = n.min(mask + 1 - start);
+        let len = out.len();
+        // SAFETY: as in `pop_into_with`: `n` published slots in two in-bounds runs,
+        // moved (bitwise) into reserved capacity, then released to the producer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(start), out.as_mut_ptr().add(len), first);
+            if n > first {
+                std::ptr::copy_nonoverlapping(base, out.as_mut_ptr().add(len + first), n - first);
+            }
+            out.set_len(len + n);
+        }
+        self.head = self.head.wrapping_add(n);
+        self.ring.head.store(self.head, Ordering::Release);
+        n
+    }
+
+    /// Values published and not yet taken, refreshing the cached producer index
+    /// only if the cached value shows fewer than `want`.
+    #[inline]
+    pub fn available(&mut self, want: usize) -> usize {
+        let mut avail = self.tail_cache.wrapping_sub(self.head);
+        if avail < want {
+            self.tail_cache = self.ring.tail.load(Ordering::Acquire);
+            avail = self.tail_cache.wrapping_sub(self.head);
+        }
+        avail
+    }
+
+    /// Takes one value, if any is published.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        if self.available(1) == 0 {
+            return None;
+        }
+        let base = self.ring.slots.as_ptr() as *const T;
+        // SAFETY: a published slot, read once, then released to the producer.
+        let val = unsafe { base.add(self.head & self.ring.mask).read() };
+        self.head = self.head.wrapping_add(1);
+        self.ring.head.store(self.head, Ordering::Release);
+        Some(val)
     }
 
     /// Like [`pop_into`](Self::pop_into), converting each value with `f` on the

@@ -203,3 +203,28 @@ fn threads_on_both_ends_move_every_frame() {
     drop((rx, a, b));
     assert_eq!(pool.available(), 2048);
 }
+
+#[test]
+fn receiver_with_smaller_mtu_drops_and_counts_oversized_frames_even_in_split_bursts() {
+    let pool = pmd::Mempool::new(&pmd::MempoolConfig::new("ring_mtu2", 256, 9216, 128, 32)).unwrap();
+    let mut a = up("ring:t_mtu_a?peer=t_mtu_b", &pool, 64);
+    let mut b = up("ring:t_mtu_b?peer=t_mtu_a", &pool, 64);
+    a.stop().unwrap();
+    a.set_mtu(9000).unwrap();
+    a.start().unwrap();
+    let (mut atx, mut brx) = (a.take_tx_queue(0).unwrap(), b.take_rx_queue(0).unwrap());
+    // One burst: 10 small frames, 1 jumbo, 10 small; b takes it 4 at a time.
+    let mut f = frames(&pool, 0, 10, 100);
+    f.extend(frames(&pool, 10, 1, 3000));
+    f.extend(frames(&pool, 11, 10, 100));
+    assert_eq!(atx.tx_burst(&mut f), 21);
+    assert_eq!(a.stats().opackets, 21);
+    let mut got = Vec::new();
+    while brx.rx_burst(&mut got, 4) > 0 {}
+    assert_eq!(got.iter().map(seq).collect::<Vec<_>>(), (0..21).filter(|&i| i != 10).collect::<Vec<_>>());
+    let s = b.stats();
+    assert_eq!((s.ipackets, s.ibytes, s.ierrors), (20, 2000, 1));
+    drop(got);
+    drop((atx, brx, a, b));
+    assert_eq!(pool.available(), 256);
+}

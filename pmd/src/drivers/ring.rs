@@ -6,6 +6,15 @@
 //! single-producer/single-consumer ring of mbufs ([`crate::spsc`]), so each
 //! direction of each queue pair has exactly one writer and one reader and no lock.
 //!
+//! Each direction of a queue pair is a *lane*: a ring of frames plus a ring of
+//! burst descriptors (`frames`, `bytes`, `longest`), one per `tx_burst`. The sender
+//! sums lengths once (they are in the `Mbuf` handles); the receiver takes whole
+//! bursts with a plain copy and reads its byte count and MTU verdict off the
+//! descriptor, summing per frame only for a burst split across two `rx_burst`
+//! calls. Per frame, the data path is then a copy of a 16-byte handle each way,
+//! like `rte_ring`'s pointer copy, and yet every port keeps exact byte counters
+//! and MTU enforcement, which DPDK's `net_ring` does not.
+//!
 //! Ports find each other by name in a process-wide registry. The receive rings
 //! belong to the receiving port and are created when it is configured (size =
 //! `rx_desc`); a sender attaches to its peer's ring lazily on its first burst and
@@ -20,29 +29,33 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::{claim_queue, ensure_no_handles, not_configured};
 use crate::port::{
-    frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
+    burst_bytes_and_longest, frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters,
+    TxCounters,
 };
 use crate::spsc::{Consumer, Producer, Spsc};
 use crate::{Mbuf, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
-/// What travels on the wire: the frame and its length, so the receiver counts
-/// bytes without touching the frame's header cache line. The sender sets
-/// [`OVER_PEER_MTU`] in `len` when the frame is larger than the receiver's MTU
-/// allows, so the receiver finds out with one OR per frame instead of a compare.
-struct Slot {
-    m: Mbuf,
-    len: u32,
-}
-
-const OVER_PEER_MTU: u32 = 1 << 31;
-
 /// Most queues a ring port supports.
 pub const MAX_QUEUES: u16 = 64;
 
+/// One burst as the sender saw it.
+#[derive(Clone, Copy)]
+struct Burst {
+    frames: u32,
+    longest: u32,
+    bytes: u64,
+}
+
+/// One direction of one queue pair.
+struct Lane {
+    frames: Arc<Spsc<Mbuf>>,
+    bursts: Arc<Spsc<Burst>>,
+}
+
 struct Endpoint {
     name: String,
-    /// Receive rings, one per receive queue, replaced on configure.
-    rings: Mutex<Vec<Arc<Spsc<Slot>>>>,
+    /// Receive lanes, one per receive queue, replaced on configure.
+    rings: Mutex<Vec<Lane>>,
     /// Bumped whenever `rings` is replaced, so senders re-attach.
     generation: AtomicU64,
     open: AtomicBool,
@@ -147,7 +160,9 @@ impl Port for RingPort {
         }
         ensure_no_handles(&self.me.name, &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
-        let rings = (0..conf.rx_queues).map(|_| Spsc::new(conf.rx_desc as usize)).collect();
+        let rings = (0..conf.rx_queues)
+            .map(|_| Lane { frames: Spsc::new(conf.rx_desc as usize), bursts: Spsc::new(conf.rx_desc as usize) })
+            .collect();
         *self.me.rings.lock().unwrap_or_else(|e| e.into_inner()) = rings;
         self.me.generation.fetch_add(1, Ordering::AcqRel);
         self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
@@ -216,12 +231,16 @@ impl Port for RingPort {
             return Err(not_configured(&self.me.name));
         }
         let counters = claim_queue(&self.me.name, "rx", q, &self.counters.rx)?;
-        let ring = self.me.rings.lock().unwrap_or_else(|e| e.into_inner())[q as usize].clone();
-        let cons = ring.consumer().ok_or_else(|| PmdError::State {
+        let rings = self.me.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = &rings[q as usize];
+        let owned = || PmdError::State {
             port: self.me.name.clone(),
             reason: format!("rx queue {q} is already owned by another handle"),
-        })?;
-        Ok(Box::new(RingRx { me: self.me.clone(), mac: self.mac, cons, counters }))
+        };
+        let frames = lane.frames.consumer().ok_or_else(owned)?;
+        let bursts = lane.bursts.consumer().ok_or_else(owned)?;
+        drop(rings);
+        Ok(Box::new(RingRx { me: self.me.clone(), mac: self.mac, frames, bursts, partial: None, counters }))
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
@@ -244,7 +263,10 @@ impl Port for RingPort {
 pub struct RingRx {
     me: Arc<Endpoint>,
     mac: MacAddr,
-    cons: Consumer<Slot>,
+    frames: Consumer<Mbuf>,
+    bursts: Consumer<Burst>,
+    /// The rest of a burst of which an earlier call took only the front.
+    partial: Option<Burst>,
     counters: Arc<RxCounters>,
 }
 
@@ -279,18 +301,34 @@ impl RxQueue for RingRx {
             return 0;
         }
         let start = out.len();
-        let (mut bytes, mut flags) = (0u64, 0u32);
-        let n = self.cons.pop_into_with(out, max, |s| {
-            bytes += (s.len & !OVER_PEER_MTU) as u64;
-            flags |= s.len;
-            s.m
-        });
-        if n == 0 {
+        let (mut bytes, mut longest) = (0u64, 0u32);
+        let mut taken = 0;
+        while taken < max {
+            let Some(mut b) = self.partial.take().or_else(|| self.bursts.pop()) else { break };
+            let k = (b.frames as usize).min(max - taken);
+            // The burst's frames were published before its descriptor.
+            let got = self.frames.pop_into(out, k);
+            debug_assert_eq!(got, k);
+            longest = longest.max(b.longest);
+            if k == b.frames as usize {
+                bytes += b.bytes;
+            } else {
+                // Split burst: sum the front we took (lengths are in the handles)
+                // and keep the rest for the next call.
+                let front: u64 = out[out.len() - k..].iter().map(|m| m.len() as u64).sum();
+                bytes += front;
+                b.frames -= k as u32;
+                b.bytes -= front;
+                self.partial = Some(b);
+            }
+            taken += k;
+        }
+        if taken == 0 {
             return 0;
         }
+        let mtu = self.me.mtu.load(Ordering::Relaxed);
         let promisc = self.me.promisc.load(Ordering::Relaxed);
-        if flags & OVER_PEER_MTU != 0 || !promisc {
-            let mtu = self.me.mtu.load(Ordering::Relaxed);
+        if longest as usize > mtu as usize + 14 || !promisc {
             let (errors, kept_bytes) = self.filter(out, start, mtu, promisc);
             self.counters.errors.add(errors);
             bytes = kept_bytes;
@@ -307,17 +345,26 @@ pub struct RingTx {
     me: Arc<Endpoint>,
     peer: Arc<Endpoint>,
     queue: usize,
-    prod: Option<Producer<Slot>>,
+    prod: Option<(Producer<Mbuf>, Producer<Burst>)>,
     generation: u64,
     counters: Arc<TxCounters>,
 }
 
 impl RingTx {
     #[cold]
+    fn drop_oversized(&mut self, pkts: &mut Vec<Mbuf>, max_frame: usize) -> usize {
+        let before = pkts.len();
+        pkts.retain(|m| frame_fits_mtu(m.data(), (max_frame - 14) as u16));
+        let dropped = before - pkts.len();
+        self.counters.errors.add(dropped as u64);
+        dropped
+    }
+
+    #[cold]
     fn attach(&mut self, generation: u64) {
         self.prod = None;
         let rings = self.peer.rings.lock().unwrap_or_else(|e| e.into_inner());
-        self.prod = rings.get(self.queue).and_then(|r| r.producer());
+        self.prod = rings.get(self.queue).and_then(|l| Some((l.frames.producer()?, l.bursts.producer()?)));
         drop(rings);
         if self.prod.is_some() {
             self.generation = generation;
@@ -335,38 +382,31 @@ impl TxQueue for RingTx {
         if generation != self.generation {
             self.attach(generation);
         }
-        let Some(prod) = self.prod.as_mut() else { return 0 };
-        let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
-        // One pass, one header load per frame: the length goes into the slot and
-        // the byte count, and the longest frame is noted. Slots are staged at fixed
-        // positions so the loop never waits on a load to know where to store.
-        let peer_max = self.peer.mtu.load(Ordering::Relaxed) as u32 + 14;
-        let (mut bytes, mut longest) = (0u64, 0u32);
-        let taken = prod.stage_front_of(pkts, usize::MAX, |m| {
-            let len = m.len() as u32;
-            bytes += len as u64;
-            longest = longest.max(len);
-            Slot { len: len | (((len > peer_max) as u32) << 31), m }
-        });
-        let mut oversized = 0u64;
-        if longest as usize > max_frame {
-            // Cold: take frames over the MTU back out before anyone sees them.
-            prod.filter_staged(|s| {
-                if frame_fits_mtu(s.m.data(), max_frame as u16 - 14) {
-                    Some(s)
-                } else {
-                    oversized += 1;
-                    bytes -= (s.len & !OVER_PEER_MTU) as u64;
-                    None
-                }
-            });
+        if self.prod.is_none() {
+            return 0;
         }
-        let sent = prod.publish();
+        let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
+        // Lengths are in the handles: no frame header is touched.
+        let (mut bytes, mut longest) = burst_bytes_and_longest(pkts);
+        let mut dropped = 0;
+        if longest as usize > max_frame {
+            dropped = self.drop_oversized(pkts, max_frame);
+            (bytes, longest) = burst_bytes_and_longest(pkts);
+        }
+        let Some((frames, bursts)) = self.prod.as_mut() else { return dropped };
+        let n = frames.free_space(pkts.len()).min(pkts.len());
+        if n == 0 || bursts.free_space(1) == 0 {
+            return dropped;
+        }
+        if n < pkts.len() {
+            (bytes, longest) = burst_bytes_and_longest(&pkts[..n]);
+        }
+        let sent = frames.push_front_of(pkts, n);
+        debug_assert_eq!(sent, n);
+        let queued = bursts.push(Burst { frames: sent as u32, longest, bytes });
+        debug_assert!(queued.is_ok(), "checked free space above");
         self.counters.packets.add(sent as u64);
         self.counters.bytes.add(bytes);
-        if oversized > 0 {
-            self.counters.errors.add(oversized);
-        }
-        taken
+        sent + dropped
     }
 }
