@@ -299,6 +299,32 @@ mod tests {
         assert!(done[0].0 >= snap[0].unwrap());
     }
 
+    struct Idle(u64);
+    impl Lcore for Idle {
+        type Snapshot = u64;
+        fn poll(&mut self) -> usize {
+            self.0 += 1;
+            0
+        }
+        fn snapshot(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[test]
+    fn idle_backoff_sleeps_instead_of_spinning_and_still_stops() {
+        let core = available_cores()[0];
+        let idle = IdlePolicy::Backoff { idle_polls: 10, max_sleep: Duration::from_millis(2) };
+        let rt = Runtime::launch(vec![(core, Idle(0))], idle).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let polls = rt.snapshot()[0].unwrap();
+        let done = rt.stop().unwrap();
+        // Spinning would poll millions of times in 100 ms; backing off to 2 ms
+        // sleeps allows at most a few hundred (plus the first `idle_polls`).
+        assert!(polls > 10 && polls < 5_000, "{polls} polls");
+        assert!(done[0].0 >= polls);
+    }
+
     #[test]
     fn unavailable_core_is_an_error_naming_it() {
         let e = Runtime::launch(vec![(4096, Count(0))], IdlePolicy::Spin).err().unwrap();

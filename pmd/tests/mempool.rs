@@ -255,3 +255,19 @@ fn external_pool_buffers_are_used_in_place_and_go_home() {
     pmd::free_bulk(&mut v);
     assert_eq!(pool.available(), 8);
 }
+
+#[test]
+fn dropping_the_last_pool_handle_with_buffers_out_is_safe() {
+    // The pool must stay valid for the late frees (valgrind/ASan would flag a
+    // use-after-free here); it is leaked on purpose instead of freed.
+    let p = pool(8, 0);
+    let mut v = Vec::new();
+    p.alloc_bulk(&mut v, 3).unwrap();
+    drop(p);
+    v[0].extend_from_slice(b"still usable").unwrap();
+    assert_eq!(v[0].data(), b"still usable");
+    let again = v[0].pool();
+    assert_eq!(again.in_use(), 3);
+    drop(v);
+    assert_eq!(again.available(), 8, "everything came home");
+}
