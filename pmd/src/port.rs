@@ -205,6 +205,19 @@ pub struct PortInfo {
     pub rss: Option<RssCapabilities>,
 }
 
+impl PortInfo {
+    /// Checks an MTU against the port's range; the error names the field.
+    pub fn check_mtu(&self, mtu: u16) -> Result<(), PmdError> {
+        if mtu < self.min_mtu || mtu > self.max_mtu {
+            return Err(PmdError::Config {
+                field: "mtu",
+                reason: format!("{mtu} is outside {}..={} for {}", self.min_mtu, self.max_mtu, self.driver),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// How to configure a port. The queue counts, ring sizes and the receive pool are
 /// required; offloads and RSS are off unless asked for.
 #[derive(Clone, Debug)]

@@ -124,13 +124,7 @@ impl Port for NullPort {
     }
 
     fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
-        let info = self.info();
-        if mtu < info.min_mtu || mtu > info.max_mtu {
-            return Err(PmdError::Config {
-                field: "mtu",
-                reason: format!("{mtu} is outside {}..={}", info.min_mtu, info.max_mtu),
-            });
-        }
+        self.info().check_mtu(mtu)?;
         self.mtu = mtu;
         Ok(())
     }

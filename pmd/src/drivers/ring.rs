@@ -207,13 +207,7 @@ impl Port for RingPort {
     }
 
     fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
-        let info = self.info();
-        if mtu < info.min_mtu || mtu > info.max_mtu {
-            return Err(PmdError::Config {
-                field: "mtu",
-                reason: format!("{mtu} is outside {}..={}", info.min_mtu, info.max_mtu),
-            });
-        }
+        self.info().check_mtu(mtu)?;
         self.me.mtu.store(mtu, Ordering::Release);
         Ok(())
     }
