@@ -1,0 +1,1196 @@
+//! One TCP connection as a sans-IO state machine (RFC 9293).
+//!
+//! The connection never touches a socket or a clock: it is fed segments and the
+//! time ([`Connection::handle_segment`], [`Connection::handle_timeout`]) and asked
+//! what to send ([`Connection::poll_transmit`]), when to wake it next
+//! ([`Connection::poll_timeout`]) and what happened ([`Connection::poll_event`]).
+//! Times are nanoseconds on the caller's clock. A test drives two of these with
+//! nothing but a loop, and any failure replays exactly.
+//!
+//! What is in this version:
+//! * the RFC 9293 state machine: active and passive open, simultaneous open,
+//!   half-close, simultaneous close, abort with RST, TIME_WAIT for an explicit
+//!   duration, the segment acceptability test;
+//! * RFC 5961: RST and SYN in synchronized states only act when exactly
+//!   expected, otherwise draw a rate-limited challenge ACK; ACK range checks;
+//! * RFC 6298 RTO with Karn's algorithm and exponential backoff; RFC 7323 window
+//!   scaling and timestamps (RTTM, and PAWS rejection of old segments); MSS
+//!   negotiation;
+//! * RFC 5681 slow start, congestion avoidance, fast retransmit and recovery;
+//! * zero-window probing (RFC 9293 3.8.6.1) so a closed window cannot deadlock;
+//! * out-of-order data kept (within the receive window) and delivered in order.
+//!
+//! Not yet: SACK (RFC 2018/6675), CUBIC, delayed ACK, keepalive, SYN cookies and
+//! the listener (accept queue) — they build on this core.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::rtt::{RtoConfig, RttEstimator};
+use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
+
+/// Everything about a connection's behaviour on the wire, stated by the caller.
+/// There is no `Default`: a field left out is a compile error naming it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Our MSS (payload bytes per segment), also advertised in the SYN.
+    pub mss: u16,
+    /// Send buffer size in bytes.
+    pub send_buffer: usize,
+    /// Receive buffer size in bytes (the most we advertise).
+    pub recv_buffer: usize,
+    /// Retransmission timeout bounds.
+    pub rto: RtoConfig,
+    /// Retransmissions of one segment before the connection times out.
+    pub max_retransmits: u32,
+    /// SYN (or SYN-ACK) retransmissions before giving up.
+    pub syn_retries: u32,
+    /// How long TIME-WAIT lasts (2 MSL), nanoseconds.
+    pub time_wait_ns: u64,
+    /// Our window scale shift (RFC 7323), offered in the SYN; `None` to not offer.
+    pub window_scale: Option<u8>,
+    /// Offer timestamps (RFC 7323).
+    pub timestamps: bool,
+    /// Nagle's algorithm: hold small segments while data is unacknowledged.
+    pub nagle: bool,
+    /// Challenge ACKs allowed per second (RFC 5961 7).
+    pub challenge_ack_limit: u32,
+    /// MSS assumed when the peer sends no MSS option (RFC 9293 3.7.1: 536 for
+    /// IPv4, 1220 for IPv6).
+    pub default_peer_mss: u16,
+}
+
+impl TcpConfig {
+    /// Checks the values; the error names the field.
+    pub fn validate(&self) -> Result<(), TcpConfigError> {
+        let bad = |field, reason: &str| Err(TcpConfigError { field, reason: reason.to_string() });
+        if self.mss < 64 {
+            return bad("mss", "must be at least 64");
+        }
+        if self.send_buffer == 0 {
+            return bad("send_buffer", "must be at least 1 byte");
+        }
+        if self.recv_buffer == 0 || self.recv_buffer > (u32::MAX as usize >> 1) {
+            return bad("recv_buffer", "must be between 1 byte and 2 GiB");
+        }
+        if self.window_scale.is_some_and(|s| s > 14) {
+            return bad("window_scale", "RFC 7323 allows shifts up to 14");
+        }
+        if self.rto.min_ns == 0 || self.rto.min_ns > self.rto.max_ns {
+            return bad("rto", "needs 0 < min <= max");
+        }
+        if self.default_peer_mss < 64 {
+            return bad("default_peer_mss", "must be at least 64");
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfigError {
+    /// The field at fault.
+    pub field: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for TcpConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid TCP config {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for TcpConfigError {}
+
+/// RFC 9293 connection states (LISTEN belongs to the listener, not here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No connection.
+    Closed,
+    /// SYN sent, waiting for SYN-ACK.
+    SynSent,
+    /// SYN received and SYN-ACK sent, waiting for its ACK.
+    SynReceived,
+    /// Open.
+    Established,
+    /// We closed, our FIN not yet acknowledged.
+    FinWait1,
+    /// Our FIN acknowledged, waiting for the peer's.
+    FinWait2,
+    /// The peer closed; we may still send.
+    CloseWait,
+    /// Both closed at once, waiting for the ACK of our FIN.
+    Closing,
+    /// The peer closed, then we did; waiting for the ACK of our FIN.
+    LastAck,
+    /// Both done; lingering for old duplicates.
+    TimeWait,
+}
+
+/// What happened, for the socket layer and the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed.
+    Connected,
+    /// New data (or the end of the stream) can be read.
+    Readable,
+    /// Send buffer space was freed.
+    Writable,
+    /// The peer sent FIN: no more data will arrive.
+    PeerClosed,
+    /// The connection is fully closed (after TIME-WAIT or LAST-ACK).
+    Closed,
+    /// The peer reset the connection.
+    Reset,
+    /// The peer refused the connection (RST to our SYN).
+    Refused,
+    /// Retransmissions ran out.
+    TimedOut,
+}
+
+/// Errors of the application-facing calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpError {
+    /// The connection cannot send any more (we closed, or it is gone).
+    Closed,
+    /// The peer reset the connection.
+    Reset,
+    /// The connection was refused.
+    Refused,
+    /// The connection timed out.
+    TimedOut,
+}
+
+/// Addressing of a connection: ports only; IP addresses belong to the layer
+/// below, which also computes checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ports {
+    /// Our port.
+    pub local: u16,
+    /// The peer's port.
+    pub remote: u16,
+}
+
+/// A TCP connection. See the module documentation.
+#[derive(Debug)]
+pub struct Connection {
+    cfg: TcpConfig,
+    ports: Ports,
+    state: State,
+    /// Why the connection ended, if it ended badly.
+    error: Option<TcpError>,
+
+    // Send sequence space (RFC 9293 3.3.1).
+    iss: SeqNumber,
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    /// Highest sequence number sent (snd_nxt can go back on retransmission).
+    snd_max: SeqNumber,
+    snd_wnd: u32,
+    max_snd_wnd: u32,
+    snd_wl1: SeqNumber,
+    snd_wl2: SeqNumber,
+    /// Unacknowledged and unsent data; `sbuf[0]` has sequence number `sbuf_seq`.
+    sbuf: VecDeque<u8>,
+    sbuf_seq: SeqNumber,
+    /// The application closed its side: a FIN follows the data.
+    fin_queued: bool,
+    /// Sequence number of our FIN once it has been sent.
+    fin_seq: Option<SeqNumber>,
+
+    // Receive sequence space.
+    irs: SeqNumber,
+    rcv_nxt: SeqNumber,
+    rbuf: VecDeque<u8>,
+    /// Out-of-order segments by sequence number.
+    ooo: BTreeMap<u32, Vec<u8>>,
+    ooo_bytes: usize,
+    /// Sequence number of the peer's FIN when it arrived ahead of data.
+    peer_fin: Option<SeqNumber>,
+    peer_fin_seen: bool,
+    last_ack_sent: SeqNumber,
+
+    // Negotiated options.
+    peer_mss: u16,
+    /// Both SYNs carried the window scale option (RFC 7323 2.2).
+    ws_ok: bool,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    ts_ok: bool,
+    ts_recent: u32,
+    /// Offset added to our timestamp clock (per-connection, RFC 7323 5.4).
+    ts_offset: u32,
+
+    // Timers and retransmission.
+    rtt: RttEstimator,
+    rto_deadline: Option<u64>,
+    retransmits: u32,
+    /// Karn: (sequence number that completes the timed segment, send time).
+    rtt_probe: Option<(SeqNumber, u64)>,
+    time_wait_deadline: Option<u64>,
+
+    // Congestion control (RFC 5681).
+    cwnd: u32,
+    ssthresh: u32,
+    dup_acks: u32,
+    /// Segments RFC 3042 Limited Transmit lets us send beyond cwnd.
+    limited_transmit: u32,
+    /// In fast recovery until this sequence number is acknowledged.
+    recover: Option<SeqNumber>,
+    retransmit_one: bool,
+
+    /// The next transmission may probe a zero window with one byte.
+    zero_window_probe: bool,
+
+    // Output flags.
+    ack_now: bool,
+    /// Duplicate ACKs owed, one per out-of-order segment (RFC 5681 4.2).
+    acks_owed: u32,
+    /// A reset to send: its sequence number, and the ACK number if ACK is set.
+    send_rst: Option<(SeqNumber, Option<SeqNumber>)>,
+    challenge_acks: (u64, u32),
+
+    events: VecDeque<Event>,
+}
+
+/// One segment to send: the header (ports, numbers, flags, options) and how
+/// many payload bytes were written into the caller's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The header; `payload_len` is set.
+    pub repr: TcpRepr,
+}
+
+const NS_PER_MS: u64 = 1_000_000;
+
+impl Connection {
+    fn new(cfg: TcpConfig, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
+        cfg.validate()?;
+        let mss = cfg.mss as u32;
+        Ok(Connection {
+            rtt: RttEstimator::new(cfg.rto),
+            ports,
+            state,
+            error: None,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNumber(0),
+            snd_wl2: iss,
+            sbuf: VecDeque::new(),
+            sbuf_seq: iss + 1,
+            fin_queued: false,
+            fin_seq: None,
+            irs: SeqNumber(0),
+            rcv_nxt: SeqNumber(0),
+            rbuf: VecDeque::new(),
+            ooo: BTreeMap::new(),
+            ooo_bytes: 0,
+            peer_fin: None,
+            peer_fin_seen: false,
+            last_ack_sent: SeqNumber(0),
+            peer_mss: cfg.default_peer_mss,
+            ws_ok: false,
+            snd_wscale: 0,
+            rcv_wscale: 0,
+            ts_ok: false,
+            ts_recent: 0,
+            ts_offset: iss.0.rotate_left(13),
+            rto_deadline: None,
+            retransmits: 0,
+            rtt_probe: None,
+            time_wait_deadline: None,
+            // RFC 5681 3.1: IW = 2..4 segments depending on MSS; use 4*MSS capped
+            // by RFC 3390's byte limit.
+            cwnd: (4 * mss).min(4380.max(2 * mss)),
+            ssthresh: u32::MAX,
+            dup_acks: 0,
+            limited_transmit: 0,
+            recover: None,
+            retransmit_one: false,
+            zero_window_probe: false,
+            ack_now: false,
+            acks_owed: 0,
+            send_rst: None,
+            challenge_acks: (0, 0),
+            events: VecDeque::new(),
+            cfg,
+        })
+    }
+
+    /// Active open: the connection starts in SYN-SENT with its SYN ready to send.
+    pub fn connect(cfg: TcpConfig, ports: Ports, iss: SeqNumber, now: u64) -> Result<Self, TcpConfigError> {
+        Self::new(cfg, ports, iss, now, State::SynSent)
+    }
+
+    /// Passive open from a received SYN (the listener decided to accept it): the
+    /// connection starts in SYN-RECEIVED with its SYN-ACK ready to send.
+    pub fn accept(
+        cfg: TcpConfig,
+        ports: Ports,
+        iss: SeqNumber,
+        syn: &TcpRepr,
+        now: u64,
+    ) -> Result<Self, TcpConfigError> {
+        let mut c = Self::new(cfg, ports, iss, now, State::SynReceived)?;
+        c.take_syn_options(syn);
+        c.irs = syn.seq_number;
+        c.rcv_nxt = syn.seq_number + 1;
+        c.snd_wnd = syn.window_len as u32; // never scaled in a SYN
+        c.snd_wl1 = syn.seq_number;
+        Ok(c)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> Ports {
+        self.ports
+    }
+
+    /// Why the connection ended, if it did so abnormally.
+    pub fn error(&self) -> Option<TcpError> {
+        self.error
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Effective send MSS: the peer's limit, ours, minus option overhead.
+    pub fn send_mss(&self) -> u32 {
+        let opt = if self.ts_ok { 12 } else { 0 };
+        (self.peer_mss.min(self.cfg.mss) as u32).saturating_sub(opt).max(1)
+    }
+
+    /// Bytes the application can still queue.
+    pub fn send_capacity(&self) -> usize {
+        self.cfg.send_buffer.saturating_sub(self.sbuf.len())
+    }
+
+    /// Congestion window in bytes.
+    pub fn cwnd(&self) -> u32 {
+        self.cwnd
+    }
+
+    /// Smoothed RTT in nanoseconds, once measured.
+    pub fn srtt_ns(&self) -> Option<u64> {
+        self.rtt.srtt()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn rcv_nxt_for_tests(&self) -> SeqNumber {
+        self.rcv_nxt
+    }
+
+    #[cfg(test)]
+    pub(crate) fn snd_nxt_for_tests(&self) -> SeqNumber {
+        self.snd_nxt
+    }
+
+    /// Bytes waiting to be read.
+    pub fn recv_available(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// Queues data to send; returns how much fit in the send buffer.
+    pub fn send(&mut self, data: &[u8]) -> Result<usize, TcpError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        match self.state {
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait if !self.fin_queued => {}
+            _ => return Err(TcpError::Closed),
+        }
+        let n = data.len().min(self.send_capacity());
+        self.sbuf.extend(&data[..n]);
+        Ok(n)
+    }
+
+    /// Reads received data. `Ok(0)` with a non-empty `buf` means the peer closed
+    /// and everything has been read.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, TcpError> {
+        let n = buf.len().min(self.rbuf.len());
+        if n == 0 && !buf.is_empty() && !self.peer_fin_seen {
+            if let Some(e) = self.error {
+                return Err(e);
+            }
+        }
+        let was_closed_window = self.advertised_window() == 0;
+        for (dst, src) in buf.iter_mut().zip(self.rbuf.drain(..n)) {
+            *dst = src;
+        }
+        // Tell the peer the window opened again (RFC 9293 3.8.6.2.2, simplified:
+        // update when it had closed).
+        if n > 0 && was_closed_window && self.advertised_window() > 0 {
+            self.ack_now = true;
+        }
+        Ok(n)
+    }
+
+    /// Whether the peer has closed and all its data has been read.
+    pub fn is_recv_finished(&self) -> bool {
+        self.peer_fin_seen && self.rbuf.is_empty()
+    }
+
+    /// Closes our side: a FIN is sent after the queued data (RFC 9293 3.10.4).
+    pub fn shutdown(&mut self) {
+        match self.state {
+            State::SynSent => self.enter_closed(None),
+            State::SynReceived | State::Established => {
+                self.fin_queued = true;
+                self.state = State::FinWait1;
+            }
+            State::CloseWait => {
+                self.fin_queued = true;
+                self.state = State::LastAck;
+            }
+            _ => {}
+        }
+    }
+
+    /// Aborts: sends RST (in synchronized states) and closes (RFC 9293 3.10.5).
+    pub fn abort(&mut self) {
+        if !matches!(self.state, State::Closed | State::SynSent | State::TimeWait) {
+            self.rst_here();
+        }
+        self.sbuf.clear();
+        self.enter_closed(None);
+    }
+
+    /// The earliest time at which [`handle_timeout`](Self::handle_timeout) must
+    /// be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match (self.rto_deadline, self.time_wait_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs expired timers.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if self.time_wait_deadline.is_some_and(|t| now >= t) {
+            self.time_wait_deadline = None;
+            self.enter_closed(None);
+            return;
+        }
+        let Some(deadline) = self.rto_deadline else { return };
+        if now < deadline {
+            return;
+        }
+        self.rto_deadline = None;
+        if self.state == State::Closed {
+            return;
+        }
+        let zero_window_probe = self.snd_wnd == 0 && self.snd_una == self.snd_max && self.has_unsent();
+        let limit = match self.state {
+            State::SynSent | State::SynReceived => self.cfg.syn_retries,
+            _ => self.cfg.max_retransmits,
+        };
+        if self.retransmits >= limit && !zero_window_probe {
+            self.error = Some(TcpError::TimedOut);
+            self.events.push_back(Event::TimedOut);
+            if !matches!(self.state, State::SynSent) {
+                self.rst_here();
+            }
+            self.enter_closed(None);
+            return;
+        }
+        if !zero_window_probe {
+            self.retransmits += 1;
+        }
+        self.rtt.back_off();
+        self.rtt_probe = None; // Karn: never time a retransmitted segment
+                               // RFC 5681 3.1 (equation 4) on timeout, then go back to snd_una.
+        if !zero_window_probe {
+            let flight = (self.snd_max - self.snd_una).max(0) as u32;
+            self.ssthresh = (flight / 2).max(2 * self.send_mss());
+            self.cwnd = self.send_mss();
+            self.recover = None;
+            self.dup_acks = 0;
+        }
+        self.snd_nxt = self.snd_una;
+        self.fin_seq_reset_if_unacked();
+        self.rto_deadline = Some(now + self.rtt.rto());
+        if zero_window_probe {
+            self.zero_window_probe = true;
+        }
+    }
+}
+
+impl Connection {
+    fn has_unsent(&self) -> bool {
+        let sent_data = (self.snd_max - self.sbuf_seq).max(0) as usize;
+        self.sbuf.len() > sent_data || (self.fin_queued && self.fin_seq.is_none())
+    }
+
+    fn fin_seq_reset_if_unacked(&mut self) {
+        if let Some(f) = self.fin_seq {
+            if self.snd_una <= f {
+                // The FIN will be resent when the data before it has been.
+                self.fin_seq = None;
+            }
+        }
+    }
+
+    fn enter_closed(&mut self, reason: Option<TcpError>) {
+        if let Some(e) = reason {
+            self.error = Some(e);
+        }
+        if self.state != State::Closed {
+            self.state = State::Closed;
+            self.events.push_back(Event::Closed);
+        }
+        self.rto_deadline = None;
+        self.time_wait_deadline = None;
+    }
+
+    fn enter_time_wait(&mut self, now: u64) {
+        self.state = State::TimeWait;
+        self.rto_deadline = None;
+        self.time_wait_deadline = Some(now + self.cfg.time_wait_ns);
+    }
+
+    fn take_syn_options(&mut self, syn: &TcpRepr) {
+        if let Some(mss) = syn.max_seg_size {
+            self.peer_mss = mss.max(64);
+        }
+        // RFC 7323 2.2: scaling only if both sides sent the option in their SYNs.
+        match (syn.window_scale, self.cfg.window_scale) {
+            (Some(peer), Some(ours)) => {
+                self.ws_ok = true;
+                self.snd_wscale = peer.min(14);
+                self.rcv_wscale = ours;
+            }
+            _ => {
+                self.ws_ok = false;
+                self.snd_wscale = 0;
+                self.rcv_wscale = 0;
+            }
+        }
+        // RFC 7323 3.2: timestamps only if both sides sent them in their SYNs.
+        if let Some(ts) = syn.timestamp {
+            if self.cfg.timestamps {
+                self.ts_ok = true;
+                self.ts_recent = ts.tsval;
+            }
+        } else {
+            self.ts_ok = false;
+        }
+    }
+
+    fn ts_now(&self, now: u64) -> u32 {
+        ((now / NS_PER_MS) as u32).wrapping_add(self.ts_offset)
+    }
+
+    fn advertised_window(&self) -> u32 {
+        // Out-of-order data lies inside the window already offered, so it does
+        // not shrink it (RFC 9293 3.8.6.2.2: don't move the right edge left; and
+        // a changing window would stop duplicate ACKs counting as such).
+        // `accept_data` keeps rbuf + ooo within recv_buffer.
+        let free = self.cfg.recv_buffer.saturating_sub(self.rbuf.len());
+        free.min((u16::MAX as usize) << self.rcv_wscale) as u32
+    }
+
+    fn window_field(&self, syn: bool) -> u16 {
+        let w = self.advertised_window();
+        if syn {
+            w.min(u16::MAX as u32) as u16
+        } else {
+            (w >> self.rcv_wscale).min(u16::MAX as u32) as u16
+        }
+    }
+
+    fn header(&self, seq: SeqNumber, flags: TcpFlags, now: u64) -> TcpRepr {
+        let syn = flags.syn();
+        let mut r = TcpRepr::new(self.ports.local, self.ports.remote, seq, self.rcv_nxt, flags, self.window_field(syn));
+        if !flags.ack() {
+            r.ack_number = SeqNumber(0);
+        }
+        if syn {
+            r.max_seg_size = Some(self.cfg.mss);
+            let offer_ws = self.state == State::SynSent || self.ws_ok;
+            if offer_ws {
+                r.window_scale = self.cfg.window_scale;
+            }
+            let offer_ts = self.cfg.timestamps && (self.state == State::SynSent || self.ts_ok);
+            if offer_ts {
+                r.timestamp =
+                    Some(TcpTimestamp { tsval: self.ts_now(now), tsecr: if flags.ack() { self.ts_recent } else { 0 } });
+            }
+        } else if self.ts_ok {
+            r.timestamp = Some(TcpTimestamp { tsval: self.ts_now(now), tsecr: self.ts_recent });
+        }
+        r
+    }
+
+    fn arm_rto(&mut self, now: u64) {
+        if self.rto_deadline.is_none() {
+            self.rto_deadline = Some(now + self.rtt.rto());
+        }
+    }
+
+    /// Produces the next segment to send, writing its payload into `buf` (at most
+    /// `buf.len()` bytes). Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: u64, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((seq, ack)) = self.send_rst.take() {
+            let flags = if ack.is_some() { TcpFlags::RST | TcpFlags::ACK } else { TcpFlags::RST };
+            let r = TcpRepr::new(self.ports.local, self.ports.remote, seq, ack.unwrap_or(SeqNumber(0)), flags, 0);
+            return Some(Transmit { repr: r });
+        }
+        match self.state {
+            State::Closed => return None,
+            State::SynSent | State::SynReceived => return self.transmit_syn(now),
+            _ => {}
+        }
+        if let Some(t) = self.transmit_data(now, buf) {
+            return Some(t);
+        }
+        if self.ack_now || self.acks_owed > 0 {
+            if self.ack_now {
+                self.ack_now = false;
+                self.acks_owed = self.acks_owed.saturating_sub(1);
+            } else {
+                self.acks_owed -= 1;
+            }
+            // A pure ACK carries SND.MAX, not SND.NXT: after a timeout SND.NXT
+            // goes back to SND.UNA for retransmission (as in BSD), and an ACK
+            // with an old sequence number would be unacceptable to the peer,
+            // which would answer with an ACK of its own — an ACK storm.
+            let r = self.header(self.snd_max, TcpFlags::ACK, now);
+            self.last_ack_sent = self.rcv_nxt;
+            return Some(Transmit { repr: r });
+        }
+        None
+    }
+
+    fn transmit_syn(&mut self, now: u64) -> Option<Transmit> {
+        if self.snd_nxt != self.iss {
+            // SYN already out; an ACK may still be due (simultaneous open).
+            if self.ack_now && self.state == State::SynReceived {
+                self.ack_now = false;
+                self.last_ack_sent = self.rcv_nxt;
+                return Some(Transmit { repr: self.header(self.snd_nxt, TcpFlags::ACK, now) });
+            }
+            return None;
+        }
+        let flags = if self.state == State::SynReceived { TcpFlags::SYN | TcpFlags::ACK } else { TcpFlags::SYN };
+        let r = self.header(self.iss, flags, now);
+        self.snd_nxt = self.iss + 1;
+        if self.snd_max < self.snd_nxt {
+            self.snd_max = self.snd_nxt;
+        }
+        if self.retransmits == 0 && self.rtt_probe.is_none() {
+            self.rtt_probe = Some((self.iss + 1, now));
+        }
+        self.arm_rto(now);
+        self.last_ack_sent = self.rcv_nxt;
+        self.ack_now = false;
+        Some(Transmit { repr: r })
+    }
+
+    fn transmit_data(&mut self, now: u64, buf: &mut [u8]) -> Option<Transmit> {
+        let can_send = matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait1 | State::LastAck | State::Closing
+        );
+        if !can_send {
+            return None;
+        }
+        let mss = self.send_mss();
+        // Fast retransmit: one segment from snd_una, snd_nxt untouched.
+        let (seq, retransmit_one) = if self.retransmit_one {
+            (if self.snd_una < self.sbuf_seq { self.sbuf_seq } else { self.snd_una }, true)
+        } else {
+            (self.snd_nxt, false)
+        };
+        let offset = (seq - self.sbuf_seq).max(0) as usize;
+        let unsent = self.sbuf.len().saturating_sub(offset);
+        let in_flight = (self.snd_nxt - self.snd_una).max(0) as u32;
+        let wnd = self.snd_wnd.min(self.cwnd);
+        let mut room = if retransmit_one { mss } else { wnd.saturating_sub(in_flight) };
+        let limited = !retransmit_one && room < mss && self.limited_transmit > 0;
+        if limited {
+            room = mss.min(self.snd_wnd.saturating_sub(in_flight));
+        }
+        let probe = std::mem::take(&mut self.zero_window_probe);
+        if probe && room == 0 {
+            room = 1; // RFC 9293 3.8.6.1: probe a zero window with one byte
+        }
+        let mut len = unsent.min(mss as usize).min(room as usize).min(buf.len());
+        // Sender silly-window avoidance (RFC 9293 3.8.6.2.1): send a full
+        // segment, or everything that is left, or at least half the largest
+        // window the peer offered, or anything when nothing is in flight.
+        if !retransmit_one
+            && !probe
+            && len < mss as usize
+            && len < unsent
+            && in_flight > 0
+            && (len as u32) < self.max_snd_wnd / 2
+        {
+            len = 0;
+        }
+        // Nagle (RFC 896): hold a small segment while data is unacknowledged.
+        if !retransmit_one
+            && self.cfg.nagle
+            && len > 0
+            && len < mss as usize
+            && len == unsent
+            && in_flight > 0
+            && !self.fin_queued
+        {
+            len = 0;
+        }
+        let fin_due = self.fin_queued && offset + len == self.sbuf.len() && (self.fin_seq.is_none() || retransmit_one);
+        let fin = fin_due && (len > 0 || room > 0 || self.snd_wnd == 0 || probe || retransmit_one);
+        if len == 0 && !fin {
+            self.retransmit_one = false;
+            if self.has_unsent() || in_flight > 0 {
+                self.arm_rto(now);
+            }
+            return None;
+        }
+        for (i, b) in self.sbuf.range(offset..offset + len).enumerate() {
+            buf[i] = *b;
+        }
+        let mut flags = TcpFlags::ACK;
+        if len > 0 && offset + len == self.sbuf.len() {
+            flags |= TcpFlags::PSH;
+        }
+        if fin {
+            flags |= TcpFlags::FIN;
+        }
+        let mut r = self.header(seq, flags, now);
+        r.payload_len = len;
+        let end = seq + len as u32 + fin as u32;
+        if retransmit_one {
+            self.retransmit_one = false;
+        } else {
+            self.snd_nxt = end;
+        }
+        if limited && len > 0 {
+            self.limited_transmit -= 1;
+        }
+        if fin && self.fin_seq.is_none() {
+            self.fin_seq = Some(seq + len as u32);
+        }
+        if self.snd_max < end {
+            // New data: time it if nothing is being timed (Karn).
+            if self.rtt_probe.is_none() && self.retransmits == 0 && !retransmit_one {
+                self.rtt_probe = Some((end, now));
+            }
+            self.snd_max = end;
+        }
+        self.arm_rto(now);
+        self.last_ack_sent = self.rcv_nxt;
+        self.ack_now = false;
+        Some(Transmit { repr: r })
+    }
+
+    fn challenge_ack(&mut self, now: u64) {
+        // RFC 5961 7: at most `challenge_ack_limit` per second.
+        let second = now / 1_000_000_000;
+        if self.challenge_acks.0 != second {
+            self.challenge_acks = (second, 0);
+        }
+        if self.challenge_acks.1 < self.cfg.challenge_ack_limit {
+            self.challenge_acks.1 += 1;
+            self.ack_now = true;
+        }
+    }
+
+    /// Feeds one received segment (already checksum-verified and demultiplexed
+    /// to this connection) with its payload.
+    pub fn handle_segment(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
+        let payload = &payload[..seg.payload_len.min(payload.len())];
+        match self.state {
+            State::Closed => {}
+            State::SynSent => self.handle_syn_sent(now, seg, payload),
+            _ => self.handle_synchronized(now, seg, payload),
+        }
+    }
+
+    fn handle_syn_sent(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
+        let f = seg.flags;
+        // RFC 9293 3.10.7.3, first check the ACK bit.
+        if f.ack() && (seg.ack_number <= self.iss || seg.ack_number > self.snd_max) {
+            if !f.rst() {
+                self.send_rst_for(seg);
+            }
+            return;
+        }
+        if f.rst() {
+            if f.ack() {
+                self.error = Some(TcpError::Refused);
+                self.events.push_back(Event::Refused);
+                self.enter_closed(None);
+            }
+            return;
+        }
+        if !f.syn() {
+            return;
+        }
+        self.take_syn_options(seg);
+        self.irs = seg.seq_number;
+        self.rcv_nxt = seg.seq_number + 1;
+        if self.ts_ok {
+            if let Some(ts) = seg.timestamp {
+                self.ts_recent = ts.tsval;
+            }
+        }
+        if f.ack() {
+            self.snd_una = seg.ack_number;
+            self.sample_rtt(now, seg);
+            // RFC 7323 2.2: the window of a SYN segment is never scaled.
+            self.snd_wnd = seg.window_len as u32;
+            self.max_snd_wnd = self.snd_wnd;
+            self.snd_wl1 = seg.seq_number;
+            self.snd_wl2 = seg.ack_number;
+            self.state = State::Established;
+            self.retransmits = 0;
+            self.rto_deadline = None;
+            self.events.push_back(Event::Connected);
+            self.events.push_back(Event::Writable);
+            self.ack_now = true;
+            if !payload.is_empty() {
+                self.accept_data(seg.seq_number + 1, payload);
+            }
+        } else {
+            // Simultaneous open (RFC 9293 Figure 8): SYN-ACK with the same ISS.
+            self.state = State::SynReceived;
+            self.snd_wnd = seg.window_len as u32;
+            self.snd_wl1 = seg.seq_number;
+            self.snd_nxt = self.iss;
+            self.rto_deadline = None;
+        }
+    }
+
+    /// RFC 9293 3.10.7.3: the reply to an unacceptable ACK is <SEQ=SEG.ACK><RST>.
+    fn send_rst_for(&mut self, seg: &TcpRepr) {
+        self.send_rst = Some((seg.ack_number, None));
+    }
+
+    /// A reset from where we are (abort, timeout): <SEQ=SND.MAX><ACK=RCV.NXT><RST,ACK>.
+    fn rst_here(&mut self) {
+        self.send_rst = Some((self.snd_max, Some(self.rcv_nxt)));
+    }
+
+    fn acceptable(&self, seg: &TcpRepr, len: u32) -> bool {
+        // RFC 9293 3.10.7.4 segment acceptability test.
+        let wnd = self.advertised_window();
+        let seq = seg.seq_number;
+        let in_wnd = |s: SeqNumber| self.rcv_nxt <= s && s < self.rcv_nxt + wnd;
+        match (len, wnd) {
+            (0, 0) => seq == self.rcv_nxt,
+            (0, _) => in_wnd(seq),
+            (_, 0) => false,
+            (_, _) => in_wnd(seq) || in_wnd(seq + (len - 1)),
+        }
+    }
+
+    fn handle_synchronized(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
+        let f = seg.flags;
+        let seg_len = payload.len() as u32 + f.syn() as u32 + f.fin() as u32;
+
+        if self.state == State::SynReceived && f.syn() && seg.seq_number == self.irs {
+            if !f.ack() {
+                // A duplicate of the peer's SYN: our SYN-ACK was lost; resend it.
+                self.snd_nxt = self.iss;
+                return;
+            }
+            // Simultaneous open (RFC 9293 Figure 8): the peer's SYN-ACK repeats the
+            // SYN we already took; what is new is its ACK. Strip the SYN and go on.
+            let mut rest = *seg;
+            rest.flags = TcpFlags(rest.flags.0 & !TcpFlags::SYN.0);
+            rest.seq_number = rest.seq_number + 1;
+            return self.handle_synchronized(now, &rest, payload);
+        }
+
+        // RFC 7323 5.3 PAWS: reject old segments by timestamp.
+        if self.ts_ok && !f.rst() {
+            if let Some(ts) = seg.timestamp {
+                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
+                    self.ack_now = true;
+                    return;
+                }
+            }
+        }
+
+        if !self.acceptable(seg, seg_len) {
+            if !f.rst() {
+                self.ack_now = true;
+            }
+            return;
+        }
+
+        // RFC 5961 3.2: act on RST only if it is exactly at RCV.NXT.
+        if f.rst() {
+            if seg.seq_number == self.rcv_nxt {
+                let refused = self.state == State::SynReceived && self.snd_una == self.iss;
+                let e = if refused { TcpError::Refused } else { TcpError::Reset };
+                self.events.push_back(if refused { Event::Refused } else { Event::Reset });
+                self.sbuf.clear();
+                self.enter_closed(Some(e));
+            } else {
+                self.challenge_ack(now);
+            }
+            return;
+        }
+
+        // RFC 5961 4.2: a SYN in a synchronized state draws a challenge ACK.
+        if f.syn() {
+            self.challenge_ack(now);
+            return;
+        }
+
+        if !f.ack() {
+            return;
+        }
+
+        // Timestamps: remember the peer's clock (RFC 7323 4.3).
+        if self.ts_ok {
+            if let Some(ts) = seg.timestamp {
+                if seg.seq_number <= self.last_ack_sent {
+                    self.ts_recent = ts.tsval;
+                }
+            }
+        }
+
+        if self.state == State::SynReceived {
+            if self.snd_una < seg.ack_number && seg.ack_number <= self.snd_max {
+                self.state = State::Established;
+                self.snd_wnd = (seg.window_len as u32) << self.snd_wscale;
+                self.max_snd_wnd = self.snd_wnd;
+                self.snd_wl1 = seg.seq_number;
+                self.snd_wl2 = seg.ack_number;
+                self.events.push_back(Event::Connected);
+                self.events.push_back(Event::Writable);
+                if self.fin_queued {
+                    self.state = State::FinWait1;
+                }
+            } else {
+                self.send_rst_for(seg);
+                return;
+            }
+        }
+
+        // RFC 5961 5.2 ACK range check.
+        if seg.ack_number > self.snd_max {
+            self.ack_now = true;
+            return;
+        }
+        if seg.ack_number < self.snd_una - self.max_snd_wnd.max(1) {
+            self.challenge_ack(now);
+            return;
+        }
+
+        self.process_ack(now, seg, payload.is_empty());
+
+        if self.state == State::Closed {
+            return;
+        }
+        let our_fin_acked = self.fin_seq.is_some_and(|fs| self.snd_una > fs);
+        match self.state {
+            State::FinWait1 if our_fin_acked => self.state = State::FinWait2,
+            State::Closing if our_fin_acked => {
+                self.enter_time_wait(now);
+                return;
+            }
+            State::LastAck if our_fin_acked => {
+                self.enter_closed(None);
+                return;
+            }
+            State::TimeWait => {
+                // A retransmitted FIN: acknowledge it and restart the 2MSL wait.
+                if f.fin() {
+                    self.ack_now = true;
+                    self.enter_time_wait(now);
+                }
+                return;
+            }
+            _ => {}
+        }
+
+        if matches!(self.state, State::Established | State::FinWait1 | State::FinWait2) {
+            if !payload.is_empty() {
+                self.accept_data(seg.seq_number, payload);
+                self.ack_now = true;
+            }
+            if f.fin() {
+                self.peer_fin = Some(seg.seq_number + payload.len() as u32);
+                self.ack_now = true;
+            }
+        } else if f.fin() || !payload.is_empty() {
+            // Data or FIN after the peer's FIN: just acknowledge.
+            self.ack_now = true;
+        }
+        self.maybe_take_fin(now);
+    }
+
+    fn sample_rtt(&mut self, now: u64, seg: &TcpRepr) {
+        // RFC 7323 4.1 RTTM when timestamps are on; Karn's timed segment otherwise.
+        if self.ts_ok {
+            if let Some(ts) = seg.timestamp {
+                if ts.tsecr != 0 {
+                    let echoed_ms = ts.tsecr.wrapping_sub(self.ts_offset) as u64;
+                    let now_ms = now / NS_PER_MS;
+                    let now_ms32 = now_ms as u32 as u64;
+                    if now_ms32 >= echoed_ms && self.retransmits == 0 {
+                        self.rtt.sample(((now_ms32 - echoed_ms) * NS_PER_MS).max(1));
+                        self.rtt_probe = None;
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some((seq, sent)) = self.rtt_probe {
+            if seg.ack_number >= seq {
+                self.rtt.sample(now.saturating_sub(sent).max(1));
+                self.rtt_probe = None;
+            }
+        }
+    }
+
+    fn process_ack(&mut self, now: u64, seg: &TcpRepr, pure_ack: bool) {
+        let ack = seg.ack_number;
+        let mss = self.send_mss();
+        if ack > self.snd_una {
+            let acked = (ack - self.snd_una) as u32;
+            self.sample_rtt(now, seg);
+            // Drop acknowledged data (not the SYN or FIN, which are not in sbuf).
+            let data_acked = ((ack - self.sbuf_seq).max(0) as usize).min(self.sbuf.len());
+            self.sbuf.drain(..data_acked);
+            self.sbuf_seq = self.sbuf_seq + data_acked as u32;
+            self.snd_una = ack;
+            if self.snd_nxt < self.snd_una {
+                self.snd_nxt = self.snd_una;
+            }
+            self.retransmits = 0;
+            self.rto_deadline = None;
+            if self.snd_una < self.snd_max || self.has_unsent() {
+                self.arm_rto(now);
+            }
+            // RFC 5681/6582 congestion control.
+            match self.recover {
+                Some(r) if ack < r => {
+                    // Partial ACK in fast recovery: retransmit the next hole,
+                    // deflate by the amount acknowledged (RFC 6582 3.2 step 5).
+                    self.retransmit_one = true;
+                    self.cwnd = self.cwnd.saturating_sub(acked).saturating_add(mss);
+                }
+                Some(_) => {
+                    self.recover = None;
+                    self.cwnd = self.ssthresh.max(mss);
+                }
+                None if self.cwnd < self.ssthresh => self.cwnd = self.cwnd.saturating_add(acked.min(mss)),
+                None => self.cwnd = self.cwnd.saturating_add((mss * mss / self.cwnd.max(1)).max(1)),
+            }
+            self.dup_acks = 0;
+            self.limited_transmit = 0;
+            if data_acked > 0 {
+                self.events.push_back(Event::Writable);
+            }
+        } else if ack == self.snd_una
+            && pure_ack
+            && self.snd_max > self.snd_una
+            && (seg.window_len as u32) << self.snd_wscale == self.snd_wnd
+        {
+            // RFC 5681 2: a duplicate ACK.
+            self.dup_acks += 1;
+            if self.dup_acks <= 2 && self.recover.is_none() {
+                // RFC 3042 Limited Transmit: one new segment per early dup ACK, so
+                // a small window can still produce the third dup ACK.
+                self.limited_transmit += 1;
+            }
+            if self.dup_acks == 3 && self.recover.is_none() {
+                self.limited_transmit = 0;
+                let flight = (self.snd_max - self.snd_una).max(0) as u32;
+                self.ssthresh = (flight / 2).max(2 * mss);
+                self.cwnd = self.ssthresh + 3 * mss;
+                self.recover = Some(self.snd_max);
+                self.retransmit_one = true;
+                self.rtt_probe = None;
+            } else if self.dup_acks > 3 {
+                self.cwnd = self.cwnd.saturating_add(mss);
+            }
+        }
+        // Window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule).
+        if self.snd_wl1 < seg.seq_number || (self.snd_wl1 == seg.seq_number && self.snd_wl2 <= ack) {
+            self.snd_wnd = (seg.window_len as u32) << self.snd_wscale;
+            self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+            self.snd_wl1 = seg.seq_number;
+            self.snd_wl2 = ack;
+            if self.snd_wnd > 0 && self.has_unsent() && self.rto_deadline.is_none() {
+                self.arm_rto(now);
+            }
+        }
+    }
+
+    fn accept_data(&mut self, seq: SeqNumber, payload: &[u8]) {
+        // Trim what we already have and what is beyond the window.
+        let skip = (self.rcv_nxt - seq).max(0) as usize;
+        if skip >= payload.len() {
+            return;
+        }
+        let wnd = self.advertised_window() as usize;
+        let start = seq + skip as u32;
+        let offset = (start - self.rcv_nxt) as usize;
+        if offset >= wnd {
+            return;
+        }
+        let data = &payload[skip..payload.len().min(skip + wnd - offset)];
+        if offset == 0 {
+            self.rbuf.extend(data);
+            self.rcv_nxt = self.rcv_nxt + data.len() as u32;
+            // Pull in out-of-order data that is now contiguous.
+            while let Some((&k, _)) = self.ooo.first_key_value() {
+                let k_seq = SeqNumber(k);
+                if k_seq > self.rcv_nxt {
+                    break;
+                }
+                let (_, v) = self.ooo.pop_first().expect("first exists");
+                self.ooo_bytes -= v.len();
+                let skip = (self.rcv_nxt - k_seq) as usize;
+                if skip < v.len() {
+                    self.rbuf.extend(&v[skip..]);
+                    self.rcv_nxt = self.rcv_nxt + (v.len() - skip) as u32;
+                }
+            }
+            self.events.push_back(Event::Readable);
+        } else {
+            // Out of order: keep it and owe an immediate duplicate ACK.
+            self.acks_owed += 1;
+            if !self.ooo.contains_key(&start.0) {
+                self.ooo_bytes += data.len();
+                self.ooo.insert(start.0, data.to_vec());
+            }
+        }
+    }
+
+    fn maybe_take_fin(&mut self, now: u64) {
+        let Some(fin) = self.peer_fin else { return };
+        if fin != self.rcv_nxt || self.peer_fin_seen {
+            return;
+        }
+        self.peer_fin_seen = true;
+        self.rcv_nxt = self.rcv_nxt + 1;
+        self.ack_now = true;
+        self.events.push_back(Event::PeerClosed);
+        self.events.push_back(Event::Readable);
+        let our_fin_acked = self.fin_seq.is_some_and(|fs| self.snd_una > fs);
+        match self.state {
+            State::SynReceived | State::Established => self.state = State::CloseWait,
+            State::FinWait1 if our_fin_acked => self.enter_time_wait(now),
+            State::FinWait1 => self.state = State::Closing,
+            State::FinWait2 => self.enter_time_wait(now),
+            _ => {}
+        }
+    }
+}
