@@ -344,6 +344,37 @@ impl Connection {
         Ok(c)
     }
 
+    /// An established connection from a valid SYN-cookie ACK (RFC 4987): no state
+    /// was kept for the SYN, so the options negotiated only in SYNs (window
+    /// scale, timestamps) are off, and the peer's MSS is what the cookie encoded.
+    /// Any payload of `ack` must then be fed with [`handle_segment`](Self::handle_segment).
+    pub fn from_cookie(
+        cfg: TcpConfig,
+        ports: Ports,
+        iss: SeqNumber,
+        irs: SeqNumber,
+        peer_mss: u16,
+        ack: &TcpRepr,
+        now: u64,
+    ) -> Result<Self, TcpConfigError> {
+        let mut c = Self::new(cfg, ports, iss, now, State::Established)?;
+        c.irs = irs;
+        c.rcv_nxt = irs + 1;
+        c.last_ack_sent = c.rcv_nxt;
+        c.snd_una = iss + 1;
+        c.snd_nxt = iss + 1;
+        c.snd_max = iss + 1;
+        c.sbuf_seq = iss + 1;
+        c.peer_mss = peer_mss;
+        c.snd_wnd = ack.window_len as u32;
+        c.max_snd_wnd = c.snd_wnd;
+        c.snd_wl1 = ack.seq_number;
+        c.snd_wl2 = ack.ack_number;
+        c.events.push_back(Event::Connected);
+        c.events.push_back(Event::Writable);
+        Ok(c)
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.state

@@ -3,10 +3,16 @@
 //! wheel integration, checksums and offloads) sits on top and feeds it segments.
 
 pub mod conn;
+pub mod listener;
 pub mod rtt;
 
 pub use conn::{Connection, Event, Ports, State, TcpConfig, TcpConfigError, TcpError, Transmit};
+pub use listener::{FlowId, ListenConfig, Listener, ListenerStats, SynCookies};
 pub use rtt::RtoConfig;
 
 #[cfg(test)]
+mod listener_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_common;

@@ -9,22 +9,7 @@ use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000_000_000;
 
-fn cfg() -> TcpConfig {
-    TcpConfig {
-        mss: 1460,
-        send_buffer: 64 * 1024,
-        recv_buffer: 64 * 1024,
-        rto: RtoConfig { initial_ns: SEC, min_ns: 200 * MS, max_ns: 60 * SEC },
-        max_retransmits: 8,
-        syn_retries: 4,
-        time_wait_ns: 4 * SEC,
-        window_scale: Some(7),
-        timestamps: true,
-        nagle: false,
-        challenge_ack_limit: 10,
-        default_peer_mss: 536,
-    }
-}
+use super::tests_common::cfg;
 
 const A: Ports = Ports { local: 40000, remote: 80 };
 const B: Ports = Ports { local: 80, remote: 40000 };
