@@ -50,6 +50,8 @@ pub struct TcpConfig {
     pub window_scale: Option<u8>,
     /// Offer timestamps (RFC 7323).
     pub timestamps: bool,
+    /// Offer SACK (RFC 2018) and use it for loss recovery (RFC 6675).
+    pub sack: bool,
     /// Nagle's algorithm: hold small segments while data is unacknowledged.
     pub nagle: bool,
     /// Challenge ACKs allowed per second (RFC 5961 7).
@@ -218,6 +220,14 @@ pub struct Connection {
     rcv_wscale: u8,
     ts_ok: bool,
     ts_recent: u32,
+    /// Both SYNs carried SACK-permitted.
+    sack_ok: bool,
+    /// Receiver: start of the most recent out-of-order segment (first SACK block).
+    last_ooo: Option<SeqNumber>,
+    /// Sender: SACKed ranges above SND.UNA, sorted and merged (RFC 6675 scoreboard).
+    scoreboard: Vec<(SeqNumber, SeqNumber)>,
+    /// Sender: highest sequence number retransmitted in this recovery (HighRxt).
+    high_rxt: SeqNumber,
     /// Offset added to our timestamp clock (per-connection, RFC 7323 5.4).
     ts_offset: u32,
 
@@ -298,6 +308,10 @@ impl Connection {
             rcv_wscale: 0,
             ts_ok: false,
             ts_recent: 0,
+            sack_ok: false,
+            last_ooo: None,
+            scoreboard: Vec::new(),
+            high_rxt: iss,
             ts_offset: iss.0.rotate_left(13),
             rto_deadline: None,
             retransmits: 0,
@@ -548,6 +562,10 @@ impl Connection {
             self.dup_acks = 0;
         }
         self.snd_nxt = self.snd_una;
+        // RFC 6675 5.1 / RFC 2018 8: after a timeout, SACKed data may have been
+        // reneged; start over from SND.UNA.
+        self.scoreboard.clear();
+        self.high_rxt = self.snd_una;
         self.fin_seq_reset_if_unacked();
         self.rto_deadline = Some(now + self.rtt.rto());
         if zero_window_probe {
@@ -606,6 +624,8 @@ impl Connection {
                 self.rcv_wscale = 0;
             }
         }
+        // RFC 2018 2: SACK only if both SYNs carried SACK-permitted.
+        self.sack_ok = syn.sack_permitted && self.cfg.sack;
         // RFC 7323 3.2: timestamps only if both sides sent them in their SYNs.
         if let Some(ts) = syn.timestamp {
             if self.cfg.timestamps {
@@ -651,15 +671,119 @@ impl Connection {
             if offer_ws {
                 r.window_scale = self.cfg.window_scale;
             }
+            r.sack_permitted = self.cfg.sack && (self.state == State::SynSent || self.sack_ok);
             let offer_ts = self.cfg.timestamps && (self.state == State::SynSent || self.ts_ok);
             if offer_ts {
                 r.timestamp =
                     Some(TcpTimestamp { tsval: self.ts_now(now), tsecr: if flags.ack() { self.ts_recent } else { 0 } });
             }
-        } else if self.ts_ok {
-            r.timestamp = Some(TcpTimestamp { tsval: self.ts_now(now), tsecr: self.ts_recent });
+        } else {
+            if self.ts_ok {
+                r.timestamp = Some(TcpTimestamp { tsval: self.ts_now(now), tsecr: self.ts_recent });
+            }
+            if self.sack_ok && flags.ack() && !self.ooo.is_empty() {
+                self.sack_blocks(&mut r);
+            }
         }
         r
+    }
+
+    /// RFC 2018 4: SACK blocks for the out-of-order data we hold, the block with
+    /// the most recently received segment first, then the others.
+    fn sack_blocks(&self, r: &mut TcpRepr) {
+        let mut ranges: Vec<(SeqNumber, SeqNumber)> = Vec::new();
+        for (&k, v) in &self.ooo {
+            let (start, end) = (SeqNumber(k), SeqNumber(k) + v.len() as u32);
+            match ranges.last_mut() {
+                Some(last) if start <= last.1 => {
+                    if end > last.1 {
+                        last.1 = end;
+                    }
+                }
+                _ => ranges.push((start, end)),
+            }
+        }
+        let recent = self.last_ooo.and_then(|s| ranges.iter().position(|&(a, b)| a <= s && s < b));
+        let mut ordered = Vec::with_capacity(ranges.len());
+        if let Some(i) = recent {
+            ordered.push(ranges.remove(i));
+        }
+        ordered.extend(ranges.into_iter().rev());
+        for (slot, block) in r.sack_ranges.iter_mut().zip(ordered) {
+            *slot = Some(block);
+        }
+    }
+
+    fn sacked_bytes(&self) -> u32 {
+        self.scoreboard.iter().map(|&(a, b)| (b - a) as u32).sum()
+    }
+
+    /// RFC 6675 pipe, simplified: bytes in flight minus SACKed bytes minus holes
+    /// below the highest SACK that have not been retransmitted yet (deemed lost).
+    fn pipe(&self) -> u32 {
+        let flight = (self.snd_max - self.snd_una).max(0) as u32;
+        let mut lost = 0u32;
+        let mut at = if self.high_rxt > self.snd_una { self.high_rxt } else { self.snd_una };
+        for &(a, b) in &self.scoreboard {
+            if a > at {
+                lost += (a - at) as u32;
+            }
+            if b > at {
+                at = b;
+            }
+        }
+        flight.saturating_sub(self.sacked_bytes()).saturating_sub(lost)
+    }
+
+    /// RFC 6675 NextSeg, rule 1: the first unSACKed, not yet retransmitted bytes
+    /// below the highest SACKed sequence number.
+    fn next_hole(&self, mss: u32) -> Option<(SeqNumber, u32)> {
+        let mut at = if self.high_rxt > self.snd_una { self.high_rxt } else { self.snd_una };
+        for &(a, b) in &self.scoreboard {
+            if a > at {
+                return Some((at, ((a - at) as u32).min(mss)));
+            }
+            if b > at {
+                at = b;
+            }
+        }
+        None
+    }
+
+    fn update_scoreboard(&mut self, seg: &TcpRepr) {
+        for (l, r) in seg.sack_ranges.iter().flatten().copied() {
+            // RFC 2018 / 6675: only blocks inside what we sent and not yet acked.
+            if !(l < r && self.snd_una < r && r <= self.snd_max) {
+                continue;
+            }
+            let l = if l < self.snd_una { self.snd_una } else { l };
+            self.scoreboard.push((l, r));
+        }
+        self.scoreboard.sort_by(|x, y| {
+            if x.0 < y.0 {
+                std::cmp::Ordering::Less
+            } else if x.0 == y.0 {
+                std::cmp::Ordering::Equal
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        });
+        let mut merged: Vec<(SeqNumber, SeqNumber)> = Vec::with_capacity(self.scoreboard.len());
+        for (a, b) in self.scoreboard.drain(..) {
+            if b <= self.snd_una {
+                continue;
+            }
+            let a = if a < self.snd_una { self.snd_una } else { a };
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => {
+                    if b > last.1 {
+                        last.1 = b;
+                    }
+                }
+                _ => merged.push((a, b)),
+            }
+        }
+        self.scoreboard = merged;
     }
 
     fn arm_rto(&mut self, now: u64) {
@@ -736,17 +860,31 @@ impl Connection {
             return None;
         }
         let mss = self.send_mss();
-        // Fast retransmit: one segment from snd_una, snd_nxt untouched.
-        let (seq, retransmit_one) = if self.retransmit_one {
-            (if self.snd_una < self.sbuf_seq { self.sbuf_seq } else { self.snd_una }, true)
+        let sack_recovery = self.sack_ok && self.recover.is_some();
+        // In SACK recovery, `pipe` replaces "bytes in flight" (RFC 6675 5).
+        let in_flight = if sack_recovery { self.pipe() } else { (self.snd_nxt - self.snd_una).max(0) as u32 };
+        // What to retransmit, if anything: the NewReno fast-retransmit segment
+        // at SND.UNA, or in SACK recovery the next hole (RFC 6675 NextSeg).
+        let rtx: Option<(SeqNumber, u32)> = if sack_recovery {
+            if in_flight < self.cwnd {
+                self.next_hole(mss)
+            } else {
+                None
+            }
+        } else if self.retransmit_one {
+            Some((if self.snd_una < self.sbuf_seq { self.sbuf_seq } else { self.snd_una }, mss))
         } else {
-            (self.snd_nxt, false)
+            None
         };
+        let retransmit_one = rtx.is_some();
+        let seq = rtx.map_or(self.snd_nxt, |(s, _)| s);
         let offset = (seq - self.sbuf_seq).max(0) as usize;
         let unsent = self.sbuf.len().saturating_sub(offset);
-        let in_flight = (self.snd_nxt - self.snd_una).max(0) as u32;
         let wnd = self.snd_wnd.min(self.cwnd);
-        let mut room = if retransmit_one { mss } else { wnd.saturating_sub(in_flight) };
+        let mut room = match rtx {
+            Some((_, len)) => len,
+            None => wnd.saturating_sub(in_flight),
+        };
         let limited = !retransmit_one && room < mss && self.limited_transmit > 0;
         if limited {
             room = mss.min(self.snd_wnd.saturating_sub(in_flight));
@@ -803,6 +941,9 @@ impl Connection {
         let end = seq + len as u32 + fin as u32;
         if retransmit_one {
             self.retransmit_one = false;
+            if sack_recovery && end > self.high_rxt {
+                self.high_rxt = end;
+            }
         } else {
             self.snd_nxt = end;
         }
@@ -1092,6 +1233,7 @@ impl Connection {
     fn process_ack(&mut self, now: u64, seg: &TcpRepr, pure_ack: bool) {
         let ack = seg.ack_number;
         let mss = self.send_mss();
+        let sacked_before = self.sacked_bytes();
         if ack > self.snd_una {
             let acked = (ack - self.snd_una) as u32;
             self.sample_rtt(now, seg);
@@ -1108,8 +1250,14 @@ impl Connection {
             if self.snd_una < self.snd_max || self.has_unsent() {
                 self.arm_rto(now);
             }
-            // RFC 5681/6582 congestion control.
+            if self.sack_ok {
+                self.update_scoreboard(seg);
+            }
+            // RFC 5681/6582 congestion control (RFC 6675 in SACK recovery).
             match self.recover {
+                Some(r) if self.sack_ok && ack < r => {
+                    // SACK recovery continues; pipe and holes drive sending.
+                }
                 Some(r) if ack < r => {
                     // Partial ACK in fast recovery: retransmit the next hole,
                     // deflate by the amount acknowledged (RFC 6582 3.2 step 5).
@@ -1127,6 +1275,25 @@ impl Connection {
             self.limited_transmit = 0;
             if data_acked > 0 {
                 self.events.push_back(Event::Writable);
+            }
+        } else if self.sack_ok && ack == self.snd_una && self.snd_max > self.snd_una {
+            self.update_scoreboard(seg);
+            if self.sacked_bytes() > sacked_before {
+                self.dup_acks += 1;
+            }
+            // RFC 6675 5: enter recovery on DupThresh duplicate ACKs, or when
+            // DupThresh segments' worth of data above SND.UNA has been SACKed.
+            let is_lost = self.sacked_bytes() >= 3 * mss;
+            if self.recover.is_none() && (self.dup_acks >= 3 || is_lost) {
+                let flight = (self.snd_max - self.snd_una).max(0) as u32;
+                self.ssthresh = (flight / 2).max(2 * mss);
+                self.cwnd = self.ssthresh;
+                self.recover = Some(self.snd_max);
+                self.high_rxt = self.snd_una;
+                self.rtt_probe = None;
+                self.limited_transmit = 0;
+            } else if self.recover.is_none() && self.dup_acks <= 2 {
+                self.limited_transmit += 1;
             }
         } else if ack == self.snd_una
             && pure_ack

@@ -646,3 +646,92 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn rfc2018_2_sack_is_used_only_when_both_syns_permit_it() {
+    let s = {
+        let mut s = Sim::new(cfg(), cfg());
+        assert!(s.run(SEC, established));
+        s
+    };
+    assert!(s.log[0].1.sack_permitted && s.log[1].1.sack_permitted);
+    let mut off = cfg();
+    off.sack = false;
+    let mut s = Sim::new(cfg(), off);
+    assert!(s.run(SEC, established));
+    assert!(!s.log[1].1.sack_permitted);
+    // Loss, but no SACK blocks may appear from a side that did not agree.
+    let mut dropped = false;
+    s.lose = Box::new(move |from, r, _| {
+        let d = from == 0 && r.payload_len > 0 && !dropped;
+        dropped |= d;
+        d
+    });
+    let data = pattern(30_000, 11);
+    assert!(send_all(&mut s, 0, &data, 10 * SEC));
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == data.len()));
+    assert!(s.log.iter().all(|(_, r, _)| r.sack_ranges[0].is_none()));
+}
+
+#[test]
+fn rfc2018_4_sack_blocks_report_the_most_recent_segment_first() {
+    let mut s = established_pair();
+    let mut n = 0;
+    // Lose data segments 1 and 3 of the first flight.
+    s.lose = Box::new(move |from, r, _| {
+        if from == 0 && r.payload_len > 0 {
+            n += 1;
+            return n == 1 || n == 3;
+        }
+        false
+    });
+    let data = pattern(60_000, 12);
+    assert!(send_all(&mut s, 0, &data, 10 * SEC));
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == data.len()));
+    assert_eq!(s.got[1], data);
+    let with_blocks: Vec<&TcpRepr> =
+        s.log.iter().filter(|(from, r, _)| *from == 1 && r.sack_ranges[0].is_some()).map(|(_, r, _)| r).collect();
+    assert!(!with_blocks.is_empty(), "the receiver reported SACK blocks");
+    for r in &with_blocks {
+        let (l, rr) = r.sack_ranges[0].unwrap();
+        assert!(r.ack_number < l && l < rr, "blocks lie above the cumulative ACK");
+    }
+    // Once both holes exist, an ACK carries two blocks, the newer data first.
+    let two = with_blocks.iter().find(|r| r.sack_ranges[1].is_some()).expect("two blocks at once");
+    let (first, second) = (two.sack_ranges[0].unwrap(), two.sack_ranges[1].unwrap());
+    assert!(first.0 > second.0, "most recent (higher) block first: {first:?} {second:?}");
+}
+
+#[test]
+fn rfc6675_several_losses_in_one_window_are_repaired_without_a_timeout() {
+    let mut c = cfg();
+    c.send_buffer = 256 * 1024;
+    let mut s = Sim::new(c.clone(), c);
+    assert!(s.run(SEC, established));
+    // Grow the window first, then lose three separate segments of one flight.
+    let warm = pattern(200_000, 13);
+    assert!(send_all(&mut s, 0, &warm, 10 * SEC));
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
+    let mut n = 0;
+    s.lose = Box::new(move |from, r, _| {
+        if from == 0 && r.payload_len > 0 {
+            n += 1;
+            return n == 5 || n == 9 || n == 14;
+        }
+        false
+    });
+    let first_log = s.log.len();
+    let data = pattern(100_000, 14);
+    let t0 = s.now;
+    assert!(send_all(&mut s, 0, &data, 10 * SEC));
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len() + data.len()));
+    assert_eq!(&s.got[1][warm.len()..], &data[..]);
+    let sent: Vec<(SeqNumber, usize)> = s.log[first_log..]
+        .iter()
+        .filter(|(from, r, _)| *from == 0 && r.payload_len > 0)
+        .map(|(_, r, _)| (r.seq_number, r.payload_len))
+        .collect();
+    let resent = sent.len() - sent.iter().map(|x| x.0 .0).collect::<std::collections::BTreeSet<u32>>().len();
+    assert_eq!(resent, 3, "only the three holes were retransmitted");
+    assert!(s.now - t0 < 200 * MS, "no RTO: finished in {} ms", (s.now - t0) / MS);
+}

@@ -17,6 +17,7 @@ pub(crate) fn cfg() -> TcpConfig {
         time_wait_ns: 4 * SEC,
         window_scale: Some(7),
         timestamps: true,
+        sack: true,
         nagle: false,
         challenge_ack_limit: 10,
         default_peer_mss: 536,
