@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod conformance;
 pub mod drivers;
 mod error;
 pub mod fwd;

@@ -10,6 +10,12 @@
 //! (0→1→…→0). Each port gets `--rxq` queues; stream (port, queue) goes round-robin
 //! to the forwarding cores. Exit status: 0 on success, 2 for a bad flag or spec,
 //! 1 if the run failed or leaked buffers.
+//!
+//! ```text
+//! testpmd conformance --port SPEC [--peer SPEC]
+//! ```
+//! runs the conformance checklist ([`pmd::conformance`]) instead: one PASS / FAIL /
+//! UNSUPPORTED line per check, exit status 1 if any check failed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -148,7 +154,63 @@ impl From<PmdError> for Failure {
     }
 }
 
+/// `testpmd conformance`: the checklist of [`pmd::conformance`].
+#[derive(Parser, Debug)]
+#[command(name = "testpmd conformance", about = "Conformance checklist for a port (DPDK DTS style)", after_help = pmd::spec::help())]
+struct ConformanceArgs {
+    /// Port under test
+    #[arg(long, value_name = "SPEC")]
+    port: String,
+    /// The other end of the port's wire (omit for loopback ports and for null)
+    #[arg(long, value_name = "SPEC")]
+    peer: Option<String>,
+    /// Frames per burst
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=512))]
+    burst: u32,
+    /// Longest wait for frames in flight, seconds
+    #[arg(long, default_value_t = 1.0)]
+    timeout: f64,
+}
+
+fn conformance(argv: Vec<String>) -> ExitCode {
+    let a = ConformanceArgs::parse_from(argv);
+    if !(a.timeout > 0.0 && a.timeout <= 60.0) {
+        eprintln!("testpmd conformance: --timeout must be in (0, 60] seconds, got {}", a.timeout);
+        return ExitCode::from(2);
+    }
+    let mut cfg = pmd::conformance::ConformanceConfig::new(&a.port, a.peer.as_deref());
+    cfg.burst = a.burst as usize;
+    cfg.timeout = Duration::from_secs_f64(a.timeout);
+    println!("Conformance of {}{}", a.port, a.peer.as_ref().map(|p| format!(" (peer {p})")).unwrap_or_default());
+    match pmd::conformance::run(&cfg) {
+        Ok(results) => {
+            let mut failed = 0;
+            for r in &results {
+                println!("{r}");
+                failed += matches!(r.verdict, pmd::conformance::Verdict::Fail(_)) as usize;
+            }
+            let unsupported =
+                results.iter().filter(|r| matches!(r.verdict, pmd::conformance::Verdict::Unsupported(_))).count();
+            println!("{} passed, {failed} failed, {unsupported} unsupported", results.len() - failed - unsupported);
+            let _ = std::io::stdout().flush();
+            if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("testpmd conformance: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("conformance") {
+        return conformance(argv[1..].to_vec());
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,

@@ -36,6 +36,7 @@
 //! external mempool: future work, as is AF_XDP).
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
@@ -198,6 +199,10 @@ struct RxRing {
     map: Mmap,
     block_size: usize,
     block_count: usize,
+    /// Block we are reading or waiting for.
+    block: usize,
+    /// (frames left, offset of the next frame) inside the current block.
+    cursor: Option<(u32, usize)>,
 }
 
 /// One transmit ring.
@@ -206,6 +211,8 @@ struct TxRing {
     map: Mmap,
     frame_size: usize,
     frames: usize,
+    /// Next frame to fill.
+    next: usize,
 }
 
 fn rx_ring(ifindex: i32, g: &RingGeometry) -> io::Result<RxRing> {
@@ -224,7 +231,14 @@ fn rx_ring(ifindex: i32, g: &RingGeometry) -> io::Result<RxRing> {
     setsockopt(&fd, libc::PACKET_RX_RING, &req)?;
     let map = Mmap::new(&fd, g.block_size as usize * g.block_count as usize)?;
     bind(&fd, ifindex, libc::ETH_P_ALL as u16)?;
-    Ok(RxRing { fd: Arc::new(fd), map, block_size: g.block_size as usize, block_count: g.block_count as usize })
+    Ok(RxRing {
+        fd: Arc::new(fd),
+        map,
+        block_size: g.block_size as usize,
+        block_count: g.block_count as usize,
+        block: 0,
+        cursor: None,
+    })
 }
 
 fn tx_ring(ifindex: i32, g: &RingGeometry, desc: u16) -> io::Result<TxRing> {
@@ -242,7 +256,7 @@ fn tx_ring(ifindex: i32, g: &RingGeometry, desc: u16) -> io::Result<TxRing> {
     setsockopt(&fd, libc::PACKET_TX_RING, &req)?;
     let map = Mmap::new(&fd, g.block_size as usize * blocks as usize)?;
     bind(&fd, ifindex, 0)?;
-    Ok(TxRing { fd, map, frame_size: g.frame_size as usize, frames: (per_block * blocks) as usize })
+    Ok(TxRing { fd, map, frame_size: g.frame_size as usize, frames: (per_block * blocks) as usize, next: 0 })
 }
 
 fn join_fanout(fd: &OwnedFd, id: Option<u16>) -> io::Result<u16> {
@@ -301,8 +315,10 @@ pub struct AfPacketPort {
     counters: PortCounters,
     /// Receive sockets of the current configuration, for kernel drop counts.
     rx_fds: Vec<Arc<OwnedFd>>,
-    rx_rings: Vec<Option<RxRing>>,
-    tx_rings: Vec<Option<TxRing>>,
+    /// Rings not currently owned by a queue handle (handles give theirs back, with
+    /// their position, when dropped, so a queue can be taken again after a restart).
+    rx_rings: Vec<Arc<Mutex<Option<RxRing>>>>,
+    tx_rings: Vec<Arc<Mutex<Option<TxRing>>>>,
     /// (kernel drops so far, baseline at the last reset).
     drops: Mutex<(u64, u64)>,
 }
@@ -388,12 +404,12 @@ impl Port for AfPacketPort {
                 );
             }
             self.rx_fds.push(r.fd.clone());
-            self.rx_rings.push(Some(r));
+            self.rx_rings.push(Arc::new(Mutex::new(Some(r))));
         }
         for q in 0..conf.tx_queues {
             let t = tx_ring(self.ifindex, &self.geometry, conf.tx_desc)
                 .map_err(io_err(format!("af_packet '{name}': transmit ring of queue {q}")))?;
-            self.tx_rings.push(Some(t));
+            self.tx_rings.push(Arc::new(Mutex::new(Some(t))));
         }
         self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
         *self.drops.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
@@ -478,14 +494,14 @@ impl Port for AfPacketPort {
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
         let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.ifname))?;
         let counters = claim_queue(&self.ifname, "rx", q, &self.counters.rx)?;
-        let ring = self.rx_rings[q as usize].take().ok_or_else(|| PmdError::State {
+        let home = self.rx_rings[q as usize].clone();
+        let ring = home.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| PmdError::State {
             port: self.ifname.clone(),
-            reason: format!("rx queue {q} was already taken in this configuration"),
+            reason: format!("rx queue {q} is already owned by another handle"),
         })?;
         Ok(Box::new(AfPacketRx {
-            ring,
-            block: 0,
-            cursor: None,
+            ring: ManuallyDrop::new(ring),
+            home,
             pool: conf.mempool.clone(),
             queue: q,
             mtu: self.mtu.clone(),
@@ -501,21 +517,25 @@ impl Port for AfPacketPort {
             return Err(not_configured(&self.ifname));
         }
         let counters = claim_queue(&self.ifname, "tx", q, &self.counters.tx)?;
-        let ring = self.tx_rings[q as usize].take().ok_or_else(|| PmdError::State {
+        let home = self.tx_rings[q as usize].clone();
+        let ring = home.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| PmdError::State {
             port: self.ifname.clone(),
-            reason: format!("tx queue {q} was already taken in this configuration"),
+            reason: format!("tx queue {q} is already owned by another handle"),
         })?;
-        Ok(Box::new(AfPacketTx { ring, next: 0, mtu: self.mtu.clone(), started: self.started.clone(), counters }))
+        Ok(Box::new(AfPacketTx {
+            ring: ManuallyDrop::new(ring),
+            home,
+            mtu: self.mtu.clone(),
+            started: self.started.clone(),
+            counters,
+        }))
     }
 }
 
 /// Receive queue of an `af_packet` port.
 pub struct AfPacketRx {
-    ring: RxRing,
-    /// Block we are reading or waiting for.
-    block: usize,
-    /// (frames left, offset of the next frame) inside the current block.
-    cursor: Option<(u32, usize)>,
+    ring: ManuallyDrop<RxRing>,
+    home: Arc<Mutex<Option<RxRing>>>,
     pool: Mempool,
     queue: u16,
     mtu: Arc<AtomicU16>,
@@ -530,7 +550,7 @@ const HDR3_LEN: usize = std::mem::size_of::<libc::tpacket3_hdr>().next_multiple_
 impl AfPacketRx {
     fn block_ptr(&self) -> *mut u8 {
         // SAFETY: `block < block_count`, so the offset stays inside the mapping.
-        unsafe { self.ring.map.ptr.as_ptr().add(self.block * self.ring.block_size) }
+        unsafe { self.ring.map.ptr.as_ptr().add(self.ring.block * self.ring.block_size) }
     }
 
     fn block_status(&self) -> &AtomicU32 {
@@ -555,7 +575,7 @@ impl RxQueue for AfPacketRx {
                 break;
             }
             let base = self.block_ptr();
-            let (mut left, mut off) = match self.cursor {
+            let (mut left, mut off) = match self.ring.cursor {
                 Some(c) => c,
                 None => {
                     let desc = base.cast::<libc::tpacket_block_desc>();
@@ -567,7 +587,7 @@ impl RxQueue for AfPacketRx {
             };
             while left > 0 {
                 if got >= max {
-                    self.cursor = Some((left, off));
+                    self.ring.cursor = Some((left, off));
                     break 'blocks;
                 }
                 if off + HDR3_LEN > self.ring.block_size {
@@ -629,16 +649,16 @@ impl RxQueue for AfPacketRx {
                     }
                 }
                 if !consume {
-                    self.cursor = Some((left, off));
+                    self.ring.cursor = Some((left, off));
                     break 'blocks;
                 }
                 left -= 1;
                 off += next as usize;
             }
             // Every frame taken: the block goes back to the kernel.
-            self.cursor = None;
+            self.ring.cursor = None;
             self.block_status().store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.block = (self.block + 1) % self.ring.block_count;
+            self.ring.block = (self.ring.block + 1) % self.ring.block_count;
         }
         if errors > 0 {
             self.counters.errors.add(errors);
@@ -653,11 +673,27 @@ impl RxQueue for AfPacketRx {
 
 /// Transmit queue of an `af_packet` port.
 pub struct AfPacketTx {
-    ring: TxRing,
-    next: usize,
+    ring: ManuallyDrop<TxRing>,
+    home: Arc<Mutex<Option<TxRing>>>,
     mtu: Arc<AtomicU16>,
     started: Arc<AtomicBool>,
     counters: Arc<TxCounters>,
+}
+
+impl Drop for AfPacketRx {
+    fn drop(&mut self) {
+        // SAFETY: `ring` is taken exactly once, here, and never used afterwards.
+        let ring = unsafe { ManuallyDrop::take(&mut self.ring) };
+        *self.home.lock().unwrap_or_else(|e| e.into_inner()) = Some(ring);
+    }
+}
+
+impl Drop for AfPacketTx {
+    fn drop(&mut self) {
+        // SAFETY: `ring` is taken exactly once, here, and never used afterwards.
+        let ring = unsafe { ManuallyDrop::take(&mut self.ring) };
+        *self.home.lock().unwrap_or_else(|e| e.into_inner()) = Some(ring);
+    }
 }
 
 impl AfPacketTx {
@@ -689,14 +725,14 @@ impl TxQueue for AfPacketTx {
                 taken += 1;
                 continue;
             }
-            let st = self.status(self.next).load(Ordering::Acquire);
+            let st = self.status(self.ring.next).load(Ordering::Acquire);
             if st & libc::TP_STATUS_WRONG_FORMAT != 0 {
                 // The kernel refused what we put here earlier: count it and reuse the frame.
                 errors += 1;
             } else if st != libc::TP_STATUS_AVAILABLE {
                 break;
             }
-            let f = self.frame(self.next);
+            let f = self.frame(self.ring.next);
             // SAFETY: the frame is ours (status AVAILABLE/WRONG_FORMAT), `d.len() <= room`
             // keeps the copy inside it, and the header fields are plain u32s.
             unsafe {
@@ -705,8 +741,8 @@ impl TxQueue for AfPacketTx {
                 (*h).tp_len = d.len() as u32;
                 (*h).tp_snaplen = d.len() as u32;
             }
-            self.status(self.next).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
-            self.next = (self.next + 1) % self.ring.frames;
+            self.status(self.ring.next).store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
+            self.ring.next = (self.ring.next + 1) % self.ring.frames;
             sent += 1;
             bytes += d.len() as u64;
             taken += 1;
