@@ -28,6 +28,7 @@ pub mod fwd;
 pub mod impair;
 pub mod mbuf;
 pub mod mempool;
+pub mod pcap;
 pub mod port;
 pub mod runtime;
 pub mod spec;

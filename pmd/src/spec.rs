@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, MonotonicClock};
 use crate::drivers::{null::NullPort, ring::RingPort};
 use crate::impair::{ImpairConfig, ImpairPort, IMPAIR_OPTIONS};
+use crate::pcap::{PcapPort, PCAP_OPTIONS};
 use crate::port::MacAddr;
 use crate::{PmdError, Port};
 
@@ -247,9 +248,16 @@ pub fn open_with(spec: &str, env: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         });
     };
     for (k, _) in &spec.options {
-        let known = driver.options.iter().any(|(o, _)| o == k) || IMPAIR_OPTIONS.iter().any(|(o, _)| o == k);
+        let known = driver.options.iter().chain(IMPAIR_OPTIONS).chain(PCAP_OPTIONS).any(|(o, _)| o == k);
         if !known {
-            let valid = driver.options.iter().chain(IMPAIR_OPTIONS).map(|(o, _)| *o).collect::<Vec<_>>().join(", ");
+            let valid = driver
+                .options
+                .iter()
+                .chain(IMPAIR_OPTIONS)
+                .chain(PCAP_OPTIONS)
+                .map(|(o, _)| *o)
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(PmdError::UnknownOption {
                 spec: spec.text.clone(),
                 scheme: spec.scheme.clone(),
@@ -259,7 +267,12 @@ pub fn open_with(spec: &str, env: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         }
     }
     let impair = ImpairConfig::from_spec(&spec)?;
-    let port = (driver.open)(&spec, env)?;
+    let pcap = crate::pcap::sink_from_spec(&spec)?;
+    let mut port = (driver.open)(&spec, env)?;
+    // Capture next to the driver (the wire), impairment outside it.
+    if let Some(sink) = pcap {
+        port = Box::new(PcapPort::new(port, sink));
+    }
     Ok(match impair {
         Some(cfg) => Box::new(ImpairPort::new(port, cfg, env.clock.clone())),
         None => port,
@@ -277,6 +290,10 @@ pub fn help() -> String {
     }
     s.push_str("  Impairment options, accepted by every port:\n");
     for (o, h) in IMPAIR_OPTIONS {
+        s.push_str(&format!("      {o:<10} {h}\n"));
+    }
+    s.push_str("  Capture options, accepted by every port:\n");
+    for (o, h) in PCAP_OPTIONS {
         s.push_str(&format!("      {o:<10} {h}\n"));
     }
     s

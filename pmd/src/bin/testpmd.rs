@@ -93,6 +93,12 @@ struct Args {
     /// Sleep when idle instead of spinning
     #[arg(long = "idle-backoff")]
     idle_backoff: bool,
+    /// Capture every frame received and sent on every port to this pcap file
+    #[arg(long, value_name = "FILE", requires = "pcap_limit")]
+    pcap: Option<std::path::PathBuf>,
+    /// Largest size of the --pcap file in bytes; later frames are counted, not written
+    #[arg(long = "pcap-limit", value_name = "BYTES", requires = "pcap")]
+    pcap_limit: Option<u64>,
 }
 
 fn parse_mode(s: &str) -> Result<FwdMode, String> {
@@ -277,9 +283,17 @@ fn run(a: &Args) -> Result<i32, Failure> {
     });
     let pool = Mempool::new(&MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache))?;
 
+    let sink = match (&a.pcap, a.pcap_limit) {
+        (Some(path), Some(limit)) => Some(pmd::pcap::PcapSink::create(path, limit)?),
+        _ => None,
+    };
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     for spec in &a.ports {
-        ports.push(pmd::open(spec)?);
+        let p = pmd::open(spec)?;
+        ports.push(match &sink {
+            Some(s) => Box::new(pmd::pcap::PcapPort::new(p, s.clone())),
+            None => p,
+        });
     }
     for p in ports.iter_mut() {
         p.configure(&PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone()))?;
@@ -430,6 +444,20 @@ fn run(a: &Args) -> Result<i32, Failure> {
             xstats: xstats[n].iter().cloned().collect(),
         });
     }
+    if let Some(s) = &sink {
+        let c = s.counters();
+        if !a.json {
+            println!(
+                "Capture {}: {} frame(s) written ({} bytes), {} not captured ({} bytes) over the size limit",
+                a.pcap.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                c.captured_frames,
+                c.file_bytes,
+                c.not_captured_frames,
+                c.not_captured_bytes
+            );
+        }
+    }
+    drop(sink);
     let leaked = pool.in_use();
     let report = Report {
         fwd: a.fwd.to_string(),
