@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a task needs, once: scripts/setup.sh test|bench
 #   test:  what the test suite needs (DPDK headers for dpdk-sys, libclang for
-#          bindgen, iproute2/tcpdump for testbed tests)
+#          bindgen, iproute2/ping/tcpdump/tshark/socat/python3(-scapy) for the
+#          kernel-peer tests over scripts/testbed.sh)
 #   bench: the above plus the peers benchmarks measure against (dpdk-testpmd)
 set -euo pipefail
 
-want=(pkg-config libdpdk-dev libclang-dev iproute2 tcpdump)
+want=(pkg-config libdpdk-dev libclang-dev iproute2 iputils-ping tcpdump tshark socat python3 python3-scapy)
 if [[ "${1:-test}" == bench ]]; then
     want+=(dpdk dpdk-dev coreutils)
 fi

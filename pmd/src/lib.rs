@@ -21,12 +21,14 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod conformance;
 pub mod drivers;
 mod error;
 pub mod fwd;
 pub mod impair;
 pub mod mbuf;
 pub mod mempool;
+pub mod pcap;
 pub mod port;
 pub mod runtime;
 pub mod spec;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, MonotonicClock};
 use crate::drivers::{null::NullPort, ring::RingPort};
 use crate::impair::{ImpairConfig, ImpairPort, IMPAIR_OPTIONS};
+use crate::pcap::{PcapPort, PCAP_OPTIONS};
 use crate::port::MacAddr;
 use crate::{PmdError, Port};
 
@@ -144,6 +145,51 @@ fn open_null(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     Ok(Box::new(NullPort::new(name, size, mac)?))
 }
 
+fn queues_opt(spec: &Spec, max: u16) -> Result<u16, PmdError> {
+    let expected = format!("a queue count, 1..={max}");
+    let q = spec.parse_opt::<u16>("queues", &expected)?.unwrap_or(1);
+    if q == 0 || q > max {
+        return Err(spec.bad_value("queues", &q.to_string(), &expected));
+    }
+    Ok(q)
+}
+
+fn need_ifname(spec: &Spec, scheme: &str) -> Result<(), PmdError> {
+    if spec.target.is_empty() {
+        return Err(PmdError::BadSpec {
+            spec: spec.text.clone(),
+            reason: format!("a {scheme} port needs an interface name: {scheme}:IFNAME"),
+        });
+    }
+    crate::drivers::netdev::check_ifname(&spec.target)
+        .map_err(|e| PmdError::BadSpec { spec: spec.text.clone(), reason: e.to_string() })
+}
+
+fn open_tap(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    need_ifname(spec, "tap")?;
+    let queues = queues_opt(spec, crate::drivers::tap::MAX_QUEUES)?;
+    let mac = spec.mac(&format!("tap:{}", spec.target))?;
+    Ok(Box::new(crate::drivers::tap::TapPort::open(&spec.target, queues, mac)?))
+}
+
+fn open_af_packet(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    use crate::drivers::af_packet::{AfPacketPort, RingGeometry};
+    need_ifname(spec, "af_packet")?;
+    let queues = queues_opt(spec, crate::drivers::af_packet::MAX_QUEUES)?;
+    let d = RingGeometry::default();
+    let g = RingGeometry {
+        block_size: spec.parse_opt("block_size", "bytes, a multiple of the page size")?.unwrap_or(d.block_size),
+        frame_size: spec.parse_opt("frame_size", "bytes, a multiple of 16")?.unwrap_or(d.frame_size),
+        block_count: spec.parse_opt("block_count", "a block count above 0")?.unwrap_or(d.block_count),
+        block_timeout_ms: spec.parse_opt("block_timeout_ms", "milliseconds")?.unwrap_or(d.block_timeout_ms),
+    };
+    if let Err(PmdError::Config { field, reason }) = g.validate() {
+        let v = spec.get(field).unwrap_or("(default)").to_string();
+        return Err(spec.bad_value(field, &v, &reason));
+    }
+    Ok(Box::new(AfPacketPort::open(&spec.target, queues, g)?))
+}
+
 static DRIVERS: &[DriverInfo] = &[
     DriverInfo {
         scheme: "ring",
@@ -156,6 +202,27 @@ static DRIVERS: &[DriverInfo] = &[
         usage: "null[:NAME][?size=64] — rx returns new frames, tx frees them",
         options: &[("size", "received frame length in bytes (default 64)"), ("mac", "MAC address")],
         open: open_null,
+    },
+    DriverInfo {
+        scheme: "tap",
+        usage: "tap:IFNAME[?queues=1] — Linux TAP interface (created if missing), offloads as virtio-net headers",
+        options: &[
+            ("queues", "queues (one /dev/net/tun descriptor each, IFF_MULTI_QUEUE), 1..=64 (default 1)"),
+            ("mac", "MAC address of the port (default derived from the name)"),
+        ],
+        open: open_tap,
+    },
+    DriverInfo {
+        scheme: "af_packet",
+        usage: "af_packet:IFNAME[?queues=1] — existing kernel interface via TPACKET_V3 rx / V2 tx mmap rings",
+        options: &[
+            ("queues", "queues, spread by PACKET_FANOUT_HASH, 1..=16 (default 1)"),
+            ("block_size", "receive ring block size in bytes, multiple of the page size (default 65536)"),
+            ("frame_size", "frame size in bytes, multiple of 16; bounds tx frames and the MTU (default 2048)"),
+            ("block_count", "receive ring blocks per queue (default 64)"),
+            ("block_timeout_ms", "hand over a partly filled receive block after this long (default 1)"),
+        ],
+        open: open_af_packet,
     },
 ];
 
@@ -181,9 +248,16 @@ pub fn open_with(spec: &str, env: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         });
     };
     for (k, _) in &spec.options {
-        let known = driver.options.iter().any(|(o, _)| o == k) || IMPAIR_OPTIONS.iter().any(|(o, _)| o == k);
+        let known = driver.options.iter().chain(IMPAIR_OPTIONS).chain(PCAP_OPTIONS).any(|(o, _)| o == k);
         if !known {
-            let valid = driver.options.iter().chain(IMPAIR_OPTIONS).map(|(o, _)| *o).collect::<Vec<_>>().join(", ");
+            let valid = driver
+                .options
+                .iter()
+                .chain(IMPAIR_OPTIONS)
+                .chain(PCAP_OPTIONS)
+                .map(|(o, _)| *o)
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(PmdError::UnknownOption {
                 spec: spec.text.clone(),
                 scheme: spec.scheme.clone(),
@@ -193,7 +267,12 @@ pub fn open_with(spec: &str, env: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         }
     }
     let impair = ImpairConfig::from_spec(&spec)?;
-    let port = (driver.open)(&spec, env)?;
+    let pcap = crate::pcap::sink_from_spec(&spec)?;
+    let mut port = (driver.open)(&spec, env)?;
+    // Capture next to the driver (the wire), impairment outside it.
+    if let Some(sink) = pcap {
+        port = Box::new(PcapPort::new(port, sink));
+    }
     Ok(match impair {
         Some(cfg) => Box::new(ImpairPort::new(port, cfg, env.clock.clone())),
         None => port,
@@ -211,6 +290,10 @@ pub fn help() -> String {
     }
     s.push_str("  Impairment options, accepted by every port:\n");
     for (o, h) in IMPAIR_OPTIONS {
+        s.push_str(&format!("      {o:<10} {h}\n"));
+    }
+    s.push_str("  Capture options, accepted by every port:\n");
+    for (o, h) in PCAP_OPTIONS {
         s.push_str(&format!("      {o:<10} {h}\n"));
     }
     s
@@ -248,7 +331,7 @@ mod tests {
     #[test]
     fn unknown_scheme_lists_valid_ones() {
         let e = open("rng:a").err().unwrap().to_string();
-        assert!(e.contains("'rng'") && e.contains("ring, null"), "{e}");
+        assert!(e.contains("'rng'") && e.contains("ring, null, tap, af_packet"), "{e}");
     }
 
     #[test]
@@ -271,5 +354,24 @@ mod tests {
         assert!(e.contains("'seed'"), "{e}");
         let e = open("ring:").err().unwrap().to_string();
         assert!(e.contains("ring:NAME"), "{e}");
+    }
+
+    #[test]
+    fn kernel_port_options_are_checked_before_touching_the_system() {
+        for (spec, needle) in [
+            ("tap:", "tap:IFNAME"),
+            ("af_packet:", "af_packet:IFNAME"),
+            ("tap:x?queues=0", "'queues'"),
+            ("tap:x?queues=abc", "'queues'"),
+            ("af_packet:x?queues=99", "'queues'"),
+            ("af_packet:x?block_size=1000", "'block_size'"),
+            ("af_packet:x?frame_size=100", "'frame_size'"),
+            ("af_packet:x?block_count=0", "'block_count'"),
+            ("tap:x?blocks=1", "valid options: queues, mac"),
+            ("tap:this_name_is_too_long", "interface name"),
+        ] {
+            let e = open(spec).err().unwrap().to_string();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
     }
 }

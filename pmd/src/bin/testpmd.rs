@@ -10,6 +10,12 @@
 //! (0→1→…→0). Each port gets `--rxq` queues; stream (port, queue) goes round-robin
 //! to the forwarding cores. Exit status: 0 on success, 2 for a bad flag or spec,
 //! 1 if the run failed or leaked buffers.
+//!
+//! ```text
+//! testpmd conformance --port SPEC [--peer SPEC]
+//! ```
+//! runs the conformance checklist ([`pmd::conformance`]) instead: one PASS / FAIL /
+//! UNSUPPORTED line per check, exit status 1 if any check failed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -87,6 +93,12 @@ struct Args {
     /// Sleep when idle instead of spinning
     #[arg(long = "idle-backoff")]
     idle_backoff: bool,
+    /// Capture every frame received and sent on every port to this pcap file
+    #[arg(long, value_name = "FILE", requires = "pcap_limit")]
+    pcap: Option<std::path::PathBuf>,
+    /// Largest size of the --pcap file in bytes; later frames are counted, not written
+    #[arg(long = "pcap-limit", value_name = "BYTES", requires = "pcap")]
+    pcap_limit: Option<u64>,
 }
 
 fn parse_mode(s: &str) -> Result<FwdMode, String> {
@@ -148,7 +160,63 @@ impl From<PmdError> for Failure {
     }
 }
 
+/// `testpmd conformance`: the checklist of [`pmd::conformance`].
+#[derive(Parser, Debug)]
+#[command(name = "testpmd conformance", about = "Conformance checklist for a port (DPDK DTS style)", after_help = pmd::spec::help())]
+struct ConformanceArgs {
+    /// Port under test
+    #[arg(long, value_name = "SPEC")]
+    port: String,
+    /// The other end of the port's wire (omit for loopback ports and for null)
+    #[arg(long, value_name = "SPEC")]
+    peer: Option<String>,
+    /// Frames per burst
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=512))]
+    burst: u32,
+    /// Longest wait for frames in flight, seconds
+    #[arg(long, default_value_t = 1.0)]
+    timeout: f64,
+}
+
+fn conformance(argv: Vec<String>) -> ExitCode {
+    let a = ConformanceArgs::parse_from(argv);
+    if !(a.timeout > 0.0 && a.timeout <= 60.0) {
+        eprintln!("testpmd conformance: --timeout must be in (0, 60] seconds, got {}", a.timeout);
+        return ExitCode::from(2);
+    }
+    let mut cfg = pmd::conformance::ConformanceConfig::new(&a.port, a.peer.as_deref());
+    cfg.burst = a.burst as usize;
+    cfg.timeout = Duration::from_secs_f64(a.timeout);
+    println!("Conformance of {}{}", a.port, a.peer.as_ref().map(|p| format!(" (peer {p})")).unwrap_or_default());
+    match pmd::conformance::run(&cfg) {
+        Ok(results) => {
+            let mut failed = 0;
+            for r in &results {
+                println!("{r}");
+                failed += matches!(r.verdict, pmd::conformance::Verdict::Fail(_)) as usize;
+            }
+            let unsupported =
+                results.iter().filter(|r| matches!(r.verdict, pmd::conformance::Verdict::Unsupported(_))).count();
+            println!("{} passed, {failed} failed, {unsupported} unsupported", results.len() - failed - unsupported);
+            let _ = std::io::stdout().flush();
+            if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("testpmd conformance: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("conformance") {
+        return conformance(argv[1..].to_vec());
+    }
     let args = Args::parse();
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,
@@ -215,9 +283,17 @@ fn run(a: &Args) -> Result<i32, Failure> {
     });
     let pool = Mempool::new(&MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache))?;
 
+    let sink = match (&a.pcap, a.pcap_limit) {
+        (Some(path), Some(limit)) => Some(pmd::pcap::PcapSink::create(path, limit)?),
+        _ => None,
+    };
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     for spec in &a.ports {
-        ports.push(pmd::open(spec)?);
+        let p = pmd::open(spec)?;
+        ports.push(match &sink {
+            Some(s) => Box::new(pmd::pcap::PcapPort::new(p, s.clone())),
+            None => p,
+        });
     }
     for p in ports.iter_mut() {
         p.configure(&PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone()))?;
@@ -368,6 +444,20 @@ fn run(a: &Args) -> Result<i32, Failure> {
             xstats: xstats[n].iter().cloned().collect(),
         });
     }
+    if let Some(s) = &sink {
+        let c = s.counters();
+        if !a.json {
+            println!(
+                "Capture {}: {} frame(s) written ({} bytes), {} not captured ({} bytes) over the size limit",
+                a.pcap.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                c.captured_frames,
+                c.file_bytes,
+                c.not_captured_frames,
+                c.not_captured_bytes
+            );
+        }
+    }
+    drop(sink);
     let leaked = pool.in_use();
     let report = Report {
         fwd: a.fwd.to_string(),

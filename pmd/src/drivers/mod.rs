@@ -1,7 +1,10 @@
 //! Poll-mode drivers. Each is reached through a spec string (see [`crate::spec`]).
 
+pub mod af_packet;
+pub(crate) mod netdev;
 pub mod null;
 pub mod ring;
+pub mod tap;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! nothing but the mempool and the burst path. Received frames are `size` bytes
 //! (spec option, default 64) whose contents are whatever the buffer held.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use super::{claim_queue, ensure_no_handles, not_configured};
@@ -21,7 +21,8 @@ pub struct NullPort {
     name: String,
     mac: MacAddr,
     frame_len: u32,
-    mtu: u16,
+    /// Shared with the transmit queues, so `set_mtu` applies to queues already taken.
+    mtu: Arc<AtomicU16>,
     promisc: bool,
     conf: Option<PortConfig>,
     counters: PortCounters,
@@ -38,7 +39,7 @@ impl NullPort {
             name: name.to_string(),
             mac,
             frame_len: frame_len as u32,
-            mtu: 9000,
+            mtu: Arc::new(AtomicU16::new(9000)),
             promisc: false,
             conf: None,
             counters: PortCounters::default(),
@@ -53,7 +54,7 @@ impl Port for NullPort {
             driver: "null",
             name: self.name.clone(),
             mac: self.mac,
-            mtu: self.mtu,
+            mtu: self.mtu.load(Ordering::Relaxed),
             min_mtu: 68,
             max_mtu: 9000,
             max_rx_queues: 64,
@@ -125,7 +126,7 @@ impl Port for NullPort {
 
     fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
         self.info().check_mtu(mtu)?;
-        self.mtu = mtu;
+        self.mtu.store(mtu, Ordering::Relaxed);
         Ok(())
     }
 
@@ -154,7 +155,7 @@ impl Port for NullPort {
             return Err(not_configured(&self.name));
         }
         let counters = claim_queue(&self.name, "tx", q, &self.counters.tx)?;
-        Ok(Box::new(NullTx { mtu: self.mtu, started: self.started.clone(), counters }))
+        Ok(Box::new(NullTx { mtu: self.mtu.clone(), started: self.started.clone(), counters }))
     }
 }
 
@@ -191,7 +192,7 @@ impl RxQueue for NullRx {
 
 /// Transmit queue of a `null` port.
 pub struct NullTx {
-    mtu: u16,
+    mtu: Arc<AtomicU16>,
     started: Arc<AtomicBool>,
     counters: Arc<TxCounters>,
 }
@@ -205,8 +206,9 @@ impl TxQueue for NullTx {
         }
         let mut bytes = 0u64;
         let mut errors = 0u64;
+        let mtu = self.mtu.load(Ordering::Relaxed);
         for m in pkts.iter() {
-            if frame_fits_mtu(m.data(), self.mtu) {
+            if frame_fits_mtu(m.data(), mtu) {
                 bytes += m.len() as u64;
             } else {
                 errors += 1;

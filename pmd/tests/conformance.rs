@@ -1,0 +1,84 @@
+//! `testpmd conformance` against every driver: ring (loopback and pair) and null
+//! in-process; tap and af_packet in a quiet namespace (root; runs under CI=true).
+
+mod testbed;
+
+use pmd::conformance::{run, ConformanceConfig, Verdict};
+use testbed::{Guarded, Testbed};
+
+fn verdicts(port: &str, peer: Option<&str>) -> Vec<(String, Verdict)> {
+    let r = run(&ConformanceConfig::new(port, peer)).expect("conformance runs");
+    for l in &r {
+        println!("{l}");
+    }
+    r.into_iter().map(|c| (c.name.to_string(), c.verdict)).collect()
+}
+
+fn assert_no_fail(v: &[(String, Verdict)]) {
+    let fails: Vec<_> = v.iter().filter(|(_, x)| matches!(x, Verdict::Fail(_))).collect();
+    assert!(fails.is_empty(), "{fails:?}");
+}
+
+fn unsupported(v: &[(String, Verdict)]) -> Vec<&str> {
+    v.iter().filter(|(_, x)| matches!(x, Verdict::Unsupported(_))).map(|(n, _)| n.as_str()).collect()
+}
+
+#[test]
+fn ring_loopback_and_pair_pass() {
+    let v = verdicts("ring:conf_lo", None);
+    assert_no_fail(&v);
+    assert_eq!(unsupported(&v), ["checksum_offload", "multi_queue"]);
+    let v = verdicts("ring:conf_a?peer=conf_b", Some("ring:conf_b?peer=conf_a"));
+    assert_no_fail(&v);
+    assert_eq!(unsupported(&v), ["checksum_offload", "multi_queue"]);
+}
+
+#[test]
+fn null_passes_what_applies_and_says_why_the_rest_does_not() {
+    let v = verdicts("null", None);
+    assert_no_fail(&v);
+    assert_eq!(
+        unsupported(&v),
+        ["jumbo_frame", "checksum_offload", "multi_queue", "fwd_io", "fwd_macswap", "promiscuous"]
+    );
+    for (_, x) in &v {
+        if let Verdict::Unsupported(why) = x {
+            assert!(why.contains("no wire"), "{why}");
+        }
+    }
+}
+
+fn testpmd_conformance(tb: &Testbed, port: &str, peer: &str) -> String {
+    let mut c = tb.cmd(testbed::testpmd());
+    c.args(["conformance", "--port", port, "--peer", peer]);
+    let out = Guarded::spawn(c).wait(120.0);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("{text}");
+    assert!(out.status.success(), "conformance failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("FAIL "), "{text}");
+    text
+}
+
+#[test]
+fn af_packet_passes_against_its_veth_peer() {
+    if !testbed::available("af_packet_passes_against_its_veth_peer") {
+        return;
+    }
+    let tb = Testbed::up("confaf", &["--quiet"]);
+    let text = testpmd_conformance(&tb, "af_packet:p0?queues=4", "af_packet:k0");
+    for check in ["stats", "mtu", "jumbo_frame", "multi_queue", "fwd_io", "fwd_macswap", "promiscuous", "mbuf_leak"] {
+        assert!(text.lines().any(|l| l.starts_with("PASS") && l.contains(check)), "{check} must pass:\n{text}");
+    }
+}
+
+#[test]
+fn tap_passes_against_af_packet_on_its_kernel_side() {
+    if !testbed::available("tap_passes_against_af_packet_on_its_kernel_side") {
+        return;
+    }
+    // The tap port creates tc0 itself inside the quiet namespace; the peer is an
+    // af_packet socket on the kernel side of the same interface.
+    let tb = Testbed::up("conftap", &["--quiet"]);
+    let text = testpmd_conformance(&tb, "tap:tc0?queues=4", "af_packet:tc0");
+    assert!(text.contains("12 passed, 0 failed, 0 unsupported"), "{text}");
+}

@@ -1,0 +1,94 @@
+//! The pcap decorator: every received and sent frame, with true lengths and
+//! timestamps, in a file tshark reads, bounded by the size limit.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{frames, pool, up};
+
+fn read(path: &std::path::Path) -> Vec<(u64, u32, Vec<u8>)> {
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        v.push((p.timestamp.as_nanos() as u64, p.orig_len, p.data.into_owned()));
+    }
+    v
+}
+
+fn xstat(p: &dyn pmd::Port, k: &str) -> u64 {
+    p.xstats().into_iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("no {k}")).1
+}
+
+#[test]
+fn captures_sent_and_received_frames_exactly_and_stops_at_the_limit() {
+    let dir = std::env::temp_dir().join(format!("pmd_pcap_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a.pcap");
+    let pool = pool("pcap_t", 1024);
+    // 10 frames out of a, 10 into a (a is a loopback): 20 records of 16 + 200 bytes.
+    let limit = 24 + 20 * (16 + 200) + 100;
+    let spec = format!("ring:pcap_a?pcap={}&pcap_limit={limit}", file.display());
+    let mut a = up(&spec, &pool, 64);
+    let mut tx = a.take_tx_queue(0).unwrap();
+    let mut rx = a.take_rx_queue(0).unwrap();
+    let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut v = frames(&pool, 0, 10, 200);
+    let sent: Vec<Vec<u8>> = v.iter().map(|m| m.data().to_vec()).collect();
+    assert_eq!(tx.tx_burst(&mut v), 10);
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 32), 10);
+    drop(got);
+    // Over the limit now: counted, not written.
+    let mut v = frames(&pool, 10, 3, 200);
+    tx.tx_burst(&mut v);
+    assert_eq!(xstat(a.as_ref(), "pcap_captured_frames"), 20);
+    assert_eq!(xstat(a.as_ref(), "pcap_not_captured_frames"), 3);
+    assert_eq!(xstat(a.as_ref(), "pcap_not_captured_bytes"), 600);
+    let mut got = Vec::new();
+    rx.rx_burst(&mut got, 32);
+    drop((got, tx, rx));
+    drop(a);
+    let t1 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    assert!(std::fs::metadata(&file).unwrap().len() <= limit as u64);
+    let recs = read(&file);
+    assert_eq!(recs.len(), 20);
+    for (i, (ts, orig, data)) in recs.iter().enumerate() {
+        assert!(*ts >= t0 && *ts <= t1, "timestamp of record {i} outside the run");
+        assert_eq!(*orig as usize, data.len());
+        assert_eq!(data, &sent[i % 10], "record {i}");
+    }
+    if std::process::Command::new("tshark").arg("-v").output().is_ok() {
+        let out = std::process::Command::new("tshark").arg("-r").arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 20);
+    } else if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("tshark is missing (scripts/setup.sh test installs it)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn pcap_options_are_checked() {
+    for (spec, needle) in [
+        ("ring:pcap_b?pcap=/tmp/x.pcap", "'pcap_limit'"),
+        ("ring:pcap_c?pcap_limit=100", "'pcap=FILE'"),
+        ("ring:pcap_d?pcap=/tmp/x.pcap&pcap_limit=10", "'pcap_limit'"),
+        ("ring:pcap_e?pcap=/nonexistent_dir/x.pcap&pcap_limit=1000", "pcap file"),
+    ] {
+        let e = pmd::open(spec).err().unwrap().to_string();
+        assert!(e.contains(needle), "{spec}: {e}");
+    }
+}
+
+#[test]
+fn testpmd_pcap_flag_needs_its_limit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testpmd"))
+        .args(["--port", "null", "--fwd", "io", "--cores", "0", "--duration", "0.1", "--pcap", "/tmp/x.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pcap-limit"));
+}
