@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a task needs, once: scripts/setup.sh test|bench
 #   test:  what the test suite needs (DPDK headers for dpdk-sys, libclang for
-#          bindgen, iproute2/tcpdump for testbed tests)
+#          bindgen, iproute2/tcpdump/ping for testbed tests, dpdk for dpdk-testpmd
+#          as the vhost peer of the DPDK driver's tests)
 #   bench: the above plus the peers benchmarks measure against (dpdk-testpmd)
 set -euo pipefail
 
-want=(pkg-config libdpdk-dev libclang-dev iproute2 tcpdump)
+want=(pkg-config libdpdk-dev libclang-dev iproute2 tcpdump dpdk iputils-ping)
 if [[ "${1:-test}" == bench ]]; then
-    want+=(dpdk dpdk-dev coreutils)
+    want+=(dpdk-dev coreutils)
 fi
 
 missing=()

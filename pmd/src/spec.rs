@@ -144,6 +144,11 @@ fn open_null(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     Ok(Box::new(NullPort::new(name, size, mac)?))
 }
 
+#[cfg(feature = "dpdk")]
+fn open_dpdk(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    Ok(Box::new(crate::drivers::dpdk::DpdkPort::open(&spec.text, &spec.target)?))
+}
+
 static DRIVERS: &[DriverInfo] = &[
     DriverInfo {
         scheme: "ring",
@@ -156,6 +161,14 @@ static DRIVERS: &[DriverInfo] = &[
         usage: "null[:NAME][?size=64] — rx returns new frames, tx frees them",
         options: &[("size", "received frame length in bytes (default 64)"), ("mac", "MAC address")],
         open: open_null,
+    },
+    #[cfg(feature = "dpdk")]
+    DriverInfo {
+        scheme: "dpdk",
+        usage: "dpdk:PCI_ADDRESS | dpdk:VDEV[,ARGS] — a DPDK ethdev: a NIC bound to vfio-pci (dpdk:0000:03:00.0) \
+                or a virtual device (dpdk:net_ring0, dpdk:net_tap0,iface=tap0); needs EAL (testpmd --eal)",
+        options: &[],
+        open: open_dpdk,
     },
 ];
 

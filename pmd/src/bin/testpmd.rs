@@ -87,6 +87,10 @@ struct Args {
     /// Sleep when idle instead of spinning
     #[arg(long = "idle-backoff")]
     idle_backoff: bool,
+    /// DPDK EAL arguments, needed by dpdk: ports, e.g. "-l 0 --no-huge -m 512 --no-pci
+    /// --no-shconf --file-prefix tp1" (the mempool then comes from DPDK; needs the dpdk feature)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    eal: Option<String>,
 }
 
 fn parse_mode(s: &str) -> Result<FwdMode, String> {
@@ -213,7 +217,19 @@ fn run(a: &Args) -> Result<i32, Failure> {
     let count = a.total_num_mbufs.unwrap_or_else(|| {
         nports * queues * (a.rxd as usize + a.txd as usize + burst) + cores.len() * (a.mbcache * 3 / 2 + burst) + 4096
     });
-    let pool = Mempool::new(&MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache))?;
+    let pool_cfg = MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache);
+    let pool = match &a.eal {
+        None => {
+            if let Some(p) = a.ports.iter().find(|p| p.trim_start().starts_with("dpdk:")) {
+                return Err(usage(format!(
+                    "port '{p}' needs DPDK's EAL: give --eal \"ARGS\" (e.g. --eal \"-l 0 --no-huge -m 512 \
+                     --no-pci --no-shconf --file-prefix testpmd\")"
+                )));
+            }
+            Mempool::new(&pool_cfg)?
+        }
+        Some(eal) => dpdk_pool(eal, &pool_cfg)?,
+    };
 
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     for spec in &a.ports {
@@ -392,6 +408,21 @@ fn run(a: &Args) -> Result<i32, Failure> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Initialises EAL from `--eal` and makes the mempool a DPDK one, so dpdk:
+/// ports receive into it and everything else shares it (zero copy).
+#[cfg(feature = "dpdk")]
+fn dpdk_pool(eal: &str, cfg: &MempoolConfig) -> Result<Mempool, Failure> {
+    let mut ec = pmd::drivers::dpdk::EalConfig::from_args(eal)?;
+    ec.program = "testpmd".into();
+    pmd::drivers::dpdk::init(&ec)?;
+    Ok(pmd::drivers::dpdk::create_mempool(cfg)?)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_pool(_eal: &str, _cfg: &MempoolConfig) -> Result<Mempool, Failure> {
+    Err(Failure::Usage("--eal needs a testpmd built with the dpdk feature (cargo build -p pmd --features dpdk)".into()))
 }
 
 fn print_tables(r: &Report) {

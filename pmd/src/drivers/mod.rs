@@ -1,5 +1,7 @@
 //! Poll-mode drivers. Each is reached through a spec string (see [`crate::spec`]).
 
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod null;
 pub mod ring;
 
