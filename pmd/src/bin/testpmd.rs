@@ -237,7 +237,12 @@ fn run(a: &Args) -> Result<i32, Failure> {
     }
     for p in ports.iter_mut() {
         p.configure(&PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone()))?;
-        p.set_promiscuous(!a.no_promisc)?;
+        match p.set_promiscuous(!a.no_promisc) {
+            // As DPDK's testpmd: a device without the control (virtio-user
+            // without a control queue) runs as it is, with a warning.
+            Err(e @ PmdError::Unsupported { .. }) => eprintln!("testpmd: warning: {e}"),
+            r => r?,
+        }
         p.start()?;
     }
 
