@@ -27,6 +27,37 @@ fn io_and_macswap_on_net_ring_no_huge_exact_counts() {
 }
 
 #[test]
+fn two_queues_on_net_ring_forward_exact_counts() {
+    if skip("needs root for EAL") {
+        return;
+    }
+    let v = json(&testpmd(
+        &[
+            "--port",
+            "dpdk:net_ring0",
+            "--fwd",
+            "io",
+            "--cores",
+            &core(),
+            "--rxq",
+            "2",
+            "--duration",
+            "0.5",
+            "--tx-first",
+            "2",
+        ],
+        &no_huge_eal("ring-2q"),
+    ));
+    assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
+    let p = &v["ports"][0];
+    // Two streams (queue 0 and 1), each seeded with 2 bursts of 32.
+    assert_eq!(u(p, "tx_packets") - u(p, "rx_packets"), 128, "{v}");
+    for q in 0..2 {
+        assert!(p["xstats"][format!("rx_q{q}_packets")].as_u64().unwrap() > 1000, "queue {q}: {v}");
+    }
+}
+
+#[test]
 fn io_and_macswap_on_net_ring_with_hugepages_exact_counts() {
     if skip("needs root to reserve hugepages") {
         return;

@@ -8,7 +8,8 @@
 
 use pmd::drivers::dpdk::{self, rte_mbuf_view, EalConfig};
 use pmd::mempool::DEFAULT_HEADROOM;
-use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, TxFlags};
+use pmd::port::RssHashTypes;
+use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RssConfig, TxFlags, TxOffloads};
 
 fn xstat(p: &dyn Port, name: &str) -> u64 {
     p.xstats().into_iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no xstat {name}")).1
@@ -43,6 +44,16 @@ fn rx_and_tx_move_rte_mbufs_without_copying() {
     let mut port = pmd::open("dpdk:net_ring0").unwrap();
     let e = port.configure(&PortConfig::new(1, 1, 256, 256, native.clone())).unwrap_err().to_string();
     assert!(e.contains("mempool") && e.contains("create_mempool"), "{e}");
+    // RSS on a device without it, and offloads it does not report: errors
+    // naming the field.
+    let mut rss = PortConfig::new(2, 2, 256, 256, pool.clone());
+    rss.rss = Some(RssConfig { key: vec![0x6d; 40], hash_types: RssHashTypes::IPV4_TCP, reta: vec![0, 1] });
+    let e = port.configure(&rss).unwrap_err().to_string();
+    assert!(e.contains("rss") && e.contains("no RSS"), "{e}");
+    let mut off = PortConfig::new(1, 1, 256, 256, pool.clone());
+    off.tx_offloads = TxOffloads::TCP_TSO;
+    let e = port.configure(&off).unwrap_err().to_string();
+    assert!(e.contains("tx_offloads") && e.contains("TCP_TSO"), "{e}");
     port.configure(&PortConfig::new(1, 1, 256, 256, pool.clone())).unwrap();
     port.start().unwrap();
     let info = port.info();
