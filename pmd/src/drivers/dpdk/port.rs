@@ -936,8 +936,11 @@ impl TxQueue for DpdkTx {
                 r.data_len = len as u16;
                 r.pkt_len = len;
                 r.ol_flags = ol;
-                r.__bindgen_anon_3.tx_offload = off_word;
+                // `tx_offload` sits on the mbuf's second cache line and drivers
+                // read it only when `ol_flags` asks for an offload: leave that
+                // line alone on the common path.
                 if !tx_flags.is_empty() {
+                    r.__bindgen_anon_3.tx_offload = off_word;
                     r.vlan_tci = (*hdr.as_ptr()).meta.vlan_tci;
                 }
             }
