@@ -17,5 +17,8 @@ if [[ ! -f "bench/src/bin/$name.rs" ]]; then
 fi
 
 scripts/setup.sh bench
-cargo build --release --workspace --bins
+features=()
+# Benchmarks of the DPDK driver need our testpmd built with it.
+[[ "$name" == dpdk_* ]] && features=(--features pmd/dpdk)
+cargo build --release --workspace --bins "${features[@]}"
 exec target/release/"$name"

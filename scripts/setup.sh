@@ -6,9 +6,11 @@
 #   bench: the above plus the peers benchmarks measure against (dpdk-testpmd)
 set -euo pipefail
 
-want=(pkg-config libdpdk-dev libclang-dev iproute2 iputils-ping tcpdump tshark socat python3 python3-scapy)
+# dpdk: dpdk-testpmd, the vhost peer of the DPDK driver's tests.
+want=(pkg-config libdpdk-dev libclang-dev iproute2 iputils-ping tcpdump tshark socat python3 python3-scapy dpdk)
+
 if [[ "${1:-test}" == bench ]]; then
-    want+=(dpdk dpdk-dev coreutils)
+    want+=(dpdk-dev coreutils)
 fi
 
 missing=()

@@ -11,6 +11,7 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p pmd --features dpdk --all-targets --locked -- -D warnings
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
@@ -20,3 +21,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast
 fi
+# The DPDK driver (root: EAL, hugepages, namespaces; each EAL user is its own
+# process). Tests run one binary at a time and share the two cores, so they
+# run single-threaded to keep timings sane.
+echo "== tests: pmd --features dpdk"
+cargo test -p pmd --features dpdk --locked --no-fail-fast -- --test-threads=1

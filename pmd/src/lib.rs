@@ -7,15 +7,16 @@
 //!   a control thread, queue handles owned by one core each, burst I/O;
 //! * [`open`]: ports from spec strings (`ring:a?peer=b`, `null`, with impairment
 //!   options on any of them), one registry with errors that name what was wrong;
-//! * drivers: [`drivers::ring`] (in-memory wires) and [`drivers::null`];
+//! * drivers: [`drivers::ring`] (in-memory wires) and [`drivers::null`], and with
+//!   the `dpdk` feature `drivers::dpdk` (DPDK ethdevs: NICs and vdevs, zero copy);
 //! * [`impair`]: seeded loss, duplication, reordering, corruption, delay and rate
 //!   shaping as a decorator over any port;
 //! * [`runtime`]: one pinned thread per core running a poll loop, with a control
 //!   channel for stop and stats, and clean stop on SIGINT/SIGTERM;
 //! * [`fwd`]: the forwarding engines behind the `testpmd` binary.
 //!
-//! `unsafe` in this crate is confined to buffer memory ([`mbuf`], [`mempool`]) and
-//! the SPSC ring ([`spsc`]); each block states why it is sound.
+//! `unsafe` in this crate is confined to buffer memory ([`mbuf`], [`mempool`]),
+//! the SPSC ring ([`spsc`]) and the DPDK driver; each block states why it is sound.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

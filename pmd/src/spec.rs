@@ -190,6 +190,11 @@ fn open_af_packet(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     Ok(Box::new(AfPacketPort::open(&spec.target, queues, g)?))
 }
 
+#[cfg(feature = "dpdk")]
+fn open_dpdk(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    Ok(Box::new(crate::drivers::dpdk::DpdkPort::open(&spec.text, &spec.target)?))
+}
+
 static DRIVERS: &[DriverInfo] = &[
     DriverInfo {
         scheme: "ring",
@@ -223,6 +228,14 @@ static DRIVERS: &[DriverInfo] = &[
             ("block_timeout_ms", "hand over a partly filled receive block after this long (default 1)"),
         ],
         open: open_af_packet,
+    },
+    #[cfg(feature = "dpdk")]
+    DriverInfo {
+        scheme: "dpdk",
+        usage: "dpdk:PCI_ADDRESS | dpdk:VDEV[,ARGS] — a DPDK ethdev: a NIC bound to vfio-pci (dpdk:0000:03:00.0) \
+                or a virtual device (dpdk:net_ring0, dpdk:net_tap0,iface=tap0); needs EAL (testpmd --eal)",
+        options: &[],
+        open: open_dpdk,
     },
 ];
 

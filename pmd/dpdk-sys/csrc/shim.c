@@ -94,3 +94,27 @@ uint16_t rte_shim_pktmbuf_data_room_size(struct rte_mempool *mp)
 {
 	return rte_pktmbuf_data_room_size(mp);
 }
+
+void rte_shim_eth_flags(struct rte_shim_eth_flags *out)
+{
+	out->rx_offload_vlan_strip = RTE_ETH_RX_OFFLOAD_VLAN_STRIP;
+	out->rx_offload_ipv4_cksum = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+	out->rx_offload_udp_cksum = RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+	out->rx_offload_tcp_cksum = RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+	out->rx_offload_tcp_lro = RTE_ETH_RX_OFFLOAD_TCP_LRO;
+	out->rx_offload_scatter = RTE_ETH_RX_OFFLOAD_SCATTER;
+	out->rx_offload_rss_hash = RTE_ETH_RX_OFFLOAD_RSS_HASH;
+	out->tx_offload_vlan_insert = RTE_ETH_TX_OFFLOAD_VLAN_INSERT;
+	out->tx_offload_ipv4_cksum = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+	out->tx_offload_udp_cksum = RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+	out->tx_offload_tcp_cksum = RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+	out->tx_offload_tcp_tso = RTE_ETH_TX_OFFLOAD_TCP_TSO;
+	out->tx_offload_udp_tso = RTE_ETH_TX_OFFLOAD_UDP_TSO;
+	out->tx_offload_multi_segs = RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+	out->rss_ipv4 = RTE_ETH_RSS_IPV4;
+	out->rss_nonfrag_ipv4_tcp = RTE_ETH_RSS_NONFRAG_IPV4_TCP;
+	out->rss_nonfrag_ipv4_udp = RTE_ETH_RSS_NONFRAG_IPV4_UDP;
+	out->rss_ipv6 = RTE_ETH_RSS_IPV6;
+	out->rss_nonfrag_ipv6_tcp = RTE_ETH_RSS_NONFRAG_IPV6_TCP;
+	out->rss_nonfrag_ipv6_udp = RTE_ETH_RSS_NONFRAG_IPV6_UDP;
+}

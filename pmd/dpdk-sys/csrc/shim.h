@@ -79,4 +79,34 @@ uint16_t rte_shim_pktmbuf_priv_size(struct rte_mempool *mp);
 /** `rte_pktmbuf_data_room_size()` of a pktmbuf pool. */
 uint16_t rte_shim_pktmbuf_data_room_size(struct rte_mempool *mp);
 
+/* ---- flag values behind RTE_BIT64(): function-like macros that bindgen
+ * cannot evaluate. Filled from the installed headers at run time, so no
+ * bit position is hard-coded on the Rust side. ---- */
+
+/** `RTE_ETH_RX_OFFLOAD_*`, `RTE_ETH_TX_OFFLOAD_*` and `RTE_ETH_RSS_*` bits. */
+struct rte_shim_eth_flags {
+	uint64_t rx_offload_vlan_strip;
+	uint64_t rx_offload_ipv4_cksum;
+	uint64_t rx_offload_udp_cksum;
+	uint64_t rx_offload_tcp_cksum;
+	uint64_t rx_offload_tcp_lro;
+	uint64_t rx_offload_scatter;
+	uint64_t rx_offload_rss_hash;
+	uint64_t tx_offload_vlan_insert;
+	uint64_t tx_offload_ipv4_cksum;
+	uint64_t tx_offload_udp_cksum;
+	uint64_t tx_offload_tcp_cksum;
+	uint64_t tx_offload_tcp_tso;
+	uint64_t tx_offload_udp_tso;
+	uint64_t tx_offload_multi_segs;
+	uint64_t rss_ipv4;
+	uint64_t rss_nonfrag_ipv4_tcp;
+	uint64_t rss_nonfrag_ipv4_udp;
+	uint64_t rss_ipv6;
+	uint64_t rss_nonfrag_ipv6_tcp;
+	uint64_t rss_nonfrag_ipv6_udp;
+};
+/** Fills `out` with the values of the macros above. */
+void rte_shim_eth_flags(struct rte_shim_eth_flags *out);
+
 #endif

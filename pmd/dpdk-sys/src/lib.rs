@@ -49,6 +49,7 @@
 //! | [`rte_shim_pktmbuf_prepend`], [`rte_shim_pktmbuf_append`], [`rte_shim_pktmbuf_adj`], [`rte_shim_pktmbuf_trim`] | same names without `shim_` |
 //! | [`rte_shim_mbuf_refcnt_read`], [`rte_shim_mbuf_refcnt_update`] | same names without `shim_` |
 //! | [`rte_shim_mbuf_to_priv`], [`rte_shim_pktmbuf_priv_size`], [`rte_shim_pktmbuf_data_room_size`] | same names without `shim_` |
+//! | [`rte_shim_eth_flags`]            | the `RTE_ETH_{RX,TX}_OFFLOAD_*` and `RTE_ETH_RSS_*` values, which are `RTE_BIT64()` macros bindgen cannot evaluate |
 //!
 //! The shim gets exactly the `-march` that DPDK's pkg-config file names
 //! (`-march=corei7` on Debian 12, whose DPDK targets a baseline x86-64 with

@@ -99,6 +99,10 @@ struct Args {
     /// Largest size of the --pcap file in bytes; later frames are counted, not written
     #[arg(long = "pcap-limit", value_name = "BYTES", requires = "pcap")]
     pcap_limit: Option<u64>,
+    /// DPDK EAL arguments, needed by dpdk: ports, e.g. "-l 0 --no-huge -m 512 --no-pci
+    /// --no-shconf --file-prefix tp1" (the mempool then comes from DPDK; needs the dpdk feature)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    eal: Option<String>,
 }
 
 fn parse_mode(s: &str) -> Result<FwdMode, String> {
@@ -281,7 +285,19 @@ fn run(a: &Args) -> Result<i32, Failure> {
     let count = a.total_num_mbufs.unwrap_or_else(|| {
         nports * queues * (a.rxd as usize + a.txd as usize + burst) + cores.len() * (a.mbcache * 3 / 2 + burst) + 4096
     });
-    let pool = Mempool::new(&MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache))?;
+    let pool_cfg = MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache);
+    let pool = match &a.eal {
+        None => {
+            if let Some(p) = a.ports.iter().find(|p| p.trim_start().starts_with("dpdk:")) {
+                return Err(usage(format!(
+                    "port '{p}' needs DPDK's EAL: give --eal \"ARGS\" (e.g. --eal \"-l 0 --no-huge -m 512 \
+                     --no-pci --no-shconf --file-prefix testpmd\")"
+                )));
+            }
+            Mempool::new(&pool_cfg)?
+        }
+        Some(eal) => dpdk_pool(eal, &pool_cfg)?,
+    };
 
     let sink = match (&a.pcap, a.pcap_limit) {
         (Some(path), Some(limit)) => Some(pmd::pcap::PcapSink::create(path, limit)?),
@@ -297,7 +313,12 @@ fn run(a: &Args) -> Result<i32, Failure> {
     }
     for p in ports.iter_mut() {
         p.configure(&PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone()))?;
-        p.set_promiscuous(!a.no_promisc)?;
+        match p.set_promiscuous(!a.no_promisc) {
+            // As DPDK's testpmd: a device without the control (virtio-user
+            // without a control queue) runs as it is, with a warning.
+            Err(e @ PmdError::Unsupported { .. }) => eprintln!("testpmd: warning: {e}"),
+            r => r?,
+        }
         p.start()?;
     }
 
@@ -482,6 +503,21 @@ fn run(a: &Args) -> Result<i32, Failure> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Initialises EAL from `--eal` and makes the mempool a DPDK one, so dpdk:
+/// ports receive into it and everything else shares it (zero copy).
+#[cfg(feature = "dpdk")]
+fn dpdk_pool(eal: &str, cfg: &MempoolConfig) -> Result<Mempool, Failure> {
+    let mut ec = pmd::drivers::dpdk::EalConfig::from_args(eal)?;
+    ec.program = "testpmd".into();
+    pmd::drivers::dpdk::init(&ec)?;
+    Ok(pmd::drivers::dpdk::create_mempool(cfg)?)
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn dpdk_pool(_eal: &str, _cfg: &MempoolConfig) -> Result<Mempool, Failure> {
+    Err(Failure::Usage("--eal needs a testpmd built with the dpdk feature (cargo build -p pmd --features dpdk)".into()))
 }
 
 fn print_tables(r: &Report) {

@@ -1,6 +1,8 @@
 //! Poll-mode drivers. Each is reached through a spec string (see [`crate::spec`]).
 
 pub mod af_packet;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub(crate) mod netdev;
 pub mod null;
 pub mod ring;
