@@ -211,6 +211,10 @@ pub struct TapPort {
     mtu: Arc<AtomicU16>,
     promisc: Arc<AtomicBool>,
     started: Arc<AtomicBool>,
+    /// The interface was moved to another network namespace after we opened it
+    /// (a testbed or a container owns it now): our descriptors still carry its
+    /// frames, but its name means nothing here and its link state is the owner's.
+    elsewhere: bool,
     conf: Option<PortConfig>,
     counters: PortCounters,
 }
@@ -246,6 +250,7 @@ impl TapPort {
             created,
             mtu: Arc::new(AtomicU16::new(mtu)),
             promisc: Arc::new(AtomicBool::new(false)),
+            elsewhere: false,
             started: Arc::new(AtomicBool::new(false)),
             conf: None,
             counters: PortCounters::default(),
@@ -320,7 +325,11 @@ impl Port for TapPort {
         if self.conf.is_none() {
             return Err(not_configured(&self.ifname));
         }
-        netdev::set_up(&self.ifname, true)?;
+        match netdev::set_up(&self.ifname, true) {
+            Ok(()) => self.elsewhere = false,
+            Err(PmdError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => self.elsewhere = true,
+            Err(e) => return Err(e),
+        }
         self.started.store(true, Ordering::Release);
         Ok(())
     }
@@ -337,7 +346,9 @@ impl Port for TapPort {
     }
 
     fn link(&self) -> Link {
-        let up = self.is_started() && netdev::link_up(&self.ifname);
+        // Our attached descriptor is the TAP's carrier; where the interface is
+        // visible, its administrative state counts too.
+        let up = self.is_started() && (self.elsewhere || netdev::link_up(&self.ifname));
         Link { up, speed_mbps: if up { 10_000 } else { 0 }, full_duplex: up }
     }
 

@@ -1,0 +1,330 @@
+//! One stack against a hand-driven port: exact frames in, exact frames out.
+//! Reassembly limits, checksum offloads, ARP/NDP answers, malformed-frame
+//! counters. Every test ends with `finish()` (no mbuf leaked).
+
+mod frames;
+mod net;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use frames::*;
+use net::*;
+use pmd::{Mbuf, RxFlags, TxFlags, TxOffloads};
+use stack::wire::{
+    self, ArpOperation, ArpPacket, ArpRepr, EthernetFrame, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet,
+    Ipv6Packet, UdpPacket,
+};
+use stack::UdpConfig;
+
+fn probe_v4() -> std::net::Ipv4Addr {
+    a4()
+}
+
+/// A UDP datagram (to port 5000) of `len` payload bytes, as IPv4 fragments of
+/// `frag` bytes of IP payload each.
+fn fragments(ident: u16, len: usize, frag: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    let u = udp(IpPair::V4 { src: probe_v4(), dst: b4() }, 4000, 5000, &payload);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < u.len() {
+        let end = (off + frag).min(u.len());
+        let ip = ipv4(probe_v4(), b4(), IpProtocol::Udp, ident, off as u16, end < u.len(), &u[off..end]);
+        out.push(ip);
+        off = end;
+    }
+    (payload, out)
+}
+
+fn framed(p: &Probe, ip: &[u8]) -> Vec<u8> {
+    eth(PROBE_MAC, p.mac, wire::EtherType::Ipv4, ip)
+}
+
+#[test]
+fn rfc791_3_2_reassembles_out_of_order_fragments() {
+    let mut p = Probe::new("pr_reasm", |_| {});
+    let s = p.s.udp_bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+    // Buffers are single-segment (2048 bytes of data room here), so the whole
+    // datagram must fit one: 1800 bytes in three fragments.
+    let (payload, frags) = fragments(77, 1800, 608);
+    assert_eq!(frags.len(), 3);
+    let order = [2, 0, 1];
+    for &i in &order[..2] {
+        let f = framed(&p, &frags[i]);
+        p.send(vec![f]);
+    }
+    assert_eq!(p.s.reassembly_in_progress().0, 1);
+    assert!(p.s.reassembly_in_progress().1 > 0);
+    assert_eq!(p.s.timers_armed(), 1, "one reassembly timeout");
+    let f = framed(&p, &frags[1]);
+    p.send(vec![f]);
+    let mut v = Vec::new();
+    p.s.udp_recv(s, &mut v, 4).unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].payload.data(), &payload[..]);
+    assert_eq!(p.s.stats().events.reassembled, 1);
+    assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+    assert_eq!(p.s.timers_armed(), 0, "timeout cancelled on completion");
+    drop(v);
+    p.finish();
+}
+
+#[test]
+fn rfc791_reassembly_drops_duplicates_overlaps_and_bad_fragments() {
+    let mut p = Probe::new("pr_reasm_bad", |_| {});
+    let (_, frags) = fragments(1, 3000, 1480);
+    let f0 = framed(&p, &frags[0]);
+    p.send(vec![f0.clone(), f0]);
+    assert_eq!(p.s.stats().drops.reasm_duplicate, 1);
+    // Overlap: 16 bytes at offset 1472 (inside fragment 0): the datagram goes.
+    let ov = ipv4(probe_v4(), b4(), IpProtocol::Udp, 1, 1472, true, &[0u8; 16]);
+    let ov = framed(&p, &ov);
+    p.send(vec![ov]);
+    assert_eq!(p.s.stats().drops.reasm_overlap, 1);
+    assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+    // Non-last fragment whose length is not a multiple of 8.
+    let odd = ipv4(probe_v4(), b4(), IpProtocol::Udp, 2, 0, true, &[0u8; 13]);
+    let odd = framed(&p, &odd);
+    p.send(vec![odd]);
+    assert_eq!(p.s.stats().drops.reasm_bad_fragment, 1);
+    // Past 65535 bytes.
+    let big = ipv4(probe_v4(), b4(), IpProtocol::Udp, 3, 65528, false, &[0u8; 16]);
+    let big = framed(&p, &big);
+    p.send(vec![big]);
+    assert_eq!(p.s.stats().drops.reasm_too_big, 1);
+    assert_eq!(p.s.timers_armed(), 0);
+    p.finish();
+}
+
+#[test]
+fn rfc791_reassembly_timeout_count_and_memory_limits() {
+    let mut p = Probe::new("pr_reasm_lim", |c| {
+        c.reassembly.max_datagrams = 2;
+        c.reassembly.max_bytes = 3 * 2176; // three buffers of this pool
+        c.reassembly.timeout = Duration::from_secs(15);
+    });
+    for ident in 10..13 {
+        let (_, frags) = fragments(ident, 3000, 1480);
+        let f = framed(&p, &frags[0]);
+        p.send(vec![f]);
+    }
+    assert_eq!(p.s.stats().drops.reasm_count, 1, "third datagram over max_datagrams");
+    let (_, frags) = fragments(10, 3000, 1480);
+    let f = framed(&p, &frags[2]);
+    p.send(vec![f]);
+    let f = framed(&p, &frags[1]);
+    p.send(vec![f]);
+    assert_eq!(p.s.stats().drops.reasm_memory, 1, "fourth buffer over max_bytes");
+    p.clock.advance_ns(14_000_000_000);
+    p.s.poll();
+    assert_eq!(p.s.stats().drops.reasm_timeout, 0);
+    p.clock.advance_ns(1_000_000_000);
+    p.s.poll();
+    assert_eq!(p.s.stats().drops.reasm_timeout, 2);
+    assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+    p.finish();
+}
+
+fn send_with_flags(p: &mut Probe, frame: Vec<u8>, flags: RxFlags) {
+    let mut m = p.pool.alloc().unwrap();
+    m.extend_from_slice(&frame).unwrap();
+    m.meta_mut().rx_flags = flags;
+    let mut v = vec![m];
+    p.probe.tx.as_mut().unwrap().tx_burst(&mut v);
+    p.s.poll();
+}
+
+#[test]
+fn rx_checksum_offload_trusts_the_nic_verdict_and_verifies_only_when_unchecked() {
+    let mut p = Probe::new("pr_rxoff", |_| {});
+    let s = p.s.udp_bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 16 }).unwrap();
+    let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"hello");
+    let mut bad_l4 = good.clone();
+    bad_l4[14 + 20 + 6] ^= 0x55; // UDP checksum
+    let mut bad_ip = good.clone();
+    bad_ip[14 + 10] ^= 0x55; // IPv4 header checksum
+                             // No verdict: software verification catches both.
+    send_with_flags(&mut p, bad_l4.clone(), RxFlags::empty());
+    send_with_flags(&mut p, bad_ip.clone(), RxFlags::empty());
+    assert_eq!(p.s.stats().malformed_count(wire::Error::BadChecksum), 2);
+    // The NIC says good: not recomputed (so the corrupted fields pass).
+    send_with_flags(&mut p, bad_l4.clone(), RxFlags::L4_CKSUM_GOOD);
+    send_with_flags(&mut p, bad_l4.clone(), RxFlags::L4_CKSUM_PARTIAL);
+    send_with_flags(&mut p, bad_ip.clone(), RxFlags::IP_CKSUM_GOOD);
+    assert_eq!(p.s.udp_queued(s).unwrap(), 3);
+    // The NIC says bad: dropped without looking.
+    send_with_flags(&mut p, good.clone(), RxFlags::L4_CKSUM_BAD);
+    send_with_flags(&mut p, good.clone(), RxFlags::IP_CKSUM_BAD);
+    assert_eq!(p.s.stats().drops.nic_l4_checksum_bad, 1);
+    assert_eq!(p.s.stats().drops.nic_ip_checksum_bad, 1);
+    assert_eq!(p.s.stats().malformed_count(wire::Error::BadChecksum), 2);
+    assert_eq!(p.s.udp_queued(s).unwrap(), 3);
+    p.finish();
+}
+
+fn take_sent(p: &mut Probe) -> Vec<Mbuf> {
+    p.s.poll();
+    let mut v = Vec::new();
+    p.probe.rx.as_mut().unwrap().rx_burst(&mut v, 1024);
+    v
+}
+
+#[test]
+fn tx_checksum_offload_leaves_enabled_checksums_to_the_nic() {
+    for (name, off) in
+        [("pr_txoff_on", TxOffloads::IPV4_CKSUM | TxOffloads::UDP_CKSUM), ("pr_txoff_off", TxOffloads::empty())]
+    {
+        let mut p = Probe::new(name, |c| c.tx_offloads = off);
+        // The probe asks for the stack's MAC: the stack learns the probe's (RFC 826).
+        p.send(vec![arp_request(PROBE_MAC, probe_v4(), b4())]);
+        drop(take_sent(&mut p));
+        let c = p.s.udp_bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 1 }).unwrap();
+        p.s.udp_send_slice(c, b"payload", std::net::SocketAddr::new(IpAddr::V4(probe_v4()), 9)).unwrap();
+        let sent = take_sent(&mut p);
+        assert_eq!(sent.len(), 1);
+        let m = &sent[0];
+        let ip = Ipv4Packet::new_checked(&m.data()[14..]).unwrap();
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        let pair = IpPair::V4 { src: b4(), dst: probe_v4() };
+        if off.is_empty() {
+            assert!(ip.verify_checksum());
+            assert!(udp.verify_checksum(&pair));
+            assert_eq!(m.meta().tx_flags, TxFlags::IPV4);
+        } else {
+            assert_eq!(ip.checksum(), 0, "IPv4 header checksum left to the NIC");
+            assert_eq!(udp.checksum(), pair.pseudo_header_sum(IpProtocol::Udp, 15), "pseudo-header sum pre-filled");
+            assert_eq!(m.meta().tx_flags, TxFlags::IPV4 | TxFlags::IP_CKSUM | TxFlags::UDP_CKSUM);
+            assert_eq!((m.meta().l2_len, m.meta().l3_len), (14, 20));
+        }
+        drop(sent);
+        p.finish();
+    }
+}
+
+#[test]
+fn rfc826_arp_request_for_us_is_answered_in_place() {
+    let mut p = Probe::new("pr_arp", |_| {});
+    drop(take_sent(&mut p)); // start-up announcements
+    p.send(vec![arp_request(PROBE_MAC, probe_v4(), b4())]);
+    // Not for us: no answer, nothing learned.
+    p.send(vec![arp_request(PROBE_MAC, "198.18.0.3".parse().unwrap(), "198.18.0.77".parse().unwrap())]);
+    let sent = take_sent(&mut p);
+    assert_eq!(sent.len(), 1);
+    let f = EthernetFrame::new_checked(sent[0].data()).unwrap();
+    assert_eq!(f.dst_addr(), e(PROBE_MAC));
+    let r = ArpRepr::parse(&ArpPacket::new_checked(f.payload()).unwrap()).unwrap();
+    assert_eq!(r.operation, ArpOperation::Reply);
+    assert_eq!(r.source_protocol_addr, b4());
+    assert_eq!(r.source_hardware_addr, e(p.mac));
+    assert_eq!(r.target_protocol_addr, probe_v4());
+    assert_eq!(p.s.neighbor(IpAddr::V4(probe_v4())), Some(PROBE_MAC));
+    assert_eq!(p.s.neighbor("198.18.0.3".parse().unwrap()), None);
+    drop(sent);
+    p.finish();
+}
+
+#[test]
+fn rfc4861_7_2_4_solicitation_for_us_gets_solicited_override_advert() {
+    let mut p = Probe::new("pr_ns", |_| {});
+    drop(take_sent(&mut p));
+    p.send(vec![ns_frame(PROBE_MAC, a6(), b6())]);
+    // Hop limit other than 255 is dropped (RFC 4861 §7.1.1).
+    let mut bad = ns_frame(PROBE_MAC, a6(), b6());
+    bad[14 + 7] = 64;
+    p.send(vec![bad]);
+    assert_eq!(p.s.stats().drops.ndp_hop_limit, 1);
+    let sent = take_sent(&mut p);
+    assert_eq!(sent.len(), 1);
+    let ip = Ipv6Packet::new_checked(&sent[0].data()[14..]).unwrap();
+    assert_eq!(ip.hop_limit(), 255);
+    assert_eq!(ip.dst_addr(), a6());
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    match Icmpv6Repr::parse(&icmp, &ip.src_addr(), &ip.dst_addr(), &SW).unwrap() {
+        Icmpv6Repr::NeighborAdvert { solicited, override_, target, options, .. } => {
+            assert!(solicited && override_);
+            assert_eq!(target, b6());
+            assert_eq!(options.target_lladdr(), Some(e(p.mac)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.s.neighbor(IpAddr::V6(a6())), Some(PROBE_MAC));
+    drop(sent);
+    p.finish();
+}
+
+#[test]
+fn rfc792_echo_reply_reuses_the_request_buffer() {
+    let mut p = Probe::new("pr_echo", |_| {});
+    drop(take_sent(&mut p));
+    let mut m = p.pool.alloc().unwrap();
+    m.extend_from_slice(&icmp4_echo_frame(PROBE_MAC, p.mac, probe_v4(), b4(), b"ping data")).unwrap();
+    let icmp_ptr = m.data_ptr() as usize + 34;
+    let mut v = vec![m];
+    p.probe.tx.as_mut().unwrap().tx_burst(&mut v);
+    let mut m6 = p.pool.alloc().unwrap();
+    m6.extend_from_slice(&icmp6_echo_frame(PROBE_MAC, p.mac, a6(), b6(), b"ping6")).unwrap();
+    let icmp6_ptr = m6.data_ptr() as usize + 54;
+    let mut v = vec![m6];
+    p.probe.tx.as_mut().unwrap().tx_burst(&mut v);
+    let sent = take_sent(&mut p);
+    assert_eq!(sent.len(), 2);
+    let ip = Ipv4Packet::new_checked(&sent[0].data()[14..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.payload().as_ptr() as usize, icmp_ptr, "reply built in the request's buffer");
+    let icmp = wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum(), "incrementally updated checksum is right");
+    assert_eq!(icmp.msg_type(), 0);
+    assert_eq!(icmp.data(), b"ping data");
+    let ip6 = Ipv6Packet::new_checked(&sent[1].data()[14..]).unwrap();
+    assert_eq!(ip6.payload().as_ptr() as usize, icmp6_ptr);
+    let i6 = Icmpv6Packet::new_checked(ip6.payload()).unwrap();
+    assert!(i6.verify_checksum(&ip6.src_addr(), &ip6.dst_addr()));
+    assert_eq!(i6.msg_type(), 129);
+    drop(sent);
+    p.finish();
+}
+
+#[test]
+fn malformed_frames_are_counted_by_reason() {
+    let mut p = Probe::new("pr_malformed", |_| {});
+    let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"x");
+    let mut bad_version = good.clone();
+    bad_version[14] = 0x65;
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x44;
+    let mut udp_len = good.clone();
+    udp_len[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&3u16.to_be_bytes());
+    let short = good[..20].to_vec();
+    let runt = good[..10].to_vec();
+    p.send(vec![bad_version, bad_ihl, udp_len, short, runt]);
+    let st = p.s.stats();
+    assert_eq!(st.malformed_count(wire::Error::BadVersion), 1);
+    assert_eq!(st.malformed_count(wire::Error::BadHeaderLen), 1);
+    assert_eq!(st.malformed_count(wire::Error::BadLength), 1);
+    assert_eq!(st.malformed_count(wire::Error::Truncated), 2);
+    assert!(st.pairs().iter().any(|(k, v)| k == "malformed.truncated" && *v == 2));
+    p.finish();
+}
+
+#[test]
+fn udp_v6_to_closed_port_gets_rfc4443_port_unreachable_quoting_the_packet() {
+    let mut p = Probe::new("pr_unreach6", |_| {});
+    drop(take_sent(&mut p));
+    let f = udp6_frame(PROBE_MAC, p.mac, a6(), b6(), 4444, 9, b"closed");
+    p.send(vec![f.clone()]);
+    let sent = take_sent(&mut p);
+    assert_eq!(sent.len(), 1);
+    let ip = Ipv6Packet::new_checked(&sent[0].data()[14..]).unwrap();
+    let r = Icmpv6Repr::parse(&Icmpv6Packet::new_checked(ip.payload()).unwrap(), &ip.src_addr(), &ip.dst_addr(), &SW)
+        .unwrap();
+    match r {
+        Icmpv6Repr::DstUnreachable { code, quoted } => {
+            assert_eq!(code, 4);
+            assert_eq!(quoted, &f[14..]);
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(sent);
+    p.finish();
+}
