@@ -205,8 +205,10 @@ impl Mbuf {
     ///
     /// # Safety
     /// `hdr` must point to an initialised header that nobody else owns, whose
-    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes.
+    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes, with
+    /// `off + len <= buf_len`.
     #[inline]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
     pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>, off: u32, len: u32) -> Self {
         Mbuf { hdr, off, len }
     }
@@ -241,6 +243,66 @@ impl Mbuf {
             hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, ext: 0, meta });
         }
         Mbuf { hdr, off: data_off, len: data_len }
+    }
+
+    /// Like [`from_external`](Self::from_external), but appends the handle to
+    /// `out` by writing its fields straight into the vector's memory.
+    ///
+    /// Why: built as a value and then pushed, the 16-byte handle is assembled on
+    /// the stack with narrower stores and copied with one wide load, which the
+    /// CPU cannot forward from those stores: every received frame then stalls
+    /// until they commit (seen as ~70% of a DPDK receive burst). Field-by-field
+    /// writes into the destination avoid the round trip.
+    ///
+    /// # Safety
+    /// As for [`from_external`](Self::from_external).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn push_external(
+        out: &mut Vec<Mbuf>,
+        hdr: NonNull<MbufHdr>,
+        pool: &crate::Mempool,
+        buf: NonNull<u8>,
+        buf_len: u32,
+        data_off: u32,
+        data_len: u32,
+        meta: MbufMeta,
+    ) {
+        debug_assert!(data_off as u64 + data_len as u64 <= buf_len as u64);
+        out.reserve(1);
+        let len = out.len();
+        // SAFETY: the caller guarantees `hdr` is valid for writes and ours; `dst`
+        // is inside the capacity reserved above and uninitialised; each field is
+        // written before `set_len` makes the element visible.
+        unsafe {
+            hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, ext: 0, meta });
+            let dst = out.as_mut_ptr().add(len);
+            std::ptr::addr_of_mut!((*dst).hdr).write(hdr);
+            std::ptr::addr_of_mut!((*dst).off).write(data_off);
+            std::ptr::addr_of_mut!((*dst).len).write(data_len);
+            out.set_len(len + 1);
+        }
+    }
+
+    /// Appends a handle for a header a pool has just handed out, writing the
+    /// fields in place (see [`push_external`](Self::push_external) for why).
+    ///
+    /// # Safety
+    /// `hdr` must point to an initialised header that nobody else owns, whose
+    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes, with
+    /// `off + len <= buf_len`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_from_hdr(out: &mut Vec<Mbuf>, hdr: NonNull<MbufHdr>, off: u32, len: u32) {
+        out.reserve(1);
+        let n = out.len();
+        // SAFETY: as in `push_external`.
+        unsafe {
+            let dst = out.as_mut_ptr().add(n);
+            std::ptr::addr_of_mut!((*dst).hdr).write(hdr);
+            std::ptr::addr_of_mut!((*dst).off).write(off);
+            std::ptr::addr_of_mut!((*dst).len).write(len);
+            out.set_len(n + 1);
+        }
     }
 
     /// Gives the buffer back to an external driver (e.g. to pass the underlying

@@ -439,11 +439,13 @@ impl PoolCore {
         }
         out.reserve(n);
         let headroom = self.headroom;
-        let init = |p: NonNull<MbufHdr>| {
+        // Handles are written field by field into `out` (see `Mbuf::push_external`
+        // for why not build-then-push).
+        let init = |out: &mut Vec<Mbuf>, p: NonNull<MbufHdr>| {
             // SAFETY: `p` is a free buffer of this pool that we now own exclusively.
             unsafe {
                 (*p.as_ptr()).meta = MbufMeta::default();
-                Mbuf::from_hdr(p, headroom, 0)
+                Mbuf::push_from_hdr(out, p, headroom, 0);
             }
         };
         match current_slot() {
@@ -470,7 +472,9 @@ impl PoolCore {
                     drop(ring);
                 }
                 let from = cache.len() - n;
-                out.extend(cache.drain(from..).map(init));
+                for p in cache.drain(from..) {
+                    init(out, p);
+                }
                 slot.len.store(cache.len(), Ordering::Release);
             }
             _ => {
@@ -480,7 +484,9 @@ impl PoolCore {
                     return Err(self.exhausted(n));
                 }
                 let from = ring.len() - n;
-                out.extend(ring.drain(from..).map(init));
+                for p in ring.drain(from..) {
+                    init(out, p);
+                }
                 native.ring_len.fetch_sub(n, Ordering::AcqRel);
             }
         }

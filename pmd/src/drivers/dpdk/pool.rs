@@ -40,21 +40,22 @@ pub(crate) fn mbuf_of(hdr: NonNull<MbufHdr>) -> *mut sys::rte_mbuf {
 }
 
 /// Wraps an `rte_mbuf` of our pool `pool` (fresh from DPDK) as an [`Mbuf`]
-/// whose window is the mbuf's `data_off`/`data_len`: no data is copied.
+/// appended to `out`, whose window is the mbuf's `data_off`/`data_len`: no data
+/// is copied, and the handle is written in place (see [`Mbuf::push_external`]).
 ///
 /// # Safety
 /// `m` is a valid single-segment mbuf of `pool`'s `rte_mempool`, owned by the
 /// caller, and is not used through `m` again until the `Mbuf` is given back.
 #[inline(always)]
-pub(crate) unsafe fn wrap(m: *mut sys::rte_mbuf, pool: &Mempool, meta: MbufMeta) -> Mbuf {
-    // SAFETY: the caller guarantees `m` is a valid mbuf we own.
-    let r = unsafe { &*m };
-    // SAFETY: the private area holds room for the header (PRIV_SIZE), 64-byte
-    // aligned; buf_addr is valid for buf_len bytes for the mbuf's life, and DPDK
-    // keeps data_off + data_len <= buf_len; the pool's free op is
-    // `rte_pktmbuf_free`, which accepts this mbuf.
+pub(crate) unsafe fn wrap_into(out: &mut Vec<Mbuf>, m: *mut sys::rte_mbuf, pool: &Mempool, meta: MbufMeta) {
+    // SAFETY: the caller guarantees `m` is a valid mbuf we own; the private area
+    // holds room for the header (PRIV_SIZE), 64-byte aligned; buf_addr is valid
+    // for buf_len bytes for the mbuf's life, and DPDK keeps data_off + data_len
+    // <= buf_len; the pool's free op is `rte_pktmbuf_free`, which accepts it.
     unsafe {
-        Mbuf::from_external(
+        let r = &*m;
+        Mbuf::push_external(
+            out,
             hdr_of(m),
             pool,
             NonNull::new_unchecked(r.buf_addr as *mut u8),
@@ -118,7 +119,8 @@ unsafe impl ExternalPool for DpdkPoolOps {
             }
             for &m in &raw[..k] {
                 // SAFETY: a fresh, reset, single-segment mbuf of this pool, ours now.
-                out.push(unsafe { wrap(m, pool, MbufMeta::default()) });
+                // SAFETY: a fresh mbuf of this pool, ours.
+                unsafe { wrap_into(out, m, pool, MbufMeta::default()) };
             }
             left -= k;
         }

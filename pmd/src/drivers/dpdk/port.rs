@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use dpdk_sys as sys;
 
-use super::pool::{hdr_of, mbuf_of, rte_pool_of, rte_pool_of_core, wrap};
+use super::pool::{hdr_of, mbuf_of, rte_pool_of, rte_pool_of_core};
 use crate::drivers::{claim_queue, ensure_no_handles, not_configured};
 use crate::mbuf::MbufMeta;
 use crate::port::{
@@ -836,7 +836,7 @@ impl RxQueue for DpdkRx {
             };
             bytes += r.data_len as u64;
             // SAFETY: a single-segment mbuf of `self.pool`'s rte_mempool, ours.
-            out.push(unsafe { wrap(m, &self.pool, meta) });
+            unsafe { super::pool::wrap_into(out, m, &self.pool, meta) };
         }
         let got = n - dropped as usize;
         self.counters.packets.add(got as u64);
