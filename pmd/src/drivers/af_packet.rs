@@ -528,6 +528,7 @@ impl Port for AfPacketPort {
             mtu: self.mtu.clone(),
             started: self.started.clone(),
             counters,
+            kick_pending: false,
         }))
     }
 }
@@ -678,6 +679,20 @@ pub struct AfPacketTx {
     mtu: Arc<AtomicU16>,
     started: Arc<AtomicBool>,
     counters: Arc<TxCounters>,
+    /// Frames may be waiting in the ring for the kernel: the ring was full, or
+    /// the last kick failed. Kick again on the next call, even an empty one;
+    /// otherwise a full ring queues nothing new, never kicks, and never drains.
+    kick_pending: bool,
+}
+
+impl AfPacketTx {
+    fn kick(&mut self) {
+        // SAFETY: sendto with no buffer and no address just kicks the TX ring.
+        let r = unsafe {
+            libc::sendto(self.ring.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+        };
+        self.kick_pending = r < 0;
+    }
 }
 
 impl Drop for AfPacketRx {
@@ -711,11 +726,18 @@ impl AfPacketTx {
 
 impl TxQueue for AfPacketTx {
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
-        if pkts.is_empty() || !self.started.load(Ordering::Relaxed) {
+        if !self.started.load(Ordering::Relaxed) {
+            return 0;
+        }
+        if pkts.is_empty() {
+            if self.kick_pending {
+                self.kick();
+            }
             return 0;
         }
         let mtu = self.mtu.load(Ordering::Relaxed);
         let room = self.ring.frame_size - TX_DATA_OFF;
+        let mut ring_full = false;
         let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
         let mut taken = 0;
         for m in pkts.iter() {
@@ -730,6 +752,7 @@ impl TxQueue for AfPacketTx {
                 // The kernel refused what we put here earlier: count it and reuse the frame.
                 errors += 1;
             } else if st != libc::TP_STATUS_AVAILABLE {
+                ring_full = true;
                 break;
             }
             let f = self.frame(self.ring.next);
@@ -747,11 +770,9 @@ impl TxQueue for AfPacketTx {
             bytes += d.len() as u64;
             taken += 1;
         }
-        if sent > 0 {
-            // SAFETY: sendto with no buffer and no address just kicks the TX ring.
-            unsafe {
-                libc::sendto(self.ring.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
-            };
+        if sent > 0 || ring_full || self.kick_pending {
+            self.kick();
+            self.kick_pending |= ring_full;
         }
         pkts.drain(..taken);
         if sent > 0 {
