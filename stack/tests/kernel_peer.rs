@@ -1,17 +1,16 @@
-//! The Linux kernel as a real peer: our stack on a `tap:` port, the kernel's
+//! The Linux kernel as a real peer: our stack on a `tap:` port and on an
+//! `af_packet:` port (one end of a veth pair), the kernel's
 //! `ping`, `ping -6` and a python3 UDP client in a network namespace the test
 //! makes, with addresses from 198.18.0.0/15 and 2001:2::/48 only.
 //!
-//! The `tap` driver is being written on another branch. Until it is merged,
-//! `pmd::open("tap:...")` fails with `UnknownScheme`: these tests then print why
-//! and pass, except under `CI=true`, where they fail (CI must run them). They
-//! also need root (CI runs as root) and `ip`, `ping`, `python3`.
+//! If a driver is missing from the build or the test is not root, the tests
+//! print why and pass, except under `CI=true`, where they fail (CI must run
+//! them). They need root (CI runs as root) and `ip`, `ping`, `python3`.
 //!
-//! Assumed tap semantics (the usual ones): `tap:NAME` creates a non-persistent
-//! TAP interface NAME in the caller's namespace, owned by the port. The test moves
-//! it into its own namespace (the open fd keeps working there), configures the
-//! kernel's side there, and removes the namespace in a `Drop` guard, so nothing
-//! is left behind even when an assertion fails.
+//! Tap semantics relied on: `tap:NAME` creates a TAP interface in the caller's
+//! namespace; the test moves it into its own namespace (the open descriptor keeps
+//! working there) and configures the kernel's side. The `Drop` guard removes the
+//! namespace, and with it the TAP or the veth pair, even when a test fails.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
@@ -120,27 +119,54 @@ fn config(mac: pmd::MacAddr, o4: Ipv4Addr, o6: Ipv6Addr) -> StackConfig {
     }
 }
 
-/// Sets up the bed, or returns `None` after `unavailable` (no tap driver, not root).
-fn bed(udp_echo: Option<u16>) -> Option<Bed> {
+/// Which kind of port our stack runs on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// A TAP interface moved into the namespace: the kernel's side of it.
+    Tap,
+    /// A veth pair: our end (`af_packet:`) stays here, the kernel's end goes into
+    /// the namespace.
+    AfPacket,
+}
+
+const KINDS: [Kind; 2] = [Kind::Tap, Kind::AfPacket];
+
+/// Sets up the bed, or returns `None` after `unavailable` (no driver, not root).
+fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let k = (std::process::id() as usize * 8 + n) % 250 + 1;
-    let ifname = format!("l3k{}n{n}", std::process::id() % 100_000);
+    let tag = format!("{}n{n}", std::process::id() % 100_000);
     let pool = Mempool::new(&MempoolConfig::new(format!("kp{n}"), 2048, 2048, 128, 0)).unwrap();
-    let mut port = match pmd::open(&format!("tap:{ifname}")) {
-        Ok(p) => p,
-        Err(e @ PmdError::UnknownScheme { .. }) => {
-            unavailable(&format!("the tap driver is not in this build yet ({e})"));
-            return None;
-        }
-        Err(e) => {
-            unavailable(&format!("cannot open tap:{ifname} (root needed): {e}"));
-            return None;
-        }
-    };
-    let ns = match Netns::new(&format!("l3k{}n{n}", std::process::id() % 100_000)) {
+    let ns = match Netns::new(&format!("l3k{tag}")) {
         Ok(ns) => ns,
         Err(e) => {
             unavailable(&e);
+            return None;
+        }
+    };
+    // The interface the kernel uses inside the namespace, and our port's spec.
+    let (ifname, spec) = match kind {
+        Kind::Tap => (format!("l3k{tag}"), format!("tap:l3k{tag}")),
+        Kind::AfPacket => {
+            let (ours, kernel) = (format!("l3a{tag}"), format!("l3b{tag}"));
+            let made = sh(&["ip", "link", "add", &ours, "type", "veth", "peer", "name", &kernel, "netns", &ns.0])
+                .and_then(|_| sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{ours}.disable_ipv6=1")]))
+                .and_then(|_| sh(&["ip", "link", "set", &ours, "up"]));
+            if let Err(e) = made {
+                unavailable(&format!("cannot make a veth pair (root needed): {e}"));
+                return None;
+            }
+            (kernel, format!("af_packet:{ours}"))
+        }
+    };
+    let mut port = match pmd::open(&spec) {
+        Ok(p) => p,
+        Err(e @ PmdError::UnknownScheme { .. }) => {
+            unavailable(&format!("the driver for {spec} is not in this build ({e})"));
+            return None;
+        }
+        Err(e) => {
+            unavailable(&format!("cannot open {spec} (root needed): {e}"));
             return None;
         }
     };
@@ -148,7 +174,9 @@ fn bed(udp_echo: Option<u16>) -> Option<Bed> {
     let (k6, o6): (Ipv6Addr, Ipv6Addr) =
         (format!("2001:2:0:{k:x}::1").parse().unwrap(), format!("2001:2:0:{k:x}::2").parse().unwrap());
     let setup = || -> Result<(), String> {
-        sh(&["ip", "link", "set", &ifname, "netns", &ns.0])?;
+        if let Kind::Tap = kind {
+            sh(&["ip", "link", "set", &ifname, "netns", &ns.0])?;
+        }
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
         ns.exec(&["ip", "addr", "add", &format!("{k4}/24"), "dev", &ifname])?;
         ns.exec(&["ip", "-6", "addr", "add", &format!("{k6}/64"), "dev", &ifname, "nodad"])?;
@@ -156,8 +184,8 @@ fn bed(udp_echo: Option<u16>) -> Option<Bed> {
         Ok(())
     };
     setup().expect("namespace setup");
-    port.configure(&PortConfig::new(1, 1, 1024, 1024, pool.clone())).expect("configure tap");
-    port.start().expect("start tap");
+    port.configure(&PortConfig::new(1, 1, 1024, 1024, pool.clone())).expect("configure port");
+    port.start().expect("start port");
     let our_mac = port.info().mac;
     let rx = port.take_rx_queue(0).unwrap();
     let tx = port.take_tx_queue(0).unwrap();
@@ -230,9 +258,15 @@ except socket.timeout:
 
 #[test]
 fn rfc826_rfc4861_kernel_ping_and_ping6_resolve_our_mac() {
-    let Some(bed) = bed(None) else { return };
+    for kind in KINDS {
+        ping_and_ping6(kind);
+    }
+}
+
+fn ping_and_ping6(kind: Kind) {
+    let Some(bed) = bed(kind, None) else { return };
     let out = bed.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &bed.o4.to_string()]).expect("ping");
-    assert!(out.contains("3 received"), "{out}");
+    assert!(out.contains("3 received"), "{kind:?}: {out}");
     let out = bed.ns.exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &bed.o6.to_string()]).expect("ping -6");
     assert!(out.contains("3 received"), "{out}");
     let mac = bed.our_mac.to_string();
@@ -246,20 +280,24 @@ fn rfc826_rfc4861_kernel_ping_and_ping6_resolve_our_mac() {
 
 #[test]
 fn rfc768_kernel_udp_client_gets_echoed_datagrams_v4_v6() {
-    let Some(bed) = bed(Some(7)) else { return };
-    for dst in [bed.o4.to_string(), bed.o6.to_string()] {
-        let out = bed.ns.exec(&["python3", "-c", UDP_CLIENT, &dst, "7", "echo"]).expect("udp client");
-        assert!(out.contains("echoed"), "{dst}: {out}");
+    for kind in KINDS {
+        let Some(bed) = bed(kind, Some(7)) else { return };
+        for dst in [bed.o4.to_string(), bed.o6.to_string()] {
+            let out = bed.ns.exec(&["python3", "-c", UDP_CLIENT, &dst, "7", "echo"]).expect("udp client");
+            assert!(out.contains("echoed"), "{kind:?} {dst}: {out}");
+        }
+        bed.finish();
     }
-    bed.finish();
 }
 
 #[test]
 fn rfc792_rfc4443_closed_port_gives_kernel_client_econnrefused() {
-    let Some(bed) = bed(None) else { return };
-    for dst in [bed.o4.to_string(), bed.o6.to_string()] {
-        let out = bed.ns.exec(&["python3", "-c", UDP_CLIENT, &dst, "9", "refused"]).expect("udp client");
-        assert!(out.contains("ECONNREFUSED"), "{dst}: {out}");
+    for kind in KINDS {
+        let Some(bed) = bed(kind, None) else { return };
+        for dst in [bed.o4.to_string(), bed.o6.to_string()] {
+            let out = bed.ns.exec(&["python3", "-c", UDP_CLIENT, &dst, "9", "refused"]).expect("udp client");
+            assert!(out.contains("ECONNREFUSED"), "{kind:?} {dst}: {out}");
+        }
+        bed.finish();
     }
-    bed.finish();
 }
