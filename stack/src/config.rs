@@ -389,7 +389,7 @@ mod tests {
         let cases: Vec<(&str, Edit)> = vec![
             ("neighbor.capacity", Box::new(|c| c.neighbor.capacity = 0)),
             ("mtu", Box::new(|c| c.mtu = 100)),
-            ("gateway_v4", Box::new(|c| c.gateway_v4 = Some("10.0.0.1".parse().unwrap()))),
+            ("gateway_v4", Box::new(|c| c.gateway_v4 = Some("198.19.200.1".parse().unwrap()))),
             ("icmp.error_burst", Box::new(|c| c.icmp.error_burst = 0)),
             (
                 "ipv4",

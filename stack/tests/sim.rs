@@ -266,11 +266,11 @@ fn udp_receive_queue_length_is_enforced() {
     // Binding rules.
     let e = p.b.udp_bind(SocketAddr::new(IpAddr::V4(b4()), 5000), UdpConfig { rx_queue_len: 3 }).unwrap_err();
     assert!(matches!(e, stack::StackError::AddrInUse(_)));
-    let e = p.b.udp_bind("10.0.0.1:1".parse().unwrap(), UdpConfig { rx_queue_len: 3 }).unwrap_err();
+    let e = p.b.udp_bind("198.19.0.1:1".parse().unwrap(), UdpConfig { rx_queue_len: 3 }).unwrap_err();
     assert!(matches!(e, stack::StackError::AddrNotAvailable(_)));
     let e = p.b.udp_bind("0.0.0.0:1".parse().unwrap(), UdpConfig { rx_queue_len: 0 }).unwrap_err();
     assert!(e.to_string().contains("udp.rx_queue_len"));
-    let e = p.a.udp_send_slice(c, b"x", "10.9.9.9:1".parse().unwrap()).unwrap_err();
+    let e = p.a.udp_send_slice(c, b"x", "198.19.9.9:1".parse().unwrap()).unwrap_err();
     assert!(matches!(e, stack::StackError::NoRoute(_)));
     let e = p.a.udp_send_slice(c, &[0u8; 1500], SocketAddr::new(IpAddr::V4(b4()), 5000)).unwrap_err();
     assert!(matches!(e, stack::StackError::TooBig { .. }));
