@@ -54,6 +54,15 @@ pub struct TcpConfig {
     pub sack: bool,
     /// Nagle's algorithm: hold small segments while data is unacknowledged.
     pub nagle: bool,
+    /// Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): `Some(delay)` acknowledges
+    /// in-order data after at most `delay` nanoseconds or at every second
+    /// full-sized segment, whichever comes first (out-of-order data, filled gaps
+    /// and FINs are still acknowledged at once); `None` acknowledges every
+    /// segment immediately.
+    pub delayed_ack_ns: Option<u64>,
+    /// Keepalive probing of idle connections (RFC 1122 4.2.3.6); `None` never
+    /// probes.
+    pub keepalive: Option<Keepalive>,
     /// Challenge ACKs allowed per second (RFC 5961 7).
     pub challenge_ack_limit: u32,
     /// MSS assumed when the peer sends no MSS option (RFC 9293 3.7.1: 536 for
@@ -83,8 +92,28 @@ impl TcpConfig {
         if self.default_peer_mss < 64 {
             return bad("default_peer_mss", "must be at least 64");
         }
+        if self.delayed_ack_ns.is_some_and(|d| d == 0 || d >= 500_000_000) {
+            return bad("delayed_ack", "RFC 1122 4.2.3.2: the delay must be above 0 and below 0.5 s");
+        }
+        if let Some(k) = self.keepalive {
+            if k.idle_ns == 0 || k.interval_ns == 0 || k.probes == 0 {
+                return bad("keepalive", "idle, interval and probes must all be above 0");
+            }
+        }
         Ok(())
     }
+}
+
+/// Keepalive settings: after `idle_ns` without receiving anything, send a probe
+/// every `interval_ns`; after `probes` unanswered probes the connection times out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle_ns: u64,
+    /// Time between probes.
+    pub interval_ns: u64,
+    /// Unanswered probes before giving up.
+    pub probes: u32,
 }
 
 /// A configuration value that cannot work.
@@ -251,6 +280,13 @@ pub struct Connection {
 
     /// The next transmission may probe a zero window with one byte.
     zero_window_probe: bool,
+    /// Delayed ACK: when the pending ACK must go out, and in-order bytes it covers.
+    delack_deadline: Option<u64>,
+    delack_bytes: u32,
+    /// Keepalive: next probe time, probes sent unanswered, and a probe to send.
+    ka_deadline: Option<u64>,
+    ka_probes: u32,
+    ka_probe_due: bool,
 
     // Output flags.
     ack_now: bool,
@@ -326,6 +362,11 @@ impl Connection {
             recover: None,
             retransmit_one: false,
             zero_window_probe: false,
+            delack_deadline: None,
+            delack_bytes: 0,
+            ka_deadline: None,
+            ka_probes: 0,
+            ka_probe_due: false,
             ack_now: false,
             acks_owed: 0,
             send_rst: None,
@@ -513,10 +554,7 @@ impl Connection {
     /// The earliest time at which [`handle_timeout`](Self::handle_timeout) must
     /// be called.
     pub fn poll_timeout(&self) -> Option<u64> {
-        match (self.rto_deadline, self.time_wait_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.rto_deadline, self.time_wait_deadline, self.delack_deadline, self.ka_deadline].into_iter().flatten().min()
     }
 
     /// Runs expired timers.
@@ -525,6 +563,31 @@ impl Connection {
             self.time_wait_deadline = None;
             self.enter_closed(None);
             return;
+        }
+        if self.delack_deadline.is_some_and(|t| now >= t) {
+            self.delack_deadline = None;
+            self.ack_now = true;
+        }
+        if self.ka_deadline.is_some_and(|t| now >= t) {
+            self.ka_deadline = None;
+            if let Some(ka) = self.cfg.keepalive {
+                let idle_state = matches!(self.state, State::Established | State::CloseWait);
+                if idle_state && self.snd_una == self.snd_max {
+                    if self.ka_probes >= ka.probes {
+                        self.error = Some(TcpError::TimedOut);
+                        self.events.push_back(Event::TimedOut);
+                        self.rst_here();
+                        self.enter_closed(None);
+                        return;
+                    }
+                    self.ka_probes += 1;
+                    self.ka_probe_due = true;
+                    self.ka_deadline = Some(now + ka.interval_ns);
+                } else if idle_state {
+                    // Data in flight: retransmission timeouts watch the peer.
+                    self.ka_deadline = Some(now + ka.idle_ns);
+                }
+            }
         }
         let Some(deadline) = self.rto_deadline else { return };
         if now < deadline {
@@ -599,11 +662,14 @@ impl Connection {
         }
         self.rto_deadline = None;
         self.time_wait_deadline = None;
+        self.delack_deadline = None;
+        self.ka_deadline = None;
     }
 
     fn enter_time_wait(&mut self, now: u64) {
         self.state = State::TimeWait;
         self.rto_deadline = None;
+        self.ka_deadline = None;
         self.time_wait_deadline = Some(now + self.cfg.time_wait_ns);
     }
 
@@ -820,7 +886,13 @@ impl Connection {
             // with an old sequence number would be unacceptable to the peer,
             // which would answer with an ACK of its own — an ACK storm.
             let r = self.header(self.snd_max, TcpFlags::ACK, now);
-            self.last_ack_sent = self.rcv_nxt;
+            self.ack_sent();
+            return Some(Transmit { repr: r });
+        }
+        if std::mem::take(&mut self.ka_probe_due) {
+            // RFC 1122 4.2.3.6: a probe with SEG.SEQ = SND.NXT - 1 and no data
+            // makes a live peer answer with an ACK.
+            let r = self.header(self.snd_max - 1, TcpFlags::ACK, now);
             return Some(Transmit { repr: r });
         }
         None
@@ -831,7 +903,7 @@ impl Connection {
             // SYN already out; an ACK may still be due (simultaneous open).
             if self.ack_now && self.state == State::SynReceived {
                 self.ack_now = false;
-                self.last_ack_sent = self.rcv_nxt;
+                self.ack_sent();
                 return Some(Transmit { repr: self.header(self.snd_nxt, TcpFlags::ACK, now) });
             }
             return None;
@@ -846,7 +918,7 @@ impl Connection {
             self.rtt_probe = Some((self.iss + 1, now));
         }
         self.arm_rto(now);
-        self.last_ack_sent = self.rcv_nxt;
+        self.ack_sent();
         self.ack_now = false;
         Some(Transmit { repr: r })
     }
@@ -961,9 +1033,36 @@ impl Connection {
             self.snd_max = end;
         }
         self.arm_rto(now);
-        self.last_ack_sent = self.rcv_nxt;
+        self.ack_sent();
         self.ack_now = false;
         Some(Transmit { repr: r })
+    }
+
+    /// Bookkeeping for any segment that carries our current ACK.
+    fn ack_sent(&mut self) {
+        self.last_ack_sent = self.rcv_nxt;
+        self.delack_deadline = None;
+        self.delack_bytes = 0;
+    }
+
+    /// Acknowledges newly received in-order data now or later (delayed ACK).
+    fn ack_data(&mut self, now: u64, len: usize, filled_gap: bool) {
+        match self.cfg.delayed_ack_ns {
+            None => self.ack_now = true,
+            Some(delay) => {
+                self.delack_bytes = self.delack_bytes.saturating_add(len as u32);
+                // RFC 5681 4.2: at least every second full-sized segment, and at
+                // once when a segment fills (part of) a gap.
+                // A full-sized segment from the peer carries our advertised MSS
+                // minus its timestamp option.
+                let full = self.cfg.mss as u32 - if self.ts_ok { 12 } else { 0 };
+                if filled_gap || self.delack_bytes >= 2 * full {
+                    self.ack_now = true;
+                } else if self.delack_deadline.is_none() {
+                    self.delack_deadline = Some(now + delay);
+                }
+            }
+        }
     }
 
     fn challenge_ack(&mut self, now: u64) {
@@ -982,6 +1081,11 @@ impl Connection {
     /// to this connection) with its payload.
     pub fn handle_segment(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
         let payload = &payload[..seg.payload_len.min(payload.len())];
+        if let Some(ka) = self.cfg.keepalive {
+            // Anything from the peer shows it is alive (RFC 1122 4.2.3.6).
+            self.ka_probes = 0;
+            self.ka_deadline = Some(now + ka.idle_ns);
+        }
         match self.state {
             State::Closed => {}
             State::SynSent => self.handle_syn_sent(now, seg, payload),
@@ -1192,8 +1296,16 @@ impl Connection {
 
         if matches!(self.state, State::Established | State::FinWait1 | State::FinWait2) {
             if !payload.is_empty() {
+                let had_gap = !self.ooo.is_empty();
+                let before = self.rcv_nxt;
                 self.accept_data(seg.seq_number, payload);
-                self.ack_now = true;
+                let advanced = (self.rcv_nxt - before).max(0) as usize;
+                if advanced == 0 {
+                    // Duplicate or out of order: acknowledge at once (RFC 5681 4.2).
+                    self.ack_now = true;
+                } else {
+                    self.ack_data(now, advanced, had_gap);
+                }
             }
             if f.fin() {
                 self.peer_fin = Some(seg.seq_number + payload.len() as u32);

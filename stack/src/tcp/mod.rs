@@ -6,7 +6,7 @@ pub mod conn;
 pub mod listener;
 pub mod rtt;
 
-pub use conn::{Connection, Event, Ports, State, TcpConfig, TcpConfigError, TcpError, Transmit};
+pub use conn::{Connection, Event, Keepalive, Ports, State, TcpConfig, TcpConfigError, TcpError, Transmit};
 pub use listener::{FlowId, ListenConfig, Listener, ListenerStats, SynCookies};
 pub use rtt::RtoConfig;
 

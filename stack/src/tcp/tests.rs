@@ -538,7 +538,11 @@ fn lossy(seed: u64, p: f64) -> LossFn {
 }
 
 fn lossy_transfer(seed: u64, loss: f64, size: usize) -> Sim {
-    let mut s = Sim::new(cfg(), cfg());
+    lossy_transfer_with(cfg(), seed, loss, size)
+}
+
+fn lossy_transfer_with(c: TcpConfig, seed: u64, loss: f64, size: usize) -> Sim {
+    let mut s = Sim::new(c.clone(), c);
     s.lose = lossy(seed, loss);
     // Like a real client, send as soon as our side is established: the data
     // (which carries the ACK) also completes the server's side.
@@ -734,4 +738,84 @@ fn rfc6675_several_losses_in_one_window_are_repaired_without_a_timeout() {
     let resent = sent.len() - sent.iter().map(|x| x.0 .0).collect::<std::collections::BTreeSet<u32>>().len();
     assert_eq!(resent, 3, "only the three holes were retransmitted");
     assert!(s.now - t0 < 200 * MS, "no RTO: finished in {} ms", (s.now - t0) / MS);
+}
+
+fn acks_from(s: &Sim, who: usize, after: usize) -> Vec<(u64, SeqNumber)> {
+    s.log
+        .iter()
+        .zip(&s.times)
+        .skip(after)
+        .filter(|((from, r, _), _)| *from == who && r.payload_len == 0 && r.flags.ack() && !r.flags.syn())
+        .map(|((_, r, _), t)| (*t, r.ack_number))
+        .collect()
+}
+
+#[test]
+fn rfc1122_4_2_3_2_delayed_ack_waits_for_the_timer_or_a_second_full_segment() {
+    let mut c = cfg();
+    c.delayed_ack_ns = Some(40 * MS);
+    let mut s = Sim::new(c.clone(), c);
+    assert!(s.run(SEC, established));
+    // One small segment: the ACK waits for the delayed-ACK timer.
+    let mark = s.log.len();
+    let sent_at = s.now;
+    s.a().send(b"hello").unwrap();
+    assert!(s.run(SEC, |s| s.got[1].len() == 5 && !acks_from(s, 1, mark).is_empty()));
+    let acks = acks_from(&s, 1, mark);
+    assert_eq!(acks.len(), 1, "one ACK for one segment");
+    let arrived = sent_at + 5 * MS;
+    assert_eq!(acks[0].0 - arrived, 40 * MS, "sent when the 40 ms timer fired");
+    // Two full-sized segments: acknowledged as soon as the second arrives.
+    let mark = s.log.len();
+    let t0 = s.now;
+    let data = pattern(2 * 1448, 20);
+    s.a().send(&data).unwrap();
+    assert!(s.run(SEC, |s| s.got[1].len() == 5 + data.len() && !acks_from(s, 1, mark).is_empty()));
+    let acks = acks_from(&s, 1, mark);
+    assert_eq!(acks[0].0 - t0, 5 * MS, "no delay: the second full segment triggers the ACK");
+    // A reply piggybacks the ACK: no pure ACK at all.
+    let mark = s.log.len();
+    s.a().send(b"ping").unwrap();
+    assert!(s.run(SEC, |s| s.got[1].len() == 5 + data.len() + 4));
+    s.b().send(b"pong").unwrap();
+    assert!(s.run(SEC, |s| s.got[0].len() == 4));
+    assert!(acks_from(&s, 1, mark).is_empty(), "B's ACK rode on its data");
+}
+
+#[test]
+fn delayed_ack_config_is_bounded_by_rfc1122() {
+    let mut c = cfg();
+    c.delayed_ack_ns = Some(600 * MS);
+    assert_eq!(c.validate().unwrap_err().field, "delayed_ack");
+}
+
+#[test]
+fn rfc1122_4_2_3_6_keepalive_probes_a_live_peer_and_times_out_a_dead_one() {
+    let mut c = cfg();
+    c.keepalive = Some(Keepalive { idle_ns: 2 * SEC, interval_ns: 500 * MS, probes: 3 });
+    let mut s = Sim::new(c.clone(), cfg());
+    assert!(s.run(SEC, established));
+    // Idle for 10 s with a live peer: probes are answered, nothing breaks.
+    let mark = s.log.len();
+    let end = s.now + 10 * SEC;
+    s.run(11 * SEC, |s| s.now >= end);
+    assert_eq!(s.a().state(), State::Established);
+    let probes = s.log[mark..].iter().filter(|(from, r, _)| *from == 0 && r.payload_len == 0).count();
+    assert!(probes >= 4, "about one probe per idle period: {probes}");
+    // The peer vanishes: after `probes` unanswered probes the connection times out.
+    s.lose = Box::new(|from, _, _| from == 1);
+    let t0 = s.now;
+    assert!(s.run(30 * SEC, |s| s.state(0) == State::Closed));
+    assert_eq!(s.a().error(), Some(TcpError::TimedOut));
+    let took = s.now - t0;
+    assert!(took <= 2 * SEC + 4 * 500 * MS, "gave up after idle + probes: {} ms", took / MS);
+}
+
+#[test]
+fn delayed_acks_keep_delivery_exact_under_loss() {
+    let mut c = cfg();
+    c.delayed_ack_ns = Some(40 * MS);
+    for seed in 200..210 {
+        lossy_transfer_with(c.clone(), seed, 0.1, 50_000);
+    }
 }

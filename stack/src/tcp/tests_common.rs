@@ -19,6 +19,8 @@ pub(crate) fn cfg() -> TcpConfig {
         timestamps: true,
         sack: true,
         nagle: false,
+        delayed_ack_ns: None,
+        keepalive: None,
         challenge_ack_limit: 10,
         default_peer_mss: 536,
     }
