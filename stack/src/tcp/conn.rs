@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use super::cc::{CongestionControl, Cubic};
 use super::rtt::{RtoConfig, RttEstimator};
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
 
@@ -63,6 +64,8 @@ pub struct TcpConfig {
     /// Keepalive probing of idle connections (RFC 1122 4.2.3.6); `None` never
     /// probes.
     pub keepalive: Option<Keepalive>,
+    /// Congestion control algorithm (RFC 5681/6582 NewReno or RFC 9438 CUBIC).
+    pub congestion: CongestionControl,
     /// Challenge ACKs allowed per second (RFC 5961 7).
     pub challenge_ack_limit: u32,
     /// MSS assumed when the peer sends no MSS option (RFC 9293 3.7.1: 536 for
@@ -272,6 +275,8 @@ pub struct Connection {
     cwnd: u32,
     ssthresh: u32,
     dup_acks: u32,
+    /// CUBIC state (unused with NewReno).
+    cubic: Cubic,
     /// Segments RFC 3042 Limited Transmit lets us send beyond cwnd.
     limited_transmit: u32,
     /// In fast recovery until this sequence number is acknowledged.
@@ -358,6 +363,7 @@ impl Connection {
             cwnd: (4 * mss).min(4380.max(2 * mss)),
             ssthresh: u32::MAX,
             dup_acks: 0,
+            cubic: Cubic::default(),
             limited_transmit: 0,
             recover: None,
             retransmit_one: false,
@@ -619,7 +625,10 @@ impl Connection {
                                // RFC 5681 3.1 (equation 4) on timeout, then go back to snd_una.
         if !zero_window_probe {
             let flight = (self.snd_max - self.snd_una).max(0) as u32;
-            self.ssthresh = (flight / 2).max(2 * self.send_mss());
+            self.ssthresh = self.loss_ssthresh(flight);
+            if self.cfg.congestion == CongestionControl::Cubic {
+                self.cubic.on_timeout();
+            }
             self.cwnd = self.send_mss();
             self.recover = None;
             self.dup_acks = 0;
@@ -1038,6 +1047,16 @@ impl Connection {
         Some(Transmit { repr: r })
     }
 
+    /// ssthresh after a loss: RFC 5681 halves the flight, RFC 9438 keeps 0.7 of
+    /// the window (and remembers it as W_max).
+    fn loss_ssthresh(&mut self, flight: u32) -> u32 {
+        let mss = self.send_mss();
+        match self.cfg.congestion {
+            CongestionControl::NewReno => (flight / 2).max(2 * mss),
+            CongestionControl::Cubic => self.cubic.on_congestion(self.cwnd, mss),
+        }
+    }
+
     /// Bookkeeping for any segment that carries our current ACK.
     fn ack_sent(&mut self) {
         self.last_ack_sent = self.rcv_nxt;
@@ -1381,7 +1400,15 @@ impl Connection {
                     self.cwnd = self.ssthresh.max(mss);
                 }
                 None if self.cwnd < self.ssthresh => self.cwnd = self.cwnd.saturating_add(acked.min(mss)),
-                None => self.cwnd = self.cwnd.saturating_add((mss * mss / self.cwnd.max(1)).max(1)),
+                None => match self.cfg.congestion {
+                    CongestionControl::NewReno => {
+                        self.cwnd = self.cwnd.saturating_add((mss * mss / self.cwnd.max(1)).max(1))
+                    }
+                    CongestionControl::Cubic => {
+                        let rtt = self.rtt.srtt().unwrap_or(self.cfg.rto.initial_ns);
+                        self.cwnd = self.cubic.on_ack(now, self.cwnd, acked, mss, rtt);
+                    }
+                },
             }
             self.dup_acks = 0;
             self.limited_transmit = 0;
@@ -1398,7 +1425,7 @@ impl Connection {
             let is_lost = self.sacked_bytes() >= 3 * mss;
             if self.recover.is_none() && (self.dup_acks >= 3 || is_lost) {
                 let flight = (self.snd_max - self.snd_una).max(0) as u32;
-                self.ssthresh = (flight / 2).max(2 * mss);
+                self.ssthresh = self.loss_ssthresh(flight);
                 self.cwnd = self.ssthresh;
                 self.recover = Some(self.snd_max);
                 self.high_rxt = self.snd_una;
@@ -1422,7 +1449,7 @@ impl Connection {
             if self.dup_acks == 3 && self.recover.is_none() {
                 self.limited_transmit = 0;
                 let flight = (self.snd_max - self.snd_una).max(0) as u32;
-                self.ssthresh = (flight / 2).max(2 * mss);
+                self.ssthresh = self.loss_ssthresh(flight);
                 self.cwnd = self.ssthresh + 3 * mss;
                 self.recover = Some(self.snd_max);
                 self.retransmit_one = true;

@@ -819,3 +819,46 @@ fn delayed_acks_keep_delivery_exact_under_loss() {
         lossy_transfer_with(c.clone(), seed, 0.1, 50_000);
     }
 }
+
+#[test]
+fn rfc9438_cubic_connections_deliver_exactly_under_loss() {
+    let mut c = cfg();
+    c.congestion = CongestionControl::Cubic;
+    for seed in 300..310 {
+        lossy_transfer_with(c.clone(), seed, 0.05, 80_000);
+    }
+}
+
+#[test]
+fn rfc9438_4_6_cubic_backs_off_to_0_7_where_reno_halves() {
+    for (cc, want) in [(CongestionControl::NewReno, 0.5), (CongestionControl::Cubic, 0.7)] {
+        let mut c = cfg();
+        c.congestion = cc;
+        c.send_buffer = 512 * 1024;
+        let mut s = Sim::new(c.clone(), c);
+        assert!(s.run(SEC, established));
+        let warm = pattern(400_000, 21);
+        assert!(send_all(&mut s, 0, &warm, 10 * SEC));
+        assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
+        // Lose one segment of the next flight and watch cwnd at the recovery.
+        let mut n = 0;
+        s.lose = Box::new(move |from, r, _| {
+            if from == 0 && r.payload_len > 0 {
+                n += 1;
+                return n == 3;
+            }
+            false
+        });
+        let before = s.a().cwnd();
+        let data = pattern(200_000, 22);
+        let mut off = 0;
+        let mut min_cwnd = u32::MAX;
+        assert!(s.run(10 * SEC, |s| {
+            off += s.ends[0].as_mut().unwrap().send(&data[off..]).unwrap();
+            min_cwnd = min_cwnd.min(s.ends[0].as_ref().unwrap().cwnd());
+            s.got[1].len() == warm.len() + data.len()
+        }));
+        let ratio = min_cwnd as f64 / before as f64;
+        assert!((want - 0.1..=want + 0.1).contains(&ratio), "{cc:?}: cwnd {before} -> {min_cwnd} ({ratio:.2})");
+    }
+}

@@ -19,6 +19,7 @@ pub(crate) fn cfg() -> TcpConfig {
         timestamps: true,
         sack: true,
         nagle: false,
+        congestion: CongestionControl::NewReno,
         delayed_ack_ns: None,
         keepalive: None,
         challenge_ack_limit: 10,
