@@ -862,3 +862,39 @@ fn rfc9438_4_6_cubic_backs_off_to_0_7_where_reno_halves() {
         assert!((want - 0.1..=want + 0.1).contains(&ratio), "{cc:?}: cwnd {before} -> {min_cwnd} ({ratio:.2})");
     }
 }
+
+#[test]
+fn hundred_thousand_connections_on_one_simulated_core() {
+    use std::net::SocketAddr;
+    const N: usize = 100_000;
+    // Idle established connections hold no buffers: the struct is the cost.
+    assert!(std::mem::size_of::<Connection>() <= 1024, "{} bytes", std::mem::size_of::<Connection>());
+    let server: SocketAddr = "198.18.0.2:80".parse().unwrap();
+    let lc = ListenConfig::new(80, N, 1024, 10 * SEC, SynCookies::Off, cfg());
+    let mut listener = Listener::new(lc, [9; 16]).unwrap();
+    let mut clients = Vec::with_capacity(N);
+    let mut servers = Vec::with_capacity(N);
+    let mut buf = [0u8; 64];
+    let now = 0u64;
+    for i in 0..N {
+        // 100,000 distinct (address, port) pairs inside 198.18.0.0/15.
+        let ip = std::net::Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8);
+        let port = 10_000 + (i / 65_536) as u16;
+        let flow = FlowId { local: server, remote: SocketAddr::new(ip.into(), port) };
+        let mut c = Connection::connect(cfg(), Ports { local: port, remote: 80 }, SeqNumber(i as u32), now).unwrap();
+        let syn = c.poll_transmit(now, &mut buf).unwrap().repr;
+        listener.handle_segment(now, flow, &syn, &[]);
+        let (_, synack) = listener.poll_transmit(now, &mut buf).unwrap();
+        c.handle_segment(now, &synack.repr, &[]);
+        let ack = c.poll_transmit(now, &mut buf).unwrap().repr;
+        listener.handle_segment(now, flow, &ack, &[]);
+        let (f, s) = listener.accept().expect("accepted");
+        assert_eq!(f, flow);
+        clients.push(c);
+        servers.push(s);
+    }
+    assert!(clients.iter().all(|c| c.state() == State::Established));
+    assert!(servers.iter().all(|c| c.state() == State::Established));
+    assert_eq!(listener.half_open_len(), 0);
+    assert_eq!(listener.stats().syns, N as u64);
+}
