@@ -591,15 +591,17 @@ impl RxQueue for AfPacketRx {
                     self.ring.cursor = Some((left, off));
                     break 'blocks;
                 }
-                if off + HDR3_LEN > self.ring.block_size {
-                    // Corrupt offset: give the block back rather than read past it.
+                if off + HDR3_LEN + std::mem::size_of::<libc::sockaddr_ll>() > self.ring.block_size {
+                    // Corrupt offset: give the block back rather than read past it
+                    // (the header and the sockaddr_ll after it must both fit).
                     errors += left as u64;
                     break;
                 }
                 // SAFETY: `off` is inside the block (checked above) and the kernel laid a
                 // tpacket3_hdr there; the block is ours until we release it.
                 let ph = unsafe { &*(base.add(off).cast::<libc::tpacket3_hdr>()) };
-                // SAFETY: the sockaddr_ll follows the aligned header inside the frame.
+                // SAFETY: the sockaddr_ll follows the aligned header, inside the block
+                // (checked above).
                 let pkttype = unsafe { (*base.add(off + HDR3_LEN).cast::<libc::sockaddr_ll>()).sll_pkttype };
                 let (mac, snap, len, status, next) =
                     (ph.tp_mac as usize, ph.tp_snaplen as usize, ph.tp_len as usize, ph.tp_status, ph.tp_next_offset);

@@ -498,7 +498,13 @@ impl RxQueue for TapRx {
                 errors += 1;
                 continue;
             }
-            let _ = m.set_len(n - VNET_HDR_LEN);
+            if m.set_len(n - VNET_HDR_LEN).is_none() || n - VNET_HDR_LEN > room {
+                // The kernel reported more than the buffer held: a truncated frame.
+                let _ = m.set_len(0);
+                self.spare.push(m);
+                errors += 1;
+                continue;
+            }
             let h = VnetHdr::from_bytes(&hdr);
             let lro = h.gso_type & 0x7f != VIRTIO_NET_HDR_GSO_NONE;
             if !lro && !frame_fits_mtu(m.data(), mtu) {
