@@ -284,6 +284,43 @@ impl Mbuf {
         }
     }
 
+    /// Writes the constant part of an external buffer's header (buffer, its
+    /// length, the pool) once, when the external pool is created, so that the
+    /// receive path only has to write the metadata ([`Mbuf::push_prepared`]).
+    ///
+    /// # Safety
+    /// `hdr` is valid for writes of an `MbufHdr` and not in use; `buf` is valid
+    /// for `buf_len` bytes for the life of the pool; `pool` is the live external
+    /// pool the buffer belongs to.
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn init_external_hdr(
+        hdr: NonNull<MbufHdr>,
+        pool: NonNull<PoolCore>,
+        buf: NonNull<u8>,
+        buf_len: u32,
+    ) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { hdr.as_ptr().write(MbufHdr { buf, pool, buf_len, ext: 0, meta: MbufMeta::default() }) };
+    }
+
+    /// Appends a handle for an external buffer whose header was prepared by
+    /// [`Mbuf::init_external_hdr`]: only the metadata is written per frame, and
+    /// the handle goes straight into `out` (see [`Mbuf::push_external`]).
+    ///
+    /// # Safety
+    /// As for [`Mbuf::push_external`], and the header's constant fields were
+    /// written by `init_external_hdr` for this very buffer.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn push_prepared(out: &mut Vec<Mbuf>, hdr: NonNull<MbufHdr>, off: u32, len: u32, meta: MbufMeta) {
+        // SAFETY: the header is ours and initialised (caller guarantee); only its
+        // metadata changes per use.
+        unsafe {
+            std::ptr::addr_of_mut!((*hdr.as_ptr()).meta).write(meta);
+            Mbuf::push_from_hdr(out, hdr, off, len);
+        }
+    }
+
     /// Appends a handle for a header a pool has just handed out, writing the
     /// fields in place (see [`push_external`](Self::push_external) for why).
     ///

@@ -47,23 +47,32 @@ pub(crate) fn mbuf_of(hdr: NonNull<MbufHdr>) -> *mut sys::rte_mbuf {
 /// `m` is a valid single-segment mbuf of `pool`'s `rte_mempool`, owned by the
 /// caller, and is not used through `m` again until the `Mbuf` is given back.
 #[inline(always)]
-pub(crate) unsafe fn wrap_into(out: &mut Vec<Mbuf>, m: *mut sys::rte_mbuf, pool: &Mempool, meta: MbufMeta) {
-    // SAFETY: the caller guarantees `m` is a valid mbuf we own; the private area
-    // holds room for the header (PRIV_SIZE), 64-byte aligned; buf_addr is valid
-    // for buf_len bytes for the mbuf's life, and DPDK keeps data_off + data_len
-    // <= buf_len; the pool's free op is `rte_pktmbuf_free`, which accepts it.
+pub(crate) unsafe fn wrap_into(out: &mut Vec<Mbuf>, m: *mut sys::rte_mbuf, meta: MbufMeta) {
+    // SAFETY: the caller guarantees `m` is a valid mbuf of one of our pools, which
+    // `create_mempool` prepared with `init_hdr` (buffer, length and pool are in
+    // the header already); DPDK keeps data_off + data_len <= buf_len.
     unsafe {
         let r = &*m;
-        Mbuf::push_external(
-            out,
-            hdr_of(m),
-            pool,
-            NonNull::new_unchecked(r.buf_addr as *mut u8),
-            r.buf_len as u32,
-            r.data_off as u32,
-            r.data_len as u32,
-            meta,
-        )
+        Mbuf::push_prepared(out, hdr_of(m), r.data_off as u32, r.data_len as u32, meta)
+    }
+}
+
+/// `rte_mempool_obj_iter` callback: writes the constant part of our header into
+/// one mbuf's private area (see [`Mbuf::init_external_hdr`]).
+unsafe extern "C" fn init_hdr(
+    _mp: *mut sys::rte_mempool,
+    arg: *mut std::os::raw::c_void,
+    obj: *mut std::os::raw::c_void,
+    _idx: std::os::raw::c_uint,
+) {
+    // SAFETY: called by `rte_mempool_obj_iter` for each object of a pool that
+    // `rte_pktmbuf_pool_create` made with PRIV_SIZE private bytes: `obj` is an
+    // initialised, unused rte_mbuf whose buf_addr/buf_len never change; `arg` is
+    // the pool's `PoolCore`, alive as long as the pool.
+    unsafe {
+        let m = obj as *mut sys::rte_mbuf;
+        let core = NonNull::new_unchecked(arg as *mut crate::mempool::PoolCore);
+        Mbuf::init_external_hdr(hdr_of(m), core, NonNull::new_unchecked((*m).buf_addr as *mut u8), (*m).buf_len as u32);
     }
 }
 
@@ -120,7 +129,7 @@ unsafe impl ExternalPool for DpdkPoolOps {
             for &m in &raw[..k] {
                 // SAFETY: a fresh, reset, single-segment mbuf of this pool, ours now.
                 // SAFETY: a fresh mbuf of this pool, ours.
-                unsafe { wrap_into(out, m, pool, MbufMeta::default()) };
+                unsafe { wrap_into(out, m, MbufMeta::default()) };
             }
             left -= k;
         }
@@ -219,6 +228,9 @@ pub fn create_mempool(cfg: &MempoolConfig) -> Result<Mempool, PmdError> {
     };
     let pool =
         Mempool::external(cfg.name.clone(), cfg.count, cfg.data_room, cfg.headroom, Box::new(DpdkPoolOps { mp }));
+    // SAFETY: `mp` is the pool just created, none of its mbufs is in use yet, and
+    // `init_hdr` only writes each mbuf's private area (PRIV_SIZE bytes).
+    unsafe { sys::rte_mempool_obj_iter(mp.as_ptr(), Some(init_hdr), pool.core_ptr().as_ptr().cast()) };
     REGISTRY.write().unwrap_or_else(|e| e.into_inner()).push((pool.core_ptr().as_ptr() as usize, mp.as_ptr() as usize));
     Ok(pool)
 }

@@ -739,7 +739,7 @@ impl Port for DpdkPort {
         Ok(Box::new(DpdkRx {
             port_id: self.port_id,
             queue: q,
-            pool: conf.mempool.clone(),
+            _pool: conf.mempool.clone(),
             started: self.started.clone(),
             counters,
             extra: self.rx_extra[q as usize].clone(),
@@ -783,7 +783,9 @@ fn intern(s: &str) -> &'static str {
 pub struct DpdkRx {
     port_id: u16,
     queue: u16,
-    pool: Mempool,
+    /// Keeps the pool (which every prepared header points to) alive while
+    /// frames can still arrive on this queue.
+    _pool: Mempool,
     started: Arc<AtomicBool>,
     counters: Arc<RxCounters>,
     extra: Arc<DriverCounters>,
@@ -836,7 +838,7 @@ impl RxQueue for DpdkRx {
             };
             bytes += r.data_len as u64;
             // SAFETY: a single-segment mbuf of `self.pool`'s rte_mempool, ours.
-            unsafe { super::pool::wrap_into(out, m, &self.pool, meta) };
+            unsafe { super::pool::wrap_into(out, m, meta) };
         }
         let got = n - dropped as usize;
         self.counters.packets.add(got as u64);
