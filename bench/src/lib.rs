@@ -5,11 +5,18 @@
 //! Every benchmark measures a peer in the same run (DPDK's testpmd, the kernel,
 //! haproxy) and reports ours/peer, so the shared, noisy machine affects both sides.
 
+pub mod io_fwd;
+
 use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde::Serialize;
+
+/// An environment variable parsed as `T`, or `default`.
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
 
 /// Percentiles of a set of samples.
 #[derive(Clone, Debug, Serialize)]

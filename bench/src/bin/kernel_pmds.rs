@@ -24,7 +24,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{plot_series, summarize, write_json, write_md, Row, Series, Summary};
+use bench::{env_or, plot_series, summarize, write_json, write_md, Row, Series, Summary};
 
 const NS: &str = "kpmdbench";
 
@@ -42,10 +42,6 @@ impl Drop for Testbed {
     fn drop(&mut self) {
         let _ = Command::new("scripts/testbed.sh").args(["down", NS]).status();
     }
-}
-
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
 }
 
 fn in_ns(cmd: &str) -> Command {

@@ -22,7 +22,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::{plot_series, summarize, write_json, write_md, Row, Series, Summary};
+use bench::{env_or, plot_series, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
 use stack::{EchoHandle, IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig, UdpConfig, UdpHandle};
@@ -31,10 +31,6 @@ type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
 
 const WINDOW: usize = 32;
 const PAYLOAD: usize = 64;
-
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
-}
 
 fn config(mac: pmd::MacAddr, v4: &str) -> StackConfig {
     StackConfig {
