@@ -29,7 +29,7 @@ use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::clock::Clock;
-use crate::port::{Counter, Link, PortConfig, PortInfo, PortStats};
+use crate::port::{Counter, PortConfig};
 use crate::spec::Spec;
 use crate::{Mbuf, PmdError, Port, RxQueue, TxQueue};
 
@@ -423,42 +423,14 @@ impl ImpairPort {
 }
 
 impl Port for ImpairPort {
-    fn info(&self) -> PortInfo {
-        self.inner.info()
-    }
+    crate::port::delegate_port_basics!();
+
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
         self.inner.configure(conf)?;
         self.rx = (0..conf.rx_queues).map(|_| Arc::default()).collect();
         self.tx = (0..conf.tx_queues).map(|_| Arc::default()).collect();
         self.baseline.clear();
         Ok(())
-    }
-    fn config(&self) -> Option<&PortConfig> {
-        self.inner.config()
-    }
-    fn start(&mut self) -> Result<(), PmdError> {
-        self.inner.start()
-    }
-    fn stop(&mut self) -> Result<(), PmdError> {
-        self.inner.stop()
-    }
-    fn is_started(&self) -> bool {
-        self.inner.is_started()
-    }
-    fn link(&self) -> Link {
-        self.inner.link()
-    }
-    fn set_promiscuous(&mut self, on: bool) -> Result<(), PmdError> {
-        self.inner.set_promiscuous(on)
-    }
-    fn promiscuous(&self) -> bool {
-        self.inner.promiscuous()
-    }
-    fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
-        self.inner.set_mtu(mtu)
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
     }
     fn reset_stats(&mut self) {
         self.inner.reset_stats();

@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::TsResolution;
 
-use crate::port::{Link, PortConfig, PortInfo, PortStats};
+use crate::port::PortConfig;
 use crate::spec::Spec;
 use crate::{Mbuf, PmdError, Port, RxQueue, TxQueue};
 
@@ -231,38 +231,10 @@ impl PcapPort {
 }
 
 impl Port for PcapPort {
-    fn info(&self) -> PortInfo {
-        self.inner.info()
-    }
+    crate::port::delegate_port_basics!();
+
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
         self.inner.configure(conf)
-    }
-    fn config(&self) -> Option<&PortConfig> {
-        self.inner.config()
-    }
-    fn start(&mut self) -> Result<(), PmdError> {
-        self.inner.start()
-    }
-    fn stop(&mut self) -> Result<(), PmdError> {
-        self.inner.stop()
-    }
-    fn is_started(&self) -> bool {
-        self.inner.is_started()
-    }
-    fn link(&self) -> Link {
-        self.inner.link()
-    }
-    fn set_promiscuous(&mut self, on: bool) -> Result<(), PmdError> {
-        self.inner.set_promiscuous(on)
-    }
-    fn promiscuous(&self) -> bool {
-        self.inner.promiscuous()
-    }
-    fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
-        self.inner.set_mtu(mtu)
-    }
-    fn stats(&self) -> PortStats {
-        self.inner.stats()
     }
     fn reset_stats(&mut self) {
         self.inner.reset_stats()

@@ -367,6 +367,45 @@ pub trait Port: Send {
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError>;
 }
 
+/// The [`Port`] methods a decorator (a port wrapping `self.inner: Box<dyn Port>`)
+/// passes straight through; the decorator writes the rest (configure, stats
+/// reset, xstats, queue handles) itself.
+macro_rules! delegate_port_basics {
+    () => {
+        fn info(&self) -> $crate::port::PortInfo {
+            self.inner.info()
+        }
+        fn config(&self) -> Option<&$crate::port::PortConfig> {
+            self.inner.config()
+        }
+        fn start(&mut self) -> Result<(), $crate::PmdError> {
+            self.inner.start()
+        }
+        fn stop(&mut self) -> Result<(), $crate::PmdError> {
+            self.inner.stop()
+        }
+        fn is_started(&self) -> bool {
+            self.inner.is_started()
+        }
+        fn link(&self) -> $crate::port::Link {
+            self.inner.link()
+        }
+        fn set_promiscuous(&mut self, on: bool) -> Result<(), $crate::PmdError> {
+            self.inner.set_promiscuous(on)
+        }
+        fn promiscuous(&self) -> bool {
+            self.inner.promiscuous()
+        }
+        fn set_mtu(&mut self, mtu: u16) -> Result<(), $crate::PmdError> {
+            self.inner.set_mtu(mtu)
+        }
+        fn stats(&self) -> $crate::port::PortStats {
+            self.inner.stats()
+        }
+    };
+}
+pub(crate) use delegate_port_basics;
+
 /// Port counters, with the names DPDK users know.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PortStats {
