@@ -239,20 +239,29 @@ impl Mbuf {
     ) -> Self {
         debug_assert!(data_off as u64 + data_len as u64 <= buf_len as u64);
         // SAFETY: the caller guarantees `hdr` is valid for writes and exclusively ours.
-        unsafe {
-            hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, ext: 0, meta });
-        }
+        unsafe { Self::write_hdr(hdr, pool.core_ptr(), buf, buf_len, meta) };
         Mbuf { hdr, off: data_off, len: data_len }
     }
 
-    /// Like [`from_external`](Self::from_external), but appends the handle to
-    /// `out` by writing its fields straight into the vector's memory.
+    /// Writes a whole header: the one place that does.
     ///
-    /// Why: built as a value and then pushed, the 16-byte handle is assembled on
-    /// the stack with narrower stores and copied with one wide load, which the
-    /// CPU cannot forward from those stores: every received frame then stalls
-    /// until they commit (seen as ~70% of a DPDK receive burst). Field-by-field
-    /// writes into the destination avoid the round trip.
+    /// # Safety
+    /// `hdr` is valid for writes of an `MbufHdr` and not in use by anyone else.
+    #[inline(always)]
+    unsafe fn write_hdr(
+        hdr: NonNull<MbufHdr>,
+        pool: NonNull<PoolCore>,
+        buf: NonNull<u8>,
+        buf_len: u32,
+        meta: MbufMeta,
+    ) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { hdr.as_ptr().write(MbufHdr { buf, pool, buf_len, ext: 0, meta }) };
+    }
+
+    /// Like [`from_external`](Self::from_external), but appends the handle to
+    /// `out` by writing its fields straight into the vector's memory (see
+    /// `push_from_hdr` for why that matters on the receive path).
     ///
     /// # Safety
     /// As for [`from_external`](Self::from_external).
@@ -269,18 +278,11 @@ impl Mbuf {
         meta: MbufMeta,
     ) {
         debug_assert!(data_off as u64 + data_len as u64 <= buf_len as u64);
-        out.reserve(1);
-        let len = out.len();
-        // SAFETY: the caller guarantees `hdr` is valid for writes and ours; `dst`
-        // is inside the capacity reserved above and uninitialised; each field is
-        // written before `set_len` makes the element visible.
+        // SAFETY: the caller guarantees `hdr` is valid for writes and ours, and the
+        // window fits the buffer (as `push_from_hdr` requires).
         unsafe {
-            hdr.as_ptr().write(MbufHdr { buf, pool: pool.core_ptr(), buf_len, ext: 0, meta });
-            let dst = out.as_mut_ptr().add(len);
-            std::ptr::addr_of_mut!((*dst).hdr).write(hdr);
-            std::ptr::addr_of_mut!((*dst).off).write(data_off);
-            std::ptr::addr_of_mut!((*dst).len).write(data_len);
-            out.set_len(len + 1);
+            Self::write_hdr(hdr, pool.core_ptr(), buf, buf_len, meta);
+            Self::push_from_hdr(out, hdr, data_off, data_len);
         }
     }
 
@@ -300,12 +302,12 @@ impl Mbuf {
         buf_len: u32,
     ) {
         // SAFETY: forwarded caller guarantee.
-        unsafe { hdr.as_ptr().write(MbufHdr { buf, pool, buf_len, ext: 0, meta: MbufMeta::default() }) };
+        unsafe { Self::write_hdr(hdr, pool, buf, buf_len, MbufMeta::default()) };
     }
 
     /// Appends a handle for an external buffer whose header was prepared by
     /// [`Mbuf::init_external_hdr`]: only the metadata is written per frame, and
-    /// the handle goes straight into `out` (see [`Mbuf::push_external`]).
+    /// the handle goes straight into `out` (see `push_from_hdr`).
     ///
     /// # Safety
     /// As for [`Mbuf::push_external`], and the header's constant fields were
@@ -321,8 +323,14 @@ impl Mbuf {
         }
     }
 
-    /// Appends a handle for a header a pool has just handed out, writing the
-    /// fields in place (see [`push_external`](Self::push_external) for why).
+    /// Appends a handle for a header a pool has just handed out, writing its
+    /// fields straight into the vector's memory.
+    ///
+    /// Why: built as a value and then pushed, the 16-byte handle is assembled on
+    /// the stack with narrower stores and copied with one wide load, which the
+    /// CPU cannot forward from those stores: every received frame then stalls
+    /// until they commit (seen as ~70% of a DPDK receive burst). Field-by-field
+    /// writes into the destination avoid the round trip.
     ///
     /// # Safety
     /// `hdr` must point to an initialised header that nobody else owns, whose
@@ -332,7 +340,8 @@ impl Mbuf {
     pub(crate) unsafe fn push_from_hdr(out: &mut Vec<Mbuf>, hdr: NonNull<MbufHdr>, off: u32, len: u32) {
         out.reserve(1);
         let n = out.len();
-        // SAFETY: as in `push_external`.
+        // SAFETY: `dst` is inside the capacity reserved above and uninitialised;
+        // each field is written before `set_len` makes the element visible.
         unsafe {
             let dst = out.as_mut_ptr().add(n);
             std::ptr::addr_of_mut!((*dst).hdr).write(hdr);

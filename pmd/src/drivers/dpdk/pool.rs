@@ -41,7 +41,8 @@ pub(crate) fn mbuf_of(hdr: NonNull<MbufHdr>) -> *mut sys::rte_mbuf {
 
 /// Wraps an `rte_mbuf` of our pool `pool` (fresh from DPDK) as an [`Mbuf`]
 /// appended to `out`, whose window is the mbuf's `data_off`/`data_len`: no data
-/// is copied, and the handle is written in place (see [`Mbuf::push_external`]).
+/// is copied, and the handle is written in place (see [`Mbuf::push_external`]),
+/// with only the metadata written into the header prepared at pool creation.
 ///
 /// # Safety
 /// `m` is a valid single-segment mbuf of `pool`'s `rte_mempool`, owned by the
