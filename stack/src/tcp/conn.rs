@@ -316,6 +316,21 @@ pub struct Transmit {
 
 const NS_PER_MS: u64 = 1_000_000;
 
+/// Copies `dst.len()` bytes of `q` starting at `offset` with at most two
+/// `memcpy`s (a ring buffer is two slices), not byte by byte.
+fn copy_out(q: &VecDeque<u8>, offset: usize, dst: &mut [u8]) {
+    let (a, b) = q.as_slices();
+    let n = dst.len();
+    if offset < a.len() {
+        let first = (a.len() - offset).min(n);
+        dst[..first].copy_from_slice(&a[offset..offset + first]);
+        dst[first..].copy_from_slice(&b[..n - first]);
+    } else {
+        let o = offset - a.len();
+        dst.copy_from_slice(&b[o..o + n]);
+    }
+}
+
 impl Connection {
     fn new(cfg: TcpConfig, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
         cfg.validate()?;
@@ -518,9 +533,8 @@ impl Connection {
             }
         }
         let was_closed_window = self.advertised_window() == 0;
-        for (dst, src) in buf.iter_mut().zip(self.rbuf.drain(..n)) {
-            *dst = src;
-        }
+        copy_out(&self.rbuf, 0, &mut buf[..n]);
+        self.rbuf.drain(..n);
         // Tell the peer the window opened again (RFC 9293 3.8.6.2.2, simplified:
         // update when it had closed).
         if n > 0 && was_closed_window && self.advertised_window() > 0 {
@@ -1019,9 +1033,7 @@ impl Connection {
             }
             return None;
         }
-        for (i, b) in self.sbuf.range(offset..offset + len).enumerate() {
-            buf[i] = *b;
-        }
+        copy_out(&self.sbuf, offset, &mut buf[..len]);
         let mut flags = TcpFlags::ACK;
         if len > 0 && offset + len == self.sbuf.len() {
             flags |= TcpFlags::PSH;
