@@ -201,18 +201,6 @@ unsafe impl Send for Mbuf {}
 unsafe impl Sync for Mbuf {}
 
 impl Mbuf {
-    /// Wraps a header that a pool has just handed out.
-    ///
-    /// # Safety
-    /// `hdr` must point to an initialised header that nobody else owns, whose
-    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes, with
-    /// `off + len <= buf_len`.
-    #[inline]
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
-    pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>, off: u32, len: u32) -> Self {
-        Mbuf { hdr, off, len }
-    }
-
     #[inline(always)]
     pub(crate) fn hdr_ptr(&self) -> NonNull<MbufHdr> {
         self.hdr
@@ -349,6 +337,49 @@ impl Mbuf {
             std::ptr::addr_of_mut!((*dst).len).write(len);
             out.set_len(n + 1);
         }
+    }
+
+    /// Writes a handle for `hdr` with window `off`/`len` into `dst`, without
+    /// reading or dropping what was there: burst loops that know the final
+    /// length of their output write every element with this, then call
+    /// `Vec::set_len` once (no per-frame capacity check).
+    ///
+    /// # Safety
+    /// `dst` is valid for writes and uninitialised (or forgotten); `hdr` points to
+    /// an initialised header that nobody else owns, whose `pool` is live and whose
+    /// buffer is `buf_len` bytes, with `off + len <= buf_len`. The handle written
+    /// becomes the buffer's only owner once it is part of a live `Vec` or value.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn write_handle(dst: *mut Mbuf, hdr: NonNull<MbufHdr>, off: u32, len: u32) {
+        // SAFETY: forwarded caller guarantee; fields are written one by one (see
+        // `push_from_hdr` for why not as a whole value).
+        unsafe {
+            std::ptr::addr_of_mut!((*dst).hdr).write(hdr);
+            std::ptr::addr_of_mut!((*dst).off).write(off);
+            std::ptr::addr_of_mut!((*dst).len).write(len);
+        }
+    }
+
+    /// Overwrites the metadata of a header nobody else uses (a driver's receive
+    /// path, before the handle is given out).
+    ///
+    /// # Safety
+    /// `hdr` is valid for writes and owned by the caller.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn write_meta(hdr: NonNull<MbufHdr>, meta: MbufMeta) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { std::ptr::addr_of_mut!((*hdr.as_ptr()).meta).write(meta) };
+    }
+
+    /// The header pointer and window, without giving up ownership (a transmit
+    /// path that hands the buffer over only once the device has taken it; see
+    /// [`forget_front`]).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> (NonNull<MbufHdr>, u32, u32) {
+        (self.hdr, self.off, self.len)
     }
 
     /// Gives the buffer back to an external driver (e.g. to pass the underlying
@@ -570,6 +601,27 @@ impl fmt::Debug for Mbuf {
             .field("tailroom", &self.tailroom())
             .field("meta", self.meta())
             .finish()
+    }
+}
+
+/// Removes the first `n` handles from `v` *without dropping them*: their
+/// buffers now belong to someone else (a device that took them).
+///
+/// # Safety
+/// `n <= v.len()`, and ownership of the first `n` buffers has been handed over
+/// (so forgetting the handles neither leaks nor double-frees).
+#[inline]
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+pub(crate) unsafe fn forget_front(v: &mut Vec<Mbuf>, n: usize) {
+    debug_assert!(n <= v.len());
+    let rest = v.len() - n;
+    // SAFETY: `n <= len`; the tail is moved (bitwise) to the front and the Vec
+    // shrunk, so every remaining handle is still owned exactly once.
+    unsafe {
+        if rest > 0 {
+            std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+        }
+        v.set_len(rest);
     }
 }
 
