@@ -31,11 +31,10 @@
 //! metadata is one 32-byte copy of a per-queue template; only a burst in which
 //! some frame carries offload results (`ol_flags`, `packet_type`) or is a chain
 //! gets a second, cold pass. `data()` is the memory the device wrote. On
-//! transmit a read-only pass over the handles checks the pool, the MTU (an OR
-//! of the lengths bounds the longest) and whether any offload is asked for; a
-//! second pass writes `data_off`, `data_len`, `pkt_len`, `ol_flags` (and, only
-//! for frames asking for offloads, `tx_offload` and `vlan_tci`) and the pointer
-//! array for `rte_eth_tx_burst`. The handles stay in the caller's vector until
+//! transmit one pass checks each frame (the port's pool, the MTU) and writes
+//! `data_off`, `data_len`, `pkt_len`, `ol_flags` and the pointer array for
+//! `rte_eth_tx_burst` (`tx_offload` and `vlan_tci` only for frames asking for
+//! offloads; a failed check sends the burst through a cold path). The handles stay in the caller's vector until
 //! the device has taken their mbufs, then the sent prefix is forgotten; frames
 //! the device did not take are still valid `Mbuf`s at the front, unconverted.
 //! [`rte_mbuf_view`] exposes the DPDK side of

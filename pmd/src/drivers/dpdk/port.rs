@@ -917,10 +917,12 @@ impl RxQueue for DpdkRx {
 /// original pointer goes to `rte_eth_tx_burst`. Buffers of other pools are
 /// copied into an mbuf of the port's pool (counted as `tx_copies`).
 ///
-/// Two passes per burst: a read-only one over the handles and headers (bytes,
-/// an upper bound of the longest frame, whether every buffer is of the
-/// port's pool, whether any asks for an offload), then one that writes
-/// `data_off`, `data_len`, `pkt_len` and `ol_flags` and the pointer array.
+/// One pass per burst: per frame, check it is of the port's pool and within
+/// the MTU, write `data_off`, `data_len`, `pkt_len` and `ol_flags` into its
+/// `rte_mbuf` and its pointer into the array for `rte_eth_tx_burst`; a frame
+/// that fails a check sends the burst through a cold preparation (MTU drops,
+/// copies of foreign buffers) and a second pass. Offload requests are ORed up
+/// on the way and written, for the frames that have any, only if some do.
 /// The handles stay in the caller's vector until the device has taken their
 /// mbufs; then the sent prefix is forgotten, so unsent frames need no
 /// conversion back.
@@ -1003,6 +1005,33 @@ impl DpdkTx {
     }
 }
 
+/// Writes `m`'s window into its `rte_mbuf` (`data_off`, `data_len`,
+/// `pkt_len`; `ol_flags` cleared: offload requests are written afterwards by
+/// `write_offloads`) and the mbuf's pointer into `raw[i]`. Returns the frame's
+/// bytes and its `tx_flags` bits.
+///
+/// # Safety
+/// `m` is a buffer of one of our DPDK pools ([`create_mempool`](super::create_mempool)),
+/// so its header sits in an `rte_mbuf`'s private area; `raw` is valid for
+/// writes at index `i`.
+#[inline(always)]
+unsafe fn write_window(m: &Mbuf, raw: *mut *mut sys::rte_mbuf, i: usize) -> (u64, u16) {
+    let (hdr, off, len) = m.parts();
+    let rm = mbuf_of(hdr);
+    // SAFETY: by the caller's guarantee `rm` is the rte_mbuf under `m`, owned
+    // through `m`; `off + len <= buf_len <= u16::MAX` by the Mbuf invariant.
+    unsafe {
+        let flags = (*hdr.as_ptr()).meta.tx_flags.bits();
+        let r = &mut *rm;
+        r.data_off = off as u16;
+        r.data_len = len as u16;
+        r.pkt_len = len;
+        r.ol_flags = 0;
+        raw.add(i).write(rm);
+        (len as u64, flags)
+    }
+}
+
 impl TxQueue for DpdkTx {
     #[inline]
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
@@ -1012,42 +1041,38 @@ impl TxQueue for DpdkTx {
         super::eal::register_thread();
         let limit = self.mtu as u32 + 14;
         let own = self.pool.core_ptr();
-        // Pass 1, read only. `lens_or` bounds the longest frame from above
-        // (max <= OR): when it is within the limit every frame is.
+        let raw = self.raw.as_mut_ptr();
+        debug_assert!(self.raw.capacity() >= MAX_BURST);
         let mut take = pkts.len().min(MAX_BURST);
-        let (mut lens_or, mut foreign, mut tx_flags) = (0u32, false, 0u16);
-        for m in &pkts[..take] {
-            lens_or |= m.len_u32();
-            foreign |= m.pool_ptr() != own;
-            tx_flags |= m.meta().tx_flags.bits();
+        // One pass: check each frame (of the port's pool, within the MTU), write
+        // its window into its rte_mbuf and its pointer into `raw`. A frame that
+        // fails a check sends the burst through the slow preparation, after
+        // which every frame can go; what was written before is harmless (those
+        // mbufs are ours, and their handles are unchanged).
+        let (mut bytes, mut tx_flags, mut ok) = (0u64, 0u16, true);
+        for (i, m) in pkts[..take].iter().enumerate() {
+            if m.pool_ptr() != own || m.len_u32() > limit {
+                ok = false;
+                break;
+            }
+            // SAFETY: `m` is an mbuf of our DPDK pool (checked just above) and
+            // `i < take <= MAX_BURST`.
+            let (b, f) = unsafe { write_window(m, raw, i) };
+            bytes += b;
+            tx_flags |= f;
         }
-        if lens_or > limit || foreign {
+        if !ok {
             take = self.tx_prepare_slow(pkts);
             if take == 0 {
                 return 0;
             }
-            tx_flags = pkts[..take].iter().fold(0, |a, m| a | m.meta().tx_flags.bits());
-        }
-        // Pass 2: the window into each rte_mbuf, its pointer into `raw`.
-        let mut bytes = 0u64;
-        let raw = self.raw.as_mut_ptr();
-        debug_assert!(self.raw.capacity() >= MAX_BURST);
-        for (i, m) in pkts[..take].iter().enumerate() {
-            let (hdr, off, len) = m.parts();
-            bytes += len as u64;
-            let rm = mbuf_of(hdr);
-            // SAFETY: every buffer in `pkts[..take]` is an mbuf of one of our DPDK
-            // pools (checked in pass 1 or by `tx_prepare_slow`), owned through its
-            // handle, so `rm` is valid and ours; `off + len <= buf_len <=
-            // u16::MAX` by the Mbuf invariant; `raw` has room for MAX_BURST >=
-            // take pointers.
-            unsafe {
-                let r = &mut *rm;
-                r.data_off = off as u16;
-                r.data_len = len as u16;
-                r.pkt_len = len;
-                r.ol_flags = 0;
-                raw.add(i).write(rm);
+            (bytes, tx_flags) = (0, 0);
+            for (i, m) in pkts[..take].iter().enumerate() {
+                // SAFETY: `tx_prepare_slow` left only mbufs of our DPDK pools in
+                // `pkts[..take]`, and `i < take <= MAX_BURST`.
+                let (b, f) = unsafe { write_window(m, raw, i) };
+                bytes += b;
+                tx_flags |= f;
             }
         }
         if tx_flags != 0 {
