@@ -21,4 +21,8 @@ features=()
 # Benchmarks of the DPDK driver need our testpmd built with it.
 [[ "$name" == dpdk_* ]] && features=(--features pmd/dpdk)
 cargo build --release --workspace --bins "${features[@]}"
-exec target/release/"$name"
+# Honour CARGO_TARGET_DIR (shared machines build outside the work tree); the
+# benchmark finds our testpmd through TESTPMD.
+bin="${CARGO_TARGET_DIR:-target}/release"
+export TESTPMD="${TESTPMD:-$bin/testpmd}"
+exec "$bin/$name"
