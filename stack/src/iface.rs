@@ -249,7 +249,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             tx_buf: Vec::with_capacity(cfg.tx_backlog),
             stats: Stats::default(),
             announced: false,
-            tcp: TcpTable::new(os_secret()),
+            tcp: TcpTable::new(os_secret(), cfg.tcp_max_connections),
             tx_caps,
             now,
             cfg,

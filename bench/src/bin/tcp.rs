@@ -586,6 +586,17 @@ fn main() {
         cores.0,
         cores.1
     );
+    // `TCP_BENCH_ONLY=bulk|rtt|conns` runs only our side of one case (for a profiler).
+    if let Ok(only) = std::env::var("TCP_BENCH_ONLY") {
+        let mode = match only.as_str() {
+            "bulk" => Mode::Bulk,
+            "rtt" => Mode::Rtt,
+            _ => Mode::Conns,
+        };
+        let (rates, _) = ours(mode, secs, 0, cores);
+        println!("{only}: per-second {rates:?}");
+        return;
+    }
     // RTT
     let (mut o_rtt, mut k_rtt) = (Vec::new(), Vec::new());
     for r in 0..rounds {

@@ -26,6 +26,7 @@
 //! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use super::cc::{CongestionControl, Cubic};
 use super::rtt::{RtoConfig, RttEstimator};
@@ -210,7 +211,9 @@ pub struct Ports {
 /// A TCP connection. See the module documentation.
 #[derive(Debug)]
 pub struct Connection {
-    cfg: TcpConfig,
+    /// Shared by every connection of a listener (an idle connection's memory
+    /// is the point of a connection table).
+    cfg: Arc<TcpConfig>,
     ports: Ports,
     state: State,
     /// Why the connection ended, if it ended badly.
@@ -332,7 +335,7 @@ fn copy_out(q: &VecDeque<u8>, offset: usize, dst: &mut [u8]) {
 }
 
 impl Connection {
-    fn new(cfg: TcpConfig, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
+    fn new(cfg: Arc<TcpConfig>, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
         cfg.validate()?;
         let mss = cfg.mss as u32;
         Ok(Connection {
@@ -400,20 +403,25 @@ impl Connection {
     }
 
     /// Active open: the connection starts in SYN-SENT with its SYN ready to send.
-    pub fn connect(cfg: TcpConfig, ports: Ports, iss: SeqNumber, now: u64) -> Result<Self, TcpConfigError> {
-        Self::new(cfg, ports, iss, now, State::SynSent)
+    pub fn connect(
+        cfg: impl Into<Arc<TcpConfig>>,
+        ports: Ports,
+        iss: SeqNumber,
+        now: u64,
+    ) -> Result<Self, TcpConfigError> {
+        Self::new(cfg.into(), ports, iss, now, State::SynSent)
     }
 
     /// Passive open from a received SYN (the listener decided to accept it): the
     /// connection starts in SYN-RECEIVED with its SYN-ACK ready to send.
     pub fn accept(
-        cfg: TcpConfig,
+        cfg: impl Into<Arc<TcpConfig>>,
         ports: Ports,
         iss: SeqNumber,
         syn: &TcpRepr,
         now: u64,
     ) -> Result<Self, TcpConfigError> {
-        let mut c = Self::new(cfg, ports, iss, now, State::SynReceived)?;
+        let mut c = Self::new(cfg.into(), ports, iss, now, State::SynReceived)?;
         c.take_syn_options(syn);
         c.irs = syn.seq_number;
         c.rcv_nxt = syn.seq_number + 1;
@@ -427,7 +435,7 @@ impl Connection {
     /// scale, timestamps) are off, and the peer's MSS is what the cookie encoded.
     /// Any payload of `ack` must then be fed with [`handle_segment`](Self::handle_segment).
     pub fn from_cookie(
-        cfg: TcpConfig,
+        cfg: impl Into<Arc<TcpConfig>>,
         ports: Ports,
         iss: SeqNumber,
         irs: SeqNumber,
@@ -435,7 +443,7 @@ impl Connection {
         ack: &TcpRepr,
         now: u64,
     ) -> Result<Self, TcpConfigError> {
-        let mut c = Self::new(cfg, ports, iss, now, State::Established)?;
+        let mut c = Self::new(cfg.into(), ports, iss, now, State::Established)?;
         c.irs = irs;
         c.rcv_nxt = irs + 1;
         c.last_ack_sent = c.rcv_nxt;
