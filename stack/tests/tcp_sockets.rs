@@ -376,3 +376,47 @@ fn connection_limit_is_enforced_both_ways() {
     assert_eq!(p.a.tcp_connections() + p.b.tcp_connections(), 0);
     p.finish();
 }
+
+#[test]
+fn mempool_exhaustion_stalls_then_recovers_without_loss() {
+    let mut p = Pair::new("tcpnomem", "", "");
+    let l = listen(&mut p, 80, 4);
+    // Starve the pool while the handshake and the first data want buffers.
+    let mut hoard = Vec::new();
+    while let Ok(m) = p.pool.alloc() {
+        hoard.push(m);
+    }
+    let c = p.a.tcp_connect("198.18.0.2:80".parse().unwrap(), tcp_cfg()).unwrap();
+    let data = pattern(100_000, 9);
+    let mut sent = p.a.tcp_send(c, &data).unwrap();
+    p.run(Duration::from_millis(50));
+    assert!(p.a.stats().drops.no_buffers > 0, "the stack noticed the empty pool");
+    assert_eq!(p.a.tcp_connected(c), Ok(false));
+    drop(hoard);
+    let mut got = Vec::new();
+    let mut s = None;
+    let mut buf = vec![0u8; 65536];
+    let end = p.clock.now_ns() + 30 * SEC;
+    while got.len() < data.len() && p.clock.now_ns() < end {
+        p.run(Duration::from_millis(1));
+        if sent < data.len() {
+            sent += p.a.tcp_send(c, &data[sent..]).unwrap_or(0);
+        }
+        if s.is_none() {
+            s = p.b.tcp_accept(l).ok();
+        }
+        if let Some(s) = s {
+            while let Ok(n) = p.b.tcp_recv(s, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    assert_eq!(got, data);
+    p.a.tcp_abort(c);
+    p.b.tcp_abort(s.unwrap());
+    p.run(Duration::from_millis(10));
+    p.finish();
+}

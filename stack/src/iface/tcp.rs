@@ -191,6 +191,8 @@ pub(super) struct TcpTable {
     listeners_dirty: Vec<u32>,
     /// A buffer `poll_transmit` did not use, kept for the next one.
     spare: Option<Mbuf>,
+    /// Connections whose output found the pool empty, for the next pass.
+    deferred: Vec<u32>,
     next_ephemeral: u16,
     /// The configuration of the last active open, shared with the next one
     /// that asks for the same values (connections hold it by reference).
@@ -215,6 +217,7 @@ impl TcpTable {
             dirty: Vec::new(),
             listeners_dirty: Vec::new(),
             spare: None,
+            deferred: Vec::new(),
             next_ephemeral: 49152,
             connect_cfg: None,
         }
@@ -803,24 +806,42 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         for li in listeners.drain(..) {
             self.tcp_output_listener(li);
         }
+        // Listeners marked during the pass (out of buffers) wait for the next.
+        listeners.append(&mut self.tcp.listeners_dirty);
         self.tcp.listeners_dirty = listeners;
         // Connections may be marked dirty again while we work (an accepted
-        // connection, a reset); loop until quiet.
+        // connection, a reset); loop until quiet. One that found the pool
+        // empty is deferred to the next pass rather than retried here.
+        let mut deferred = std::mem::take(&mut self.tcp.deferred);
         while let Some(i) = self.tcp.dirty.pop() {
-            self.tcp_output_conn(i);
+            if !self.tcp_output_conn(i) {
+                deferred.push(i);
+            }
         }
+        for &i in &deferred {
+            self.tcp.mark_dirty(i);
+        }
+        deferred.clear();
+        self.tcp.deferred = deferred;
     }
 
     fn tcp_output_listener(&mut self, li: u32) {
         let now = self.now;
+        match self.tcp.listeners[li as usize].entry.as_mut() {
+            Some(l) => l.in_dirty = false,
+            None => return,
+        }
         loop {
-            let Some(mut m) = self.tcp_buffer() else { break };
+            let Some(mut m) = self.tcp_buffer() else {
+                // Out of buffers: try again on the next pass.
+                self.tcp.mark_listener(li, false);
+                break;
+            };
             let cap = m.tailroom();
             let Some(l) = self.tcp.listeners[li as usize].entry.as_mut() else {
                 self.tcp.spare = Some(m);
                 return;
             };
-            l.in_dirty = false;
             let buf = m.append(cap).expect("tailroom");
             let Some((flow, t)) = l.listener.poll_transmit(now, buf) else {
                 m.trim(cap);
@@ -849,16 +870,18 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         }
     }
 
-    fn tcp_output_conn(&mut self, i: u32) {
+    /// Sends what connection `i` has to send; `false` if the pool ran dry
+    /// (the caller retries on the next pass).
+    fn tcp_output_conn(&mut self, i: u32) -> bool {
         let now = self.now;
         match self.tcp.entry_mut(i) {
             Some(e) => e.in_dirty = false,
-            None => return,
+            None => return true,
         }
+        let mut complete = true;
         loop {
             let Some(mut m) = self.tcp_buffer() else {
-                // Out of buffers: try again on the next pass (the RTO covers us
-                // if the pool stays empty).
+                complete = false;
                 break;
             };
             let cap = m.tailroom();
@@ -888,7 +911,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                 if let Some(id) = self.tcp.remove(i) {
                     self.timers.cancel(id);
                 }
-                return;
+                return true;
             }
         }
         let e = self.tcp.entry_mut(i).expect("checked");
@@ -901,6 +924,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                 self.tcp.entry_mut(i).expect("checked").timer = Some((id, w));
             }
         }
+        complete
     }
 
     pub(super) fn tcp_conn_timer(&mut self, i: u32, generation: u32) {
