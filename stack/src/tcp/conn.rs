@@ -185,6 +185,39 @@ pub enum Event {
     TimedOut,
 }
 
+/// A set of pending [`Event`]s, taken in a fixed order: `Connected` first,
+/// `Closed` last, so a reader sees the handshake before the data and the end
+/// after everything else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Events(u8);
+
+const EVENT_ORDER: [Event; 8] = [
+    Event::Connected,
+    Event::Readable,
+    Event::Writable,
+    Event::PeerClosed,
+    Event::Reset,
+    Event::Refused,
+    Event::TimedOut,
+    Event::Closed,
+];
+
+impl Events {
+    fn push(&mut self, e: Event) {
+        let i = EVENT_ORDER.iter().position(|x| *x == e).expect("every event is in the order");
+        self.0 |= 1 << i;
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= !(1 << i);
+        Some(EVENT_ORDER[i])
+    }
+}
+
 /// Errors of the application-facing calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpError {
@@ -306,7 +339,9 @@ pub struct Connection {
     send_rst: Option<(SeqNumber, Option<SeqNumber>)>,
     challenge_acks: (u64, u32),
 
-    events: VecDeque<Event>,
+    /// Pending events, one bit each (see [`Events`]): no allocation, and a
+    /// burst of segments reports `Readable` once.
+    events: Events,
 }
 
 /// One segment to send: the header (ports, numbers, flags, options) and how
@@ -397,7 +432,7 @@ impl Connection {
             acks_owed: 0,
             send_rst: None,
             challenge_acks: (0, 0),
-            events: VecDeque::new(),
+            events: Events::default(),
             cfg,
         })
     }
@@ -456,8 +491,8 @@ impl Connection {
         c.max_snd_wnd = c.snd_wnd;
         c.snd_wl1 = ack.seq_number;
         c.snd_wl2 = ack.ack_number;
-        c.events.push_back(Event::Connected);
-        c.events.push_back(Event::Writable);
+        c.events.push(Event::Connected);
+        c.events.push(Event::Writable);
         Ok(c)
     }
 
@@ -478,7 +513,7 @@ impl Connection {
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// Effective send MSS: the peer's limit, ours, minus option overhead.
@@ -605,7 +640,7 @@ impl Connection {
                 if idle_state && self.snd_una == self.snd_max {
                     if self.ka_probes >= ka.probes {
                         self.error = Some(TcpError::TimedOut);
-                        self.events.push_back(Event::TimedOut);
+                        self.events.push(Event::TimedOut);
                         self.rst_here();
                         self.enter_closed(None);
                         return;
@@ -634,7 +669,7 @@ impl Connection {
         };
         if self.retransmits >= limit && !zero_window_probe {
             self.error = Some(TcpError::TimedOut);
-            self.events.push_back(Event::TimedOut);
+            self.events.push(Event::TimedOut);
             if !matches!(self.state, State::SynSent) {
                 self.rst_here();
             }
@@ -691,7 +726,7 @@ impl Connection {
         }
         if self.state != State::Closed {
             self.state = State::Closed;
-            self.events.push_back(Event::Closed);
+            self.events.push(Event::Closed);
         }
         self.rto_deadline = None;
         self.time_wait_deadline = None;
@@ -1156,7 +1191,7 @@ impl Connection {
         if f.rst() {
             if f.ack() {
                 self.error = Some(TcpError::Refused);
-                self.events.push_back(Event::Refused);
+                self.events.push(Event::Refused);
                 self.enter_closed(None);
             }
             return;
@@ -1183,8 +1218,8 @@ impl Connection {
             self.state = State::Established;
             self.retransmits = 0;
             self.rto_deadline = None;
-            self.events.push_back(Event::Connected);
-            self.events.push_back(Event::Writable);
+            self.events.push(Event::Connected);
+            self.events.push(Event::Writable);
             self.ack_now = true;
             if !payload.is_empty() {
                 self.accept_data(seg.seq_number + 1, payload);
@@ -1262,7 +1297,7 @@ impl Connection {
             if seg.seq_number == self.rcv_nxt {
                 let refused = self.state == State::SynReceived && self.snd_una == self.iss;
                 let e = if refused { TcpError::Refused } else { TcpError::Reset };
-                self.events.push_back(if refused { Event::Refused } else { Event::Reset });
+                self.events.push(if refused { Event::Refused } else { Event::Reset });
                 self.sbuf.clear();
                 self.enter_closed(Some(e));
             } else {
@@ -1297,8 +1332,8 @@ impl Connection {
                 self.max_snd_wnd = self.snd_wnd;
                 self.snd_wl1 = seg.seq_number;
                 self.snd_wl2 = seg.ack_number;
-                self.events.push_back(Event::Connected);
-                self.events.push_back(Event::Writable);
+                self.events.push(Event::Connected);
+                self.events.push(Event::Writable);
                 if self.fin_queued {
                     self.state = State::FinWait1;
                 }
@@ -1445,7 +1480,7 @@ impl Connection {
             self.dup_acks = 0;
             self.limited_transmit = 0;
             if data_acked > 0 {
-                self.events.push_back(Event::Writable);
+                self.events.push(Event::Writable);
             }
         } else if self.sack_ok && ack == self.snd_una && self.snd_max > self.snd_una {
             self.update_scoreboard(seg);
@@ -1532,7 +1567,7 @@ impl Connection {
                     self.rcv_nxt = self.rcv_nxt + (v.len() - skip) as u32;
                 }
             }
-            self.events.push_back(Event::Readable);
+            self.events.push(Event::Readable);
         } else {
             // Out of order: keep it and owe an immediate duplicate ACK.
             self.acks_owed += 1;
@@ -1551,8 +1586,8 @@ impl Connection {
         self.peer_fin_seen = true;
         self.rcv_nxt = self.rcv_nxt + 1;
         self.ack_now = true;
-        self.events.push_back(Event::PeerClosed);
-        self.events.push_back(Event::Readable);
+        self.events.push(Event::PeerClosed);
+        self.events.push(Event::Readable);
         let our_fin_acked = self.fin_seq.is_some_and(|fs| self.snd_una > fs);
         match self.state {
             State::SynReceived | State::Established => self.state = State::CloseWait,
