@@ -20,7 +20,9 @@
 //! out of 16 K ephemeral ports otherwise; Linux avoids that on loopback with
 //! `tcp_tw_reuse`), delayed ACK 40 ms and Nagle off on both (TCP_NODELAY on the
 //! kernel's sockets). Environment: `BENCH_ROUNDS` (default 3), `BENCH_SECS`
-//! (default 5), `BENCH_IDLE_CONNS` (default 20000).
+//! (default 5), `BENCH_IDLE_CONNS` (default 20000), `TCP_BENCH_BUFFER` (our
+//! send and receive buffers, default 4 MiB), `TCP_BENCH_ONLY=bulk|rtt|conns`
+//! (run only our side of one case, for a profiler).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -70,8 +72,8 @@ fn stack_config(mac: pmd::MacAddr, v4: &str, max_conns: usize) -> StackConfig {
 fn tcp_config() -> TcpConfig {
     TcpConfig {
         mss: 1460,
-        send_buffer: 4 << 20,
-        recv_buffer: 4 << 20,
+        send_buffer: env_or("TCP_BENCH_BUFFER", 4 << 20),
+        recv_buffer: env_or("TCP_BENCH_BUFFER", 4 << 20),
         rto: RtoConfig { initial_ns: 1000 * MS, min_ns: 200 * MS, max_ns: 60_000 * MS },
         max_retransmits: 15,
         syn_retries: 6,
