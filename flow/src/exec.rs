@@ -407,22 +407,23 @@ pub async fn yield_now() {
     .await
 }
 
-/// A reactor with no I/O: timers only. With a [`pmd::VirtualClock`] it jumps
-/// time to the next deadline whenever nothing is runnable (for tests of pure
-/// computation and in-memory flows); with a real clock it sleeps.
+/// A reactor with no I/O: timers only. With a [`pmd::VirtualClock`] every turn
+/// costs `step_ns` of virtual time and an idle turn jumps to the next deadline
+/// (for tests of in-memory flows); with a real clock it sleeps.
 pub struct TimerReactor {
     clock: Arc<dyn Clock>,
     virt: Option<pmd::VirtualClock>,
+    step_ns: u64,
 }
 
 impl TimerReactor {
     /// Real time.
     pub fn real() -> Self {
-        TimerReactor { clock: Arc::new(pmd::MonotonicClock), virt: None }
+        TimerReactor { clock: Arc::new(pmd::MonotonicClock), virt: None, step_ns: 0 }
     }
-    /// Virtual time on `clock`.
-    pub fn virtual_time(clock: pmd::VirtualClock) -> Self {
-        TimerReactor { clock: Arc::new(clock.clone()), virt: Some(clock) }
+    /// Virtual time on `clock`; every turn advances it by `step_ns`.
+    pub fn virtual_time(clock: pmd::VirtualClock, step_ns: u64) -> Self {
+        TimerReactor { clock: Arc::new(clock.clone()), virt: Some(clock), step_ns }
     }
 }
 
@@ -431,6 +432,9 @@ impl Reactor for TimerReactor {
         self.clock.clone()
     }
     fn turn(&mut self, park: Option<u64>) -> Result<(), FlowError> {
+        if let Some(v) = &self.virt {
+            v.advance_ns(self.step_ns);
+        }
         let Some(deadline) = park else { return Ok(()) };
         if deadline == u64::MAX {
             return Err(FlowError::invalid("executor stalled: no task runnable and no timer armed"));
@@ -453,7 +457,7 @@ mod tests {
     #[test]
     fn spawn_join_sleep_in_virtual_time() {
         let clock = pmd::VirtualClock::new();
-        let mut ex = Executor::new(TimerReactor::virtual_time(clock.clone()));
+        let mut ex = Executor::new(TimerReactor::virtual_time(clock.clone(), 0));
         let out = ex
             .block_on(async {
                 let a = spawn(async {
@@ -475,7 +479,7 @@ mod tests {
     #[test]
     fn timeout_and_race() {
         let clock = pmd::VirtualClock::new();
-        let mut ex = Executor::new(TimerReactor::virtual_time(clock.clone()));
+        let mut ex = Executor::new(TimerReactor::virtual_time(clock.clone(), 0));
         let r = ex
             .block_on(async {
                 let t1 = timeout(Duration::from_millis(10), sleep(Duration::from_secs(5))).await;
@@ -492,7 +496,7 @@ mod tests {
 
     #[test]
     fn a_stalled_executor_reports_it() {
-        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new()));
+        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new(), 0));
         let e = ex.block_on(std::future::pending::<()>()).unwrap_err();
         assert!(e.to_string().contains("stalled"), "{e}");
     }

@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn duplex_moves_bytes_both_ways_with_backpressure_and_eof() {
-        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new()));
+        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new(), 1_000));
         ex.block_on(async {
             let (mut a, mut b) = duplex(7);
             let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn mem_net_listen_connect_refused_and_udp() {
-        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new()));
+        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new(), 1_000));
         ex.block_on(async {
             let net = MemNet::new();
             let tcp = crate::kernel::tests_support::tcp_config();

@@ -66,18 +66,20 @@ pub struct UserReactor {
     stacks: Vec<Rc<RefCell<Inner>>>,
     clock: Arc<dyn Clock>,
     virt: Option<VirtualClock>,
+    step_ns: u64,
     wake: Vec<Waker>,
 }
 
 impl UserReactor {
     /// A reactor on real time (`clock` must be the stacks' clock).
     pub fn new(clock: Arc<dyn Clock>) -> Self {
-        UserReactor { stacks: Vec::new(), clock, virt: None, wake: Vec::new() }
+        UserReactor { stacks: Vec::new(), clock, virt: None, step_ns: 0, wake: Vec::new() }
     }
 
-    /// A reactor on virtual time: idle turns jump the clock.
-    pub fn simulated(clock: VirtualClock) -> Self {
-        UserReactor { stacks: Vec::new(), clock: Arc::new(clock.clone()), virt: Some(clock), wake: Vec::new() }
+    /// A reactor on virtual time: every turn costs `step_ns` (the simulated
+    /// price of one poll-loop iteration), idle turns jump the clock.
+    pub fn simulated(clock: VirtualClock, step_ns: u64) -> Self {
+        UserReactor { stacks: Vec::new(), clock: Arc::new(clock.clone()), virt: Some(clock), step_ns, wake: Vec::new() }
     }
 
     /// Adds a stack and returns its [`Net`].
@@ -100,6 +102,9 @@ impl Reactor for UserReactor {
     }
 
     fn turn(&mut self, park: Option<u64>) -> Result<(), FlowError> {
+        if let Some(v) = &self.virt {
+            v.advance_ns(self.step_ns);
+        }
         let mut work = 0;
         let mut next_timer = u64::MAX;
         for s in &self.stacks {
@@ -345,7 +350,16 @@ impl UserRuntime {
         if self.queue_size == 0 {
             return Err(FlowError::invalid("queue_size: must be at least 1"));
         }
-        pmd::Spec::parse(&self.spec).map_err(|e| FlowError::invalid(e.to_string()))?;
+        let spec = pmd::Spec::parse(&self.spec).map_err(|e| FlowError::invalid(e.to_string()))?;
+        let known: Vec<&str> = pmd::spec::drivers().iter().map(|d| d.scheme).collect();
+        if !known.contains(&spec.scheme.as_str()) {
+            return Err(FlowError::invalid(format!(
+                "unknown port type '{}' in spec '{}'; valid types: {}",
+                spec.scheme,
+                self.spec,
+                known.join(", ")
+            )));
+        }
         self.cfg.validate().map_err(|e| FlowError::invalid(e.to_string()))?;
         Ok(self)
     }

@@ -203,9 +203,10 @@ async fn pingpong<F: Flow>(
     let c = &counters[index];
     let mut h = histogram();
     let mut err = None;
-    let msg = vec![0x5au8; cfg.size];
+    let mut msg: Vec<u8> = (0..cfg.size).map(|i| (i % 251) as u8).collect();
     let mut back = vec![0u8; cfg.size];
     while flow::now_ns() < deadline {
+        msg[0] = msg[0].wrapping_add(1);
         let t0 = flow::now_ns();
         if let Err(e) = f.write_all(&msg).await {
             fail(c, &mut err, e);
@@ -213,6 +214,10 @@ async fn pingpong<F: Flow>(
         }
         if let Err(e) = f.read_exact(&mut back).await {
             fail(c, &mut err, e);
+            break;
+        }
+        if back != msg {
+            fail(c, &mut err, FlowError::invalid("the echo differs from what was sent"));
             break;
         }
         rec(&mut h, flow::now_ns() - t0);
@@ -315,6 +320,7 @@ async fn churn<N: Net>(
         }
         .await;
         match r {
+            Ok(()) if back != msg => fail(c, &mut err, FlowError::invalid("the echo differs from what was sent")),
             Ok(()) => {
                 rec(&mut h, flow::now_ns() - t0);
                 c.msgs.fetch_add(1, Ordering::Relaxed);

@@ -92,13 +92,24 @@ pub async fn stopped(stop: Arc<AtomicBool>) {
 /// Serves until `stop` is raised; returns this core's counters. Fails at once if
 /// the listener or the UDP socket cannot be set up.
 pub async fn serve<N: Net>(net: N, cfg: ServerConfig, stop: Arc<AtomicBool>) -> Result<ServerStats, FlowError> {
-    let stats: Stats = Rc::default();
-    let mut listener = net.listen(cfg.listen, &cfg.listen_cfg)?;
+    let listener = net.listen(cfg.listen, &cfg.listen_cfg)?;
     let udp = if cfg.udp_enabled { Some(net.udp_bind(cfg.listen, &cfg.udp)?) } else { None };
+    serve_on(listener, udp, cfg, stop).await
+}
+
+/// Serves on a listener (and UDP socket) made by the caller.
+pub async fn serve_on<L: Listener, U: Datagram + 'static>(
+    mut listener: L,
+    udp: Option<U>,
+    cfg: ServerConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<ServerStats, FlowError>
+where
+    L::Flow: 'static,
+{
+    let stats: Stats = Rc::default();
     let cfg = Rc::new(cfg);
-    if let Some(u) = udp {
-        flow::spawn(udp_echo(u, cfg.clone(), stats.clone()));
-    }
+    let udp_task = udp.map(|u| flow::spawn(udp_echo(u, cfg.clone(), stats.clone())));
     let accept_loop = async {
         loop {
             match listener.accept().await {
@@ -110,11 +121,12 @@ pub async fn serve<N: Net>(net: N, cfg: ServerConfig, stop: Arc<AtomicBool>) -> 
             }
         }
     };
-    match flow::race(accept_loop, stopped(stop)).await {
-        Either::Left(Err(e)) => return Err(e),
-        Either::Left(Ok(())) | Either::Right(()) => {}
+    let r = flow::race(accept_loop, stopped(stop)).await;
+    drop(udp_task);
+    match r {
+        Either::Left(Err(e)) => Err(e),
+        Either::Left(Ok(())) | Either::Right(()) => Ok(stats.get()),
     }
-    Ok(stats.get())
 }
 
 async fn conn<F: Flow>(mut f: F, cfg: Rc<ServerConfig>, stats: Stats) {
