@@ -84,6 +84,10 @@ pub struct StackConfig {
     /// Transmit checksum offloads enabled on the port (`PortConfig::tx_offloads`):
     /// the stack leaves these checksums to the NIC.
     pub tx_offloads: TxOffloads,
+    /// TCP connections the stack holds at once (established, opening, closing
+    /// in the background, waiting to be accepted); beyond it active opens fail
+    /// and completed handshakes are reset, both counted.
+    pub tcp_max_connections: usize,
 }
 
 const KEYS: &[&str] = &[
@@ -108,6 +112,7 @@ const KEYS: &[&str] = &[
     "burst",
     "tx_backlog",
     "tx_checksum_offload",
+    "tcp.max_connections",
 ];
 
 impl StackConfig {
@@ -174,6 +179,9 @@ impl StackConfig {
         }
         if self.burst == 0 {
             return bad("burst", "must be at least 1");
+        }
+        if self.tcp_max_connections == 0 {
+            return bad("tcp.max_connections", "must be at least 1");
         }
         let unsupported = self.tx_offloads - (TxOffloads::IPV4_CKSUM | TxOffloads::UDP_CKSUM | TxOffloads::TCP_CKSUM);
         if !unsupported.is_empty() {
@@ -255,6 +263,7 @@ impl StackConfig {
             timer_tick: Duration::from_micros(num("timer.tick_us", get("timer.tick_us")?)?),
             burst: num("burst", get("burst")?)?,
             tx_backlog: num("tx_backlog", get("tx_backlog")?)?,
+            tcp_max_connections: num("tcp.max_connections", get("tcp.max_connections")?)?,
             tx_offloads: {
                 let mut o = TxOffloads::empty();
                 for s in list("tx_checksum_offload")? {
@@ -296,7 +305,8 @@ impl StackConfig {
              neighbor.retry_interval_ms = {}\nneighbor.pending = {}\n\
              reassembly.max_bytes = {}\nreassembly.max_datagrams = {}\nreassembly.timeout_ms = {}\n\
              icmp.error_rate_per_sec = {}\nicmp.error_burst = {}\n\
-             timer.tick_us = {}\nburst = {}\ntx_backlog = {}\ntx_checksum_offload = {}\n",
+             timer.tick_us = {}\nburst = {}\ntx_backlog = {}\ntx_checksum_offload = {}\n\
+             tcp.max_connections = {}\n",
             self.mac,
             self.mtu,
             join(self.ipv4.iter().map(|c| c.to_string()).collect()),
@@ -318,6 +328,7 @@ impl StackConfig {
             self.burst,
             self.tx_backlog,
             join(off),
+            self.tcp_max_connections,
         )
     }
 }
@@ -365,6 +376,7 @@ mod tests {
             burst: 32,
             tx_backlog: 1024,
             tx_offloads: TxOffloads::UDP_CKSUM,
+            tcp_max_connections: 1024,
         }
     }
 
@@ -399,6 +411,7 @@ mod tests {
                 }),
             ),
             ("burst", Box::new(|c| c.burst = 0)),
+            ("tcp.max_connections", Box::new(|c| c.tcp_max_connections = 0)),
         ];
         for (field, f) in cases {
             let mut c = sample();

@@ -41,6 +41,8 @@ pub enum StackError {
     TxFull,
     /// The mempool is exhausted.
     NoBuffers,
+    /// The TCP connection table is full (`tcp_max_connections`).
+    ConnectionLimit(usize),
     /// A queued datagram waits for address resolution; counted when the queue
     /// overflows.
     PendingFull,
@@ -71,6 +73,7 @@ impl fmt::Display for StackError {
             StackError::FamilyMismatch(a) => write!(f, "destination {a} is not of the socket's address family"),
             StackError::TxFull => write!(f, "transmit backlog full"),
             StackError::NoBuffers => write!(f, "mempool exhausted"),
+            StackError::ConnectionLimit(n) => write!(f, "TCP connection limit reached ({n}, tcp_max_connections)"),
             StackError::PendingFull => write!(f, "queue of packets awaiting address resolution is full"),
         }
     }

@@ -31,10 +31,13 @@
 //!   `tx_flags`/`l2_len`/`l3_len` set), the others computed here.
 //! * **Time is an input**: the stack reads its [`Clock`] once per poll; all timers
 //!   (neighbour retries, reassembly timeouts) live on one [`TimerWheel`].
+//! * **TCP** sockets are in [`tcp`] (the socket layer over the sans-IO
+//!   [`crate::tcp`] state machines).
 //! * Every frame that fails to parse is counted by its [`wire::Error`] and
 //!   dropped; every other drop has a named counter ([`crate::stats`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -47,11 +50,15 @@ use crate::neighbor::{Enqueued, NeighborCache, Retry};
 use crate::reassembly::{ReasmKey, Reassembler};
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
+
+mod tcp;
 use crate::wire::{
     self, ArpOperation, ArpPacket, ArpRepr, ChecksumCaps, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
     EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr,
     Ipv6Packet, Ipv6Repr, NdpOption, NdpOptions, UdpPacket, UdpRepr,
 };
+use tcp::TcpTable;
+pub use tcp::{TcpHandle, TcpListenerHandle, TcpSocketError};
 
 const ETH: usize = wire::ethernet::HEADER_LEN;
 const V4: usize = wire::ipv4::HEADER_LEN;
@@ -72,6 +79,10 @@ pub enum StackTimer {
     Ndp(Ipv6Addr),
     /// Reassembly timeout of a datagram.
     Reasm(ReasmKey),
+    /// A TCP connection's deadline (slot index, generation).
+    TcpConn(u32, u32),
+    /// A TCP listener's deadline (slot index, generation).
+    TcpListener(u32, u32),
 }
 
 impl From<ReasmKey> for StackTimer {
@@ -203,6 +214,7 @@ pub struct Stack<R: RxQueue, T: TxQueue> {
     tx_buf: Vec<Mbuf>,
     stats: Stats,
     announced: bool,
+    tcp: TcpTable,
 }
 
 impl<R: RxQueue, T: TxQueue> Stack<R, T> {
@@ -237,6 +249,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             tx_buf: Vec::with_capacity(cfg.tx_backlog),
             stats: Stats::default(),
             announced: false,
+            tcp: TcpTable::new(os_secret()),
             tx_caps,
             now,
             cfg,
@@ -328,7 +341,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                         self.send_arp_request(ip);
                         self.arm_neighbor_timer(IpAddr::V4(ip));
                     }
-                    Retry::GiveUp(q) => self.stats.drops.neighbor_unresolved += q.len() as u64,
+                    Retry::GiveUp(q) => {
+                        self.stats.drops.neighbor_unresolved += q.len() as u64;
+                        self.tcp_neighbor_failed(IpAddr::V4(ip));
+                    }
                     Retry::Nothing => {}
                 },
                 StackTimer::Ndp(ip) => match self.ndp.on_timer(&ip) {
@@ -336,18 +352,25 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                         self.send_ns(ip);
                         self.arm_neighbor_timer(IpAddr::V6(ip));
                     }
-                    Retry::GiveUp(q) => self.stats.drops.neighbor_unresolved += q.len() as u64,
+                    Retry::GiveUp(q) => {
+                        self.stats.drops.neighbor_unresolved += q.len() as u64;
+                        self.tcp_neighbor_failed(IpAddr::V6(ip));
+                    }
                     Retry::Nothing => {}
                 },
                 StackTimer::Reasm(k) => self.reasm.on_timeout(&k, &mut self.stats.drops),
+                StackTimer::TcpConn(i, g) => self.tcp_conn_timer(i, g),
+                StackTimer::TcpListener(i, g) => self.tcp_listener_timer(i, g),
             }
         }
         self.expired = expired;
     }
 
-    /// Hands the transmit backlog to the queue. Called every poll even when
+    /// Produces the pending TCP segments (ACKs, data, retransmissions) and
+    /// hands the transmit backlog to the queue. Called every poll even when
     /// empty (decorators release delayed frames there).
     pub fn flush(&mut self) {
+        self.tcp_output();
         self.txq.tx_burst(&mut self.tx_buf);
     }
 
@@ -575,6 +598,8 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                 let ip = IpPair::V4 { src: repr.src_addr, dst: repr.dst_addr };
                 self.udp_input(m, ip, hlen, src_mac, bcast, caps)
             }
+            IpProtocol::Tcp if bcast => self.stats.drops.not_for_us += 1,
+            IpProtocol::Tcp => self.tcp_input(m, IpPair::V4 { src: repr.src_addr, dst: repr.dst_addr }, hlen, caps),
             _ => self.stats.drops.unknown_protocol += 1,
         }
     }
@@ -691,6 +716,8 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         match upper.protocol {
             IpProtocol::Icmpv6 => self.icmpv6_input(m, repr, l4, src_mac, mcast),
             IpProtocol::Udp => self.udp_input(m, IpPair::V6 { src, dst }, l4, src_mac, mcast, caps),
+            IpProtocol::Tcp if mcast => self.stats.drops.not_for_us += 1,
+            IpProtocol::Tcp => self.tcp_input(m, IpPair::V6 { src, dst }, l4, caps),
             _ => self.stats.drops.unknown_protocol += 1,
         }
     }
@@ -1327,6 +1354,18 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     pub fn pool(&self) -> &Mempool {
         &self.pool
     }
+}
+
+/// 128 bits from the OS's randomness (via the std hasher's per-process keys),
+/// for the TCP secret of a stack nobody gave one.
+fn os_secret() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, half) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
 }
 
 fn mac_is_unicast(m: MacAddr) -> bool {

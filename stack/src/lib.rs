@@ -30,5 +30,8 @@ pub mod wire;
 
 pub use config::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig, UdpConfig};
 pub use error::StackError;
-pub use iface::{EchoHandle, EchoReply, Stack, UdpDatagram, UdpHandle};
+pub use iface::{EchoHandle, EchoReply, Stack, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
 pub use stats::Stats;
+pub use tcp::{
+    CongestionControl, Keepalive, ListenConfig, ListenerStats, RtoConfig, State as TcpState, SynCookies, TcpConfig,
+};

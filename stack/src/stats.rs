@@ -41,7 +41,7 @@ counters!(
         vlan_tagged,
         /// EtherType other than ARP, IPv4, IPv6.
         unknown_ethertype,
-        /// IP protocol / next header the stack does not serve (TCP, so far).
+        /// IP protocol / next header the stack does not serve.
         unknown_protocol,
         /// A NIC marked the IPv4 header checksum bad.
         nic_ip_checksum_bad,
@@ -90,6 +90,10 @@ counters!(
         reasm_bad_fragment,
         /// Datagram dropped: no buffer to reassemble into.
         reasm_no_buffers,
+        /// TCP segment for no connection or listener (answered with RST).
+        tcp_no_socket,
+        /// TCP connection refused or reset: `tcp_max_connections` reached.
+        tcp_connection_limit,
     }
 );
 
@@ -132,6 +136,16 @@ counters!(
         udp_delivered,
         /// UDP datagrams sent.
         udp_sent,
+        /// TCP segments received (well-formed).
+        tcp_segments_received,
+        /// TCP segments sent.
+        tcp_segments_sent,
+        /// TCP resets sent for segments of no connection.
+        tcp_resets_sent,
+        /// TCP active opens.
+        tcp_connects,
+        /// TCP connections accepted by the application.
+        tcp_accepted,
         /// Bytes copied because the API asked for a copy (send from a slice,
         /// reassembly, ICMP error quotes): the zero-copy paths do not count here.
         bytes_copied,

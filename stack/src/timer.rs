@@ -173,6 +173,29 @@ impl<T> TimerWheel<T> {
         (self.len > 0).then(|| (self.now + 1) * self.tick_ns)
     }
 
+    /// A lower bound on the time (ns) of the earliest armed timer, or `None`
+    /// when empty: a simulation can jump its virtual clock there without
+    /// skipping a timer (it may take several jumps to reach a far one, since a
+    /// coarse level only knows the start of its slot's range).
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut best = u64::MAX;
+        for (level, &occ) in self.occupied.iter().enumerate() {
+            if occ == 0 {
+                continue;
+            }
+            let shift = 6 * level as u32;
+            let cur = ((self.now >> shift) % SLOTS as u64) as u32;
+            // Distance (in this level's slots) to the first occupied slot after `cur`.
+            let d = u64::from(occ.rotate_right(cur).rotate_right(1).trailing_zeros() + 1) % SLOTS as u64;
+            let tick = if d == 0 { self.now + 1 } else { (((self.now >> shift) + d) << shift).max(self.now + 1) };
+            best = best.min(tick);
+        }
+        Some(best.saturating_mul(self.tick_ns))
+    }
+
     fn cascade(&mut self, level: usize, slot: usize) {
         let mut i = self.take_bucket((level * SLOTS + slot) as u32);
         while i != NIL {
@@ -258,6 +281,33 @@ mod tests {
     use proptest::prelude::*;
 
     const MS: u64 = 1_000_000;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+        #[test]
+        fn next_deadline_is_a_lower_bound_and_jumping_reaches_every_timer(
+            start in 0u64..1_000_000,
+            deadlines in proptest::collection::vec(1u64..2_000_000, 1..20),
+        ) {
+            let mut w = TimerWheel::new(1, start).unwrap();
+            for d in &deadlines {
+                w.insert(start + d, *d);
+            }
+            let mut fired = Vec::new();
+            let mut now = start;
+            let mut jumps = 0;
+            while let Some(t) = w.next_deadline_ns() {
+                let earliest = deadlines.iter().filter(|d| !fired.contains(*d)).map(|d| start + d).min().unwrap();
+                prop_assert!(t <= earliest, "bound {} after the earliest deadline {}", t, earliest);
+                prop_assert!(t > now);
+                now = t;
+                w.advance(now, &mut fired);
+                jumps += 1;
+                prop_assert!(jumps < 1000);
+            }
+            prop_assert_eq!(fired.len(), deadlines.len());
+        }
+    }
 
     #[test]
     fn fires_at_deadline_never_early() {

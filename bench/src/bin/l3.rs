@@ -54,6 +54,7 @@ fn config(mac: pmd::MacAddr, v4: &str) -> StackConfig {
         burst: 32,
         tx_backlog: 4096,
         tx_offloads: TxOffloads::empty(),
+        tcp_max_connections: 4096,
     }
 }
 

@@ -48,6 +48,7 @@ fn config() -> StackConfig {
         burst: 32,
         tx_backlog: 256,
         tx_offloads: TxOffloads::empty(),
+        tcp_max_connections: 4096,
     }
 }
 

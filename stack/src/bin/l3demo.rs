@@ -91,6 +91,7 @@ fn starter(args: &Args) -> Result<String, String> {
         burst: 32,
         tx_backlog: 4096,
         tx_offloads: pmd::TxOffloads::empty(),
+        tcp_max_connections: 65536,
     };
     if cfg.ipv4.is_empty() && cfg.ipv6.is_empty() {
         return Err("--print-config needs at least one --ipv4 or --ipv6".into());

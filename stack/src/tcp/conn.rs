@@ -18,10 +18,12 @@
 //!   negotiation;
 //! * RFC 5681 slow start, congestion avoidance, fast retransmit and recovery;
 //! * zero-window probing (RFC 9293 3.8.6.1) so a closed window cannot deadlock;
-//! * out-of-order data kept (within the receive window) and delivered in order.
+//! * out-of-order data kept (within the receive window) and delivered in order;
+//! * RFC 2018 SACK with RFC 6675 loss recovery, RFC 9438 CUBIC, delayed ACK,
+//!   keepalive, Nagle, sender and receiver silly-window avoidance.
 //!
-//! Not yet: SACK (RFC 2018/6675), CUBIC, delayed ACK, keepalive, SYN cookies and
-//! the listener (accept queue) — they build on this core.
+//! The listener (accept queue, SYN cookies) is [`super::listener`]; the socket
+//! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -974,13 +976,23 @@ impl Connection {
         if probe && room == 0 {
             room = 1; // RFC 9293 3.8.6.1: probe a zero window with one byte
         }
-        let mut len = unsent.min(mss as usize).min(room as usize).min(buf.len());
+        // SACK blocks ride on data segments too: keep the whole segment within
+        // the peer's MSS (Linux's tcp_current_mss does the same), or the
+        // packet outgrows the MTU.
+        let sack_room = if self.sack_ok && !self.ooo.is_empty() {
+            let blocks = self.ooo.len().min(if self.ts_ok { 3 } else { 4 });
+            4 + 8 * blocks
+        } else {
+            0
+        };
+        let seg_max = (mss as usize).saturating_sub(sack_room).max(1);
+        let mut len = unsent.min(seg_max).min(room as usize).min(buf.len());
         // Sender silly-window avoidance (RFC 9293 3.8.6.2.1): send a full
         // segment, or everything that is left, or at least half the largest
         // window the peer offered, or anything when nothing is in flight.
         if !retransmit_one
             && !probe
-            && len < mss as usize
+            && len < seg_max
             && len < unsent
             && in_flight > 0
             && (len as u32) < self.max_snd_wnd / 2
@@ -991,7 +1003,7 @@ impl Connection {
         if !retransmit_one
             && self.cfg.nagle
             && len > 0
-            && len < mss as usize
+            && len < seg_max
             && len == unsent
             && in_flight > 0
             && !self.fin_queued

@@ -37,6 +37,40 @@ impl FlowId {
     }
 }
 
+/// Keyed hash of a flow's addresses (and `extra` words), for ISNs and cookies.
+fn flow_hash(secret: &[u8; 16], flow: &FlowId, extra: &[u32]) -> u64 {
+    let mut h = SipHasher24::new_with_key(secret);
+    match (flow.local, flow.remote) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => {
+            h.write(&l.ip().octets());
+            h.write(&r.ip().octets());
+        }
+        (l, r) => {
+            h.write(&match l.ip() {
+                std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(a) => a.octets(),
+            });
+            h.write(&match r.ip() {
+                std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(a) => a.octets(),
+            });
+        }
+    }
+    h.write_u16(flow.local.port());
+    h.write_u16(flow.remote.port());
+    for x in extra {
+        h.write_u32(*x);
+    }
+    h.finish()
+}
+
+/// RFC 6528 initial sequence number for `flow`: a 4 µs clock plus a keyed hash
+/// of the connection's addresses, so ISNs are unpredictable yet increase per
+/// flow. Used by listeners and by active opens.
+pub fn isn(secret: &[u8; 16], flow: &FlowId, now: u64) -> SeqNumber {
+    SeqNumber(((now / 4000) as u32).wrapping_add(flow_hash(secret, flow, &[]) as u32))
+}
+
 /// When to answer SYNs with cookies instead of keeping state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SynCookies {
@@ -52,8 +86,9 @@ pub enum SynCookies {
 /// arguments of [`ListenConfig::new`]: there are no hidden defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenConfig {
-    /// Port to listen on.
-    pub port: u16,
+    /// Address and port to listen on; an unspecified IP (`0.0.0.0` or `[::]`)
+    /// listens on every address of the interface, of both families.
+    pub addr: SocketAddr,
     /// Established connections waiting for `accept` (the accept queue bound).
     pub backlog: usize,
     /// Half-open (SYN-RECEIVED) connections kept at once.
@@ -69,21 +104,21 @@ pub struct ListenConfig {
 impl ListenConfig {
     /// A configuration with every value given.
     pub fn new(
-        port: u16,
+        addr: SocketAddr,
         backlog: usize,
         syn_backlog: usize,
         syn_timeout_ns: u64,
         syn_cookies: SynCookies,
         tcp: TcpConfig,
     ) -> Self {
-        ListenConfig { port, backlog, syn_backlog, syn_timeout_ns, syn_cookies, tcp }
+        ListenConfig { addr, backlog, syn_backlog, syn_timeout_ns, syn_cookies, tcp }
     }
 
     /// Checks the values; the error names the field.
     pub fn validate(&self) -> Result<(), TcpConfigError> {
         let bad = |field, reason: &str| Err(TcpConfigError { field, reason: reason.to_string() });
-        if self.port == 0 {
-            return bad("port", "must not be 0");
+        if self.addr.port() == 0 {
+            return bad("addr", "the port must not be 0");
         }
         if self.backlog == 0 {
             return bad("backlog", "must be at least 1");
@@ -135,6 +170,11 @@ pub struct Listener {
     secret: [u8; 16],
     half_open: HashMap<FlowId, HalfOpen>,
     accept_queue: VecDeque<(FlowId, Connection)>,
+    /// Established connections handed to the socket layer ([`Listener::hand_off`])
+    /// and not yet accepted by the application: they count against the backlog.
+    handed_off: usize,
+    /// Largest MSS the interface's MTU allows, (IPv4, IPv6).
+    mss_limit: (u16, u16),
     /// Stateless replies (cookie SYN-ACKs, resets).
     replies: VecDeque<(FlowId, TcpRepr)>,
     /// Half-open flows that may have something to send.
@@ -153,6 +193,8 @@ impl Listener {
             secret,
             half_open: HashMap::new(),
             accept_queue: VecDeque::new(),
+            handed_off: 0,
+            mss_limit: (u16::MAX, u16::MAX),
             replies: VecDeque::new(),
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -167,7 +209,7 @@ impl Listener {
 
     /// Connections waiting in the accept queue.
     pub fn backlog_len(&self) -> usize {
-        self.accept_queue.len()
+        self.accept_queue.len() + self.handed_off
     }
 
     /// Half-open connections held.
@@ -176,35 +218,13 @@ impl Listener {
     }
 
     fn hash(&self, flow: &FlowId, extra: &[u32]) -> u64 {
-        let mut h = SipHasher24::new_with_key(&self.secret);
-        match (flow.local, flow.remote) {
-            (SocketAddr::V4(l), SocketAddr::V4(r)) => {
-                h.write(&l.ip().octets());
-                h.write(&r.ip().octets());
-            }
-            (l, r) => {
-                h.write(&match l.ip() {
-                    std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-                    std::net::IpAddr::V6(a) => a.octets(),
-                });
-                h.write(&match r.ip() {
-                    std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-                    std::net::IpAddr::V6(a) => a.octets(),
-                });
-            }
-        }
-        h.write_u16(flow.local.port());
-        h.write_u16(flow.remote.port());
-        for x in extra {
-            h.write_u32(*x);
-        }
-        h.finish()
+        flow_hash(&self.secret, flow, extra)
     }
 
     /// RFC 6528 initial sequence number: a 4 µs clock plus a keyed hash of the
     /// connection's addresses, so ISNs are unpredictable yet increase per flow.
     pub fn isn(&self, flow: &FlowId, now: u64) -> SeqNumber {
-        SeqNumber(((now / 4000) as u32).wrapping_add(self.hash(flow, &[]) as u32))
+        isn(&self.secret, flow, now)
     }
 
     fn cookie(&self, flow: &FlowId, client_isn: SeqNumber, mss_idx: u32, slot: u32) -> u32 {
@@ -263,7 +283,7 @@ impl Listener {
             }
             return;
         }
-        if self.accept_queue.len() >= self.cfg.backlog {
+        if self.backlog_len() >= self.cfg.backlog {
             self.stats.accept_queue_full += 1;
             return;
         }
@@ -283,7 +303,7 @@ impl Listener {
         let f = seg.flags;
         if f.syn() && !f.ack() && !f.rst() {
             self.stats.syns += 1;
-            let full = self.half_open.len() >= self.cfg.syn_backlog || self.accept_queue.len() >= self.cfg.backlog;
+            let full = self.half_open.len() >= self.cfg.syn_backlog || self.backlog_len() >= self.cfg.backlog;
             let use_cookie = match self.cfg.syn_cookies {
                 SynCookies::Always => true,
                 SynCookies::WhenFull => full,
@@ -295,7 +315,7 @@ impl Listener {
                 self.stats.syns_dropped += 1;
             } else {
                 let iss = self.isn(&flow, now);
-                match Connection::accept(self.cfg.tcp.clone(), flow.ports(), iss, seg, now) {
+                match Connection::accept(self.tcp_for(&flow), flow.ports(), iss, seg, now) {
                     Ok(conn) => {
                         let deadline = now + self.cfg.syn_timeout_ns;
                         self.half_open.insert(flow, HalfOpen { conn, deadline });
@@ -310,8 +330,8 @@ impl Listener {
             let iss = seg.ack_number - 1;
             let irs = seg.seq_number - 1;
             match self.check_cookie(&flow, irs, iss.0, now) {
-                Some(mss) if self.accept_queue.len() < self.cfg.backlog => {
-                    let made = Connection::from_cookie(self.cfg.tcp.clone(), flow.ports(), iss, irs, mss, seg, now);
+                Some(mss) if self.backlog_len() < self.cfg.backlog => {
+                    let made = Connection::from_cookie(self.tcp_for(&flow), flow.ports(), iss, irs, mss, seg, now);
                     if let Ok(mut conn) = made {
                         if seg.payload_len > 0 || f.fin() {
                             conn.handle_segment(now, seg, payload);
@@ -346,7 +366,7 @@ impl Listener {
             TcpFlags::SYN | TcpFlags::ACK,
             window,
         );
-        r.max_seg_size = Some(self.cfg.tcp.mss);
+        r.max_seg_size = Some(self.tcp_for(&flow).mss);
         self.stats.cookies_sent += 1;
         self.replies.push_back((flow, r));
     }
@@ -355,19 +375,58 @@ impl Listener {
     pub fn accept(&mut self) -> Option<(FlowId, Connection)> {
         let c = self.accept_queue.pop_front();
         if c.is_some() {
-            // Room again: promote a handshake that completed while we were full.
-            let waiting: Vec<FlowId> = self
-                .half_open
-                .iter()
-                .filter(|(_, h)| !matches!(h.conn.state(), State::SynReceived | State::Closed))
-                .map(|(f, _)| *f)
-                .take(1)
-                .collect();
-            for f in waiting {
-                self.promote(f);
-            }
+            self.promote_one_waiting();
         }
         c
+    }
+
+    /// Takes the next established connection for a socket layer that keeps
+    /// its own accept queue (so segments reach the connection before the
+    /// application accepts it): it keeps counting against the backlog until
+    /// [`accepted`](Self::accepted) says the application took one.
+    pub fn hand_off(&mut self) -> Option<(FlowId, Connection)> {
+        let c = self.accept_queue.pop_front();
+        if c.is_some() {
+            self.handed_off += 1;
+        }
+        c
+    }
+
+    /// The application took (or the socket layer dropped) a connection that
+    /// [`hand_off`](Self::hand_off) returned: room in the backlog again.
+    pub fn accepted(&mut self) {
+        self.handed_off = self.handed_off.saturating_sub(1);
+        self.promote_one_waiting();
+    }
+
+    fn promote_one_waiting(&mut self) {
+        // Room again: promote a handshake that completed while we were full.
+        let waiting = self
+            .half_open
+            .iter()
+            .find(|(_, h)| !matches!(h.conn.state(), State::SynReceived | State::Closed))
+            .map(|(f, _)| *f);
+        if let Some(f) = waiting {
+            self.promote(f);
+        }
+    }
+
+    /// Clamps the MSS of accepted connections to what the link carries, per
+    /// family (a listener on `[::]` serves both): `mtu - 40` for IPv4 and
+    /// `mtu - 60` for IPv6, as Linux derives its MSS from the route's MTU.
+    pub fn set_mss_limits(&mut self, v4: u16, v6: u16) {
+        self.mss_limit = (v4, v6);
+    }
+
+    /// The connection configuration for `flow`, its MSS clamped to the link.
+    fn tcp_for(&self, flow: &FlowId) -> TcpConfig {
+        let limit = if flow.local.is_ipv4() { self.mss_limit.0 } else { self.mss_limit.1 };
+        TcpConfig { mss: self.cfg.tcp.mss.min(limit), ..self.cfg.tcp.clone() }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ListenConfig {
+        &self.cfg
     }
 
     /// The next segment to send, for half-open connections and stateless replies.

@@ -24,7 +24,7 @@ fn flow_at_server(port: u16) -> FlowId {
 }
 
 fn listen(backlog: usize, syn_backlog: usize, cookies: SynCookies) -> Listener {
-    Listener::new(ListenConfig::new(80, backlog, syn_backlog, 3 * SEC, cookies, cfg()), SECRET).unwrap()
+    Listener::new(ListenConfig::new(server_addr(), backlog, syn_backlog, 3 * SEC, cookies, cfg()), SECRET).unwrap()
 }
 
 /// One client connection against a listener, over a 5 ms link, virtual time.
@@ -225,15 +225,15 @@ fn rfc6528_isns_differ_per_flow_and_advance_with_time() {
     let (a, b) = (flow_at_server(1000), flow_at_server(1001));
     assert_ne!(l.isn(&a, 0), l.isn(&b, 0));
     assert_eq!(l.isn(&a, 4_000_000) - l.isn(&a, 0), 1000, "one tick per 4 µs");
-    let other = Listener::new(ListenConfig::new(80, 4, 4, SEC, SynCookies::Off, cfg()), [7; 16]).unwrap();
+    let other = Listener::new(ListenConfig::new(server_addr(), 4, 4, SEC, SynCookies::Off, cfg()), [7; 16]).unwrap();
     assert_ne!(l.isn(&a, 0), other.isn(&a, 0), "keyed by the secret");
 }
 
 #[test]
 fn listen_config_errors_name_the_field() {
     let e = |c: ListenConfig| Listener::new(c, SECRET).err().unwrap().field;
-    assert_eq!(e(ListenConfig::new(80, 0, 4, SEC, SynCookies::Off, cfg())), "backlog");
-    assert_eq!(e(ListenConfig::new(80, 4, 0, SEC, SynCookies::Off, cfg())), "syn_backlog");
-    assert_eq!(e(ListenConfig::new(80, 4, 4, 0, SynCookies::Off, cfg())), "syn_timeout");
-    assert_eq!(e(ListenConfig::new(0, 4, 4, SEC, SynCookies::Off, cfg())), "port");
+    assert_eq!(e(ListenConfig::new(server_addr(), 0, 4, SEC, SynCookies::Off, cfg())), "backlog");
+    assert_eq!(e(ListenConfig::new(server_addr(), 4, 0, SEC, SynCookies::Off, cfg())), "syn_backlog");
+    assert_eq!(e(ListenConfig::new(server_addr(), 4, 4, 0, SynCookies::Off, cfg())), "syn_timeout");
+    assert_eq!(e(ListenConfig::new("198.18.0.1:0".parse().unwrap(), 4, 4, SEC, SynCookies::Off, cfg())), "addr");
 }

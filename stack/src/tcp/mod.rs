@@ -1,6 +1,8 @@
-//! TCP: the sans-IO connection state machine ([`conn`]) and RTO estimation
-//! ([`rtt`]). The socket layer (demultiplexing, listener and accept queue, timer
-//! wheel integration, checksums and offloads) sits on top and feeds it segments.
+//! TCP: the sans-IO connection state machine ([`conn`]), the listener
+//! ([`listener`]: backlog, SYN cookies, RFC 6528 ISNs), RTO estimation
+//! ([`rtt`]) and congestion control ([`cc`]). The socket layer
+//! (demultiplexing, accept queue, timer wheel integration, checksums and
+//! offloads) is `Stack`'s: see `Stack::tcp_listen` and `Stack::tcp_connect`.
 
 pub mod cc;
 pub mod conn;

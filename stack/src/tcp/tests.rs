@@ -542,7 +542,7 @@ fn lossy_transfer(seed: u64, loss: f64, size: usize) -> Sim {
 }
 
 fn lossy_transfer_with(c: TcpConfig, seed: u64, loss: f64, size: usize) -> Sim {
-    let mut s = Sim::new(c.clone(), c);
+    let mut s = Sim::new(c.clone(), c.clone());
     s.lose = lossy(seed, loss);
     // Like a real client, send as soon as our side is established: the data
     // (which carries the ACK) also completes the server's side.
@@ -557,6 +557,11 @@ fn lossy_transfer_with(c: TcpConfig, seed: u64, loss: f64, size: usize) -> Sim {
     assert!(ok, "seed {seed}: transfer stalled at {} / {} bytes", s.got[1].len(), s.got[0].len());
     assert_eq!(s.got[1], up, "seed {seed}");
     assert_eq!(s.got[0], down, "seed {seed}");
+    // RFC 9293 3.7.1: the MSS bounds payload plus options, SACK blocks included
+    // (or the IP packet outgrows the MTU the MSS was derived from).
+    for (who, r, _) in &s.log {
+        assert!(r.payload_len + r.options_len() <= c.mss as usize, "seed {seed}: {who} sent {r}");
+    }
     s.a().shutdown();
     s.b().shutdown();
     assert!(
@@ -870,7 +875,7 @@ fn hundred_thousand_connections_on_one_simulated_core() {
     // Idle established connections hold no buffers: the struct is the cost.
     assert!(std::mem::size_of::<Connection>() <= 1024, "{} bytes", std::mem::size_of::<Connection>());
     let server: SocketAddr = "198.18.0.2:80".parse().unwrap();
-    let lc = ListenConfig::new(80, N, 1024, 10 * SEC, SynCookies::Off, cfg());
+    let lc = ListenConfig::new(server, N, 1024, 10 * SEC, SynCookies::Off, cfg());
     let mut listener = Listener::new(lc, [9; 16]).unwrap();
     let mut clients = Vec::with_capacity(N);
     let mut servers = Vec::with_capacity(N);

@@ -41,6 +41,7 @@ pub fn config(mac: pmd::MacAddr, v4: &[&str], v6: &[&str]) -> StackConfig {
         burst: 32,
         tx_backlog: 1024,
         tx_offloads: TxOffloads::empty(),
+        tcp_max_connections: 4096,
     }
 }
 
