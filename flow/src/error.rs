@@ -59,6 +59,9 @@ impl From<stack::StackError> for FlowError {
             stack::StackError::AddrNotAvailable(_) => {
                 FlowError::Io(io::Error::new(io::ErrorKind::AddrNotAvailable, e.to_string()))
             }
+            stack::StackError::ConnectionLimit(_) | stack::StackError::NoBuffers | stack::StackError::TxFull => {
+                FlowError::Io(io::Error::other(e.to_string()))
+            }
             other => FlowError::invalid(other.to_string()),
         }
     }

@@ -407,9 +407,10 @@ pub mod tests_support {
         }
     }
 
-    /// A listener configuration for tests on `port`.
+    /// A listener configuration for tests on `port` (of every local address).
     pub fn listen_config(port: u16) -> ListenConfig {
-        ListenConfig::new(port, 128, 128, 1_000 * MS, SynCookies::WhenFull, tcp_config())
+        let any = std::net::SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+        ListenConfig::new(any, 128, 128, 1_000 * MS, SynCookies::WhenFull, tcp_config())
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use pmd::{Clock, Mempool, MempoolConfig, PortConfig, RxQueue, TxQueue, VirtualClock};
-use stack::{Stack, StackConfig, UdpDatagram, UdpHandle};
+use stack::{Stack, StackConfig, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
 
 use crate::exec::{Executor, Reactor};
 use crate::runtime::{on_cores, Core};
@@ -149,58 +149,162 @@ impl Reactor for UserReactor {
     }
 }
 
-// ---- the stack's TCP socket layer (lands with issue 6's socket API) ----
+// ---- TCP ----
 
-fn tcp_take_ready(_s: &mut DynStack, _out: &mut Vec<u64>) {}
+fn tcp_take_ready(s: &mut DynStack, out: &mut Vec<u64>) {
+    s.tcp_take_ready(out)
+}
 
-fn next_timer_ns(_s: &DynStack) -> Option<u64> {
-    None
+fn next_timer_ns(s: &DynStack) -> Option<u64> {
+    s.next_timer_ns()
+}
+
+fn sock_err(e: TcpSocketError) -> FlowError {
+    match e {
+        TcpSocketError::Closed | TcpSocketError::InvalidHandle | TcpSocketError::WouldBlock => FlowError::Closed,
+        TcpSocketError::Reset => FlowError::Reset,
+        TcpSocketError::Refused => FlowError::Refused,
+        TcpSocketError::TimedOut => FlowError::TimedOut,
+        TcpSocketError::Unreachable => FlowError::Unreachable,
+    }
+}
+
+impl Inner {
+    fn park(&mut self, token: u64, w: &Waker, write: bool) {
+        let e = self.tcp.entry(token).or_default();
+        let slot = if write { &mut e.writer } else { &mut e.reader };
+        match slot {
+            Some(old) if old.will_wake(w) => {}
+            _ => *slot = Some(w.clone()),
+        }
+    }
 }
 
 /// A TCP connection on our stack.
 pub struct UserFlow {
-    _net: UserNet,
+    net: UserNet,
+    h: TcpHandle,
+    open: bool,
+}
+
+impl UserFlow {
+    /// The stack's handle.
+    pub fn handle(&self) -> TcpHandle {
+        self.h
+    }
 }
 
 impl Flow for UserFlow {
-    fn poll_read(&mut self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Poll<Result<usize, FlowError>> {
-        Poll::Ready(Err(FlowError::Closed))
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, FlowError>> {
+        if !self.open {
+            return Poll::Ready(Err(FlowError::Closed));
+        }
+        let mut g = self.net.inner.borrow_mut();
+        match g.stack.tcp_recv(self.h, buf) {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(TcpSocketError::WouldBlock) => {
+                g.park(self.h.token(), cx.waker(), false);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(sock_err(e))),
+        }
     }
-    fn poll_write(&mut self, _cx: &mut Context<'_>, _buf: &[u8]) -> Poll<Result<usize, FlowError>> {
-        Poll::Ready(Err(FlowError::Closed))
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, FlowError>> {
+        if !self.open {
+            return Poll::Ready(Err(FlowError::Closed));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut g = self.net.inner.borrow_mut();
+        match g.stack.tcp_send(self.h, buf) {
+            Ok(0) | Err(TcpSocketError::WouldBlock) => {
+                g.park(self.h.token(), cx.waker(), true);
+                Poll::Pending
+            }
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(sock_err(e))),
+        }
     }
+
     fn poll_shutdown(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
-        Poll::Ready(Err(FlowError::Closed))
+        if !self.open {
+            return Poll::Ready(Err(FlowError::Closed));
+        }
+        Poll::Ready(self.net.inner.borrow_mut().stack.tcp_shutdown(self.h).map_err(sock_err))
     }
+
     fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        self.close_now();
         Poll::Ready(Ok(()))
     }
+
     fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
-        Err(FlowError::Closed)
+        self.net.inner.borrow().stack.tcp_peer_addr(self.h).map_err(sock_err)
     }
+
     fn local_addr(&self) -> Result<SocketAddr, FlowError> {
-        Err(FlowError::Closed)
+        self.net.inner.borrow().stack.tcp_local_addr(self.h).map_err(sock_err)
+    }
+}
+
+impl UserFlow {
+    fn close_now(&mut self) {
+        if std::mem::take(&mut self.open) {
+            let mut g = self.net.inner.borrow_mut();
+            // Graceful: queued data still goes out, the stack finishes the close.
+            g.stack.tcp_close(self.h);
+            g.tcp.remove(&self.h.token());
+        }
+    }
+}
+
+impl Drop for UserFlow {
+    fn drop(&mut self) {
+        self.close_now();
     }
 }
 
 /// A listener on our stack.
 pub struct UserListener {
-    _net: UserNet,
+    net: UserNet,
+    l: TcpListenerHandle,
     addr: SocketAddr,
 }
 
 impl Listener for UserListener {
     type Flow = UserFlow;
-    fn poll_accept(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(UserFlow, SocketAddr), FlowError>> {
-        Poll::Pending
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(UserFlow, SocketAddr), FlowError>> {
+        let mut g = self.net.inner.borrow_mut();
+        loop {
+            match g.stack.tcp_accept(self.l) {
+                Ok(h) => match g.stack.tcp_peer_addr(h) {
+                    Ok(peer) => return Poll::Ready(Ok((UserFlow { net: self.net.clone(), h, open: true }, peer))),
+                    // Gone between the handshake and accept: take the next.
+                    Err(_) => g.stack.tcp_close(h),
+                },
+                Err(TcpSocketError::WouldBlock) => {
+                    g.park(self.l.token(), cx.waker(), false);
+                    return Poll::Pending;
+                }
+                Err(e) => return Poll::Ready(Err(sock_err(e))),
+            }
+        }
     }
+
     fn local_addr(&self) -> Result<SocketAddr, FlowError> {
         Ok(self.addr)
     }
 }
 
-fn no_tcp() -> FlowError {
-    FlowError::invalid("TCP over the user stack needs the stack's socket layer (not merged yet)")
+impl Drop for UserListener {
+    fn drop(&mut self) {
+        let mut g = self.net.inner.borrow_mut();
+        g.stack.tcp_unlisten(self.l);
+        g.tcp.remove(&self.l.token());
+    }
 }
 
 // ---- UDP ----
@@ -265,12 +369,31 @@ impl Net for UserNet {
         "user"
     }
 
-    fn listen(&self, _addr: SocketAddr, _cfg: &ListenConfig) -> Result<UserListener, FlowError> {
-        Err(no_tcp())
+    fn listen(&self, addr: SocketAddr, cfg: &ListenConfig) -> Result<UserListener, FlowError> {
+        let mut cfg = cfg.clone();
+        cfg.addr = addr;
+        cfg.validate().map_err(|e| FlowError::invalid(e.to_string()))?;
+        let l = self.inner.borrow_mut().stack.tcp_listen(cfg)?;
+        Ok(UserListener { net: self.clone(), l, addr })
     }
 
-    async fn connect(&self, _addr: SocketAddr, _cfg: &TcpConfig) -> Result<UserFlow, FlowError> {
-        Err(no_tcp())
+    async fn connect(&self, addr: SocketAddr, cfg: &TcpConfig) -> Result<UserFlow, FlowError> {
+        let h = self.inner.borrow_mut().stack.tcp_connect(addr, cfg.clone())?;
+        // From here the flow owns the handle: dropping it (a timeout) closes it.
+        let f = UserFlow { net: self.clone(), h, open: true };
+        std::future::poll_fn(|cx| {
+            let mut g = f.net.inner.borrow_mut();
+            match g.stack.tcp_connected(f.h) {
+                Ok(true) => Poll::Ready(Ok(())),
+                Ok(false) => {
+                    g.park(f.h.token(), cx.waker(), true);
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(sock_err(e))),
+            }
+        })
+        .await?;
+        Ok(f)
     }
 
     fn udp_bind(&self, addr: SocketAddr, cfg: &UdpConfig) -> Result<UserUdp, FlowError> {
@@ -291,7 +414,7 @@ pub fn listen_config(
     syn_cookies: crate::SynCookies,
     tcp: TcpConfig,
 ) -> ListenConfig {
-    ListenConfig::new(addr.port(), backlog, syn_backlog, syn_timeout_ns, syn_cookies, tcp)
+    ListenConfig::new(addr, backlog, syn_backlog, syn_timeout_ns, syn_cookies, tcp)
 }
 
 /// Where a runtime's stacks take their MAC address from.

@@ -47,6 +47,9 @@ pub struct StackArgs {
     /// (user) L3 MTU.
     #[arg(long, default_value_t = 1500)]
     pub mtu: u16,
+    /// (user) TCP connections each core's stack holds at once (incl. closing ones).
+    #[arg(long, default_value_t = 65_536)]
+    pub max_connections: usize,
     /// (user) Packet buffers per core.
     #[arg(long, default_value_t = 16384)]
     pub mbufs: usize,
@@ -349,7 +352,7 @@ pub fn runtime(a: &StackArgs) -> Result<Rt, Fail> {
                 }
                 None => port,
             };
-            let mut cfg = stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), a.mtu);
+            let mut cfg = stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), a.mtu, a.max_connections);
             for ip in &a.ips {
                 let ip = ip.as_str();
                 if ip.contains(':') {
@@ -524,7 +527,7 @@ pub fn report_json(r: &Report) -> String {
 }
 
 /// The stack values of this application (addresses are added from `--ip`).
-pub fn stack_config(mac: pmd::MacAddr, mtu: u16) -> stack::StackConfig {
+pub fn stack_config(mac: pmd::MacAddr, mtu: u16, tcp_max_connections: usize) -> stack::StackConfig {
     stack::StackConfig {
         mac,
         mtu,
@@ -550,5 +553,6 @@ pub fn stack_config(mac: pmd::MacAddr, mtu: u16) -> stack::StackConfig {
         burst: 32,
         tx_backlog: 8192,
         tx_offloads: pmd::TxOffloads::empty(),
+        tcp_max_connections,
     }
 }

@@ -109,7 +109,6 @@ where
 {
     let stats: Stats = Rc::default();
     let cfg = Rc::new(cfg);
-    let udp_task = udp.map(|u| flow::spawn(udp_echo(u, cfg.clone(), stats.clone())));
     let accept_loop = async {
         loop {
             match listener.accept().await {
@@ -121,11 +120,16 @@ where
             }
         }
     };
-    let r = flow::race(accept_loop, stopped(stop)).await;
-    drop(udp_task);
-    match r {
-        Either::Left(Err(e)) => Err(e),
-        Either::Left(Ok(())) | Either::Right(()) => Ok(stats.get()),
+    // UDP runs in this task too, so it ends (and its socket closes) with it.
+    let udp_loop = async {
+        match udp {
+            Some(u) => udp_echo(u, cfg.clone(), stats.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    match flow::race(flow::race(accept_loop, udp_loop), stopped(stop)).await {
+        Either::Left(Either::Left(Err(e))) => Err(e),
+        _ => Ok(stats.get()),
     }
 }
 
