@@ -309,10 +309,11 @@ impl Drop for UserListener {
 
 // ---- UDP ----
 
-/// A UDP socket on our stack.
+/// A UDP socket on our stack. Bound to `[::]` it is two stack sockets, one per
+/// family, as a dual-stack kernel socket is.
 pub struct UserUdp {
     net: UserNet,
-    h: UdpHandle,
+    hs: Vec<UdpHandle>,
     local: SocketAddr,
 }
 
@@ -320,27 +321,31 @@ impl Datagram for UserUdp {
     fn poll_recv_from(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<(usize, SocketAddr), FlowError>> {
         let mut g = self.net.inner.borrow_mut();
         let i = &mut *g;
-        i.scratch.clear();
-        match i.stack.udp_recv(self.h, &mut i.scratch, 1) {
-            Ok(1) => {
-                let d = i.scratch.pop().expect("one datagram");
-                // The one copy this API demands: into the caller's buffer.
-                let data = d.payload.data();
-                let n = data.len().min(buf.len());
-                buf[..n].copy_from_slice(&data[..n]);
-                Poll::Ready(Ok((n, d.peer)))
+        for &h in &self.hs {
+            i.scratch.clear();
+            match i.stack.udp_recv(h, &mut i.scratch, 1) {
+                Ok(1) => {
+                    let d = i.scratch.pop().expect("one datagram");
+                    // The one copy this API demands: into the caller's buffer.
+                    let data = d.payload.data();
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    return Poll::Ready(Ok((n, d.peer)));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(e.into())),
             }
-            Ok(_) => {
-                i.udp.insert(self.h, cx.waker().clone());
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e.into())),
         }
+        for &h in &self.hs {
+            i.udp.insert(h, cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     fn poll_send_to(&mut self, _cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Result<(), FlowError>> {
         let mut g = self.net.inner.borrow_mut();
-        match g.stack.udp_send_slice(self.h, buf, to) {
+        let h = if self.hs.len() == 2 && to.is_ipv4() { self.hs[1] } else { self.hs[0] };
+        match g.stack.udp_send_slice(h, buf, to) {
             // A full transmit backlog drops the datagram, as a NIC queue would.
             Ok(()) | Err(stack::StackError::TxFull) | Err(stack::StackError::PendingFull) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e.into())),
@@ -355,8 +360,10 @@ impl Datagram for UserUdp {
 impl Drop for UserUdp {
     fn drop(&mut self) {
         let mut g = self.net.inner.borrow_mut();
-        g.udp.remove(&self.h);
-        let _ = g.stack.udp_close(self.h);
+        for h in self.hs.drain(..) {
+            g.udp.remove(&h);
+            let _ = g.stack.udp_close(h);
+        }
     }
 }
 
@@ -400,7 +407,18 @@ impl Net for UserNet {
         let mut g = self.inner.borrow_mut();
         let h = g.stack.udp_bind(addr, cfg.clone())?;
         let local = g.stack.udp_local_addr(h)?;
-        Ok(UserUdp { net: self.clone(), h, local })
+        let mut hs = vec![h];
+        if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+            let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), local.port());
+            match g.stack.udp_bind(v4, cfg.clone()) {
+                Ok(h4) => hs.push(h4),
+                Err(e) => {
+                    let _ = g.stack.udp_close(h);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(UserUdp { net: self.clone(), hs, local })
     }
 }
 

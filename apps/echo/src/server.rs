@@ -38,7 +38,9 @@ pub struct ServerStats {
     pub tcp_bytes: u64,
     /// TCP connections closed for being idle.
     pub tcp_idle_closed: u64,
-    /// TCP connections that ended with an error (reset, ...).
+    /// TCP connections the peer reset (e.g. it closed with our answer unread).
+    pub tcp_resets: u64,
+    /// TCP connections that ended with another error.
     pub tcp_errors: u64,
     /// UDP datagrams echoed.
     pub udp_datagrams: u64,
@@ -54,6 +56,7 @@ impl ServerStats {
         self.tcp_accepted += o.tcp_accepted;
         self.tcp_bytes += o.tcp_bytes;
         self.tcp_idle_closed += o.tcp_idle_closed;
+        self.tcp_resets += o.tcp_resets;
         self.tcp_errors += o.tcp_errors;
         self.udp_datagrams += o.udp_datagrams;
         self.sockperf_messages += o.sockperf_messages;
@@ -66,6 +69,7 @@ impl ServerStats {
             ("tcp_accepted", self.tcp_accepted),
             ("tcp_bytes", self.tcp_bytes),
             ("tcp_idle_closed", self.tcp_idle_closed),
+            ("tcp_resets", self.tcp_resets),
             ("tcp_errors", self.tcp_errors),
             ("udp_datagrams", self.udp_datagrams),
             ("sockperf_messages", self.sockperf_messages),
@@ -174,7 +178,9 @@ async fn conn<F: Flow>(mut f: F, cfg: Rc<ServerConfig>, stats: Stats) {
             bump(&stats, |s| s.tcp_bytes += n as u64);
         }
     };
-    if let Err(e) = end {
+    if let Err(FlowError::Reset) = end {
+        bump(&stats, |s| s.tcp_resets += 1);
+    } else if let Err(e) = end {
         if stats.get().tcp_errors < 10 {
             let peer = f.peer_addr().map(|p| p.to_string()).unwrap_or_default();
             eprintln!("echo server: connection from {peer}: {e}");
