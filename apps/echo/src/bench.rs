@@ -1,8 +1,251 @@
-//! `echo bench`.
-use crate::opts::BenchArgs;
+//! `echo bench`: the same server and client code on our stack and on the
+//! kernel's, in one run, on the same two pinned cores (client, server).
+//!
+//! * ours: two stacks over the in-memory `ring` wire (`ring:echob_c` ↔
+//!   `ring:echob_s`), 198.18.0.1 → 198.18.0.2, each core busy-polling its stack;
+//! * kernel: kernel TCP over loopback (127.0.0.1), each core in epoll.
+//!
+//! Cases: 64-byte ping-pong on one connection (RTT p50/p99/p99.9), closed-loop
+//! ping-pong on 64 connections (messages/s), connection churn (connect, one
+//! round trip, close; connections/s). Writes `bench/results/echo.{json,md,svg}`
+//! (the SVG is the latency CDF of the one-connection case). No root, no NIC.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flow::{Net, UdpConfig};
+
+use crate::client::{self, ClientConfig, Counters, Mode, Report};
+use crate::opts::{self, BenchArgs, Rt};
+use crate::server::{self, ServerConfig};
 use crate::Fail;
 
-/// Runs the benchmark.
-pub fn run(_a: BenchArgs) -> Result<(), Fail> {
-    Err(Fail::other("not yet"))
+/// The three measurements of one side.
+struct Side {
+    rtt: Report,
+    msgs: Report,
+    churn: Report,
+}
+
+/// Tries to connect until the server answers (it starts on another core).
+async fn wait_listening<N: Net>(net: &N, target: SocketAddr, tcp: &flow::TcpConfig) -> Result<(), flow::FlowError> {
+    let mut last = None;
+    for _ in 0..100 {
+        match flow::timeout(Duration::from_millis(500), net.connect(target, tcp)).await {
+            Ok(Ok(f)) => {
+                drop(flow::Flow::close(f).await);
+                return Ok(());
+            }
+            Ok(Err(e)) => last = Some(e),
+            Err(e) => last = Some(e.into()),
+        }
+        flow::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last.unwrap_or(flow::FlowError::TimedOut))
+}
+
+async fn cases<N: Net>(net: N, target: SocketAddr, a: Arc<BenchArgs>, tcp: flow::TcpConfig) -> Result<Side, String> {
+    wait_listening(&net, target, &tcp).await.map_err(|e| format!("server at {target}: {e}"))?;
+    let mut out = Vec::new();
+    for (mode, conns) in [(Mode::Pingpong, 1), (Mode::Pingpong, a.conns), (Mode::Churn, a.churn_conns)] {
+        let cfg = Arc::new(ClientConfig {
+            target,
+            conns,
+            size: a.size,
+            mode,
+            rate: 0.0,
+            duration: Duration::from_secs_f64(a.secs),
+            connect_timeout: Duration::from_secs(3),
+            tcp: tcp.clone(),
+            progress: false,
+        });
+        let counters = Arc::new(vec![Counters::default()]);
+        let r = client::run(net.clone(), 0, 1, cfg, counters).await.map_err(|e| format!("{mode:?}: {e}"))?;
+        let r = Report::merge(vec![r]);
+        eprintln!(
+            "  {:<9} {:>3} conns: {:>10.0} msgs/s {:>8.0} conns/s  p50 {:>7.1} us  p99 {:>7.1} us  errors {}",
+            format!("{mode:?}"),
+            conns,
+            r.msgs as f64 / r.secs,
+            r.conns as f64 / r.secs,
+            r.us(0.5),
+            r.us(0.99),
+            r.errors
+        );
+        out.push(r);
+    }
+    let churn = out.pop().expect("3");
+    let msgs = out.pop().expect("2");
+    let rtt = out.pop().expect("1");
+    Ok(Side { rtt, msgs, churn })
+}
+
+fn server_cfg(listen: SocketAddr, tcp: flow::TcpConfig) -> ServerConfig {
+    ServerConfig {
+        listen,
+        listen_cfg: flow::ListenConfig::new(listen, 4096, 4096, 3_000_000_000, flow::SynCookies::WhenFull, tcp),
+        udp: UdpConfig { rx_queue_len: 1024 },
+        idle_timeout: None,
+        sockperf: false,
+        udp_enabled: false,
+    }
+}
+
+/// Runs one side: the server on `rt_s` in a thread, the cases on `rt_c` here.
+fn side(rt_s: Rt, rt_c: Rt, listen: SocketAddr, target: SocketAddr, a: &Arc<BenchArgs>) -> Result<Side, Fail> {
+    let tcp = a.tcp.config()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scfg = server_cfg(listen, tcp.clone());
+    let st = stop.clone();
+    let srv =
+        std::thread::spawn(move || crate::run_on!(rt_s, |core| server::serve(core.net, scfg.clone(), st.clone())));
+    let res = crate::run_on!(rt_c, |core| cases(core.net, target, a.clone(), tcp.clone()));
+    stop.store(true, Ordering::Release);
+    let s = srv.join().map_err(|_| Fail::other("server thread panicked"))?;
+    match s {
+        Ok(v) => {
+            for r in v {
+                r.map_err(|e| opts::flow_fail("server", e))?;
+            }
+        }
+        Err(e) => return Err(opts::flow_fail("server runtime", e)),
+    }
+    let mut v = res.map_err(|e| opts::flow_fail("client runtime", e))?;
+    v.pop().expect("one core").map_err(Fail::other)
+}
+
+fn user_rt(spec: &str, ip: &str, core: usize, a: &BenchArgs) -> Result<Rt, Fail> {
+    let mut cfg = opts::stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), 1500, a.max_connections);
+    cfg.ipv4.push(ip.parse().expect("bench address"));
+    let rt = flow::Runtime::user(spec, cfg)
+        .mac_from_port()
+        .cores(&[core])
+        .mbufs(a.mbufs)
+        .queue_size(1024)
+        .check()
+        .map_err(|e| Fail::usage(e.to_string()))?;
+    Ok(Rt::User(Box::new(rt)))
+}
+
+/// `echo bench`.
+pub fn run(a: BenchArgs) -> Result<(), Fail> {
+    let cores = pmd::runtime::parse_core_list(&a.cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
+    let [cc, sc] = cores[..] else {
+        return Err(Fail::usage("--cores needs exactly two cores: CLIENT,SERVER"));
+    };
+    pmd::runtime::check_cores(&cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
+    if !(a.secs > 0.0 && a.secs <= 600.0) {
+        return Err(Fail::usage("--secs must be between 0 and 600"));
+    }
+    a.tcp.config()?;
+    let a = Arc::new(a);
+
+    eprintln!("echo bench: ours (user stack over the ring wire), client core {cc}, server core {sc}");
+    let ours = side(
+        user_rt("ring:echob_s?peer=echob_c", "198.18.0.2/24", sc, &a)?,
+        user_rt("ring:echob_c?peer=echob_s", "198.18.0.1/24", cc, &a)?,
+        "[::]:7".parse().expect("addr"),
+        "198.18.0.2:7".parse().expect("addr"),
+        &a,
+    )?;
+    eprintln!("echo bench: kernel (TCP over loopback), client core {cc}, server core {sc}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Fail::other(format!("finding a free port: {e}")))?
+        .port();
+    let kaddr = SocketAddr::from(([127, 0, 0, 1], port));
+    let kernel = side(
+        Rt::Kernel(flow::Runtime::kernel().cores(&[sc])),
+        Rt::Kernel(flow::Runtime::kernel().cores(&[cc])),
+        kaddr,
+        kaddr,
+        &a,
+    )?;
+    report(&a, &ours, &kernel, cc, sc);
+    Ok(())
+}
+
+fn report(a: &BenchArgs, ours: &Side, kernel: &Side, cc: usize, sc: usize) {
+    use bench::Row;
+    let peer = "kernel TCP loopback";
+    let rate = |r: &Report| r.msgs as f64 / r.secs;
+    let conn_rate = |r: &Report| r.conns as f64 / r.secs;
+    let rows = vec![
+        Row::new("rtt_p50", "us", "lower", ours.rtt.us(0.5), peer, kernel.rtt.us(0.5)),
+        Row::new("rtt_p99", "us", "lower", ours.rtt.us(0.99), peer, kernel.rtt.us(0.99)),
+        Row::new("rtt_p999", "us", "lower", ours.rtt.us(0.999), peer, kernel.rtt.us(0.999)),
+        Row::new("msgs_per_s_64conns", "msgs/s", "higher", rate(&ours.msgs), peer, rate(&kernel.msgs)),
+        Row::new("conns_per_s", "conns/s", "higher", conn_rate(&ours.churn), peer, conn_rate(&kernel.churn)),
+    ];
+    let errors: Vec<String> = [("ours", ours), ("kernel", kernel)]
+        .iter()
+        .flat_map(|(n, s)| {
+            [("rtt", &s.rtt), ("msgs", &s.msgs), ("churn", &s.churn)].into_iter().filter(|(_, r)| r.errors > 0).map(
+                move |(c, r)| format!("{n} {c}: {} errors ({})", r.errors, r.first_error.clone().unwrap_or_default()),
+            )
+        })
+        .collect();
+    let p50_ok = rows[0].ratio <= 0.2;
+    let msgs_ok = rows[3].ratio >= 3.0;
+    let mut md = String::from(
+        "# echo: the echo server and client on our stack (two stacks over the in-memory wire) vs the kernel's TCP over loopback\n\n\
+         | case | unit | ours | kernel | ratio |\n|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        md += &format!("| {} | {} | {} | {} | {:.3} |\n", r.case, r.metric, r.ours, r.peer_value, r.ratio);
+    }
+    md += &format!(
+        "\n- Targets: RTT p50 ≤ 1/5 of the kernel's: {} (ratio {:.3}); messages/s with {} connections ≥ 3× the kernel's: {} (ratio {:.3}).\n",
+        if p50_ok { "met" } else { "NOT met" },
+        rows[0].ratio,
+        a.conns,
+        if msgs_ok { "met" } else { "NOT met" },
+        rows[3].ratio
+    );
+    md += &format!(
+        "- {}-byte messages; RTT on 1 connection, closed-loop ping-pong; messages/s on {} connections; churn with {} tasks (connect, one round trip, close; TIME-WAIT {} ms); {} s per case and side.\n",
+        a.size, a.conns, a.churn_conns, a.tcp.time_wait_ms, a.secs
+    );
+    md += &format!(
+        "- Samples: ours {} / kernel {} RTTs. Errors: {}.\n",
+        ours.rtt.hist.len(),
+        kernel.rtt.hist.len(),
+        if errors.is_empty() { "none".to_string() } else { errors.join("; ") }
+    );
+    md += &format!(
+        "- CPU: {}; kernel {}; client core {cc}, server core {sc}; ours busy-polls, the kernel side waits in epoll.\n",
+        bench::cpu_model(),
+        bench::command_line("uname", &["-r"])
+    );
+    md += "- Plot: [`echo.svg`](echo.svg) (RTT CDF). Raw: [`echo.json`](echo.json). Reproduce: `scripts/bench.sh echo` (or `echo bench`).\n";
+    let extra = serde_json::json!({
+        "size": a.size, "conns": a.conns, "churn_conns": a.churn_conns, "secs": a.secs,
+        "errors": errors,
+        "targets": { "rtt_p50_ratio_max": 0.2, "rtt_p50_met": p50_ok, "msgs_ratio_min": 3.0, "msgs_met": msgs_ok },
+    });
+    let json = bench::write_json("echo", &rows, extra);
+    let mdp = bench::write_md("echo", &md);
+    let cdf = |r: &Report| -> Vec<(f64, f64)> {
+        let mut v = Vec::new();
+        let mut q = 0.0;
+        while q <= 0.999 {
+            v.push((r.hist.value_at_quantile(q) as f64 / 1e3, q * 100.0));
+            q += if q < 0.9 { 0.01 } else { 0.001 };
+        }
+        v
+    };
+    let svg = bench::plot_series(
+        "echo",
+        &format!("echo {}-byte RTT CDF (1 connection): ours vs kernel", a.size),
+        "RTT (us)",
+        "percentile",
+        &[
+            bench::Series { label: "ours (user stack, ring wire)".into(), points: cdf(&ours.rtt) },
+            bench::Series { label: "kernel (TCP loopback)".into(), points: cdf(&kernel.rtt) },
+        ],
+    );
+    println!("{md}");
+    println!("wrote {}, {}, {}", mdp.display(), json.display(), svg.display());
 }

@@ -97,8 +97,9 @@ pub struct TcpArgs {
     /// SYN / SYN-ACK retransmissions before giving up.
     #[arg(long, default_value_t = 5)]
     pub syn_retries: u32,
-    /// TIME-WAIT duration, ms.
-    #[arg(long, default_value_t = 1_000)]
+    /// TIME-WAIT duration, ms (it holds the closing side's port: at N closes/s,
+    /// N x this many ports of the 16384 ephemeral ones are held).
+    #[arg(long, default_value_t = 200)]
     pub time_wait_ms: u64,
     /// Window scale shift offered (0-14).
     #[arg(long, default_value_t = 7)]
@@ -112,8 +113,9 @@ pub struct TcpArgs {
     /// Nagle's algorithm: true|false.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub nagle: bool,
-    /// Delayed ACK in microseconds; 0 acknowledges every segment at once.
-    #[arg(long, default_value_t = 0)]
+    /// Delayed ACK in microseconds (an answer written meanwhile carries the
+    /// ACK, as the kernel's delayed ACK does); 0 acknowledges every segment at once.
+    #[arg(long, default_value_t = 200)]
     pub delayed_ack_us: u64,
     /// Congestion control.
     #[arg(long, value_enum, default_value_t = Cc::Newreno)]
@@ -264,9 +266,12 @@ pub struct BenchArgs {
     /// Connection tasks of the churn case.
     #[arg(long, default_value_t = 8)]
     pub churn_conns: usize,
-    /// Where to write echo.json, echo.md and echo.svg (default: bench/results).
-    #[arg(long)]
-    pub out: Option<std::path::PathBuf>,
+    /// Packet buffers per stack (ours).
+    #[arg(long, default_value_t = 16384)]
+    pub mbufs: usize,
+    /// TCP connections each of our stacks holds at once (incl. TIME-WAIT).
+    #[arg(long, default_value_t = 65_536)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub tcp: TcpArgs,
 }
