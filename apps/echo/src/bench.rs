@@ -90,6 +90,7 @@ fn server_cfg(listen: SocketAddr, tcp: flow::TcpConfig) -> ServerConfig {
         idle_timeout: None,
         sockperf: false,
         udp_enabled: false,
+        banner: None,
     }
 }
 

@@ -431,11 +431,12 @@ pub fn server(a: ServerArgs) -> Result<(), Fail> {
         idle_timeout: (a.idle_timeout_ms > 0).then(|| Duration::from_millis(a.idle_timeout_ms)),
         sockperf: a.sockperf,
         udp_enabled: !a.no_udp,
+        banner: None,
     };
     cfg.udp.validate().map_err(|e| Fail::usage(format!("--udp-queue: {e}")))?;
     let rt = runtime(&a.stack)?;
     let stop = stop_flag(a.duration)?;
-    eprintln!(
+    let banner = format!(
         "echo server: {:?} stack on cores {}, {} {} on {}; ^C to stop",
         a.stack.stack,
         a.stack.cores,
@@ -443,8 +444,12 @@ pub fn server(a: ServerArgs) -> Result<(), Fail> {
         if a.no_udp { "tcp" } else { "tcp+udp" },
         addr
     );
-    let per_core =
-        run_on!(rt, |core| server::serve(core.net, cfg.clone(), stop.clone())).map_err(|e| flow_fail("server", e))?;
+    let per_core = run_on!(rt, |core| {
+        let mut c = cfg.clone();
+        c.banner = (core.index == 0).then(|| banner.clone());
+        server::serve(core.net, c, stop.clone())
+    })
+    .map_err(|e| flow_fail("server", e))?;
     let mut total = ServerStats::default();
     for r in per_core {
         total.add(&r.map_err(|e| flow_fail(&format!("listen on {addr}"), e))?);

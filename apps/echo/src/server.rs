@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub sockperf: bool,
     /// Serve UDP too.
     pub udp_enabled: bool,
+    /// Printed to stderr once listening (so it never precedes a setup error).
+    pub banner: Option<String>,
 }
 
 /// Counters of one core's server.
@@ -98,6 +100,9 @@ pub async fn stopped(stop: Arc<AtomicBool>) {
 pub async fn serve<N: Net>(net: N, cfg: ServerConfig, stop: Arc<AtomicBool>) -> Result<ServerStats, FlowError> {
     let listener = net.listen(cfg.listen, &cfg.listen_cfg)?;
     let udp = if cfg.udp_enabled { Some(net.udp_bind(cfg.listen, &cfg.udp)?) } else { None };
+    if let Some(b) = &cfg.banner {
+        eprintln!("{b}");
+    }
     serve_on(listener, udp, cfg, stop).await
 }
 

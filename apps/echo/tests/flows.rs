@@ -29,6 +29,7 @@ async fn exercise<N: Net>(net: N, client_net: N, listen: SocketAddr, target: Opt
         idle_timeout: Some(Duration::from_secs(30)),
         sockperf: false,
         udp_enabled: true,
+        banner: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let srv = flow::spawn(server::serve_on(l, Some(udp), cfg, stop.clone()));

@@ -75,6 +75,7 @@ async fn exercise(a: flow::user::UserNet, b: flow::user::UserNet, target: Socket
         idle_timeout: Some(Duration::from_secs(60)),
         sockperf: false,
         udp_enabled: true,
+        banner: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let srv = flow::spawn(server::serve(b, cfg, stop.clone()));
