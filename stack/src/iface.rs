@@ -31,7 +31,7 @@
 //!   `tx_flags`/`l2_len`/`l3_len` set), the others computed here.
 //! * **Time is an input**: the stack reads its [`Clock`] once per poll; all timers
 //!   (neighbour retries, reassembly timeouts) live on one [`TimerWheel`].
-//! * **TCP** sockets are in [`tcp`] (the socket layer over the sans-IO
+//! * **TCP** sockets are in `iface/tcp.rs` (the socket layer over the sans-IO
 //!   [`crate::tcp`] state machines).
 //! * Every frame that fails to parse is counted by its [`wire::Error`] and
 //!   dropped; every other drop has a named counter ([`crate::stats`]).

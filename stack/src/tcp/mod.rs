@@ -8,6 +8,7 @@ pub mod cc;
 pub mod conn;
 pub mod listener;
 pub mod rtt;
+mod text;
 
 pub use cc::CongestionControl;
 pub use conn::{Connection, Event, Keepalive, Ports, State, TcpConfig, TcpConfigError, TcpError, Transmit};
