@@ -266,6 +266,11 @@ pub struct BenchArgs {
     /// Connection tasks of the churn case.
     #[arg(long, default_value_t = 8)]
     pub churn_conns: usize,
+    /// TIME-WAIT of the churn case, ms (ours: the closing client holds one of
+    /// 16384 ephemeral ports that long, so it caps connections/s at 16384 / this;
+    /// the kernel reuses TIME-WAIT ports on loopback, tcp_tw_reuse).
+    #[arg(long, default_value_t = 50)]
+    pub churn_time_wait_ms: u64,
     /// Packet buffers per stack (ours).
     #[arg(long, default_value_t = 16384)]
     pub mbufs: usize,
