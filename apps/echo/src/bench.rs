@@ -9,6 +9,8 @@
 //! ping-pong on 64 connections (messages/s), connection churn (connect, one
 //! round trip, close; connections/s). Writes `bench/results/echo.{json,md,svg}`
 //! (the SVG is the latency CDF of the one-connection case). No root, no NIC.
+//! `--rounds` alternates the sides (default 3) so a noisy machine hurts both;
+//! RTT percentiles come from all rounds' samples, rates from the median round.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,56 +159,98 @@ pub fn run(a: BenchArgs) -> Result<(), Fail> {
         return Err(Fail::usage("--cores needs exactly two cores: CLIENT,SERVER"));
     };
     pmd::runtime::check_cores(&cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
+    if !(1..=100).contains(&a.rounds) {
+        return Err(Fail::usage("--rounds must be between 1 and 100"));
+    }
     if !(a.secs > 0.0 && a.secs <= 600.0) {
         return Err(Fail::usage("--secs must be between 0 and 600"));
     }
     a.tcp.config()?;
     let a = Arc::new(a);
 
-    eprintln!("echo bench: ours (user stack over the ring wire), client core {cc}, server core {sc}");
-    let ours = side(
-        user_rt("ring:echob_s?peer=echob_c", "198.18.0.2/24", sc, &a)?,
-        user_rt("ring:echob_c?peer=echob_s", "198.18.0.1/24", cc, &a)?,
-        "[::]:7".parse().expect("addr"),
-        "198.18.0.2:7".parse().expect("addr"),
-        &a,
-    )?;
-    eprintln!("echo bench: kernel (TCP over loopback), client core {cc}, server core {sc}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| Fail::other(format!("finding a free port: {e}")))?
-        .port();
-    let kaddr = SocketAddr::from(([127, 0, 0, 1], port));
-    let kernel = side(
-        Rt::Kernel(flow::Runtime::kernel().cores(&[sc])),
-        Rt::Kernel(flow::Runtime::kernel().cores(&[cc])),
-        kaddr,
-        kaddr,
-        &a,
-    )?;
-    report(&a, &ours, &kernel, cc, sc);
+    let mut ours = Vec::new();
+    let mut kernel = Vec::new();
+    for round in 1..=a.rounds {
+        eprintln!(
+            "echo bench: round {round}/{}: ours (user stack over the ring wire), client core {cc}, server core {sc}",
+            a.rounds
+        );
+        ours.push(side(
+            user_rt("ring:echob_s?peer=echob_c", "198.18.0.2/24", sc, &a)?,
+            user_rt("ring:echob_c?peer=echob_s", "198.18.0.1/24", cc, &a)?,
+            "[::]:7".parse().expect("addr"),
+            "198.18.0.2:7".parse().expect("addr"),
+            &a,
+        )?);
+        eprintln!(
+            "echo bench: round {round}/{}: kernel (TCP over loopback), client core {cc}, server core {sc}",
+            a.rounds
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Fail::other(format!("finding a free port: {e}")))?
+            .port();
+        let kaddr = SocketAddr::from(([127, 0, 0, 1], port));
+        kernel.push(side(
+            Rt::Kernel(flow::Runtime::kernel().cores(&[sc])),
+            Rt::Kernel(flow::Runtime::kernel().cores(&[cc])),
+            kaddr,
+            kaddr,
+            &a,
+        )?);
+    }
+    report(&a, &Combined::of(ours), &Combined::of(kernel), cc, sc);
     Ok(())
 }
 
-fn report(a: &BenchArgs, ours: &Side, kernel: &Side, cc: usize, sc: usize) {
+/// All rounds of one side: RTT histograms merged, rates as the median round.
+struct Combined {
+    rtt: Report,
+    msgs_rate: f64,
+    conns_rate: f64,
+    errors: Vec<String>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+impl Combined {
+    fn of(sides: Vec<Side>) -> Combined {
+        let mut rtt = Report::merge(Vec::new());
+        let mut errors = Vec::new();
+        let (mut m, mut c) = (Vec::new(), Vec::new());
+        for s in sides {
+            rtt.hist.add(&s.rtt.hist).expect("same bounds");
+            rtt.msgs += s.rtt.msgs;
+            m.push(s.msgs.msgs as f64 / s.msgs.secs);
+            c.push(s.churn.conns as f64 / s.churn.secs);
+            for (case, r) in [("rtt", &s.rtt), ("msgs", &s.msgs), ("churn", &s.churn)] {
+                if r.errors > 0 {
+                    errors.push(format!("{case}: {} errors ({})", r.errors, r.first_error.clone().unwrap_or_default()));
+                }
+            }
+        }
+        Combined { rtt, msgs_rate: median(m), conns_rate: median(c), errors }
+    }
+}
+
+fn report(a: &BenchArgs, ours: &Combined, kernel: &Combined, cc: usize, sc: usize) {
     use bench::Row;
     let peer = "kernel TCP loopback";
-    let rate = |r: &Report| r.msgs as f64 / r.secs;
-    let conn_rate = |r: &Report| r.conns as f64 / r.secs;
     let rows = vec![
         Row::new("rtt_p50", "us", "lower", ours.rtt.us(0.5), peer, kernel.rtt.us(0.5)),
         Row::new("rtt_p99", "us", "lower", ours.rtt.us(0.99), peer, kernel.rtt.us(0.99)),
         Row::new("rtt_p999", "us", "lower", ours.rtt.us(0.999), peer, kernel.rtt.us(0.999)),
-        Row::new("msgs_per_s_64conns", "msgs/s", "higher", rate(&ours.msgs), peer, rate(&kernel.msgs)),
-        Row::new("conns_per_s", "conns/s", "higher", conn_rate(&ours.churn), peer, conn_rate(&kernel.churn)),
+        Row::new("msgs_per_s_64conns", "msgs/s", "higher", ours.msgs_rate, peer, kernel.msgs_rate),
+        Row::new("conns_per_s", "conns/s", "higher", ours.conns_rate, peer, kernel.conns_rate),
     ];
-    let errors: Vec<String> = [("ours", ours), ("kernel", kernel)]
+    let errors: Vec<String> = ours
+        .errors
         .iter()
-        .flat_map(|(n, s)| {
-            [("rtt", &s.rtt), ("msgs", &s.msgs), ("churn", &s.churn)].into_iter().filter(|(_, r)| r.errors > 0).map(
-                move |(c, r)| format!("{n} {c}: {} errors ({})", r.errors, r.first_error.clone().unwrap_or_default()),
-            )
-        })
+        .map(|e| format!("ours {e}"))
+        .chain(kernel.errors.iter().map(|e| format!("kernel {e}")))
         .collect();
     let p50_ok = rows[0].ratio <= 0.2;
     let msgs_ok = rows[3].ratio >= 3.0;
@@ -226,8 +270,8 @@ fn report(a: &BenchArgs, ours: &Side, kernel: &Side, cc: usize, sc: usize) {
         rows[3].ratio
     );
     md += &format!(
-        "- {}-byte messages; RTT on 1 connection, closed-loop ping-pong; messages/s on {} connections; churn with {} tasks (connect, one round trip, close; TIME-WAIT {} ms, which caps ours at 16384 ports / TIME-WAIT); {} s per case and side.\n",
-        a.size, a.conns, a.churn_conns, a.churn_time_wait_ms, a.secs
+        "- {}-byte messages; RTT on 1 connection, closed-loop ping-pong; messages/s on {} connections; churn with {} tasks (connect, one round trip, close; TIME-WAIT {} ms, which caps ours at 16384 ports / TIME-WAIT); {} s per case and side; {} alternating round(s): RTT percentiles over all rounds' samples, rates the median round.\n",
+        a.size, a.conns, a.churn_conns, a.churn_time_wait_ms, a.secs, a.rounds
     );
     md += &format!(
         "- Samples: ours {} / kernel {} RTTs. Errors: {}.\n",
@@ -242,7 +286,8 @@ fn report(a: &BenchArgs, ours: &Side, kernel: &Side, cc: usize, sc: usize) {
     );
     md += "- Plot: [`echo.svg`](echo.svg) (RTT CDF, log latency axis). Raw: [`echo.json`](echo.json). Reproduce: `scripts/bench.sh echo` (or `echo bench`).\n";
     let extra = serde_json::json!({
-        "size": a.size, "conns": a.conns, "churn_conns": a.churn_conns, "secs": a.secs,
+        "size": a.size, "conns": a.conns, "churn_conns": a.churn_conns, "secs": a.secs, "rounds": a.rounds,
+        "churn_time_wait_ms": a.churn_time_wait_ms,
         "errors": errors,
         "targets": { "rtt_p50_ratio_max": 0.2, "rtt_p50_met": p50_ok, "msgs_ratio_min": 3.0, "msgs_met": msgs_ok },
     });

@@ -254,6 +254,9 @@ pub struct BenchArgs {
     /// Seconds per case and side.
     #[arg(long, default_value_t = 3.0)]
     pub secs: f64,
+    /// Rounds (ours then kernel, alternating); rates are the median round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// The two cores: client, server.
     #[arg(long, default_value = "0,1")]
     pub cores: String,
