@@ -1,7 +1,7 @@
 //! Real peers: our echo server on a TAP port inside a namespace made by
 //! `scripts/testbed.sh up NAME --tap`, and the kernel on the other side of the
 //! TAP — the same echo client code on kernel sockets (the mix: kernel client →
-//! our server), and Debian's `sockperf` (ping-pong and throughput) against
+//! our server, and our client → the app's server on kernel sockets), and Debian's `sockperf` (ping-pong and throughput) against
 //! `echo server --sockperf`, whose counters must match what sockperf reports.
 //!
 //! Needs root, `ip` and `sockperf`. Under `CI=true` these tests run (and fail if
@@ -86,6 +86,52 @@ fn kernel_client_to_our_server_over_tap() {
             let n = r["messages"].as_u64().unwrap();
             assert!(n > 0, "{mode} to {target}: {r}");
             total += n;
+        }
+    }
+    let s = stats(&srv.stop());
+    assert_eq!(s["tcp_errors"], 0, "{s}");
+    assert!(s["tcp_bytes"].as_u64().unwrap() >= total * 64, "{s} vs {total} messages");
+}
+
+#[test]
+fn our_client_to_kernel_server_over_tap() {
+    if !available() {
+        return;
+    }
+    let tb = Testbed::up(&unique("echr"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
+    // The kernel's echo server (our app on kernel sockets) on its side of the TAP.
+    let mut c = tb.cmd(echo_bin());
+    c.args(["server", "--stack", "kernel", "--listen", ":7", "--json", "--duration", "60"]);
+    let srv = Bg::spawn(&mut c);
+    let spec = format!("tap:t0?mac={TAP_MAC}");
+    let mut total = 0u64;
+    for (target, ip4, ip6) in [("198.18.1.2", true, false), ("[2001:2:0:1::2]", false, true)] {
+        for mode in ["pingpong", "churn"] {
+            let mut c = tb.cmd(echo_bin());
+            c.args(["client", "--stack", "user", "--port", &spec]);
+            if ip4 {
+                c.args(["--ip", &format!("{OURS4}/24")]);
+            }
+            if ip6 {
+                c.args(["--ip", &format!("{OURS6}/64")]);
+            }
+            c.args(["--target", &format!("tcp://{target}:7"), "--mode", mode, "--conns", "4", "--duration", "1"]);
+            c.args(["--json"]);
+            // The kernel's server may still be starting: retry while refused.
+            let mut o = run_bounded(&mut c, Duration::from_secs(30));
+            for _ in 0..20 {
+                if o.status.success() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                o = run_bounded(&mut c, Duration::from_secs(30));
+            }
+            assert!(o.status.success(), "{mode} to {target}: {o:?}");
+            let r: serde_json::Value =
+                serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("client JSON");
+            assert_eq!(r["errors"], 0, "{mode} to {target}: {r}");
+            assert!(r["messages"].as_u64().unwrap() > 0, "{mode} to {target}: {r}");
+            total += r["messages"].as_u64().unwrap();
         }
     }
     let s = stats(&srv.stop());
