@@ -9,7 +9,6 @@ name="${1:-}"
 # Benchmarks that are a subcommand of an application (`echo bench`).
 app_benches="echo"
 available="$(ls bench/src/bin/*.rs 2>/dev/null | xargs -n1 basename | sed 's/\.rs$//' | tr '\n' ' ')$app_benches"
-target_dir="${CARGO_TARGET_DIR:-target}"
 if [[ -z "$name" ]]; then
     echo "usage: scripts/bench.sh NAME   (benchmarks: $available)" >&2
     exit 2
@@ -26,7 +25,11 @@ features=()
 # Benchmarks of the DPDK driver need our testpmd built with it.
 [[ "$name" == dpdk_* ]] && features=(--features pmd/dpdk)
 cargo build --release --workspace --bins "${features[@]}"
+# Honour CARGO_TARGET_DIR (shared machines build outside the work tree); the
+# benchmark finds our testpmd through TESTPMD.
+bin="${CARGO_TARGET_DIR:-target}/release"
+export TESTPMD="${TESTPMD:-$bin/testpmd}"
 if [[ $is_app == 1 ]]; then
-    exec "$target_dir/release/$name" bench
+    exec "$bin/$name" bench
 fi
-exec "$target_dir/release/$name"
+exec "$bin/$name"

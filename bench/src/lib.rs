@@ -33,6 +33,8 @@ pub struct Summary {
     pub p90: f64,
     /// 99th percentile.
     pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
     /// Largest.
     pub max: f64,
 }
@@ -52,6 +54,7 @@ pub fn summarize(samples: &[f64], scale: f64) -> Summary {
         p50: q(0.50),
         p90: q(0.90),
         p99: q(0.99),
+        p999: q(0.999),
         max: h.max() as f64 / scale,
     }
 }

@@ -21,14 +21,28 @@
 //!   owned by someone else, DPDK being the case this was designed for. The DPDK
 //!   driver creates its `rte_mempool` with `priv_size >= size_of::<MbufHdr>()`, so
 //!   every `rte_mbuf` carries room for our header in its private area right after
-//!   `struct rte_mbuf`. On receive the driver writes the few fields we need
-//!   (`buf`, `data_off`, `data_len`, RSS hash, offload flags — all on cache lines
-//!   the NIC path has just touched) and hands out an `Mbuf` pointing at that
-//!   header: the payload the application reads is the memory the NIC wrote. On
-//!   transmit it writes the handle's offset/length and offload requests into the
-//!   `rte_mbuf` and passes the original pointer to `rte_eth_tx_burst`. Freeing goes
-//!   through the pool's [`ExternalPool`](crate::mempool::ExternalPool) ops
-//!   (`rte_pktmbuf_free`). No data is copied in either direction.
+//!   `struct rte_mbuf`; the header's constant fields (buffer, length, pool) are
+//!   written once, when the pool is created. On receive the driver converts a
+//!   whole burst in one pass: each handle (header = mbuf + 128, window =
+//!   `data_off`/`data_len`) is written straight into the caller's vector
+//!   (`Mbuf::write_handle`, no per-frame capacity check) and the metadata is
+//!   one 32-byte copy of a per-queue template; offload results are translated
+//!   only in bursts that carry any. On transmit it writes the handle's window
+//!   into the `rte_mbuf` line it lives on and passes the original pointer to
+//!   `rte_eth_tx_burst`, keeping the handle until the device has taken the
+//!   mbuf (then `forget_front`), so an unsent frame needs no conversion back.
+//!   Freeing goes through the pool's [`ExternalPool`](crate::mempool::ExternalPool)
+//!   ops (`rte_pktmbuf_free`). No data is copied in either direction.
+//!
+//!   What this costs, and what would remove it: a handle conversion is ~20
+//!   instructions per frame each way (loads of the rte_mbuf's first line,
+//!   stores of the handle and the metadata, and the write-back), where DPDK's
+//!   own io forwarding moves 8-byte pointers only. The next step, if that
+//!   matters more than the window carried in the handle (above), is an 8-byte handle
+//!   that *is* the `rte_mbuf` pointer, with native headers laid out like
+//!   `struct rte_mbuf`'s first line (window as `data_off`/`data_len`) and our
+//!   extras in the private area: receive and transmit would then be pointer
+//!   copies plus the byte counters' length loads.
 //!
 //! We chose this over a buffer *trait* that drivers implement because a trait would
 //! make every layer above generic over the buffer type (or pay a virtual call per
@@ -201,18 +215,6 @@ unsafe impl Send for Mbuf {}
 unsafe impl Sync for Mbuf {}
 
 impl Mbuf {
-    /// Wraps a header that a pool has just handed out.
-    ///
-    /// # Safety
-    /// `hdr` must point to an initialised header that nobody else owns, whose
-    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes, with
-    /// `off + len <= buf_len`.
-    #[inline]
-    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
-    pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>, off: u32, len: u32) -> Self {
-        Mbuf { hdr, off, len }
-    }
-
     #[inline(always)]
     pub(crate) fn hdr_ptr(&self) -> NonNull<MbufHdr> {
         self.hdr
@@ -349,6 +351,49 @@ impl Mbuf {
             std::ptr::addr_of_mut!((*dst).len).write(len);
             out.set_len(n + 1);
         }
+    }
+
+    /// Writes a handle for `hdr` with window `off`/`len` into `dst`, without
+    /// reading or dropping what was there: burst loops that know the final
+    /// length of their output write every element with this, then call
+    /// `Vec::set_len` once (no per-frame capacity check).
+    ///
+    /// # Safety
+    /// `dst` is valid for writes and uninitialised (or forgotten); `hdr` points to
+    /// an initialised header that nobody else owns, whose `pool` is live and whose
+    /// buffer is `buf_len` bytes, with `off + len <= buf_len`. The handle written
+    /// becomes the buffer's only owner once it is part of a live `Vec` or value.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn write_handle(dst: *mut Mbuf, hdr: NonNull<MbufHdr>, off: u32, len: u32) {
+        // SAFETY: forwarded caller guarantee; fields are written one by one (see
+        // `push_from_hdr` for why not as a whole value).
+        unsafe {
+            std::ptr::addr_of_mut!((*dst).hdr).write(hdr);
+            std::ptr::addr_of_mut!((*dst).off).write(off);
+            std::ptr::addr_of_mut!((*dst).len).write(len);
+        }
+    }
+
+    /// Overwrites the metadata of a header nobody else uses (a driver's receive
+    /// path, before the handle is given out).
+    ///
+    /// # Safety
+    /// `hdr` is valid for writes and owned by the caller.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) unsafe fn write_meta(hdr: NonNull<MbufHdr>, meta: MbufMeta) {
+        // SAFETY: forwarded caller guarantee.
+        unsafe { std::ptr::addr_of_mut!((*hdr.as_ptr()).meta).write(meta) };
+    }
+
+    /// The header pointer and window, without giving up ownership (a transmit
+    /// path that hands the buffer over only once the device has taken it; see
+    /// [`forget_front`]).
+    #[inline(always)]
+    #[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> (NonNull<MbufHdr>, u32, u32) {
+        (self.hdr, self.off, self.len)
     }
 
     /// Gives the buffer back to an external driver (e.g. to pass the underlying
@@ -570,6 +615,27 @@ impl fmt::Debug for Mbuf {
             .field("tailroom", &self.tailroom())
             .field("meta", self.meta())
             .finish()
+    }
+}
+
+/// Removes the first `n` handles from `v` *without dropping them*: their
+/// buffers now belong to someone else (a device that took them).
+///
+/// # Safety
+/// `n <= v.len()`, and ownership of the first `n` buffers has been handed over
+/// (so forgetting the handles neither leaks nor double-frees).
+#[inline]
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
+pub(crate) unsafe fn forget_front(v: &mut Vec<Mbuf>, n: usize) {
+    debug_assert!(n <= v.len());
+    let rest = v.len() - n;
+    // SAFETY: `n <= len`; the tail is moved (bitwise) to the front and the Vec
+    // shrunk, so every remaining handle is still owned exactly once.
+    unsafe {
+        if rest > 0 {
+            std::ptr::copy(v.as_ptr().add(n), v.as_mut_ptr(), rest);
+        }
+        v.set_len(rest);
     }
 }
 

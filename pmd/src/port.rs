@@ -581,18 +581,34 @@ impl PortCounters {
     }
 }
 
-/// Total bytes and the longest frame of a burst, from the lengths in the handles
-/// (no frame header is read).
+/// Total bytes of a burst and a bound on its longest frame, from the lengths
+/// in the handles (no frame header is read).
+///
+/// The bound is at least every frame's length, and it is at most `limit`
+/// exactly when every frame is (so it serves MTU checks as the longest frame
+/// would). It is the OR of the lengths when that is within `limit` — one `or`
+/// per frame instead of a compare and select — and the exact longest frame
+/// only otherwise (a burst with a frame over `limit`, or lengths whose OR
+/// exceeds it).
 #[inline]
-pub fn burst_bytes_and_longest(pkts: &[Mbuf]) -> (u64, u32) {
-    let mut bytes = 0u64;
-    let mut longest = 0u32;
+pub fn burst_bytes_and_bound(pkts: &[Mbuf], limit: u32) -> (u64, u32) {
+    let (mut bytes, mut bound) = (0u64, 0u32);
     for m in pkts {
         let l = m.len_u32();
         bytes += l as u64;
-        longest = longest.max(l);
+        bound |= l;
     }
-    (bytes, longest)
+    if bound > limit {
+        bound = burst_longest(pkts);
+    }
+    (bytes, bound)
+}
+
+/// The longest frame of a burst (0 for none).
+#[cold]
+#[inline(never)]
+pub fn burst_longest(pkts: &[Mbuf]) -> u32 {
+    pkts.iter().map(Mbuf::len_u32).max().unwrap_or(0)
 }
 
 /// Whether the frame fits a port's MTU: `mtu` bytes of L3 payload behind an

@@ -29,7 +29,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::{claim_queue, ensure_no_handles, not_configured};
 use crate::port::{
-    burst_bytes_and_longest, frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters,
+    burst_bytes_and_bound, frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters,
     TxCounters,
 };
 use crate::spsc::{Consumer, Producer, Spsc};
@@ -42,6 +42,9 @@ pub const MAX_QUEUES: u16 = 64;
 #[derive(Clone, Copy)]
 struct Burst {
     frames: u32,
+    /// At least the longest frame's length, and within the sender's MTU
+    /// exactly when every frame is ([`burst_bytes_and_bound`]); a receiver
+    /// with a smaller MTU checks frame by frame when it exceeds its own.
     longest: u32,
     bytes: u64,
 }
@@ -380,12 +383,13 @@ impl TxQueue for RingTx {
             return 0;
         }
         let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
-        // Lengths are in the handles: no frame header is touched.
-        let (mut bytes, mut longest) = burst_bytes_and_longest(pkts);
+        // Lengths are in the handles: no frame header is touched. `longest` is
+        // a bound that is within `max_frame` exactly when every frame is.
+        let (mut bytes, mut longest) = burst_bytes_and_bound(pkts, max_frame as u32);
         let mut dropped = 0;
         if longest as usize > max_frame {
             dropped = self.drop_oversized(pkts, max_frame);
-            (bytes, longest) = burst_bytes_and_longest(pkts);
+            (bytes, longest) = burst_bytes_and_bound(pkts, max_frame as u32);
         }
         let Some((frames, bursts)) = self.prod.as_mut() else { return dropped };
         let n = frames.free_space(pkts.len()).min(pkts.len());
@@ -393,7 +397,7 @@ impl TxQueue for RingTx {
             return dropped;
         }
         if n < pkts.len() {
-            (bytes, longest) = burst_bytes_and_longest(&pkts[..n]);
+            (bytes, longest) = burst_bytes_and_bound(&pkts[..n], max_frame as u32);
         }
         let sent = frames.push_front_of(pkts, n);
         debug_assert_eq!(sent, n);

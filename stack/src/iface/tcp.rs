@@ -192,16 +192,23 @@ pub(super) struct TcpTable {
     /// A buffer `poll_transmit` did not use, kept for the next one.
     spare: Option<Mbuf>,
     next_ephemeral: u16,
+    /// The configuration of the last active open, shared with the next one
+    /// that asks for the same values (connections hold it by reference).
+    connect_cfg: Option<Arc<TcpConfig>>,
 }
 
 impl TcpTable {
-    pub(super) fn new(secret: [u8; 16]) -> Self {
+    /// A table for at most `max` connections. The slab and the flow index
+    /// are reserved for `max` up front: the address space is taken once, the
+    /// pages only as connections use them, and the data path never stops to
+    /// rehash or move a large table (a latency spike at every doubling).
+    pub(super) fn new(secret: [u8; 16], max: usize) -> Self {
         TcpTable {
             secret,
-            conns: Vec::new(),
+            conns: Vec::with_capacity(max),
             free: Vec::new(),
             live: 0,
-            flows: HashMap::new(),
+            flows: HashMap::with_capacity(max),
             listeners: Vec::new(),
             listen_addrs: HashMap::new(),
             ready: Vec::new(),
@@ -209,6 +216,7 @@ impl TcpTable {
             listeners_dirty: Vec::new(),
             spare: None,
             next_ephemeral: 49152,
+            connect_cfg: None,
         }
     }
 
@@ -456,6 +464,14 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         let flow = flow.ok_or(StackError::AddrInUse(SocketAddr::new(src, 0)))?;
         let iss = isn(&self.tcp.secret, &flow, self.now);
         let ports = Ports { local: flow.local.port(), remote: remote.port() };
+        let cfg = match &self.tcp.connect_cfg {
+            Some(c) if **c == cfg => c.clone(),
+            _ => {
+                let c = Arc::new(cfg);
+                self.tcp.connect_cfg = Some(c.clone());
+                c
+            }
+        };
         let conn = Connection::connect(cfg, ports, iss, self.now)
             .map_err(|e| StackError::config(format!("tcp.{}", e.field), e.reason))?;
         let i = self.tcp.insert(ConnEntry {

@@ -26,6 +26,7 @@
 //! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use super::cc::{CongestionControl, Cubic};
 use super::rtt::{RtoConfig, RttEstimator};
@@ -210,7 +211,9 @@ pub struct Ports {
 /// A TCP connection. See the module documentation.
 #[derive(Debug)]
 pub struct Connection {
-    cfg: TcpConfig,
+    /// Shared by every connection of a listener (an idle connection's memory
+    /// is the point of a connection table).
+    cfg: Arc<TcpConfig>,
     ports: Ports,
     state: State,
     /// Why the connection ended, if it ended badly.
@@ -316,8 +319,23 @@ pub struct Transmit {
 
 const NS_PER_MS: u64 = 1_000_000;
 
+/// Copies `dst.len()` bytes of `q` starting at `offset` with at most two
+/// `memcpy`s (a ring buffer is two slices), not byte by byte.
+fn copy_out(q: &VecDeque<u8>, offset: usize, dst: &mut [u8]) {
+    let (a, b) = q.as_slices();
+    let n = dst.len();
+    if offset < a.len() {
+        let first = (a.len() - offset).min(n);
+        dst[..first].copy_from_slice(&a[offset..offset + first]);
+        dst[first..].copy_from_slice(&b[..n - first]);
+    } else {
+        let o = offset - a.len();
+        dst.copy_from_slice(&b[o..o + n]);
+    }
+}
+
 impl Connection {
-    fn new(cfg: TcpConfig, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
+    fn new(cfg: Arc<TcpConfig>, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
         cfg.validate()?;
         let mss = cfg.mss as u32;
         Ok(Connection {
@@ -385,20 +403,25 @@ impl Connection {
     }
 
     /// Active open: the connection starts in SYN-SENT with its SYN ready to send.
-    pub fn connect(cfg: TcpConfig, ports: Ports, iss: SeqNumber, now: u64) -> Result<Self, TcpConfigError> {
-        Self::new(cfg, ports, iss, now, State::SynSent)
+    pub fn connect(
+        cfg: impl Into<Arc<TcpConfig>>,
+        ports: Ports,
+        iss: SeqNumber,
+        now: u64,
+    ) -> Result<Self, TcpConfigError> {
+        Self::new(cfg.into(), ports, iss, now, State::SynSent)
     }
 
     /// Passive open from a received SYN (the listener decided to accept it): the
     /// connection starts in SYN-RECEIVED with its SYN-ACK ready to send.
     pub fn accept(
-        cfg: TcpConfig,
+        cfg: impl Into<Arc<TcpConfig>>,
         ports: Ports,
         iss: SeqNumber,
         syn: &TcpRepr,
         now: u64,
     ) -> Result<Self, TcpConfigError> {
-        let mut c = Self::new(cfg, ports, iss, now, State::SynReceived)?;
+        let mut c = Self::new(cfg.into(), ports, iss, now, State::SynReceived)?;
         c.take_syn_options(syn);
         c.irs = syn.seq_number;
         c.rcv_nxt = syn.seq_number + 1;
@@ -412,7 +435,7 @@ impl Connection {
     /// scale, timestamps) are off, and the peer's MSS is what the cookie encoded.
     /// Any payload of `ack` must then be fed with [`handle_segment`](Self::handle_segment).
     pub fn from_cookie(
-        cfg: TcpConfig,
+        cfg: impl Into<Arc<TcpConfig>>,
         ports: Ports,
         iss: SeqNumber,
         irs: SeqNumber,
@@ -420,7 +443,7 @@ impl Connection {
         ack: &TcpRepr,
         now: u64,
     ) -> Result<Self, TcpConfigError> {
-        let mut c = Self::new(cfg, ports, iss, now, State::Established)?;
+        let mut c = Self::new(cfg.into(), ports, iss, now, State::Established)?;
         c.irs = irs;
         c.rcv_nxt = irs + 1;
         c.last_ack_sent = c.rcv_nxt;
@@ -518,9 +541,8 @@ impl Connection {
             }
         }
         let was_closed_window = self.advertised_window() == 0;
-        for (dst, src) in buf.iter_mut().zip(self.rbuf.drain(..n)) {
-            *dst = src;
-        }
+        copy_out(&self.rbuf, 0, &mut buf[..n]);
+        self.rbuf.drain(..n);
         // Tell the peer the window opened again (RFC 9293 3.8.6.2.2, simplified:
         // update when it had closed).
         if n > 0 && was_closed_window && self.advertised_window() > 0 {
@@ -1019,9 +1041,7 @@ impl Connection {
             }
             return None;
         }
-        for (i, b) in self.sbuf.range(offset..offset + len).enumerate() {
-            buf[i] = *b;
-        }
+        copy_out(&self.sbuf, offset, &mut buf[..len]);
         let mut flags = TcpFlags::ACK;
         if len > 0 && offset + len == self.sbuf.len() {
             flags |= TcpFlags::PSH;

@@ -16,6 +16,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hasher;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use siphasher::sip::SipHasher24;
 
@@ -173,8 +174,9 @@ pub struct Listener {
     /// Established connections handed to the socket layer ([`Listener::hand_off`])
     /// and not yet accepted by the application: they count against the backlog.
     handed_off: usize,
-    /// Largest MSS the interface's MTU allows, (IPv4, IPv6).
-    mss_limit: (u16, u16),
+    /// The configuration of accepted connections, MSS clamped for (IPv4,
+    /// IPv6), shared by all of them.
+    tcp: (Arc<TcpConfig>, Arc<TcpConfig>),
     /// Stateless replies (cookie SYN-ACKs, resets).
     replies: VecDeque<(FlowId, TcpRepr)>,
     /// Half-open flows that may have something to send.
@@ -188,13 +190,14 @@ impl Listener {
     /// A listener keyed with `secret` (ISNs and cookies).
     pub fn new(cfg: ListenConfig, secret: [u8; 16]) -> Result<Self, TcpConfigError> {
         cfg.validate()?;
+        let tcp = Arc::new(cfg.tcp.clone());
         Ok(Listener {
             cfg,
             secret,
             half_open: HashMap::new(),
             accept_queue: VecDeque::new(),
             handed_off: 0,
-            mss_limit: (u16::MAX, u16::MAX),
+            tcp: (tcp.clone(), tcp),
             replies: VecDeque::new(),
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -248,8 +251,29 @@ impl Listener {
         if let Some(h) = self.half_open.get(&flow) {
             let t = h.conn.poll_timeout().map_or(h.deadline, |t| t.min(h.deadline));
             self.timers.push(Reverse((t, flow)));
+            self.compact_timers();
         }
         self.dirty.push_back(flow);
+    }
+
+    /// Wake-ups are revalidated lazily, so entries of flows that completed
+    /// their handshake linger until their time comes. Drop them once they
+    /// outnumber the live ones, so the heap stays proportional to the
+    /// half-open connections (amortised O(1) per push).
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 2 * self.half_open.len() + 64 {
+            return;
+        }
+        // Keep the earliest wake-up of each live flow (waking early is
+        // harmless: the flow re-arms), so afterwards at most half are left.
+        let mut earliest: HashMap<FlowId, u64> = HashMap::with_capacity(self.half_open.len());
+        for Reverse((t, f)) in self.timers.drain() {
+            if self.half_open.contains_key(&f) {
+                let e = earliest.entry(f).or_insert(t);
+                *e = (*e).min(t);
+            }
+        }
+        self.timers = earliest.into_iter().map(|(f, t)| Reverse((t, f))).collect();
     }
 
     fn reset_for(&mut self, flow: FlowId, seg: &TcpRepr) {
@@ -415,13 +439,17 @@ impl Listener {
     /// family (a listener on `[::]` serves both): `mtu - 40` for IPv4 and
     /// `mtu - 60` for IPv6, as Linux derives its MSS from the route's MTU.
     pub fn set_mss_limits(&mut self, v4: u16, v6: u16) {
-        self.mss_limit = (v4, v6);
+        let clamp = |limit: u16| Arc::new(TcpConfig { mss: self.cfg.tcp.mss.min(limit), ..self.cfg.tcp.clone() });
+        self.tcp = (clamp(v4), clamp(v6));
     }
 
     /// The connection configuration for `flow`, its MSS clamped to the link.
-    fn tcp_for(&self, flow: &FlowId) -> TcpConfig {
-        let limit = if flow.local.is_ipv4() { self.mss_limit.0 } else { self.mss_limit.1 };
-        TcpConfig { mss: self.cfg.tcp.mss.min(limit), ..self.cfg.tcp.clone() }
+    fn tcp_for(&self, flow: &FlowId) -> Arc<TcpConfig> {
+        if flow.local.is_ipv4() {
+            self.tcp.0.clone()
+        } else {
+            self.tcp.1.clone()
+        }
     }
 
     /// The configuration.
@@ -458,6 +486,7 @@ impl Listener {
         if let Some(h) = self.half_open.get(&flow) {
             let t = h.conn.poll_timeout().map_or(h.deadline, |t| t.min(h.deadline));
             self.timers.push(Reverse((t, flow)));
+            self.compact_timers();
         }
     }
 

@@ -739,6 +739,7 @@ impl Port for DpdkPort {
         Ok(Box::new(DpdkRx {
             port_id: self.port_id,
             queue: q,
+            plain_meta: MbufMeta { port: self.port_id, queue: q, ..MbufMeta::default() },
             _pool: conf.mempool.clone(),
             started: self.started.clone(),
             counters,
@@ -780,9 +781,19 @@ fn intern(s: &str) -> &'static str {
 
 /// Receive queue of a DPDK port: `rte_eth_rx_burst`, then each `rte_mbuf`
 /// becomes an [`Mbuf`] whose header is in the mbuf's private area.
+///
+/// The conversion is one branch-free pass per burst: per frame it reads the
+/// `rte_mbuf`'s first cache line (`data_off`, `data_len`, `nb_segs`,
+/// `ol_flags`, `packet_type`), writes the 16-byte handle straight into the
+/// output vector and writes the metadata as one 32-byte copy of a per-queue
+/// template (port and queue set, everything else zero). Whether any frame of
+/// the burst carries offload results or is a chain is ORed up along the way;
+/// only then does a second, cold pass translate the flags and drop chains.
 pub struct DpdkRx {
     port_id: u16,
     queue: u16,
+    /// Metadata of a frame without offload results, received on this queue.
+    plain_meta: MbufMeta,
     /// Keeps the pool (which every prepared header points to) alive while
     /// frames can still arrive on this queue.
     _pool: Mempool,
@@ -793,8 +804,60 @@ pub struct DpdkRx {
 }
 
 // SAFETY: the raw pointer buffer is scratch space owned by this handle (empty
-// between calls); a queue may be polled from any one thread at a time.
+// between calls); a queue may be polled from any thread at a time.
 unsafe impl Send for DpdkRx {}
+
+impl DpdkRx {
+    /// The second pass for a burst in which some frame has offload results or
+    /// several segments: translates the flags into each header's metadata and
+    /// drops (and frees) chains. Returns the frames dropped and their bytes.
+    #[cold]
+    #[inline(never)]
+    fn rx_fix_up(&self, out: &mut Vec<Mbuf>, start: usize) -> (u64, u64) {
+        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        let mut kept = start;
+        for i in start..out.len() {
+            let (hdr, _, len) = out[i].parts();
+            let m = mbuf_of(hdr);
+            // SAFETY: `m` is the rte_mbuf under a handle this call made from it;
+            // we own it and nobody else reads it.
+            let r = unsafe { &*m };
+            if r.nb_segs != 1 {
+                dropped += 1;
+                dropped_bytes += len as u64;
+                // SAFETY: the handle at `i` is forgotten below (it is never
+                // moved to a kept position), so the chain is freed once, here.
+                unsafe { sys::rte_shim_pktmbuf_free(m) };
+                continue;
+            }
+            let ol = r.ol_flags;
+            // SAFETY: reading plain integer members of unions DPDK filled in.
+            let (ptype, rss) = unsafe { (r.__bindgen_anon_1.packet_type, r.__bindgen_anon_2.hash.rss) };
+            let rx_flags = rx_flags(ol);
+            let meta = MbufMeta {
+                rss_hash: if rx_flags.contains(RxFlags::RSS_HASH) { rss } else { 0 },
+                packet_type: packet_type(ptype),
+                rx_flags,
+                vlan_tci: if rx_flags.contains(RxFlags::VLAN_STRIPPED) { r.vlan_tci } else { 0 },
+                ..self.plain_meta
+            };
+            // SAFETY: the header is ours (as above); the handle at `i` is moved
+            // bitwise to `kept <= i`, whose old handle was moved or forgotten.
+            unsafe {
+                Mbuf::write_meta(hdr, meta);
+                if kept != i {
+                    let p = out.as_mut_ptr();
+                    std::ptr::copy_nonoverlapping(p.add(i), p.add(kept), 1);
+                }
+            }
+            kept += 1;
+        }
+        // SAFETY: positions `kept..` hold handles that were moved or whose
+        // buffers were freed above: forget them.
+        unsafe { out.set_len(kept) };
+        (dropped, dropped_bytes)
+    }
+}
 
 impl RxQueue for DpdkRx {
     #[inline]
@@ -811,42 +874,40 @@ impl RxQueue for DpdkRx {
             return 0;
         }
         out.reserve(n);
-        let mut bytes = 0u64;
-        let mut dropped = 0u64;
-        for &m in &self.raw[..n] {
-            // SAFETY: `m` was just received: a valid mbuf of our pool (the queue
-            // was set up with it), owned by us.
-            let r = unsafe { &*m };
-            if r.nb_segs != 1 {
-                dropped += 1;
-                // SAFETY: ours to free (the whole chain).
-                unsafe { sys::rte_shim_pktmbuf_free(m) };
-                continue;
+        let start = out.len();
+        let plain = self.plain_meta;
+        let (mut bytes, mut unusual) = (0u64, 0u64);
+        // SAFETY: `raw[..n]` are mbufs just received: valid, of our pool (the
+        // queue was set up with it, so `create_mempool` prepared their headers),
+        // single-owner, with data_off + data_len <= buf_len. Slots
+        // `start..start + n` of `out` are reserved above and each written once
+        // before `set_len` exposes them.
+        unsafe {
+            let dst = out.as_mut_ptr().add(start);
+            for i in 0..n {
+                let m = *self.raw.get_unchecked(i);
+                let r = &*m;
+                unusual |= r.ol_flags | r.__bindgen_anon_1.packet_type as u64 | (r.nb_segs ^ 1) as u64;
+                let len = r.data_len as u32;
+                bytes += len as u64;
+                let hdr = hdr_of(m);
+                Mbuf::write_handle(dst.add(i), hdr, r.data_off as u32, len);
+                Mbuf::write_meta(hdr, plain);
             }
-            let ol = r.ol_flags;
-            // SAFETY: reading plain integer members of unions DPDK filled in.
-            let (ptype, rss) = unsafe { (r.__bindgen_anon_1.packet_type, r.__bindgen_anon_2.hash.rss) };
-            let rx_flags = rx_flags(ol);
-            let meta = MbufMeta {
-                rss_hash: if rx_flags.contains(RxFlags::RSS_HASH) { rss } else { 0 },
-                packet_type: packet_type(ptype),
-                rx_flags,
-                vlan_tci: if rx_flags.contains(RxFlags::VLAN_STRIPPED) { r.vlan_tci } else { 0 },
-                port: self.port_id,
-                queue: self.queue,
-                ..MbufMeta::default()
-            };
-            bytes += r.data_len as u64;
-            // SAFETY: a single-segment mbuf of `self.pool`'s rte_mempool, ours.
-            unsafe { super::pool::wrap_into(out, m, meta) };
+            out.set_len(start + n);
         }
-        let got = n - dropped as usize;
+        let mut got = n;
+        if unusual != 0 {
+            let (dropped, dropped_bytes) = self.rx_fix_up(out, start);
+            if dropped > 0 {
+                got -= dropped as usize;
+                bytes -= dropped_bytes;
+                self.counters.errors.add(dropped);
+                self.extra.rx_dropped_segments.add(dropped);
+            }
+        }
         self.counters.packets.add(got as u64);
         self.counters.bytes.add(bytes);
-        if dropped > 0 {
-            self.counters.errors.add(dropped);
-            self.extra.rx_dropped_segments.add(dropped);
-        }
         got
     }
 }
@@ -855,6 +916,16 @@ impl RxQueue for DpdkRx {
 /// its `rte_mbuf` (window and offload requests written into it) and the
 /// original pointer goes to `rte_eth_tx_burst`. Buffers of other pools are
 /// copied into an mbuf of the port's pool (counted as `tx_copies`).
+///
+/// One pass per burst: per frame, check it is of the port's pool and within
+/// the MTU, write `data_off`, `data_len`, `pkt_len` and `ol_flags` into its
+/// `rte_mbuf` and its pointer into the array for `rte_eth_tx_burst`; a frame
+/// that fails a check sends the burst through a cold preparation (MTU drops,
+/// copies of foreign buffers) and a second pass. Offload requests are ORed up
+/// on the way and written, for the frames that have any, only if some do.
+/// The handles stay in the caller's vector until the device has taken their
+/// mbufs; then the sent prefix is forgotten, so unsent frames need no
+/// conversion back.
 pub struct DpdkTx {
     port_id: u16,
     queue: u16,
@@ -881,29 +952,18 @@ impl DpdkTx {
         Some(c)
     }
 
+    /// The slow preparation of a burst in which some frame may be over the MTU
+    /// or of another pool: drops oversize frames (counted), copies foreign
+    /// buffers in, and returns how many frames at the front can go (all DPDK
+    /// mbufs), at most `MAX_BURST`.
     #[cold]
-    fn drop_oversize(&self, pkts: &mut Vec<Mbuf>) {
+    #[inline(never)]
+    fn tx_prepare_slow(&self, pkts: &mut Vec<Mbuf>) -> usize {
         let mtu = self.mtu;
         let before = pkts.len();
         pkts.retain(|m| frame_fits_mtu(m.data(), mtu));
         self.counters.errors.add((before - pkts.len()) as u64);
-    }
-}
-
-impl TxQueue for DpdkTx {
-    #[inline]
-    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
-        if pkts.is_empty() || !self.started.load(Ordering::Relaxed) {
-            return 0;
-        }
-        super::eal::register_thread();
-        let limit = self.mtu as u32 + 14;
-        if pkts.iter().any(|m| m.len_u32() > limit) {
-            self.drop_oversize(pkts);
-        }
         let own = self.pool.core_ptr();
-        // Take a prefix of at most MAX_BURST frames that are all DPDK mbufs,
-        // copying foreign ones in; stop early if a copy finds no buffer.
         let mut take = pkts.len().min(MAX_BURST);
         for (i, m) in pkts.iter_mut().enumerate().take(take) {
             let p = m.pool_ptr();
@@ -917,59 +977,117 @@ impl TxQueue for DpdkTx {
                 }
             }
         }
-        if take == 0 {
-            return 0;
-        }
-        self.raw.clear();
-        let mut bytes = 0u64;
-        for m in pkts.drain(..take) {
-            let tx_flags = m.meta().tx_flags;
-            let (ol, off_word) =
-                if tx_flags.is_empty() { (0, 0) } else { (tx_ol_flags(tx_flags), tx_offload_word(m.meta())) };
-            let (hdr, off, len) = m.into_external();
-            bytes += len as u64;
-            let rm = mbuf_of(hdr);
-            // SAFETY: `hdr` came from `wrap` on an mbuf of a DPDK pool, so `rm`
-            // is that mbuf, owned by us (the Mbuf was consumed); `off + len <=
-            // buf_len <= u16::MAX` holds by the Mbuf invariant.
+        take
+    }
+
+    /// Writes the offload requests of frames that have any (`ol_flags`,
+    /// `tx_offload`, `vlan_tci`).
+    #[cold]
+    #[inline(never)]
+    fn write_offloads(pkts: &[Mbuf]) {
+        for m in pkts {
+            let meta = m.meta();
+            if meta.tx_flags.is_empty() {
+                continue;
+            }
+            let rm = mbuf_of(m.parts().0);
+            // SAFETY: `rm` is the rte_mbuf under `m` (a buffer of one of our DPDK
+            // pools, checked by the caller), owned by us through `m`.
             unsafe {
                 let r = &mut *rm;
-                r.data_off = off as u16;
-                r.data_len = len as u16;
-                r.pkt_len = len;
-                r.ol_flags = ol;
+                r.ol_flags = tx_ol_flags(meta.tx_flags);
                 // `tx_offload` sits on the mbuf's second cache line and drivers
-                // read it only when `ol_flags` asks for an offload: leave that
-                // line alone on the common path.
-                if !tx_flags.is_empty() {
-                    r.__bindgen_anon_3.tx_offload = off_word;
-                    r.vlan_tci = (*hdr.as_ptr()).meta.vlan_tci;
-                }
+                // read it only when `ol_flags` asks for an offload: only here.
+                r.__bindgen_anon_3.tx_offload = tx_offload_word(meta);
+                r.vlan_tci = meta.vlan_tci;
             }
-            self.raw.push(rm);
+        }
+    }
+}
+
+/// Writes `m`'s window into its `rte_mbuf` (`data_off`, `data_len`,
+/// `pkt_len`; `ol_flags` cleared: offload requests are written afterwards by
+/// `write_offloads`) and the mbuf's pointer into `raw[i]`. Returns the frame's
+/// bytes and its `tx_flags` bits.
+///
+/// # Safety
+/// `m` is a buffer of one of our DPDK pools ([`create_mempool`](super::create_mempool)),
+/// so its header sits in an `rte_mbuf`'s private area; `raw` is valid for
+/// writes at index `i`.
+#[inline(always)]
+unsafe fn write_window(m: &Mbuf, raw: *mut *mut sys::rte_mbuf, i: usize) -> (u64, u16) {
+    let (hdr, off, len) = m.parts();
+    let rm = mbuf_of(hdr);
+    // SAFETY: by the caller's guarantee `rm` is the rte_mbuf under `m`, owned
+    // through `m`; `off + len <= buf_len <= u16::MAX` by the Mbuf invariant.
+    unsafe {
+        let flags = (*hdr.as_ptr()).meta.tx_flags.bits();
+        let r = &mut *rm;
+        r.data_off = off as u16;
+        r.data_len = len as u16;
+        r.pkt_len = len;
+        r.ol_flags = 0;
+        raw.add(i).write(rm);
+        (len as u64, flags)
+    }
+}
+
+impl TxQueue for DpdkTx {
+    #[inline]
+    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        if pkts.is_empty() || !self.started.load(Ordering::Relaxed) {
+            return 0;
+        }
+        super::eal::register_thread();
+        let limit = self.mtu as u32 + 14;
+        let own = self.pool.core_ptr();
+        let raw = self.raw.as_mut_ptr();
+        debug_assert!(self.raw.capacity() >= MAX_BURST);
+        let mut take = pkts.len().min(MAX_BURST);
+        // One pass: check each frame (of the port's pool, within the MTU), write
+        // its window into its rte_mbuf and its pointer into `raw`. A frame that
+        // fails a check sends the burst through the slow preparation, after
+        // which every frame can go; what was written before is harmless (those
+        // mbufs are ours, and their handles are unchanged).
+        let (mut bytes, mut tx_flags, mut ok) = (0u64, 0u16, true);
+        for (i, m) in pkts[..take].iter().enumerate() {
+            if m.pool_ptr() != own || m.len_u32() > limit {
+                ok = false;
+                break;
+            }
+            // SAFETY: `m` is an mbuf of our DPDK pool (checked just above) and
+            // `i < take <= MAX_BURST`.
+            let (b, f) = unsafe { write_window(m, raw, i) };
+            bytes += b;
+            tx_flags |= f;
+        }
+        if !ok {
+            take = self.tx_prepare_slow(pkts);
+            if take == 0 {
+                return 0;
+            }
+            (bytes, tx_flags) = (0, 0);
+            for (i, m) in pkts[..take].iter().enumerate() {
+                // SAFETY: `tx_prepare_slow` left only mbufs of our DPDK pools in
+                // `pkts[..take]`, and `i < take <= MAX_BURST`.
+                let (b, f) = unsafe { write_window(m, raw, i) };
+                bytes += b;
+                tx_flags |= f;
+            }
+        }
+        if tx_flags != 0 {
+            Self::write_offloads(&pkts[..take]);
         }
         // SAFETY: the port is started with queue `queue`, this handle is its only
-        // user, and `raw` holds `take` valid single-segment mbufs we own.
-        let sent = unsafe { sys::rte_shim_eth_tx_burst(self.port_id, self.queue, self.raw.as_mut_ptr(), take as u16) }
-            as usize;
+        // user, and `raw[..take]` holds valid single-segment mbufs we own.
+        let sent = unsafe { sys::rte_shim_eth_tx_burst(self.port_id, self.queue, raw, take as u16) } as usize;
         if sent < take {
-            // Not sent: they are Mbufs again, back at the front, in order.
-            let back: Vec<Mbuf> = self.raw[sent..take]
-                .iter()
-                .map(|&rm| {
-                    let hdr = hdr_of(rm);
-                    // SAFETY: `rm` is still ours (the driver did not take it); its
-                    // header is intact since `into_external`, and data_off/len are
-                    // what we wrote from the handle.
-                    unsafe {
-                        let r = &*rm;
-                        bytes -= r.data_len as u64;
-                        Mbuf::from_hdr(hdr, r.data_off as u32, r.data_len as u32)
-                    }
-                })
-                .collect();
-            pkts.splice(0..0, back);
+            // Not taken: they stay the caller's, as they are (the handles still
+            // match what was written into their mbufs).
+            bytes -= pkts[sent..take].iter().map(|m| m.len_u32() as u64).sum::<u64>();
         }
+        // SAFETY: the device owns the first `sent` mbufs now.
+        unsafe { crate::mbuf::forget_front(pkts, sent) };
         self.counters.packets.add(sent as u64);
         self.counters.bytes.add(bytes);
         sent
