@@ -6,12 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name="${1:-}"
-available=$(ls bench/src/bin/*.rs 2>/dev/null | xargs -n1 basename | sed 's/\.rs$//' | tr '\n' ' ')
+# Benchmarks that are a subcommand of an application (`echo bench`).
+app_benches="echo"
+available="$(ls bench/src/bin/*.rs 2>/dev/null | xargs -n1 basename | sed 's/\.rs$//' | tr '\n' ' ')$app_benches"
 if [[ -z "$name" ]]; then
     echo "usage: scripts/bench.sh NAME   (benchmarks: $available)" >&2
     exit 2
 fi
-if [[ ! -f "bench/src/bin/$name.rs" ]]; then
+is_app=0
+[[ " $app_benches " == *" $name "* ]] && is_app=1
+if [[ $is_app == 0 && ! -f "bench/src/bin/$name.rs" ]]; then
     echo "scripts/bench.sh: unknown benchmark '$name' (benchmarks: $available)" >&2
     exit 2
 fi
@@ -25,4 +29,7 @@ cargo build --release --workspace --bins "${features[@]}"
 # benchmark finds our testpmd through TESTPMD.
 bin="${CARGO_TARGET_DIR:-target}/release"
 export TESTPMD="${TESTPMD:-$bin/testpmd}"
+if [[ $is_app == 1 ]]; then
+    exec "$bin/$name" bench
+fi
 exec "$bin/$name"

@@ -2,12 +2,13 @@
 # Installs the Debian packages a task needs, once: scripts/setup.sh test|bench
 #   test:  what the test suite needs (DPDK headers for dpdk-sys, libclang for
 #          bindgen, iproute2/ping/tcpdump/tshark/socat/python3(-scapy) for the
-#          kernel-peer tests over scripts/testbed.sh; nc and curl for TCP)
+#          kernel-peer tests over scripts/testbed.sh; nc and curl for TCP;
+#          sockperf against the echo server)
 #   bench: the above plus the peers benchmarks measure against (dpdk-testpmd)
 set -euo pipefail
 
 # dpdk: dpdk-testpmd, the vhost peer of the DPDK driver's tests.
-want=(pkg-config libdpdk-dev libclang-dev iproute2 iputils-ping tcpdump tshark socat netcat-openbsd curl python3 python3-scapy dpdk)
+want=(pkg-config libdpdk-dev libclang-dev iproute2 iputils-ping tcpdump tshark socat netcat-openbsd curl python3 python3-scapy dpdk sockperf)
 
 if [[ "${1:-test}" == bench ]]; then
     want+=(dpdk-dev coreutils)
