@@ -294,7 +294,12 @@ fn run(a: &Args) -> Result<i32, Failure> {
                      --no-pci --no-shconf --file-prefix testpmd\")"
                 )));
             }
-            Mempool::new(&pool_cfg)?
+            // A vhost-user back end maps the buffers of virtio-user ports.
+            if a.ports.iter().any(|p| pmd::spec::needs_shared_pool(p)) {
+                Mempool::new_shared(&pool_cfg)?
+            } else {
+                Mempool::new(&pool_cfg)?
+            }
         }
         Some(eal) => dpdk_pool(eal, &pool_cfg)?,
     };
