@@ -369,6 +369,11 @@ impl Vq {
         assert!(offset + end <= mem.len);
         // SAFETY: `offset + end <= mem.len`, so every part lies inside the mapping.
         let base = unsafe { mem.ptr.as_ptr().add(offset) };
+        // A fresh ring: everything zero. The chunk may hold an earlier
+        // configuration's ring, whose `Vq` is gone and whose back end has stopped.
+        // SAFETY: `end` bytes from `base` are inside the mapping and no one else
+        // uses them now.
+        unsafe { base.write_bytes(0, end) };
         let ev = |what: &str| {
             EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC).map_err(io_err(format!("virtio-user: {what} eventfd")))
         };
@@ -802,6 +807,10 @@ pub struct VirtioUserPort {
     ctl: Arc<Mutex<Control>>,
     stop_monitor: Arc<AtomicBool>,
     monitor: Option<JoinHandle<()>>,
+    /// Ring memory for every queue the port can have, for the port's life: a
+    /// back end compares memory tables by address, so memory unmapped and mapped
+    /// again at the same address would go unnoticed and it would keep the old.
+    rings: Arc<RingMem>,
     conf: Option<PortConfig>,
     counters: PortCounters,
     tx_copies: Vec<Arc<Counter>>,
@@ -850,6 +859,7 @@ impl VirtioUserPort {
                 what: "VIRTIO_NET_F_MRG_RXBUF (asked for by mrg_rxbuf=1, the default): open with mrg_rxbuf=0".into(),
             });
         }
+        let rings = Arc::new(RingMem::new(ring_layout(opts.qsize as usize).3 * 2 * opts.queues as usize)?);
         let shared = Arc::new(Shared { mtu: AtomicU16::new(1500), ..Default::default() });
         let ctl = Arc::new(Mutex::new(ctl));
         let stop = Arc::new(AtomicBool::new(false));
@@ -870,6 +880,7 @@ impl VirtioUserPort {
             ctl,
             stop_monitor: stop,
             monitor: Some(monitor),
+            rings,
             conf: None,
             counters: PortCounters::default(),
             tx_copies: Vec::new(),
@@ -1013,9 +1024,8 @@ impl Port for VirtioUserPort {
         // Old rings: stop them on the back end before their mbufs are freed.
         c.stop_rings();
         c.setup = None;
-        let q = self.opts.qsize as usize;
-        let chunk = ring_layout(q).3;
-        let rings = Arc::new(RingMem::new(chunk * 2 * pairs as usize)?);
+        let chunk = ring_layout(self.opts.qsize as usize).3;
+        let rings = self.rings.clone();
         let mut vqs = Vec::new();
         for i in 0..2 * pairs as usize {
             vqs.push(Arc::new(Vq::new(i, self.opts.qsize, &rings, i * chunk)?));
