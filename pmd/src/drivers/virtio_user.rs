@@ -1030,6 +1030,21 @@ impl Port for VirtioUserPort {
         for i in 0..2 * pairs as usize {
             vqs.push(Arc::new(Vq::new(i, self.opts.qsize, &rings, i * chunk)?));
         }
+        // Receive rings start full, so nothing the back end sends before our
+        // first poll is dropped for lack of buffers.
+        let nombuf = Counter::default();
+        let mut fresh = Vec::new();
+        for q in 0..conf.rx_queues as usize {
+            let vq = &vqs[2 * q];
+            // SAFETY: the ring was just made and no handle for it exists.
+            let st = unsafe { vq.state() };
+            refill(vq, st, &conf.mempool, &mut fresh, &nombuf);
+            // A pool too small for a whole ring: as much as it has.
+            while !st.free.is_empty() && conf.mempool.alloc_bulk(&mut fresh, RX_REFILL_BATCH).is_ok() {
+                refill_with(vq, st, &mut fresh);
+            }
+            fresh.clear();
+        }
         c.setup = Some(Setup { acked, pool_mem, rings, vqs, _pool: conf.mempool.clone() });
         drop(c);
         self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
@@ -1185,7 +1200,15 @@ fn refill(vq: &Vq, st: &mut VqState, pool: &Mempool, fresh: &mut Vec<Mbuf>, nomb
         nombuf.add(1);
         return;
     }
-    for m in fresh.drain(..) {
+    refill_with(vq, st, fresh);
+}
+
+/// Posts the buffers of `fresh` (at most one per free descriptor; the rest are
+/// freed) and publishes them.
+#[inline]
+fn refill_with(vq: &Vq, st: &mut VqState, fresh: &mut Vec<Mbuf>) {
+    let n = fresh.len().min(st.free.len());
+    for m in fresh.drain(..n) {
         let id = st.free.pop().expect("one free id per buffer");
         let addr = m.data_ptr() as u64 - HDR_LEN as u64;
         let len = (HDR_LEN + m.tailroom()) as u32;
@@ -1194,6 +1217,7 @@ fn refill(vq: &Vq, st: &mut VqState, pool: &Mempool, fresh: &mut Vec<Mbuf>, nomb
         unsafe { vq.post(st, id, addr, len, VRING_DESC_F_WRITE) };
         st.slots[id as usize] = Some(m);
     }
+    fresh.clear();
     vq.publish(st);
 }
 
