@@ -125,6 +125,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::tap::VnetHdr;
 use super::{claim_queue, ensure_no_handles, not_configured};
+use crate::mbuf::MbufHdr;
 use crate::port::{Counter, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters};
 use crate::{free_bulk, Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
@@ -335,10 +336,24 @@ struct VqState {
     last_used: u16,
     /// Descriptor ids not in flight.
     free: Vec<u16>,
-    /// The mbuf behind each in-flight descriptor id.
-    slots: Vec<Option<Mbuf>>,
+    /// The mbuf behind each in-flight descriptor id, as its header pointer: the
+    /// window is known (receive: the pool's headroom; transmit: irrelevant, the
+    /// buffer is only freed), and an 8-byte store of a pointer avoids the
+    /// store-forwarding stall of moving a 16-byte handle just modified on the
+    /// stack (see `Mbuf::push_from_hdr`), which was half of `tx_burst`.
+    slots: Vec<Option<NonNull<MbufHdr>>>,
     /// Used entries still to skip (the tail of a frame spread over buffers).
     skip: u16,
+}
+
+impl Drop for VqState {
+    fn drop(&mut self) {
+        for hdr in self.slots.iter_mut().filter_map(Option::take) {
+            // SAFETY: an in-flight buffer we own (the back end was stopped before
+            // the ring goes, see the module docs); freed exactly once here.
+            drop(unsafe { Mbuf::from_hdr(hdr, 0, 0) });
+        }
+    }
 }
 
 /// One split virtqueue.
@@ -1146,6 +1161,8 @@ impl Port for VirtioUserPort {
             mac: self.mac,
             csum: conf.rx_offloads.intersects(RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM),
             mrg: self.opts.mrg_rxbuf,
+            headroom: conf.mempool.headroom() as u32,
+            posted: HDR_LEN + conf.mempool.data_room(),
             fresh: Vec::with_capacity(self.opts.qsize as usize),
             counters,
         }))
@@ -1185,6 +1202,10 @@ pub struct VirtioRx {
     mac: MacAddr,
     csum: bool,
     mrg: bool,
+    /// The pool's headroom: where frames start in our buffers.
+    headroom: u32,
+    /// Bytes posted per receive buffer: header + the pool's data room.
+    posted: usize,
     fresh: Vec<Mbuf>,
     counters: Arc<RxCounters>,
 }
@@ -1215,7 +1236,7 @@ fn refill_with(vq: &Vq, st: &mut VqState, fresh: &mut Vec<Mbuf>) {
         // SAFETY: the caller owns this ring's data path; `id < size` (ids come
         // from `free`).
         unsafe { vq.post(st, id, addr, len, VRING_DESC_F_WRITE) };
-        st.slots[id as usize] = Some(m);
+        st.slots[id as usize] = Some(m.into_external().0);
     }
     fresh.clear();
     vq.publish(st);
@@ -1239,26 +1260,46 @@ impl RxQueue for VirtioRx {
             let (id, len) = vq.used_elem(st.last_used);
             st.last_used = st.last_used.wrapping_add(1);
             seen += 1;
-            let Some(mut m) = st.slots.get_mut(id as usize).and_then(Option::take) else {
+            let Some(hdr) = st.slots.get_mut(id as usize).and_then(Option::take) else {
                 // A back end returning a descriptor it was not given.
                 errors += 1;
                 continue;
             };
             st.free.push(id as u16);
-            if st.skip > 0 {
-                st.skip -= 1;
-                continue;
-            }
             let len = len as usize;
-            let posted = HDR_LEN + m.tailroom();
-            if len < HDR_LEN + 14 || len > posted {
-                errors += 1;
+            let posted = self.posted;
+            if st.skip > 0 || len < HDR_LEN + 14 || len > posted {
+                // SAFETY: the back end gave the buffer back; it is ours to free.
+                drop(unsafe { Mbuf::from_hdr(hdr, self.headroom, 0) });
+                if st.skip > 0 {
+                    st.skip -= 1;
+                } else {
+                    errors += 1;
+                }
                 continue;
             }
-            let _ = m.set_len(len - HDR_LEN);
+            let l = len - HDR_LEN;
             // Only a buffer used to its full length can be the first of several,
             // and only offloads need the header's other fields.
-            if (self.mrg && len == posted) || self.csum {
+            let need_hdr = (self.mrg && len == posted) || self.csum;
+            if !need_hdr && promisc && l <= mtu as usize + 14 {
+                // The common case: the handle is written straight into `out`, and
+                // neither the buffer header nor the frame is touched (the pool
+                // reset the metadata at allocation).
+                if self.queue != 0 {
+                    // SAFETY: the buffer is ours again; no handle to it exists.
+                    unsafe { (*hdr.as_ptr()).meta.queue = self.queue };
+                }
+                // SAFETY: an initialised header of our pool, owned by us; the
+                // window `headroom + l <= headroom + data room` fits the buffer.
+                unsafe { Mbuf::push_from_hdr(out, hdr, self.headroom, l as u32) };
+                bytes += l as u64;
+                got += 1;
+                continue;
+            }
+            // SAFETY: as above.
+            let mut m = unsafe { Mbuf::from_hdr(hdr, self.headroom, l as u32) };
+            if need_hdr {
                 let h = m.prepend(HDR_LEN).map(|b| {
                     let mut a = [0u8; 10];
                     a.copy_from_slice(&b[..10]);
@@ -1279,7 +1320,6 @@ impl RxQueue for VirtioRx {
                     m.meta_mut().rx_flags = flags;
                 }
             }
-            let l = m.len();
             if l > mtu as usize + 14 && !crate::port::frame_fits_mtu(m.data(), mtu) {
                 errors += 1;
                 continue;
@@ -1327,9 +1367,11 @@ fn reclaim(vq: &Vq, st: &mut VqState, done: &mut Vec<Mbuf>) {
     while st.last_used != used {
         let (id, _) = vq.used_elem(st.last_used);
         st.last_used = st.last_used.wrapping_add(1);
-        if let Some(m) = st.slots.get_mut(id as usize).and_then(Option::take) {
+        if let Some(hdr) = st.slots.get_mut(id as usize).and_then(Option::take) {
             st.free.push(id as u16);
-            done.push(m);
+            // SAFETY: the back end is done with this buffer of ours; the handle
+            // goes into `done` only to be freed.
+            unsafe { Mbuf::push_from_hdr(done, hdr, 0, 0) };
         }
     }
     free_bulk(done);
@@ -1396,9 +1438,12 @@ impl TxQueue for VirtioTx {
             h[10] = 0;
             h[11] = 0;
             let id = st.free.pop().expect("n <= free ids");
+            // The header's first byte (a copy lives elsewhere than `start`).
+            let addr = m.data_ptr() as u64;
+            let (hdr, _, _) = m.into_external();
             // SAFETY: we own this ring's data path; `id < size`.
-            unsafe { vq.post(st, id, m.data_ptr() as u64, (l + HDR_LEN) as u32, 0) };
-            st.slots[id as usize] = Some(m);
+            unsafe { vq.post(st, id, addr, (l + HDR_LEN) as u32, 0) };
+            st.slots[id as usize] = Some(hdr);
             sent += 1;
             bytes += l as u64;
         }
