@@ -21,4 +21,7 @@ features=()
 # Benchmarks of the DPDK driver need our testpmd built with it.
 [[ "$name" == dpdk_* ]] && features=(--features pmd/dpdk)
 cargo build --release --workspace --bins "${features[@]}"
-exec target/release/"$name"
+# Honour CARGO_TARGET_DIR (shared machines build out of tree).
+target="${CARGO_TARGET_DIR:-target}"
+export TESTPMD="${TESTPMD:-$target/release/testpmd}"
+exec "$target"/release/"$name"
