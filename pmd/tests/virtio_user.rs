@@ -138,9 +138,14 @@ impl Vhost {
     /// queues right before it starts forwarding, so frames sent earlier
     /// (possible when it connects to us) would be thrown away.
     fn wait_forwarding(&self) {
+        self.wait_output("Press enter to exit");
+    }
+
+    /// Waits until its output contains `text`.
+    fn wait_output(&self, text: &str) {
         let t0 = Instant::now();
-        while !self.out.lock().unwrap().contains("Press enter to exit") {
-            assert!(t0.elapsed() < Duration::from_secs(30), "dpdk-testpmd did not start forwarding");
+        while !self.out.lock().unwrap().contains(text) {
+            assert!(t0.elapsed() < Duration::from_secs(30), "dpdk-testpmd never printed '{text}'");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -346,7 +351,9 @@ fn our_testpmd_io_loop_through_vhost_exact_counts() {
         assert_eq!(u(p, "tx_dropped") + u(p, "rx_errors") + u(p, "tx_errors") + u(p, "rx_nombuf"), 0, "{p}");
         // 64 frames circulate: whatever is not back with us is in flight.
         assert_eq!(u(p, "tx_packets") - u(p, "rx_packets"), 64, "{v}");
-        assert!(u(p, "rx_packets") > 10_000, "{v}");
+        // Each frame came back at least once (no rate is asserted: the machine
+        // is shared).
+        assert!(u(p, "rx_packets") >= 64, "{v}");
         assert_eq!(p["xstats"]["tx_copies"].as_u64(), Some(0), "{v}");
         // The back end forwarded everything it took (but a burst caught by our
         // stop), and took all we sent but what was still in our transmit ring.
@@ -388,7 +395,7 @@ fn txonly_into_vhost_rxonly_exact_counts() {
     let p = &v["ports"][0];
     let sent = u(p, "tx_packets");
     assert_eq!(sent + u(p, "tx_dropped"), nb, "every generated frame sent or counted: {v}");
-    assert!(sent > 1000, "{v}");
+    assert!(sent >= 32, "{v}");
     assert_eq!(u(p, "tx_bytes"), sent * 128, "{v}");
     assert_eq!(prx, sent, "the back end received exactly what we sent; theirs: {text}");
 }
@@ -403,16 +410,17 @@ fn rxonly_from_vhost_txonly_exact_counts() {
     let peer = Vhost::start(&dir.sock(), "txonly", 1, false, "vu-txonly");
     let sock = dir.sock();
     let ours = std::thread::spawn(move || {
-        testpmd(&["--port", &spec(&sock, ""), "--fwd", "rxonly", "--cores", &core(), "--duration", "3"], "")
+        testpmd(&["--port", &spec(&sock, ""), "--fwd", "rxonly", "--cores", &core(), "--duration", "4"], "")
     });
-    // Let it receive for a while, then stop the sender; we keep receiving what
-    // it had queued after the link went down.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once we are connected (its link comes up), let it send for a while, then
+    // stop it; we keep receiving what it had queued after the link went down.
+    peer.wait_output("link state change event");
+    std::thread::sleep(Duration::from_millis(1000));
     let (_, ptx, _, text) = peer.finish();
     let v = json(&ours.join().unwrap());
     assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
     let p = &v["ports"][0];
-    assert!(ptx > 10_000, "{text}");
+    assert!(ptx > 0, "{text}");
     assert_eq!(u(p, "rx_packets"), ptx, "we received exactly what the back end sent; theirs: {text}; ours {v}");
     assert_eq!(u(p, "rx_errors") + u(p, "rx_nombuf"), 0, "{v}");
     assert_eq!(p["xstats"]["link_down_events"].as_u64(), Some(1), "{v}");
@@ -470,14 +478,18 @@ fn two_queue_pairs_each_carry_traffic() {
         ],
         "",
     ));
-    let (_, _, pdrop, text) = peer.finish();
+    let (prx, ptx, pdrop, text) = peer.finish();
     assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
     let p = &v["ports"][0];
+    assert_eq!(u(p, "tx_dropped") + u(p, "rx_errors") + u(p, "tx_errors"), 0, "{p}");
     assert_eq!(u(p, "tx_packets") - u(p, "rx_packets"), 128, "two streams of 64: {v}");
     for q in 0..2 {
-        assert!(p["xstats"][format!("rx_q{q}_packets")].as_u64().unwrap() > 1000, "queue {q}: {v}");
+        assert!(p["xstats"][format!("rx_q{q}_packets")].as_u64().unwrap() >= 64, "queue {q}: {v}");
     }
-    assert_eq!(pdrop, 0, "{text}");
+    // As for one queue: what the back end took it forwarded, but bursts caught
+    // by our stop.
+    assert_eq!(prx, ptx + pdrop, "{text}");
+    assert!(pdrop <= 64, "{text}");
 }
 
 /// Opens, loses the back end, gets the link back from a new one, and checks
