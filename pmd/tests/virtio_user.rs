@@ -580,6 +580,12 @@ fn missing_socket_and_refused_connection_are_clear_errors() {
     // server=1 with nobody connecting within wait_ms.
     let e = pmd::open(&spec(&dir.0.join("srv.sock"), "?server=1&wait_ms=100")).err().unwrap().to_string();
     assert!(e.contains("no back end connected") && e.contains("client=1"), "{e}");
+    // server=1 never replaces a file that is not a socket.
+    let file = dir.0.join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let e = pmd::open(&spec(&file, "?server=1&wait_ms=100")).err().unwrap().to_string();
+    assert!(e.contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 }
 
 /// A fake back end answering GET_FEATURES (and GET_PROTOCOL_FEATURES /

@@ -580,7 +580,14 @@ fn connect_client(path: &Path) -> Result<UnixStream, PmdError> {
 
 fn listen(path: &Path) -> Result<UnixListener, PmdError> {
     let p = path.display();
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(PmdError::Io {
+                context: format!("virtio-user: server=1 but {p} exists and is not a socket; not touching it"),
+                source: io::Error::from(io::ErrorKind::AlreadyExists),
+            });
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(PmdError::Io {
                 context: format!("virtio-user: server=1 but something already listens on {p}"),
@@ -957,10 +964,11 @@ impl VirtioUserPort {
     }
 
     fn stop_inner(&mut self) {
-        self.shared.up.store(false, Ordering::Release);
-        self.shared.started.store(false, Ordering::Release);
+        // Under the lock, so the monitor cannot bring the link up in between.
         let mut c = Control::lock(&self.ctl);
         c.want_running = false;
+        self.shared.up.store(false, Ordering::Release);
+        self.shared.started.store(false, Ordering::Release);
         c.stop_rings();
     }
 }
