@@ -21,7 +21,8 @@
 //! Each side runs `BENCH_ROUNDS` times (default 3), alternating, for
 //! `BENCH_SECS` seconds (default 6), reporting a rate every second; the first
 //! second is dropped and the samples go into an hdrhistogram; the headline is
-//! the median. Target: ours >= 0.9 x DPDK's. `TESTPMD` (default
+//! the median. Target: ours >= 0.9 x DPDK's. `BENCH_CASES` (e.g. `io,txonly`)
+//! runs only some cases. `TESTPMD` (default
 //! `target/release/testpmd`) and `DPDK_TESTPMD` (default `dpdk-testpmd`) pick
 //! the binaries.
 
@@ -233,7 +234,11 @@ fn main() {
     let mut md_rows = Vec::new();
     let mut series = Vec::new();
     let mut detail = serde_json::Map::new();
-    for case in &CASES {
+    // BENCH_CASES=txonly,io runs only the cases whose names start with those.
+    let only: Option<Vec<String>> =
+        std::env::var("BENCH_CASES").ok().map(|v| v.split(',').map(|c| c.trim().to_string()).collect());
+    for case in CASES.iter().filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|p| c.name.starts_with(p.as_str()))))
+    {
         let (mut o, mut d) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             // Back end forwards on `other`, front end on `core`; main lcores on
