@@ -165,15 +165,15 @@ pub struct SharedMemory {
     pub len: usize,
 }
 
-/// Creates a memfd of `len` bytes and maps it shared, read-write and populated.
-fn map_shared(name: &str, len: usize) -> Result<(NonNull<u8>, std::os::fd::OwnedFd), PmdError> {
+/// Creates a memfd named `name` of `len` bytes and maps it shared, read-write
+/// and populated (also the virtio-user driver's rings). Errors say `what` it was for.
+pub(crate) fn map_shared(name: &str, what: &str, len: usize) -> Result<(NonNull<u8>, std::os::fd::OwnedFd), PmdError> {
     use std::os::fd::FromRawFd;
-    let io = |what: &str| PmdError::Io {
-        context: format!("mempool '{name}': {what} ({len} bytes of shared memory)"),
+    let io = |call: &str| PmdError::Io {
+        context: format!("{what}: {call} ({len} bytes of shared memory)"),
         source: std::io::Error::last_os_error(),
     };
-    let cname = std::ffi::CString::new(format!("pmd-pool-{}", name.replace('\0', "_")))
-        .unwrap_or_else(|_| c"pmd-pool".to_owned());
+    let cname = std::ffi::CString::new(name.replace('\0', "_")).unwrap_or_else(|_| c"pmd".to_owned());
     // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
     let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
@@ -259,7 +259,7 @@ impl Mempool {
             Layout::from_size_align(total, 4096).map_err(|e| bad("count", format!("cannot lay out the pool: {e}")))?;
         let (region, shm) = if shared {
             // A fresh memfd reads as zeroes, like `alloc_zeroed`.
-            let (p, fd) = map_shared(&cfg.name, total)?;
+            let (p, fd) = map_shared(&format!("pmd-pool-{}", cfg.name), &format!("mempool '{}'", cfg.name), total)?;
             (p, Some(fd))
         } else {
             // SAFETY: `layout` has a non-zero size (count >= 1, stride >= 64).

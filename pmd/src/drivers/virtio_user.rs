@@ -109,7 +109,7 @@
 
 use std::cell::UnsafeCell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -243,14 +243,6 @@ fn io_err(context: String) -> impl FnOnce(io::Error) -> PmdError {
     move |source| PmdError::Io { context, source }
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Ring memory
 // ---------------------------------------------------------------------------
@@ -270,29 +262,8 @@ unsafe impl Sync for RingMem {}
 
 impl RingMem {
     fn new(len: usize) -> Result<RingMem, PmdError> {
-        let ctx = |what: &str| format!("virtio-user: {what} for the rings ({len} bytes)");
-        // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
-        let fd = cvt(unsafe { libc::memfd_create(c"pmd-virtio-rings".as_ptr(), libc::MFD_CLOEXEC) })
-            .map_err(io_err(ctx("memfd_create")))?;
-        // SAFETY: `fd` is fresh and ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: plain syscall on our descriptor.
-        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map_err(io_err(ctx("ftruncate")))?;
-        // SAFETY: a new shared mapping of the whole file; nothing else is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(PmdError::Io { context: ctx("mmap"), source: io::Error::last_os_error() });
-        }
-        Ok(RingMem { ptr: NonNull::new(p.cast()).expect("mmap is non-null"), len, fd })
+        let (ptr, fd) = crate::mempool::map_shared("pmd-virtio-rings", "virtio-user rings", len)?;
+        Ok(RingMem { ptr, len, fd })
     }
 }
 
