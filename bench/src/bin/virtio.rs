@@ -18,8 +18,8 @@
 //! `--in-memory --single-file-segments` on 2 MB hugepages reserved here (and
 //! released at the end). Ours needs none: its pool is a memfd.
 //!
-//! Each side runs `BENCH_ROUNDS` times (default 3), alternating, for
-//! `BENCH_SECS` seconds (default 6), reporting a rate every second; the first
+//! Each side runs `BENCH_ROUNDS` times (default 5), alternating, for
+//! `BENCH_SECS` seconds (default 4), reporting a rate every second; the first
 //! second is dropped and the samples go into an hdrhistogram; the headline is
 //! the median. Target: ours >= 0.9 x DPDK's. `BENCH_CASES` (e.g. `io,txonly`)
 //! runs only some cases. `TESTPMD` (default
@@ -218,8 +218,10 @@ fn fmt(s: &Summary) -> String {
 }
 
 fn main() {
-    let rounds: u32 = env_or("BENCH_ROUNDS", 3);
-    let secs: u32 = env_or("BENCH_SECS", 6);
+    // Many short alternating rounds: on a shared machine the load of others
+    // changes by the second, and both sides should see the same mix of it.
+    let rounds: u32 = env_or("BENCH_ROUNDS", 5);
+    let secs: u32 = env_or("BENCH_SECS", 4);
     let cores = pmd::runtime::available_cores();
     let core: usize = env_or("BENCH_CORE", *cores.last().expect("a core"));
     let other = cores.iter().copied().find(|&c| c != core).unwrap_or(core);
