@@ -342,6 +342,9 @@ fn our_testpmd_io_loop_through_vhost_exact_counts() {
                 "256",
                 "--txd",
                 "256",
+                "--txpkts",
+                "300",
+                "--verify-payload",
             ],
             "",
         ));
@@ -349,8 +352,12 @@ fn our_testpmd_io_loop_through_vhost_exact_counts() {
         assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
         let p = &v["ports"][0];
         assert_eq!(u(p, "tx_dropped") + u(p, "rx_errors") + u(p, "tx_errors") + u(p, "rx_nombuf"), 0, "{p}");
+        // Every frame that came back was ours, checked, and intact.
+        assert_eq!(u(p, "verified"), u(p, "rx_packets"), "{p}");
+        assert_eq!(u(p, "bad_payload"), 0, "{p}");
         // 64 frames circulate: whatever is not back with us is in flight.
         assert_eq!(u(p, "tx_packets") - u(p, "rx_packets"), 64, "{v}");
+        assert_eq!(u(p, "tx_bytes") - u(p, "rx_bytes"), 64 * 300, "{v}");
         // Each frame came back at least once (no rate is asserted: the machine
         // is shared).
         assert!(u(p, "rx_packets") >= 64, "{v}");

@@ -22,7 +22,8 @@
 //! `BENCH_SECS` seconds (default 4), reporting a rate every second; the first
 //! second is dropped and the samples go into an hdrhistogram; the headline is
 //! the median. Target: ours >= 0.9 x DPDK's. `BENCH_CASES` (e.g. `io,txonly`)
-//! runs only some cases. `TESTPMD` (default
+//! runs only some cases; `BENCH_DPDK_VDEV` appends devargs to DPDK's vdev (e.g.
+//! `,in_order=0`). `TESTPMD` (default
 //! `target/release/testpmd`) and `DPDK_TESTPMD` (default `dpdk-testpmd`) pick
 //! the binaries.
 
@@ -166,7 +167,11 @@ fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32
         format!("bench-vu-{}", pid()),
         "--log-level=lib.eal:error".into(),
         "--vdev".into(),
-        format!("net_virtio_user0,path={},queue_size=256", sock.display()),
+        format!(
+            "net_virtio_user0,path={},queue_size=256{}",
+            sock.display(),
+            std::env::var("BENCH_DPDK_VDEV").unwrap_or_default()
+        ),
         "--".into(),
         format!("--forward-mode={}", case.front),
         "--nb-cores=1".into(),

@@ -71,6 +71,17 @@
 //! only possible for frames larger than our data room) are counted as errors and
 //! dropped; the header is read only when a buffer was used to its full length,
 //! because the spec requires every buffer but the last to be filled completely.
+//! In the common case (no offloads, promiscuous, within the MTU) a received
+//! frame is handed up without touching its buffer header or its bytes.
+//! Sent buffers are reclaimed from the used ring only when fewer than half the
+//! descriptors (or fewer than the burst) are free, and an empty `tx_burst`
+//! does not look at the ring at all: the used ring's cache line belongs to the
+//! back end's core, and every needless read pulls it over.
+//!
+//! Not implemented: `VIRTIO_F_IN_ORDER` (DPDK's virtio-user negotiates it by
+//! default and its in-order paths are faster on a latency-bound loop, see
+//! `bench/results/virtio.md`), packed rings, indirect descriptors, `EVENT_IDX`,
+//! the control queue, and receiving frames that span buffers.
 //!
 //! # Barriers (virtio 1.x, 2.7.13 and 2.7.7)
 //! * publishing: descriptor and available-ring entries are written first, then
@@ -99,7 +110,10 @@
 //! the old one stopped: buffers it had taken but not returned are offered again
 //! (frames in them may be sent twice or lost, as on any link flap); no descriptor
 //! and no mbuf is lost, because ring state and in-flight mbufs are ours and never
-//! reset. Before in-flight mbufs are freed (reconfigure, drop) every ring is
+//! reset. (Resuming at the used index assumes the old back end returned buffers
+//! in order, as DPDK's vhost does on split rings; a descriptor id returned
+//! twice, or never given, is ignored and never trusted, and counted as an error
+//! on receive rings.) Before in-flight mbufs are freed (reconfigure, drop) every ring is
 //! stopped with `GET_VRING_BASE`, which the back end answers only once it has
 //! stopped touching it.
 //!
