@@ -168,7 +168,7 @@ pub struct SharedMemory {
 /// Creates a memfd named `name` of `len` bytes and maps it shared, read-write
 /// and populated (also the virtio-user driver's rings). Errors say `what` it was for.
 pub(crate) fn map_shared(name: &str, what: &str, len: usize) -> Result<(NonNull<u8>, std::os::fd::OwnedFd), PmdError> {
-    use std::os::fd::FromRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd};
     let io = |call: &str| PmdError::Io {
         context: format!("{what}: {call} ({len} bytes of shared memory)"),
         source: std::io::Error::last_os_error(),
@@ -181,7 +181,6 @@ pub(crate) fn map_shared(name: &str, what: &str, len: usize) -> Result<(NonNull<
     }
     // SAFETY: `fd` is a fresh descriptor that nobody else owns.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on our descriptor.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
         return Err(io("ftruncate"));

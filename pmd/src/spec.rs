@@ -211,19 +211,17 @@ fn open_virtio_user(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError>
         });
     }
     let d = Options::default();
-    let queues = queues_opt(spec, MAX_QUEUES)?;
-    let qexp = format!("a power of two, 16..={MAX_QSIZE}");
-    let qsize = spec.parse_opt::<u16>("qsize", &qexp)?.unwrap_or(d.qsize);
-    if !qsize.is_power_of_two() || qsize < 16 {
-        return Err(spec.bad_value("qsize", &qsize.to_string(), &qexp));
-    }
     let opts = Options {
-        queues,
+        queues: queues_opt(spec, MAX_QUEUES)?,
         server: bool_opt(spec, "server", d.server)?,
-        qsize,
+        qsize: spec.parse_opt("qsize", &format!("a power of two, 16..={MAX_QSIZE}"))?.unwrap_or(d.qsize),
         mrg_rxbuf: bool_opt(spec, "mrg_rxbuf", d.mrg_rxbuf)?,
         wait_ms: spec.parse_opt("wait_ms", "milliseconds")?.unwrap_or(d.wait_ms),
     };
+    if let Err(PmdError::Config { field, reason }) = opts.validate() {
+        let v = spec.get(field).unwrap_or("(default)").to_string();
+        return Err(spec.bad_value(field, &v, &reason));
+    }
     let mac = spec.mac(&format!("virtio-user:{}", spec.target))?;
     Ok(Box::new(VirtioUserPort::open(&spec.target, opts, mac)?))
 }
