@@ -29,7 +29,9 @@
 //! what the configuration asks for (as DPDK's virtio PMD does): `GUEST_CSUM` only
 //! if receive checksum offload is enabled (otherwise the back end must finish
 //! every checksum), `CSUM`/`HOST_TSO*` only for the enabled transmit offloads,
-//! `MQ` only for more than one queue pair. `VIRTIO_F_VERSION_1` is required (we
+//! `MQ` only for more than one queue pair (checked against `GET_QUEUE_NUM`; DPDK
+//! 22.11's vhost answers its compile-time maximum, so a back end with fewer
+//! queues than asked cannot be detected there). `VIRTIO_F_VERSION_1` is required (we
 //! drive only modern, little-endian rings with the 12-byte header);
 //! `VIRTIO_NET_F_MRG_RXBUF` is acked by default (`mrg_rxbuf=0` turns it off) and
 //! `VIRTIO_NET_F_STATUS` whenever offered. A back end lacking a required or
@@ -46,8 +48,11 @@
 //! The back end must read and write our buffers, so it maps them: the receive
 //! pool must be a shared pool ([`Mempool::new_shared`], a `memfd`; `testpmd` and
 //! `conformance` make one for `virtio-user:` ports) and the rings live in a
-//! second memfd of our own. Both are sent with `VHOST_USER_SET_MEM_TABLE`. No
-//! hugepages are needed on our side. Like DPDK's virtio-user we use our virtual
+//! second memfd of our own, made once for the port's life (back ends compare
+//! memory tables by address: rings unmapped and mapped again at the same address
+//! would look unchanged, and DPDK's vhost would keep polling the old pages).
+//! Both are sent with `VHOST_USER_SET_MEM_TABLE`. No hugepages are needed on our
+//! side. Like DPDK's virtio-user we use our virtual
 //! addresses as guest-physical addresses (a 1:1 map: region `guest_phys_addr` =
 //! `userspace_addr` = our mapping address), so a descriptor's address is simply
 //! the buffer's pointer. A frame to send that does not lie in the registered pool
