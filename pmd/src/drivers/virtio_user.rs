@@ -814,7 +814,6 @@ pub struct VirtioUserPort {
     mac: MacAddr,
     opts: Options,
     offered: u64,
-    max_pairs: u16,
     shared: Arc<Shared>,
     ctl: Arc<Mutex<Control>>,
     stop_monitor: Arc<AtomicBool>,
@@ -887,7 +886,6 @@ impl VirtioUserPort {
             mac,
             opts,
             offered,
-            max_pairs,
             shared,
             ctl,
             stop_monitor: stop,
@@ -1063,7 +1061,6 @@ impl Port for VirtioUserPort {
         self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
         self.tx_copies = (0..conf.tx_queues).map(|_| Arc::new(Counter::default())).collect();
         self.conf = Some(conf.clone());
-        let _ = self.max_pairs;
         Ok(())
     }
 
