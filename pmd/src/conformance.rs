@@ -350,7 +350,10 @@ macro_rules! fail {
 /// Runs the checklist. Errors are for setup failures (bad spec, no permission);
 /// a port misbehaving is a `Fail` line.
 pub fn run(cfg: &ConformanceConfig) -> Result<Vec<CheckResult>, PmdError> {
-    let pool = Mempool::new(&MempoolConfig::new("conformance", 8192, DATA_ROOM, DEFAULT_HEADROOM, 0))?;
+    let pool_cfg = MempoolConfig::new("conformance", 8192, DATA_ROOM, DEFAULT_HEADROOM, 0);
+    // A vhost-user back end maps the buffers of virtio-user ports.
+    let shared = std::iter::once(&cfg.port).chain(cfg.peer.as_ref()).any(|s| crate::spec::needs_shared_pool(s));
+    let pool = if shared { Mempool::new_shared(&pool_cfg)? } else { Mempool::new(&pool_cfg)? };
     let run_id = std::process::id() ^ (Instant::now().elapsed().subsec_nanos() << 8) ^ 0x5a5a_0000;
     let mut results = Vec::new();
     let mut port = crate::open(&cfg.port)?;

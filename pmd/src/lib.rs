@@ -7,7 +7,9 @@
 //!   a control thread, queue handles owned by one core each, burst I/O;
 //! * [`open`]: ports from spec strings (`ring:a?peer=b`, `null`, with impairment
 //!   options on any of them), one registry with errors that name what was wrong;
-//! * drivers: [`drivers::ring`] (in-memory wires) and [`drivers::null`], and with
+//! * drivers: [`drivers::ring`] (in-memory wires) and [`drivers::null`], the
+//!   kernel's [`drivers::tap`] and [`drivers::af_packet`], [`drivers::virtio_user`]
+//!   (virtio-net over vhost-user, zero copy from a shared pool, no DPDK), and with
 //!   the `dpdk` feature `drivers::dpdk` (DPDK ethdevs: NICs and vdevs, zero copy);
 //! * [`impair`]: seeded loss, duplication, reordering, corruption, delay and rate
 //!   shaping as a decorator over any port;
@@ -16,7 +18,8 @@
 //! * [`fwd`]: the forwarding engines behind the `testpmd` binary.
 //!
 //! `unsafe` in this crate is confined to buffer memory ([`mbuf`], [`mempool`]),
-//! the SPSC ring ([`spsc`]) and the DPDK driver; each block states why it is sound.
+//! the SPSC ring ([`spsc`]) and the drivers (system calls, shared ring memory,
+//! DPDK); each block states why it is sound.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -215,6 +215,17 @@ unsafe impl Send for Mbuf {}
 unsafe impl Sync for Mbuf {}
 
 impl Mbuf {
+    /// Wraps a header that a pool (or a driver's ring) is handing over.
+    ///
+    /// # Safety
+    /// `hdr` must point to an initialised header that nobody else owns, whose
+    /// `pool` points to a live pool, and whose buffer is `buf_len` bytes, with
+    /// `off + len <= buf_len`.
+    #[inline]
+    pub(crate) unsafe fn from_hdr(hdr: NonNull<MbufHdr>, off: u32, len: u32) -> Self {
+        Mbuf { hdr, off, len }
+    }
+
     #[inline(always)]
     pub(crate) fn hdr_ptr(&self) -> NonNull<MbufHdr> {
         self.hdr

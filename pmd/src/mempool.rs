@@ -18,6 +18,17 @@
 //! As in DPDK, buffers sitting in another core's cache cannot be allocated here, so
 //! pools should be sized `count >= cores * cache_size * 1.5 + in flight`.
 //!
+//! # Shared memory for vhost-user back ends
+//! [`Mempool::new_shared`] lays the pool out exactly as [`Mempool::new`] does, but
+//! in a `memfd` mapped `MAP_SHARED` instead of the process heap, and keeps the
+//! file descriptor ([`Mempool::shared_memory`]). The virtio-user driver hands that
+//! descriptor to its vhost-user back end (`VHOST_USER_SET_MEM_TABLE`), which maps
+//! the same pages and then reads and writes packet buffers in place: zero copy
+//! without hugepages. It is a separate constructor, not a flag on every pool,
+//! because only a port that shares memory with another process needs it; the
+//! performance is the same (both are 4 KiB pages), but a shared pool is a file
+//! another process can map, which a caller should ask for knowingly.
+//!
 //! # Lifetime
 //! Buffers point at their pool, and do not hold a reference count (an atomic
 //! increment per packet is too expensive). Instead the pool's memory is released
@@ -98,6 +109,9 @@ struct Slot {
 struct Native {
     region: NonNull<u8>,
     layout: Layout,
+    /// The memfd behind `region` for shared pools (then `region` is an mmap of
+    /// `layout.size()` bytes rounded up to pages, not a heap allocation).
+    shm: Option<std::os::fd::OwnedFd>,
     ring: Mutex<Vec<NonNull<MbufHdr>>>,
     /// Mirror of `ring.len()` readable without the lock (see module docs).
     ring_len: AtomicUsize,
@@ -139,10 +153,82 @@ unsafe impl Send for Mempool {}
 // SAFETY: as above.
 unsafe impl Sync for Mempool {}
 
+/// A pool's buffer memory as a file another process can map (see
+/// [`Mempool::new_shared`]). Valid while the pool handle it came from is alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedMemory {
+    /// The memfd; the mapping starts at offset 0 of it.
+    pub fd: std::os::fd::RawFd,
+    /// Where the memory is mapped in this process.
+    pub addr: usize,
+    /// Bytes mapped (a multiple of the page size).
+    pub len: usize,
+}
+
+/// Creates a memfd named `name` of `len` bytes and maps it shared, read-write
+/// and populated (also the virtio-user driver's rings). Errors say `what` it was for.
+pub(crate) fn map_shared(name: &str, what: &str, len: usize) -> Result<(NonNull<u8>, std::os::fd::OwnedFd), PmdError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let io = |call: &str| PmdError::Io {
+        context: format!("{what}: {call} ({len} bytes of shared memory)"),
+        source: std::io::Error::last_os_error(),
+    };
+    let cname = std::ffi::CString::new(name.replace('\0', "_")).unwrap_or_else(|_| c"pmd".to_owned());
+    // SAFETY: memfd_create with a NUL-terminated name; the result is checked.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io("memfd_create"));
+    }
+    // SAFETY: `fd` is a fresh descriptor that nobody else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscall on our descriptor.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+        return Err(io("ftruncate"));
+    }
+    // SAFETY: a new shared mapping of the whole file; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io("mmap"));
+    }
+    Ok((NonNull::new(p.cast()).expect("mmap returned a non-null address"), fd))
+}
+
 impl Mempool {
     /// Creates a native pool. Every value in `cfg` is validated and an error names
     /// the field that is wrong.
     pub fn new(cfg: &MempoolConfig) -> Result<Mempool, PmdError> {
+        Self::create(cfg, false)
+    }
+
+    /// Creates a native pool whose buffers live in a `memfd` shared mapping, so a
+    /// vhost-user back end can map them (see the module docs). Same layout and
+    /// validation as [`Mempool::new`].
+    pub fn new_shared(cfg: &MempoolConfig) -> Result<Mempool, PmdError> {
+        Self::create(cfg, true)
+    }
+
+    /// The pool's memory as a shareable file, for pools made by
+    /// [`Mempool::new_shared`]; `None` for heap and external pools.
+    pub fn shared_memory(&self) -> Option<SharedMemory> {
+        use std::os::fd::AsRawFd;
+        match &self.core().backing {
+            Backing::Native(Native { region, layout, shm: Some(fd), .. }) => {
+                Some(SharedMemory { fd: fd.as_raw_fd(), addr: region.as_ptr() as usize, len: layout.size() })
+            }
+            _ => None,
+        }
+    }
+
+    fn create(cfg: &MempoolConfig, shared: bool) -> Result<Mempool, PmdError> {
         let bad = |field: &'static str, reason: String| PmdError::Config { field, reason };
         if cfg.count == 0 {
             return Err(bad("count", "a pool needs at least one buffer".into()));
@@ -166,12 +252,21 @@ impl Mempool {
         let stride = std::mem::size_of::<MbufHdr>() + buf_len.next_multiple_of(64);
         let total =
             stride.checked_mul(cfg.count).ok_or_else(|| bad("count", "count * buffer size overflows".into()))?;
+        // Shared pools are whole pages of a file.
+        let total = if shared { total.next_multiple_of(4096) } else { total };
         let layout =
             Layout::from_size_align(total, 4096).map_err(|e| bad("count", format!("cannot lay out the pool: {e}")))?;
-        // SAFETY: `layout` has a non-zero size (count >= 1, stride >= 64).
-        let region = unsafe { std::alloc::alloc_zeroed(layout) };
-        let region = NonNull::new(region)
-            .ok_or_else(|| PmdError::NoMemory { what: format!("mempool '{}' ({total} bytes)", cfg.name) })?;
+        let (region, shm) = if shared {
+            // A fresh memfd reads as zeroes, like `alloc_zeroed`.
+            let (p, fd) = map_shared(&format!("pmd-pool-{}", cfg.name), &format!("mempool '{}'", cfg.name), total)?;
+            (p, Some(fd))
+        } else {
+            // SAFETY: `layout` has a non-zero size (count >= 1, stride >= 64).
+            let region = unsafe { std::alloc::alloc_zeroed(layout) };
+            let region = NonNull::new(region)
+                .ok_or_else(|| PmdError::NoMemory { what: format!("mempool '{}' ({total} bytes)", cfg.name) })?;
+            (region, None)
+        };
 
         let slots = (0..MAX_LCORE_SLOTS)
             .map(|_| CachePadded::new(Slot { objs: UnsafeCell::new(Vec::new()), len: AtomicUsize::new(0) }))
@@ -189,6 +284,7 @@ impl Mempool {
             backing: Backing::Native(Native {
                 region,
                 layout,
+                shm,
                 ring: Mutex::new(Vec::with_capacity(cfg.count)),
                 ring_len: AtomicUsize::new(cfg.count),
                 slots,
@@ -344,8 +440,14 @@ impl Drop for Mempool {
         // own it exclusively; it was created by `Box::leak`.
         let core = unsafe { Box::from_raw(self.core.as_ptr()) };
         if let Backing::Native(n) = &core.backing {
-            // SAFETY: `region` was allocated with exactly `layout`.
-            unsafe { std::alloc::dealloc(n.region.as_ptr(), n.layout) };
+            if n.shm.is_some() {
+                // SAFETY: `region` is our mapping of `layout.size()` bytes (the memfd
+                // closes when `core` drops); a back end's own mapping is unaffected.
+                unsafe { libc::munmap(n.region.as_ptr().cast(), n.layout.size()) };
+            } else {
+                // SAFETY: `region` was allocated with exactly `layout`.
+                unsafe { std::alloc::dealloc(n.region.as_ptr(), n.layout) };
+            }
         }
     }
 }

@@ -121,6 +121,9 @@ pub struct DriverInfo {
     pub usage: &'static str,
     /// Its own options with a one-line description each.
     pub options: &'static [(&'static str, &'static str)],
+    /// Its receive pool must be shared memory ([`crate::Mempool::new_shared`]):
+    /// another process (a vhost-user back end) maps the buffers.
+    pub shared_pool: bool,
     open: OpenFn,
 }
 
@@ -190,6 +193,39 @@ fn open_af_packet(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     Ok(Box::new(AfPacketPort::open(&spec.target, queues, g)?))
 }
 
+fn bool_opt(spec: &Spec, key: &str, default: bool) -> Result<bool, PmdError> {
+    match spec.get(key) {
+        None => Ok(default),
+        Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(spec.bad_value(key, v, "0 or 1")),
+    }
+}
+
+fn open_virtio_user(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    use crate::drivers::virtio_user::{Options, VirtioUserPort, MAX_QSIZE, MAX_QUEUES};
+    if spec.target.is_empty() {
+        return Err(PmdError::BadSpec {
+            spec: spec.text.clone(),
+            reason: "a virtio-user port needs the vhost-user socket path: virtio-user:/path/to/vhost.sock".into(),
+        });
+    }
+    let d = Options::default();
+    let opts = Options {
+        queues: queues_opt(spec, MAX_QUEUES)?,
+        server: bool_opt(spec, "server", d.server)?,
+        qsize: spec.parse_opt("qsize", &format!("a power of two, 16..={MAX_QSIZE}"))?.unwrap_or(d.qsize),
+        mrg_rxbuf: bool_opt(spec, "mrg_rxbuf", d.mrg_rxbuf)?,
+        wait_ms: spec.parse_opt("wait_ms", "milliseconds")?.unwrap_or(d.wait_ms),
+    };
+    if let Err(PmdError::Config { field, reason }) = opts.validate() {
+        let v = spec.get(field).unwrap_or("(default)").to_string();
+        return Err(spec.bad_value(field, &v, &reason));
+    }
+    let mac = spec.mac(&format!("virtio-user:{}", spec.target))?;
+    Ok(Box::new(VirtioUserPort::open(&spec.target, opts, mac)?))
+}
+
 #[cfg(feature = "dpdk")]
 fn open_dpdk(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     Ok(Box::new(crate::drivers::dpdk::DpdkPort::open(&spec.text, &spec.target)?))
@@ -200,12 +236,14 @@ static DRIVERS: &[DriverInfo] = &[
         scheme: "ring",
         usage: "ring:NAME[?peer=OTHER] — in-memory wire; alone it loops back to itself",
         options: &[("peer", "name of the ring port at the other end (default: itself)"), ("mac", "MAC address")],
+        shared_pool: false,
         open: open_ring,
     },
     DriverInfo {
         scheme: "null",
         usage: "null[:NAME][?size=64] — rx returns new frames, tx frees them",
         options: &[("size", "received frame length in bytes (default 64)"), ("mac", "MAC address")],
+        shared_pool: false,
         open: open_null,
     },
     DriverInfo {
@@ -215,6 +253,7 @@ static DRIVERS: &[DriverInfo] = &[
             ("queues", "queues (one /dev/net/tun descriptor each, IFF_MULTI_QUEUE), 1..=64 (default 1)"),
             ("mac", "MAC address of the port (default derived from the name)"),
         ],
+        shared_pool: false,
         open: open_tap,
     },
     DriverInfo {
@@ -227,7 +266,23 @@ static DRIVERS: &[DriverInfo] = &[
             ("block_count", "receive ring blocks per queue (default 64)"),
             ("block_timeout_ms", "hand over a partly filled receive block after this long (default 1)"),
         ],
+        shared_pool: false,
         open: open_af_packet,
+    },
+    DriverInfo {
+        scheme: "virtio-user",
+        usage: "virtio-user:/path/to/vhost.sock[?queues=1&server=0&qsize=256] — virtio-net over a vhost-user \
+                socket (OVS-DPDK, VPP, DPDK vhost), zero copy from a shared (memfd) pool, no DPDK needed",
+        options: &[
+            ("queues", "queue pairs, 1..=16 (default 1); more than 1 needs VIRTIO_NET_F_MQ"),
+            ("server", "1: listen on the path and wait for the back end (default 0: connect to it)"),
+            ("qsize", "entries per virtqueue, a power of two 16..=32768 (default 256)"),
+            ("mrg_rxbuf", "1: negotiate VIRTIO_NET_F_MRG_RXBUF (default 1)"),
+            ("wait_ms", "with server=1, how long opening waits for the back end (default 10000)"),
+            ("mac", "MAC address of the port (default derived from the path)"),
+        ],
+        shared_pool: true,
+        open: open_virtio_user,
     },
     #[cfg(feature = "dpdk")]
     DriverInfo {
@@ -235,9 +290,16 @@ static DRIVERS: &[DriverInfo] = &[
         usage: "dpdk:PCI_ADDRESS | dpdk:VDEV[,ARGS] — a DPDK ethdev: a NIC bound to vfio-pci (dpdk:0000:03:00.0) \
                 or a virtual device (dpdk:net_ring0, dpdk:net_tap0,iface=tap0); needs EAL (testpmd --eal)",
         options: &[],
+        shared_pool: false,
         open: open_dpdk,
     },
 ];
+
+/// Whether a port opened from `spec` needs its receive pool in shared memory
+/// ([`crate::Mempool::new_shared`]); false for specs that do not parse.
+pub fn needs_shared_pool(spec: &str) -> bool {
+    Spec::parse(spec).ok().and_then(|s| DRIVERS.iter().find(|d| d.scheme == s.scheme)).is_some_and(|d| d.shared_pool)
+}
 
 /// Every registered driver.
 pub fn drivers() -> &'static [DriverInfo] {
@@ -382,6 +444,12 @@ mod tests {
             ("af_packet:x?block_count=0", "'block_count'"),
             ("tap:x?blocks=1", "valid options: queues, mac"),
             ("tap:this_name_is_too_long", "interface name"),
+            ("virtio-user:", "socket path"),
+            ("virtio-user:/x.sock?queues=0", "'queues'"),
+            ("virtio-user:/x.sock?qsize=100", "'qsize'"),
+            ("virtio-user:/x.sock?server=2", "'server'"),
+            ("virtio-user:/x.sock?mrg_rxbuf=yes", "'mrg_rxbuf'"),
+            ("virtio-user:/x.sock?queue=2", "valid options: queues, server, qsize"),
         ] {
             let e = open(spec).err().unwrap().to_string();
             assert!(e.contains(needle), "{spec}: {e}");

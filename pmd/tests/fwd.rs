@@ -8,7 +8,7 @@ use pmd::runtime::Lcore;
 use pmd::Port;
 
 fn cfg(mode: FwdMode, pool: &pmd::Mempool, nb_pkts: Option<u64>, tx_first: u32) -> FwdConfig {
-    FwdConfig { mode, burst: 32, txpkts: 64, flows: 16, tx_first, nb_pkts, pool: pool.clone() }
+    FwdConfig { mode, burst: 32, txpkts: 64, flows: 16, tx_first, nb_pkts, pool: pool.clone(), verify: false }
 }
 
 fn stream(rx_port: &mut Box<dyn Port>, tx_port: &mut Box<dyn Port>) -> Stream {

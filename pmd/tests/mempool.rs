@@ -271,3 +271,25 @@ fn dropping_the_last_pool_handle_with_buffers_out_is_safe() {
     drop(v);
     assert_eq!(again.available(), 8, "everything came home");
 }
+
+#[test]
+fn shared_pools_live_in_a_memfd_another_mapping_sees() {
+    let cfg = MempoolConfig::new("shared", 64, 2048, 128, 0);
+    let pool = Mempool::new_shared(&cfg).unwrap();
+    let shm = pool.shared_memory().expect("a shared pool has its memory as a file");
+    assert_eq!(shm.len % 4096, 0);
+    assert!(Mempool::new(&cfg).unwrap().shared_memory().is_none(), "heap pools are not shared");
+    // The descriptor is a memfd; another mapping of it (what a vhost-user back
+    // end does) sees the bytes we write into a buffer, at the same offset.
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", shm.fd)).unwrap();
+    assert!(link.to_string_lossy().starts_with("/memfd:pmd-pool-shared"), "{link:?}");
+    let mut m = pool.alloc().unwrap();
+    m.extend_from_slice(b"seen by the back end").unwrap();
+    let off = m.data_ptr() as usize - shm.addr;
+    assert!(off + m.len() <= shm.len);
+    let file = std::fs::read(format!("/proc/self/fd/{}", shm.fd)).unwrap();
+    assert_eq!(file.len(), shm.len);
+    assert_eq!(&file[off..off + m.len()], b"seen by the back end");
+    drop(m);
+    assert_eq!(pool.available(), 64);
+}

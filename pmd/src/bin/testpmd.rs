@@ -9,7 +9,8 @@
 //! an even number of ports forwards in pairs (0↔1, 2↔3); an odd number chains
 //! (0→1→…→0). Each port gets `--rxq` queues; stream (port, queue) goes round-robin
 //! to the forwarding cores. Exit status: 0 on success, 2 for a bad flag or spec,
-//! 1 if the run failed or leaked buffers.
+//! 1 if the run failed, leaked buffers or (with `--verify-payload`) received a
+//! frame of ours with a changed payload.
 //!
 //! ```text
 //! testpmd conformance --port SPEC [--peer SPEC]
@@ -99,6 +100,11 @@ struct Args {
     /// Largest size of the --pcap file in bytes; later frames are counted, not written
     #[arg(long = "pcap-limit", value_name = "BYTES", requires = "pcap")]
     pcap_limit: Option<u64>,
+    /// Check every received frame that a generator (txonly, flowgen, --tx-first)
+    /// of ours built: lengths and payload pattern; counts them (verified,
+    /// bad_payload). Reads every frame, so off by default
+    #[arg(long = "verify-payload")]
+    verify_payload: bool,
     /// DPDK EAL arguments, needed by dpdk: ports, e.g. "-l 0 --no-huge -m 512 --no-pci
     /// --no-shconf --file-prefix tp1" (the mempool then comes from DPDK; needs the dpdk feature)
     #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
@@ -126,6 +132,10 @@ struct PortReport {
     fwd_rx: u64,
     fwd_tx: u64,
     malformed: u64,
+    /// With --verify-payload: generated frames received and checked, and how
+    /// many of them had wrong lengths or a changed payload.
+    verified: u64,
+    bad_payload: u64,
     xstats: std::collections::BTreeMap<String, u64>,
 }
 
@@ -294,7 +304,12 @@ fn run(a: &Args) -> Result<i32, Failure> {
                      --no-pci --no-shconf --file-prefix testpmd\")"
                 )));
             }
-            Mempool::new(&pool_cfg)?
+            // A vhost-user back end maps the buffers of virtio-user ports.
+            if a.ports.iter().any(|p| pmd::spec::needs_shared_pool(p)) {
+                Mempool::new_shared(&pool_cfg)?
+            } else {
+                Mempool::new(&pool_cfg)?
+            }
         }
         Some(eal) => dpdk_pool(eal, &pool_cfg)?,
     };
@@ -371,6 +386,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
         tx_first: a.tx_first,
         nb_pkts: a.nb_pkts,
         pool: pool.clone(),
+        verify: a.verify_payload,
     };
     let stream_map: Vec<Vec<(usize, usize)>> =
         used.iter().map(|(_, s)| s.iter().map(|s| (s.rx_port, s.tx_port)).collect()).collect();
@@ -433,12 +449,15 @@ fn run(a: &Args) -> Result<i32, Failure> {
     let mut reports = Vec::new();
     for (n, st) in port_stats.iter().enumerate() {
         let (mut fwd_rx, mut fwd_tx, mut dropped, mut malformed) = (0, 0, 0, 0);
+        let (mut verified, mut bad_payload) = (0, 0);
         for (core, streams) in stream_map.iter().enumerate() {
             for (k, (rp, tp)) in streams.iter().enumerate() {
                 let s = &final_snap[core][k];
                 if *rp == n {
                     fwd_rx += s.rx;
                     malformed += s.malformed;
+                    verified += s.verified;
+                    bad_payload += s.bad_payload;
                 }
                 if *tp == n {
                     fwd_tx += s.tx;
@@ -462,6 +481,8 @@ fn run(a: &Args) -> Result<i32, Failure> {
             fwd_rx,
             fwd_tx,
             malformed,
+            verified,
+            bad_payload,
             xstats: xstats[n].iter().cloned().collect(),
         });
     }
@@ -498,8 +519,13 @@ fn run(a: &Args) -> Result<i32, Failure> {
         print_tables(&report);
     }
     let _ = std::io::stdout().flush();
+    let bad: u64 = report.ports.iter().map(|p| p.bad_payload).sum();
     if leaked > 0 {
         eprintln!("testpmd: {leaked} buffer(s) were not returned to the pool");
+        return Ok(1);
+    }
+    if bad > 0 {
+        eprintln!("testpmd: {bad} received frame(s) of ours had wrong lengths or a changed payload");
         return Ok(1);
     }
     Ok(0)
@@ -531,6 +557,9 @@ fn print_tables(r: &Report) {
             p.tx_dropped,
             p.fwd_tx + p.tx_dropped
         );
+        if p.verified > 0 || p.bad_payload > 0 {
+            println!("  Payload-checked: {:<9} Bad-payload: {}", p.verified, p.bad_payload);
+        }
         println!("  ----------------------------------------------------------------------------");
         rx += p.fwd_rx;
         tx += p.fwd_tx;

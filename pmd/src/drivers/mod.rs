@@ -7,6 +7,7 @@ pub(crate) mod netdev;
 pub mod null;
 pub mod ring;
 pub mod tap;
+pub mod virtio_user;
 
 use std::sync::Arc;
 

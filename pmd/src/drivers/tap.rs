@@ -115,6 +115,25 @@ impl VnetHdr {
         b
     }
 
+    /// What a received header says about the frame: checksum state (only when
+    /// `csum` offloads are enabled; otherwise the sender finished every checksum)
+    /// and, for a coalesced super-frame, `LRO` with its segment size.
+    pub fn rx_flags(&self, csum: bool) -> (RxFlags, u16) {
+        let mut f = RxFlags::empty();
+        if csum {
+            if self.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+                f |= RxFlags::L4_CKSUM_PARTIAL;
+            } else if self.flags & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
+                f |= RxFlags::L4_CKSUM_GOOD;
+            }
+        }
+        if self.gso_type & 0x7f != VIRTIO_NET_HDR_GSO_NONE {
+            f |= RxFlags::LRO;
+            return (f, self.gso_size);
+        }
+        (f, 0)
+    }
+
     /// The header for a frame's transmit offload requests; `None` when a request is
     /// inconsistent (lengths missing or past the frame), which the caller counts as
     /// an error. Computes the IPv4 header checksum in place when asked.
@@ -426,19 +445,7 @@ pub struct TapRx {
 
 impl TapRx {
     fn rx_flags(&self, h: &VnetHdr) -> (RxFlags, u16) {
-        let mut f = RxFlags::empty();
-        if self.offloads.intersects(RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM | RxOffloads::TCP_LRO) {
-            if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
-                f |= RxFlags::L4_CKSUM_PARTIAL;
-            } else if h.flags & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
-                f |= RxFlags::L4_CKSUM_GOOD;
-            }
-        }
-        if h.gso_type & 0x7f != VIRTIO_NET_HDR_GSO_NONE {
-            f |= RxFlags::LRO;
-            return (f, h.gso_size);
-        }
-        (f, 0)
+        h.rx_flags(self.offloads.intersects(RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM | RxOffloads::TCP_LRO))
     }
 }
 
