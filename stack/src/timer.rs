@@ -189,8 +189,11 @@ impl<T> TimerWheel<T> {
             let shift = 6 * level as u32;
             let cur = ((self.now >> shift) % SLOTS as u64) as u32;
             // Distance (in this level's slots) to the first occupied slot after `cur`.
-            let d = u64::from(occ.rotate_right(cur).rotate_right(1).trailing_zeros() + 1) % SLOTS as u64;
-            let tick = if d == 0 { self.now + 1 } else { (((self.now >> shift) + d) << shift).max(self.now + 1) };
+            // Distance 1..=64: a timer in the current slot of a coarse level is
+            // a whole rotation ahead (placement is by distance, so its digit
+            // came round again); its slot starts 64 slots from now.
+            let d = u64::from(occ.rotate_right(cur).rotate_right(1).trailing_zeros() + 1);
+            let tick = (((self.now >> shift) + d) << shift).max(self.now + 1);
             best = best.min(tick);
         }
         Some(best.saturating_mul(self.tick_ns))
