@@ -22,41 +22,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::{env_or, plot_series, summarize, write_json, write_md, Row, Series, Summary};
+use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
-use stack::{EchoHandle, IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig, UdpConfig, UdpHandle};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
+use stack::{EchoHandle, Stack, UdpConfig, UdpHandle};
 
 type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
 
 const WINDOW: usize = 32;
 const PAYLOAD: usize = 64;
-
-fn config(mac: pmd::MacAddr, v4: &str) -> StackConfig {
-    StackConfig {
-        mac,
-        mtu: 1500,
-        ipv4: vec![v4.parse().unwrap()],
-        ipv6: vec![],
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: NeighborConfig {
-            capacity: 16,
-            lifetime: Duration::from_secs(3600),
-            retries: 3,
-            retry_interval: Duration::from_millis(100),
-            pending: 64,
-        },
-        reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(5) },
-        icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 10 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
-        tx_backlog: 4096,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: 4096,
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -174,7 +148,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
     }
     let clock = Arc::new(MonotonicClock);
     let mut sa = Stack::new(
-        config(pa.info().mac, "198.18.0.1/24"),
+        stack_config(pa.info().mac, "198.18.0.1/24", 4096, 4096),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
         pool.clone(),
@@ -182,7 +156,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
     )
     .unwrap();
     let mut sb = Stack::new(
-        config(pb.info().mac, "198.18.0.2/24"),
+        stack_config(pb.info().mac, "198.18.0.2/24", 4096, 4096),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),
         pool.clone(),

@@ -31,43 +31,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::{env_or, plot_series, summarize, write_json, write_md, Row, Series, Summary};
+use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
 use stack::{
-    CongestionControl, IcmpConfig, ListenConfig, NeighborConfig, ReassemblyConfig, RtoConfig, Stack, StackConfig,
-    SynCookies, TcpConfig, TcpHandle, TcpListenerHandle, TcpSocketError,
+    CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
+    TcpSocketError,
 };
 
 type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
 const MSG: usize = 64;
 const MS: u64 = 1_000_000;
-
-fn stack_config(mac: pmd::MacAddr, v4: &str, max_conns: usize) -> StackConfig {
-    StackConfig {
-        mac,
-        mtu: 1500,
-        ipv4: vec![v4.parse().unwrap()],
-        ipv6: vec![],
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: NeighborConfig {
-            capacity: 16,
-            lifetime: Duration::from_secs(3600),
-            retries: 3,
-            retry_interval: Duration::from_millis(100),
-            pending: 64,
-        },
-        reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(5) },
-        icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 10 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
-        tx_backlog: 8192,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: max_conns,
-    }
-}
 
 fn tcp_config() -> TcpConfig {
     TcpConfig {
@@ -253,7 +227,7 @@ fn pair(tag: &str, max_conns: usize) -> (S, S, Mempool, Vec<Box<dyn pmd::Port>>)
     }
     let clock = Arc::new(MonotonicClock);
     let sa = Stack::new(
-        stack_config(pa.info().mac, "198.18.0.1/24", max_conns),
+        stack_config(pa.info().mac, "198.18.0.1/24", 8192, max_conns),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
         pool.clone(),
@@ -261,7 +235,7 @@ fn pair(tag: &str, max_conns: usize) -> (S, S, Mempool, Vec<Box<dyn pmd::Port>>)
     )
     .unwrap();
     let sb = Stack::new(
-        stack_config(pb.info().mac, "198.18.0.2/24", max_conns),
+        stack_config(pb.info().mac, "198.18.0.2/24", 8192, max_conns),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),
         pool.clone(),

@@ -45,10 +45,10 @@
 use std::fmt;
 
 use super::*;
-use crate::tcp::listener::isn;
-use crate::tcp::{Connection, Event, FlowId, ListenConfig, Listener, ListenerStats, Ports, State, TcpConfig, TcpError};
+use crate::tcp::listener::{isn, reset_for};
+use crate::tcp::{Connection, FlowId, ListenConfig, Listener, ListenerStats, Ports, State, TcpConfig, TcpError};
 use crate::timer::TimerId;
-use crate::wire::{SeqNumber, TcpFlags, TcpPacket, TcpRepr};
+use crate::wire::{TcpPacket, TcpRepr};
 
 /// Largest TCP header (with options).
 const TCP_MAX: usize = wire::tcp::MAX_HEADER_LEN;
@@ -331,13 +331,30 @@ impl TcpTable {
     }
 }
 
+/// Arms `timer` for `want` when that is earlier than what is armed. A later
+/// deadline keeps the armed timer: it fires early, the state machine does
+/// nothing, and the output pass re-arms (cheaper than moving a timer on every
+/// ACK that pushes the RTO back).
+fn rearm(
+    wheel: &mut TimerWheel<StackTimer>,
+    timer: &mut Option<(TimerId, u64)>,
+    want: Option<u64>,
+    payload: StackTimer,
+) {
+    let Some(w) = want else { return };
+    if timer.is_some_and(|(_, at)| at <= w) {
+        return;
+    }
+    if let Some((id, _)) = timer.take() {
+        wheel.cancel(id);
+    }
+    *timer = Some((wheel.insert(w, payload), w));
+}
+
 /// Drains a connection's events; whether any happened.
 fn drain_events(c: &mut Connection) -> bool {
-    let mut any = false;
-    while let Some(ev) = c.poll_event() {
-        any = true;
-        let _: Event = ev;
-    }
+    let any = c.poll_event().is_some();
+    while c.poll_event().is_some() {}
     any
 }
 
@@ -715,27 +732,12 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         }
     }
 
-    /// RFC 9293 3.10.7.1: a segment for no connection draws a reset (never a
-    /// reset for a reset).
+    /// RFC 9293 3.10.7.1: a segment for no connection draws a reset.
     fn tcp_reset_for(&mut self, flow: FlowId, seg: &TcpRepr) {
-        if seg.flags.rst() {
-            return;
+        if let Some(r) = reset_for(&flow, seg) {
+            self.stats.events.tcp_resets_sent += 1;
+            self.tcp_send_header(&r, &flow);
         }
-        let r = if seg.flags.ack() {
-            TcpRepr::new(flow.local.port(), flow.remote.port(), seg.ack_number, SeqNumber(0), TcpFlags::RST, 0)
-        } else {
-            let len = seg.segment_len() as u32;
-            TcpRepr::new(
-                flow.local.port(),
-                flow.remote.port(),
-                SeqNumber(0),
-                seg.seq_number + len,
-                TcpFlags::RST | TcpFlags::ACK,
-                0,
-            )
-        };
-        self.stats.events.tcp_resets_sent += 1;
-        self.tcp_send_header(&r, &flow);
     }
 
     /// Sends a segment without payload for `flow`, routed.
@@ -757,11 +759,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         };
         let hl = r.header_len();
         let seg_len = hl + r.payload_len;
-        let Some(h) = m.prepend(hl) else {
+        if m.prepend(hl).is_none() {
             self.stats.drops.no_buffers += 1;
             return;
-        };
-        let _ = h;
+        }
         r.emit(&mut TcpPacket::new_unchecked(m.data_mut()), &ip, &self.tx_caps);
         let l4 = if self.tx_caps.tcp == ChecksumMode::Offloaded { TxFlags::TCP_CKSUM } else { TxFlags::empty() };
         let ok = match ip {
@@ -855,19 +856,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             }
         }
         self.tcp_pump_listener(li);
-        let Some(l) = self.tcp.listeners[li as usize].entry.as_mut() else { return };
+        let slot = &mut self.tcp.listeners[li as usize];
+        let Some(l) = slot.entry.as_mut() else { return };
         let want = l.listener.poll_timeout();
-        let generation = self.tcp.listeners[li as usize].generation;
-        let l = self.tcp.listeners[li as usize].entry.as_mut().expect("checked");
-        if let Some(w) = want {
-            if l.timer.map_or(true, |(_, at)| w < at) {
-                if let Some((id, _)) = l.timer.take() {
-                    self.timers.cancel(id);
-                }
-                let id = self.timers.insert(w, StackTimer::TcpListener(li, generation));
-                l.timer = Some((id, w));
-            }
-        }
+        rearm(&mut self.timers, &mut l.timer, want, StackTimer::TcpListener(li, slot.generation));
     }
 
     /// Sends what connection `i` has to send; `false` if the pool ran dry
@@ -915,15 +907,8 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             }
         }
         let e = self.tcp.entry_mut(i).expect("checked");
-        if let Some(w) = e.conn.poll_timeout() {
-            if e.timer.map_or(true, |(_, at)| w < at) {
-                if let Some((id, _)) = e.timer.take() {
-                    self.timers.cancel(id);
-                }
-                let id = self.timers.insert(w, StackTimer::TcpConn(i, generation));
-                self.tcp.entry_mut(i).expect("checked").timer = Some((id, w));
-            }
-        }
+        let want = e.conn.poll_timeout();
+        rearm(&mut self.timers, &mut e.timer, want, StackTimer::TcpConn(i, generation));
         complete
     }
 

@@ -72,6 +72,21 @@ pub fn isn(secret: &[u8; 16], flow: &FlowId, now: u64) -> SeqNumber {
     SeqNumber(((now / 4000) as u32).wrapping_add(flow_hash(secret, flow, &[]) as u32))
 }
 
+/// RFC 9293 3.10.7.1: the reset answering `seg`, a segment for no
+/// connection (`None` for a reset: never answer one with another).
+pub fn reset_for(flow: &FlowId, seg: &TcpRepr) -> Option<TcpRepr> {
+    if seg.flags.rst() {
+        return None;
+    }
+    let (local, remote) = (flow.local.port(), flow.remote.port());
+    Some(if seg.flags.ack() {
+        TcpRepr::new(local, remote, seg.ack_number, SeqNumber(0), TcpFlags::RST, 0)
+    } else {
+        let ack = seg.seq_number + seg.segment_len() as u32;
+        TcpRepr::new(local, remote, SeqNumber(0), ack, TcpFlags::RST | TcpFlags::ACK, 0)
+    })
+}
+
 /// When to answer SYNs with cookies instead of keeping state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SynCookies {
@@ -277,25 +292,10 @@ impl Listener {
     }
 
     fn reset_for(&mut self, flow: FlowId, seg: &TcpRepr) {
-        // RFC 9293 3.10.7.1: a segment for no connection draws a reset.
-        if seg.flags.rst() {
-            return;
+        if let Some(r) = reset_for(&flow, seg) {
+            self.stats.resets += 1;
+            self.replies.push_back((flow, r));
         }
-        let seg_len = seg.payload_len as u32 + seg.flags.syn() as u32 + seg.flags.fin() as u32;
-        let r = if seg.flags.ack() {
-            TcpRepr::new(flow.local.port(), flow.remote.port(), seg.ack_number, SeqNumber(0), TcpFlags::RST, 0)
-        } else {
-            TcpRepr::new(
-                flow.local.port(),
-                flow.remote.port(),
-                SeqNumber(0),
-                seg.seq_number + seg_len,
-                TcpFlags::RST | TcpFlags::ACK,
-                0,
-            )
-        };
-        self.stats.resets += 1;
-        self.replies.push_back((flow, r));
     }
 
     fn promote(&mut self, flow: FlowId) {
