@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use crate::mempool::DEFAULT_HEADROOM;
 use crate::port::MacAddr;
-use crate::{Mbuf, Mempool, MempoolConfig, PmdError, Port, PortConfig, RxFlags, RxQueue, TxFlags, TxOffloads, TxQueue};
+use crate::{
+    Mbuf, MbufMeta, Mempool, MempoolConfig, PmdError, Port, PortConfig, RxFlags, RxQueue, TxFlags, TxOffloads, TxQueue,
+};
 
 /// Outcome of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -661,18 +663,16 @@ fn check_offload(r: &mut Run) -> Result<(Verdict, String), PmdError> {
     let mut m = r.frame(&Frame { len: 300, dst, src, flow: 7 })?;
     let (ip_sw, udp_sw) = software_checksums(m.data());
     {
-        let meta = m.meta_mut();
-        meta.l2_len = 14;
-        meta.l3_len = 20;
-        meta.tx_flags = TxFlags::IPV4;
+        let mut meta = MbufMeta { l2_len: 14, l3_len: 20, tx_flags: TxFlags::IPV4, ..MbufMeta::default() };
         if have.contains(TxOffloads::IPV4_CKSUM) {
             meta.tx_flags |= TxFlags::IP_CKSUM;
         }
         if have.contains(TxOffloads::UDP_CKSUM) {
             meta.tx_flags |= TxFlags::UDP_CKSUM;
         }
+        m.set_meta(meta);
     }
-    let flags = m.meta().tx_flags;
+    let flags = m.tx_flags();
     let d = m.data_mut();
     if flags.contains(TxFlags::IP_CKSUM) {
         d[24] = 0;
@@ -690,7 +690,7 @@ fn check_offload(r: &mut Run) -> Result<(Verdict, String), PmdError> {
     let Some(g) = got.first() else { fail!("offload frame did not arrive") };
     let mut f = g.data().to_vec();
     let mut partial = false;
-    if g.meta().rx_flags.contains(RxFlags::L4_CKSUM_PARTIAL) {
+    if g.rx_flags().contains(RxFlags::L4_CKSUM_PARTIAL) {
         // Still partial on the other side (the kernel's CHECKSUM_PARTIAL): finish it
         // as the device would, over the UDP segment with the pseudo sum in place.
         partial = true;

@@ -46,7 +46,7 @@ use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
 
-use crate::mbuf::{Mbuf, MbufHdr, MbufMeta};
+use crate::mbuf::{as_hdr_ptrs, Mbuf, MbufHdr, Rearm};
 use crate::PmdError;
 
 /// How many threads can have a private cache per pool at once.
@@ -237,8 +237,11 @@ impl Mempool {
             return Err(bad("data_room", "must be at least 1 byte".into()));
         }
         let buf_len = cfg.headroom + cfg.data_room;
-        if buf_len > (u32::MAX / 2) as usize {
-            return Err(bad("data_room", format!("headroom + data_room = {buf_len} is too large")));
+        if buf_len > u16::MAX as usize {
+            return Err(bad(
+                "data_room",
+                format!("headroom + data_room = {buf_len} exceeds 65535 (a buffer's length is 16 bits, as in DPDK)"),
+            ));
         }
         if cfg.cache_size > MAX_CACHE_SIZE {
             return Err(bad("cache_size", format!("{} exceeds the maximum {MAX_CACHE_SIZE}", cfg.cache_size)));
@@ -304,13 +307,8 @@ impl Mempool {
                 // inside the region, and not yet handed to anyone.
                 let hdr = unsafe {
                     let hdr = obj as *mut MbufHdr;
-                    hdr.write(MbufHdr {
-                        buf: NonNull::new_unchecked(obj.add(std::mem::size_of::<MbufHdr>())),
-                        pool: core,
-                        buf_len: buf_len as u32,
-                        ext: 0,
-                        meta: MbufMeta::default(),
-                    });
+                    let buf = NonNull::new_unchecked(obj.add(std::mem::size_of::<MbufHdr>()));
+                    hdr.write(MbufHdr::native(buf, buf_len as u16, core, cfg.headroom as u16));
                     NonNull::new_unchecked(hdr)
                 };
                 ring.push(hdr);
@@ -540,14 +538,14 @@ impl PoolCore {
             return Ok(());
         }
         out.reserve(n);
-        let headroom = self.headroom;
-        // Handles are written field by field into `out` (see `Mbuf::push_external`
-        // for why not build-then-push).
+        let rearm = Rearm::new(self.headroom as u16);
+        // One 32-byte store resets window and metadata; the handle is the pointer.
         let init = |out: &mut Vec<Mbuf>, p: NonNull<MbufHdr>| {
-            // SAFETY: `p` is a free buffer of this pool that we now own exclusively.
+            // SAFETY: `p` is a free buffer of this pool that we now own exclusively;
+            // its constant fields were written when the pool was made.
             unsafe {
-                (*p.as_ptr()).meta = MbufMeta::default();
-                Mbuf::push_from_hdr(out, p, headroom, 0);
+                MbufHdr::rearm(p, rearm);
+                out.push(Mbuf::from_raw(p));
             }
         };
         match current_slot() {
@@ -604,7 +602,7 @@ impl PoolCore {
     pub(crate) unsafe fn free_one(m: &Mbuf) {
         let hdr = m.hdr_ptr();
         // SAFETY: the caller guarantees `hdr` is valid and its pool alive.
-        let pool = unsafe { hdr.as_ref().pool.as_ref() };
+        let pool = unsafe { Mbuf::core_of(hdr).as_ref() };
         match &pool.backing {
             // SAFETY: forwarded caller guarantee.
             Backing::Native(n) => unsafe { pool.free_run(n, std::slice::from_ref(m)) },
@@ -618,17 +616,16 @@ impl PoolCore {
     pub(crate) fn free_bulk(bufs: &mut Vec<Mbuf>) {
         let n = bufs.len();
         let all: &[Mbuf] = bufs;
-        let pool_of = |m: &Mbuf| {
-            // SAFETY: every buffer in `bufs` is valid.
-            unsafe { m.hdr_ptr().as_ref().pool }
-        };
         let mut i = 0;
         while i < n {
-            let pool_ptr = pool_of(&all[i]);
+            // Runs are found by the header's pool word (same for one pool);
+            // the pool itself is looked up once per run.
+            let word = all[i].pool_word();
             let mut j = i + 1;
-            while j < n && pool_of(&all[j]) == pool_ptr {
+            while j < n && all[j].pool_word() == word {
                 j += 1;
             }
+            let pool_ptr = all[i].pool_ptr();
             // SAFETY: the buffers keep their pool alive until freed.
             let pool = unsafe { pool_ptr.as_ref() };
             match &pool.backing {
@@ -661,7 +658,7 @@ impl PoolCore {
                 if cache.capacity() == 0 {
                     cache.reserve_exact(self.flush_threshold + MAX_CACHE_SIZE + 1);
                 }
-                cache.extend(run.iter().map(Mbuf::hdr_ptr));
+                cache.extend_from_slice(as_hdr_ptrs(run));
                 if cache.len() <= self.flush_threshold {
                     // Publishing the new length is our last access to the pool.
                     slot.len.store(cache.len(), Ordering::Release);
@@ -679,7 +676,7 @@ impl PoolCore {
             }
             _ => {
                 let mut ring = native.ring.lock().unwrap_or_else(|e| e.into_inner());
-                ring.extend(run.iter().map(Mbuf::hdr_ptr));
+                ring.extend_from_slice(as_hdr_ptrs(run));
                 drop(ring);
                 native.ring_len.fetch_add(run.len(), Ordering::AcqRel);
             }

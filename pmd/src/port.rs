@@ -581,8 +581,8 @@ impl PortCounters {
     }
 }
 
-/// Total bytes of a burst and a bound on its longest frame, from the lengths
-/// in the handles (no frame header is read).
+/// Total bytes of a burst and a bound on its longest frame, from the
+/// headers' `data_len` (no frame data is read).
 ///
 /// The bound is at least every frame's length, and it is at most `limit`
 /// exactly when every frame is (so it serves MTU checks as the longest frame
@@ -593,7 +593,15 @@ impl PortCounters {
 #[inline]
 pub fn burst_bytes_and_bound(pkts: &[Mbuf], limit: u32) -> (u64, u32) {
     let (mut bytes, mut bound) = (0u64, 0u32);
-    for m in pkts {
+    // Four at a time: four independent header loads in flight, and one wide
+    // add per four (lengths are 16 bits, so their u32 sum cannot overflow).
+    let mut quads = pkts.chunks_exact(4);
+    for q in &mut quads {
+        let (a, b, c, d) = (q[0].len_u32(), q[1].len_u32(), q[2].len_u32(), q[3].len_u32());
+        bytes += (a + b + c + d) as u64;
+        bound |= a | b | c | d;
+    }
+    for m in quads.remainder() {
         let l = m.len_u32();
         bytes += l as u64;
         bound |= l;

@@ -228,7 +228,12 @@ fn open_virtio_user(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError>
 
 #[cfg(feature = "dpdk")]
 fn open_dpdk(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
-    Ok(Box::new(crate::drivers::dpdk::DpdkPort::open(&spec.text, &spec.target)?))
+    let checks = match spec.get("checks") {
+        None | Some("full") => true,
+        Some("none") => false,
+        Some(v) => return Err(spec.bad_value("checks", v, "full or none")),
+    };
+    Ok(Box::new(crate::drivers::dpdk::DpdkPort::open(&spec.text, &spec.target, checks)?))
 }
 
 static DRIVERS: &[DriverInfo] = &[
@@ -289,7 +294,12 @@ static DRIVERS: &[DriverInfo] = &[
         scheme: "dpdk",
         usage: "dpdk:PCI_ADDRESS | dpdk:VDEV[,ARGS] — a DPDK ethdev: a NIC bound to vfio-pci (dpdk:0000:03:00.0) \
                 or a virtual device (dpdk:net_ring0, dpdk:net_tap0,iface=tap0); needs EAL (testpmd --eal)",
-        options: &[],
+        options: &[(
+            "checks",
+            "full (default): MTU enforced on transmit and exact byte counters per queue, as on every port; \
+             none: DPDK's own semantics, no per-frame work (bytes from the device's counters, oversize \
+             frames left to the device)",
+        )],
         shared_pool: false,
         open: open_dpdk,
     },

@@ -16,10 +16,12 @@ fn io_and_macswap_on_net_ring_no_huge_exact_counts() {
     if skip("needs root for EAL") {
         return;
     }
-    for mode in ["io", "macswap"] {
-        let eal = no_huge_eal(&format!("ring-{mode}"));
+    // `checks=none` (no per-frame work) must count exactly as well.
+    for (mode, port) in [("io", "dpdk:net_ring0"), ("macswap", "dpdk:net_ring0"), ("io", "dpdk:net_ring0?checks=none")]
+    {
+        let eal = no_huge_eal(&format!("ring-{mode}-{}", port.len()));
         let v = json(&testpmd(
-            &["--port", "dpdk:net_ring0", "--fwd", mode, "--cores", &core(), "--duration", "0.5", "--tx-first", "2"],
+            &["--port", port, "--fwd", mode, "--cores", &core(), "--duration", "0.5", "--tx-first", "2"],
             &eal,
         ));
         assert_exact_ring_counts(&v, mode);

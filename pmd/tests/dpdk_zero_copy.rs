@@ -3,7 +3,7 @@
 //! pool with `Mempool::alloc`, sent on `dpdk:net_ring0` and received back, are
 //! the same `rte_mbuf`s; the `Mbuf`'s data is the `rte_mbuf`'s buffer at
 //! `buf_addr + data_off`; and no copy is counted. A buffer of a native pool is
-//! copied once, and counted.
+//! copied once, and counted; with `checks=none` too.
 #![cfg(feature = "dpdk")]
 
 use pmd::drivers::dpdk::{self, rte_mbuf_view, EalConfig};
@@ -78,7 +78,7 @@ fn rx_and_tx_move_rte_mbufs_without_copying() {
             d[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xaa]);
             d[20] = i as u8;
             m.adj(4).unwrap(); // off = 132, len = 96
-            m.meta_mut().tx_flags = TxFlags::empty();
+            m.clear_meta();
             sent_mbufs.push((v.mbuf, m.data_ptr() as usize, m.len()));
             m
         })
@@ -105,7 +105,7 @@ fn rx_and_tx_move_rte_mbufs_without_copying() {
         assert_eq!((m.len(), v.data_len as usize), (len, len));
         assert_eq!(v.data_off as usize, DEFAULT_HEADROOM + 4, "tx wrote the handle's offset");
         assert_eq!(m.data()[16], i as u8);
-        assert_eq!(m.meta().queue, 0);
+        assert_eq!(m.meta().tx_flags, TxFlags::empty());
     }
     assert_eq!(xstat(&*port, "tx_copies"), 0, "no copies on the DPDK path");
 
@@ -164,6 +164,50 @@ fn rx_and_tx_move_rte_mbufs_without_copying() {
     let e = port.set_mtu(1400).unwrap_err().to_string();
     assert!(e.contains("does not support setting the MTU"), "{e}");
     assert!(port.set_mtu(10).unwrap_err().to_string().contains("mtu"));
+    drop(port);
+    assert_eq!(pool.in_use(), 0);
+
+    // ---- checks=none: no per-frame work, but provenance still holds --------
+    let e = pmd::open("dpdk:net_ring0?checks=maybe").err().unwrap().to_string();
+    assert!(e.contains("checks") && e.contains("full or none"), "{e}");
+    let mut port = pmd::open("dpdk:net_ring0?checks=none").unwrap();
+    port.configure(&PortConfig::new(1, 1, 256, 256, pool.clone())).unwrap();
+    port.start().unwrap();
+    let mut rx = port.take_rx_queue(0).unwrap();
+    let mut tx = port.take_tx_queue(0).unwrap();
+    let mut batch: Vec<Mbuf> = (0..n)
+        .map(|i| {
+            let mut m = pool.alloc().unwrap();
+            m.append(64).unwrap().fill(i as u8);
+            m
+        })
+        .collect();
+    // A native buffer in the middle of the burst: it must never reach the
+    // device as an rte_mbuf, so it is copied (and counted), the rest is not.
+    let mut foreign = native.alloc().unwrap();
+    foreign.extend_from_slice(&[0xcd; 70]).unwrap();
+    batch.insert(n / 2, foreign);
+    let ptrs: Vec<usize> = batch.iter().map(|m| m.data_ptr() as usize).collect();
+    assert_eq!(tx.tx_burst(&mut batch), n + 1);
+    assert_eq!(native.in_use(), 0);
+    let mut got = Vec::new();
+    while got.len() < n + 1 {
+        rx.rx_burst(&mut got, 32);
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert!(rte_mbuf_view(m).is_some());
+        if i == n / 2 {
+            assert_eq!(m.data(), &[0xcd; 70][..]);
+            assert_ne!(m.data_ptr() as usize, ptrs[i]);
+        } else {
+            assert_eq!(m.data_ptr() as usize, ptrs[i], "frame {i} is the same rte_mbuf");
+        }
+    }
+    assert_eq!(xstat(&*port, "tx_copies"), 1);
+    let st = port.stats();
+    assert_eq!((st.opackets, st.ipackets), (n as u64 + 1, n as u64 + 1));
+    drop(got);
+    drop((rx, tx));
     drop(port);
     assert_eq!(pool.in_use(), 0);
     drop(pool);

@@ -110,7 +110,7 @@ fn window_moves_are_bounds_checked() {
     assert!(m.trim(5).is_none());
     assert!(m.append(m.tailroom() + 1).is_none());
     assert!(m.set_len(2048 + 128).is_none());
-    m.meta_mut().rss_hash = 7;
+    m.set_meta(MbufMeta { rss_hash: 7, rx_flags: pmd::RxFlags::RSS_HASH, ..MbufMeta::default() });
     let c = m.try_clone().unwrap();
     assert_eq!((c.data(), c.meta().rss_hash, c.headroom()), (m.data(), 7, m.headroom()));
     assert_ne!(c.data_ptr(), m.data_ptr());
@@ -137,20 +137,22 @@ fn allocation_resets_window_and_metadata() {
     m.adj(0).unwrap();
     m.extend_from_slice(&[1; 100]).unwrap();
     m.prepend(20).unwrap();
-    m.meta_mut().vlan_tci = 5;
+    m.set_meta(MbufMeta { vlan_tci: 5, tx_flags: pmd::TxFlags::VLAN_INSERT, ..MbufMeta::default() });
     drop(m);
     let m = p.alloc().unwrap();
     assert_eq!((m.len(), m.headroom()), (0, DEFAULT_HEADROOM));
-    assert_eq!(*m.meta(), MbufMeta::default());
+    assert_eq!(m.meta(), MbufMeta::default());
 }
 
-/// A stand-in for DPDK: foreign objects `[foreign header | our MbufHdr | data]`,
-/// owned by a foreign free list. Shows that the stack-facing `Mbuf` reads and writes
-/// the foreign memory in place and that freeing goes back to the foreign owner.
+/// A stand-in for DPDK: foreign objects `[MbufHdr | private area | data]`, owned
+/// by a foreign free list. The private area's first 8 bytes hold the pointer to
+/// our pool (written by `from_external`); the rest is the foreign owner's.
+/// Shows that the stack-facing `Mbuf` reads and writes the foreign memory in
+/// place and that freeing goes back to the foreign owner.
 #[repr(C, align(64))]
 struct ForeignObj {
-    foreign: [u8; 128],
     hdr: std::mem::MaybeUninit<MbufHdr>,
+    private: [u8; 64],
     data: [u8; 512],
 }
 
@@ -185,7 +187,7 @@ unsafe impl ExternalPool for Shared {
             // SAFETY: object `i` was free, so we own it; the header slot and data are
             // inside it and live as long as the pool.
             let m = unsafe {
-                (*o).foreign[0] = i as u8; // the "rte_mbuf" remembers its index
+                (*o).private[8] = i as u8; // the object remembers its index
                 Mbuf::from_external(
                     NonNull::new_unchecked((*o).hdr.as_mut_ptr()),
                     pool,
@@ -202,11 +204,10 @@ unsafe impl ExternalPool for Shared {
     }
 
     unsafe fn free(&self, hdr: NonNull<MbufHdr>) {
-        // SAFETY: `hdr` is the `hdr` field of one of our objects; step back over the
-        // foreign header to the object itself.
-        let o = unsafe { (hdr.as_ptr() as *mut u8).sub(128) as *mut ForeignObj };
+        // `hdr` is the first field of one of our objects.
+        let o = hdr.as_ptr() as *mut ForeignObj;
         // SAFETY: we own the object again.
-        let i = unsafe { (*o).foreign[0] } as usize;
+        let i = unsafe { (*o).private[8] } as usize;
         self.0.free.lock().unwrap().push(i);
     }
 
@@ -221,7 +222,7 @@ fn external_pool_buffers_are_used_in_place_and_go_home() {
         objs: (0..8)
             .map(|_| {
                 std::cell::UnsafeCell::new(ForeignObj {
-                    foreign: [0; 128],
+                    private: [0; 64],
                     hdr: std::mem::MaybeUninit::uninit(),
                     data: [0; 512],
                 })

@@ -496,7 +496,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         EthernetRepr::new(eth(self.cfg.mac), reply.target_hardware_addr, EtherType::Arp)
             .emit(&mut EthernetFrame::new_unchecked(&mut d[..ETH]));
         reply.emit(&mut ArpPacket::new_unchecked(&mut d[ETH..]));
-        *m.meta_mut() = MbufMeta::default();
+        m.clear_meta();
         self.stats.events.arp_replies_sent += 1;
         self.transmit(m);
     }
@@ -524,7 +524,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     }
 
     fn rx_caps(&self, m: &Mbuf) -> Result<ChecksumCaps, ()> {
-        let f = m.meta().rx_flags;
+        let f = m.rx_flags();
         if f.contains(RxFlags::IP_CKSUM_BAD) || f.contains(RxFlags::L4_CKSUM_BAD) {
             return Err(());
         }
@@ -542,7 +542,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     }
 
     fn ipv4_input(&mut self, mut m: Mbuf, src_mac: MacAddr) {
-        let flags = m.meta().rx_flags;
+        let flags = m.rx_flags();
         if flags.contains(RxFlags::IP_CKSUM_BAD) {
             self.stats.drops.nic_ip_checksum_bad += 1;
             return;
@@ -845,7 +845,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             f |= TxFlags::IP_CKSUM;
         }
         f |= l4;
-        *m.meta_mut() = MbufMeta { tx_flags: f, l2_len: ETH as u8, l3_len: l3_len as u16, ..MbufMeta::default() };
+        m.set_meta(MbufMeta { tx_flags: f, l2_len: ETH as u8, l3_len: l3_len as u16, ..MbufMeta::default() });
     }
 
     /// Prepends an IPv4 header (and Ethernet to `dst_mac`) and queues the frame.

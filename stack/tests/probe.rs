@@ -129,7 +129,7 @@ fn rfc791_reassembly_timeout_count_and_memory_limits() {
 fn send_with_flags(p: &mut Probe, frame: Vec<u8>, flags: RxFlags) {
     let mut m = p.pool.alloc().unwrap();
     m.extend_from_slice(&frame).unwrap();
-    m.meta_mut().rx_flags = flags;
+    m.set_rx_flags(flags);
     let mut v = vec![m];
     p.probe.tx.as_mut().unwrap().tx_burst(&mut v);
     p.s.poll();

@@ -47,7 +47,7 @@ use super::{claim_queue, ensure_no_handles, not_configured};
 use crate::port::{
     frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
 };
-use crate::{Mbuf, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxOffloads, TxQueue};
+use crate::{Mbuf, MbufMeta, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Most queues an `af_packet` port supports.
 pub const MAX_QUEUES: u16 = 16;
@@ -503,7 +503,6 @@ impl Port for AfPacketPort {
             ring: ManuallyDrop::new(ring),
             home,
             pool: conf.mempool.clone(),
-            queue: q,
             mtu: self.mtu.clone(),
             promisc: self.promisc.clone(),
             started: self.started.clone(),
@@ -538,7 +537,6 @@ pub struct AfPacketRx {
     ring: ManuallyDrop<RxRing>,
     home: Arc<Mutex<Option<RxRing>>>,
     pool: Mempool,
-    queue: u16,
     mtu: Arc<AtomicU16>,
     promisc: Arc<AtomicBool>,
     started: Arc<AtomicBool>,
@@ -631,9 +629,7 @@ impl RxQueue for AfPacketRx {
                                     self.spare.push(m);
                                     errors += 1;
                                 } else {
-                                    let meta = m.meta_mut();
-                                    *meta = Default::default();
-                                    meta.queue = self.queue;
+                                    let mut meta = MbufMeta::default();
                                     if status & libc::TP_STATUS_CSUMNOTREADY != 0 {
                                         meta.rx_flags |= RxFlags::L4_CKSUM_PARTIAL;
                                     } else if status & libc::TP_STATUS_CSUM_VALID != 0 {
@@ -643,6 +639,7 @@ impl RxQueue for AfPacketRx {
                                         meta.rx_flags |= RxFlags::VLAN_STRIPPED;
                                         meta.vlan_tci = ph.hv1.tp_vlan_tci as u16;
                                     }
+                                    m.set_meta(meta);
                                     bytes += snap as u64;
                                     out.push(m);
                                     got += 1;

@@ -144,7 +144,6 @@ impl Port for NullPort {
         Ok(Box::new(NullRx {
             pool: conf.mempool.clone(),
             frame_len: self.frame_len as usize,
-            queue: q,
             started: self.started.clone(),
             counters,
         }))
@@ -163,7 +162,6 @@ impl Port for NullPort {
 pub struct NullRx {
     pool: Mempool,
     frame_len: usize,
-    queue: u16,
     started: Arc<AtomicBool>,
     counters: Arc<RxCounters>,
 }
@@ -182,7 +180,6 @@ impl RxQueue for NullRx {
         for m in &mut out[start..] {
             // Cannot fail: configure checked the data room against the frame size.
             let _ = m.set_len(self.frame_len);
-            m.meta_mut().queue = self.queue;
         }
         self.counters.packets.add(max as u64);
         self.counters.bytes.add((max * self.frame_len) as u64);

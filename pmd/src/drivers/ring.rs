@@ -8,10 +8,10 @@
 //!
 //! Each direction of a queue pair is a *lane*: a ring of frames plus a ring of
 //! burst descriptors (`frames`, `bytes`, `longest`), one per `tx_burst`. The sender
-//! sums lengths once (they are in the `Mbuf` handles); the receiver takes whole
+//! sums lengths once (from the headers it is sending); the receiver takes whole
 //! bursts with a plain copy and reads its byte count and MTU verdict off the
 //! descriptor, summing per frame only for a burst split across two `rx_burst`
-//! calls. Per frame, the data path is then a copy of a 16-byte handle each way,
+//! calls. Per frame, the data path is then a copy of an 8-byte handle each way,
 //! like `rte_ring`'s pointer copy, and yet every port keeps exact byte counters
 //! and MTU enforcement, which DPDK's `net_ring` does not.
 //!
@@ -310,7 +310,7 @@ impl RxQueue for RingRx {
             if k == b.frames as usize {
                 bytes += b.bytes;
             } else {
-                // Split burst: sum the front we took (lengths are in the handles)
+                // Split burst: sum the front we took
                 // and keep the rest for the next call.
                 let front: u64 = out[out.len() - k..].iter().map(|m| m.len() as u64).sum();
                 bytes += front;
@@ -383,8 +383,8 @@ impl TxQueue for RingTx {
             return 0;
         }
         let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
-        // Lengths are in the handles: no frame header is touched. `longest` is
-        // a bound that is within `max_frame` exactly when every frame is.
+        // `longest` is a bound that is within `max_frame` exactly when every
+        // frame is.
         let (mut bytes, mut longest) = burst_bytes_and_bound(pkts, max_frame as u32);
         let mut dropped = 0;
         if longest as usize > max_frame {

@@ -47,7 +47,7 @@ use super::{claim_queue, ensure_no_handles, not_configured};
 use crate::port::{
     frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
 };
-use crate::{Mbuf, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
+use crate::{Mbuf, MbufMeta, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
 
 /// Most queues a TAP port opens (the kernel allows 256).
 pub const MAX_QUEUES: u16 = 64;
@@ -138,7 +138,7 @@ impl VnetHdr {
     /// inconsistent (lengths missing or past the frame), which the caller counts as
     /// an error. Computes the IPv4 header checksum in place when asked.
     pub fn for_tx(m: &mut Mbuf) -> Option<VnetHdr> {
-        let meta = *m.meta();
+        let meta = m.meta();
         let f = meta.tx_flags;
         if f.is_empty() {
             return Some(VnetHdr::default());
@@ -403,7 +403,6 @@ impl Port for TapPort {
         Ok(Box::new(TapRx {
             fd: self.fds[q as usize].clone(),
             pool: conf.mempool.clone(),
-            queue: q,
             mac: self.mac,
             offloads: conf.rx_offloads,
             mtu: self.mtu.clone(),
@@ -432,7 +431,6 @@ impl Port for TapPort {
 pub struct TapRx {
     fd: Arc<OwnedFd>,
     pool: Mempool,
-    queue: u16,
     mac: MacAddr,
     offloads: RxOffloads,
     mtu: Arc<AtomicU16>,
@@ -527,11 +525,7 @@ impl RxQueue for TapRx {
                 continue;
             }
             let (flags, segsz) = self.rx_flags(&h);
-            let meta = m.meta_mut();
-            *meta = Default::default();
-            meta.queue = self.queue;
-            meta.rx_flags = flags;
-            meta.tso_segsz = segsz;
+            m.set_meta(MbufMeta { rx_flags: flags, tso_segsz: segsz, ..MbufMeta::default() });
             bytes += (n - VNET_HDR_LEN) as u64;
             out.push(m);
             got += 1;
@@ -564,7 +558,7 @@ impl TxQueue for TapTx {
         let (mut sent, mut bytes, mut errors) = (0u64, 0u64, 0u64);
         let mut taken = 0;
         for m in pkts.iter_mut() {
-            let tso = m.meta().tx_flags.contains(TxFlags::TCP_SEG);
+            let tso = m.tx_flags().contains(TxFlags::TCP_SEG);
             let hdr = if !tso && !frame_fits_mtu(m.data(), mtu) { None } else { VnetHdr::for_tx(m) };
             let Some(hdr) = hdr else {
                 errors += 1;

@@ -1152,7 +1152,6 @@ impl Port for VirtioUserPort {
             vq,
             shared: self.shared.clone(),
             pool: conf.mempool.clone(),
-            queue: q,
             mac: self.mac,
             csum: conf.rx_offloads.intersects(RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM),
             mrg: self.opts.mrg_rxbuf,
@@ -1193,7 +1192,6 @@ pub struct VirtioRx {
     vq: Arc<Vq>,
     shared: Arc<Shared>,
     pool: Mempool,
-    queue: u16,
     mac: MacAddr,
     csum: bool,
     mrg: bool,
@@ -1281,10 +1279,6 @@ impl RxQueue for VirtioRx {
                 // The common case: the handle is written straight into `out`, and
                 // neither the buffer header nor the frame is touched (the pool
                 // reset the metadata at allocation).
-                if self.queue != 0 {
-                    // SAFETY: the buffer is ours again; no handle to it exists.
-                    unsafe { (*hdr.as_ptr()).meta.queue = self.queue };
-                }
                 // SAFETY: an initialised header of our pool, owned by us; the
                 // window `headroom + l <= headroom + data room` fits the buffer.
                 unsafe { Mbuf::push_from_hdr(out, hdr, self.headroom, l as u32) };
@@ -1312,7 +1306,7 @@ impl RxQueue for VirtioRx {
                 }
                 if self.csum {
                     let (flags, _) = h.rx_flags(true);
-                    m.meta_mut().rx_flags = flags;
+                    m.set_rx_flags(flags);
                 }
             }
             if l > mtu as usize + 14 && !crate::port::frame_fits_mtu(m.data(), mtu) {
@@ -1325,7 +1319,6 @@ impl RxQueue for VirtioRx {
                     continue;
                 }
             }
-            m.meta_mut().queue = self.queue;
             bytes += l as u64;
             out.push(m);
             got += 1;
@@ -1376,7 +1369,7 @@ fn reclaim(vq: &Vq, st: &mut VqState, done: &mut Vec<Mbuf>) {
 fn copy_into(pool: &Mempool, m: &Mbuf) -> Option<Mbuf> {
     let mut c = pool.alloc().ok()?;
     c.extend_from_slice(m.data())?;
-    *c.meta_mut() = *m.meta();
+    c.copy_meta_from(m);
     Some(c)
 }
 
@@ -1407,7 +1400,7 @@ impl TxQueue for VirtioTx {
         let (mut sent, mut bytes, mut errors, mut copies) = (0u64, 0u64, 0u64, 0u64);
         for mut m in pkts.drain(..n) {
             let l = m.len();
-            let tso = self.offloads && m.meta().tx_flags.contains(crate::TxFlags::TCP_SEG);
+            let tso = self.offloads && m.tx_flags().contains(crate::TxFlags::TCP_SEG);
             if !tso && l > mtu as usize + 14 && !crate::port::frame_fits_mtu(m.data(), mtu) {
                 errors += 1;
                 continue;

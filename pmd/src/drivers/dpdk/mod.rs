@@ -23,20 +23,18 @@
 //! [`create_mempool`] makes an `rte_mempool` whose mbufs have a private area of
 //! [`PRIV_SIZE`] bytes right after `struct rte_mbuf`, and wraps it as a
 //! [`Mempool`](crate::Mempool) with [`ExternalPool`](crate::mempool::ExternalPool)
-//! ops (`rte_pktmbuf_alloc_bulk`, `rte_pktmbuf_free`). The constant part of
-//! our header (buffer, length, pool) is written once per mbuf when the pool is
-//! created. On receive each `rte_mbuf` becomes an [`Mbuf`](crate::Mbuf) in one
-//! branch-free pass per burst: the handle (header address = mbuf + 128, window =
-//! `data_off`/`data_len`) is written straight into the caller's vector and the
-//! metadata is one 32-byte copy of a per-queue template; only a burst in which
-//! some frame carries offload results (`ol_flags`, `packet_type`) or is a chain
-//! gets a second, cold pass. `data()` is the memory the device wrote. On
-//! transmit one pass checks each frame (the port's pool, the MTU) and writes
-//! `data_off`, `data_len`, `pkt_len`, `ol_flags` and the pointer array for
-//! `rte_eth_tx_burst` (`tx_offload` and `vlan_tci` only for frames asking for
-//! offloads; a failed check sends the burst through a cold path). The handles stay in the caller's vector until
-//! the device has taken their mbufs, then the sent prefix is forgotten; frames
-//! the device did not take are still valid `Mbuf`s at the front, unconverted.
+//! ops (`rte_pktmbuf_alloc_bulk`, `rte_pktmbuf_free`). An [`Mbuf`](crate::Mbuf)
+//! of such a pool *is* the `rte_mbuf *` (our header has `struct rte_mbuf`'s
+//! layout, asserted field by field against the headers at build time; each
+//! mbuf's 8-byte private area points to our pool). So `rte_eth_rx_burst` writes
+//! handles straight into the caller's vector and `rte_eth_tx_burst` reads them
+//! straight from it: the only per-frame work is one pass that reads `data_len`
+//! (byte counters) and `nb_segs` on receive, and checks the pool and the MTU on
+//! transmit. Metadata is kept in DPDK's encoding (`ol_flags`, `packet_type`,
+//! `hash.rss`, `tx_offload`) and decoded only when read. The handles stay in
+//! the caller's vector until the device has taken their mbufs, then the sent
+//! prefix is forgotten; frames the device did not take are still valid `Mbuf`s
+//! at the front.
 //! [`rte_mbuf_view`] exposes the DPDK side of
 //! an `Mbuf` so tests can check the pointers. Buffers of non-DPDK pools can be
 //! sent too: they are copied into an mbuf of the port's pool and counted

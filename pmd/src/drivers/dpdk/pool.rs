@@ -7,74 +7,165 @@ use std::sync::RwLock;
 
 use dpdk_sys as sys;
 
-use crate::mbuf::{Mbuf, MbufHdr, MbufMeta};
+use crate::mbuf::{Mbuf, MbufHdr};
 use crate::mempool::{ExternalPool, PoolCore};
 use crate::{Mempool, MempoolConfig, PmdError};
 
-/// Bytes of the private area every mbuf of our pools carries: our header,
-/// rounded up to DPDK's private-area alignment.
-pub const PRIV_SIZE: usize = std::mem::size_of::<MbufHdr>().next_multiple_of(sys::RTE_MBUF_PRIV_ALIGN as usize);
+/// Bytes of the private area every mbuf of our pools carries: the pointer to
+/// our [`PoolCore`] (see the `mbuf` module docs), rounded up to DPDK's
+/// private-area alignment.
+pub const PRIV_SIZE: usize = std::mem::size_of::<usize>().next_multiple_of(sys::RTE_MBUF_PRIV_ALIGN as usize);
 
-/// `rte_mbuf`'s size: the private area (our header) starts right after it.
-pub(crate) const RTE_MBUF_SIZE: usize = std::mem::size_of::<sys::rte_mbuf>();
+// Our header *is* the rte_mbuf: same size, the same fields at the same offsets,
+// the same flag encodings.
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    use sys::rte_mbuf as R;
+    assert!(size_of::<R>() == size_of::<MbufHdr>());
+    assert!(crate::mbuf::EXT_CORE_OFFSET == size_of::<R>());
+    assert!(offset_of!(R, buf_addr) == offset_of!(MbufHdr, buf_addr));
+    assert!(offset_of!(R, data_off) == offset_of!(MbufHdr, data_off));
+    assert!(offset_of!(R, refcnt) == offset_of!(MbufHdr, refcnt));
+    assert!(offset_of!(R, nb_segs) == offset_of!(MbufHdr, nb_segs));
+    assert!(offset_of!(R, port) == offset_of!(MbufHdr, port));
+    assert!(offset_of!(R, ol_flags) == offset_of!(MbufHdr, ol_flags));
+    assert!(offset_of!(R, __bindgen_anon_1) == offset_of!(MbufHdr, packet_type));
+    assert!(offset_of!(R, pkt_len) == offset_of!(MbufHdr, pkt_len));
+    assert!(offset_of!(R, data_len) == offset_of!(MbufHdr, data_len));
+    assert!(offset_of!(R, vlan_tci) == offset_of!(MbufHdr, vlan_tci));
+    assert!(offset_of!(R, __bindgen_anon_2) == offset_of!(MbufHdr, rss));
+    assert!(offset_of!(R, buf_len) == offset_of!(MbufHdr, buf_len));
+    assert!(offset_of!(R, pool) == offset_of!(MbufHdr, pool));
+    assert!(offset_of!(R, next) == offset_of!(MbufHdr, next));
+    assert!(offset_of!(R, __bindgen_anon_3) == offset_of!(MbufHdr, tx_offload));
+    assert!(offset_of!(R, priv_size) == offset_of!(MbufHdr, priv_size));
+    use crate::mbuf::ol;
+    assert!(ol::RX_VLAN == sys::RTE_MBUF_F_RX_VLAN as u64);
+    assert!(ol::RX_RSS_HASH == sys::RTE_MBUF_F_RX_RSS_HASH as u64);
+    assert!(ol::RX_VLAN_STRIPPED == sys::RTE_MBUF_F_RX_VLAN_STRIPPED as u64);
+    assert!(ol::RX_IP_CKSUM_BAD == sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64);
+    assert!(ol::RX_IP_CKSUM_GOOD == sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD as u64);
+    assert!(ol::RX_L4_CKSUM_BAD == sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64);
+    assert!(ol::RX_L4_CKSUM_GOOD == sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64);
+    assert!(ol::RX_L4_CKSUM_NONE == sys::RTE_MBUF_F_RX_L4_CKSUM_NONE as u64);
+    assert!(ol::RX_LRO == sys::RTE_MBUF_F_RX_LRO as u64);
+    assert!(ol::TX_TCP_SEG == sys::RTE_MBUF_F_TX_TCP_SEG);
+    assert!(ol::TX_TCP_CKSUM == sys::RTE_MBUF_F_TX_TCP_CKSUM);
+    assert!(ol::TX_UDP_CKSUM == sys::RTE_MBUF_F_TX_UDP_CKSUM);
+    assert!(ol::TX_L4_MASK == sys::RTE_MBUF_F_TX_L4_MASK);
+    assert!(ol::TX_IP_CKSUM == sys::RTE_MBUF_F_TX_IP_CKSUM);
+    assert!(ol::TX_IPV4 == sys::RTE_MBUF_F_TX_IPV4);
+    assert!(ol::TX_IPV6 == sys::RTE_MBUF_F_TX_IPV6);
+    assert!(ol::TX_VLAN == sys::RTE_MBUF_F_TX_VLAN);
+    assert!(ol::L2_LEN_OFS == sys::RTE_MBUF_L2_LEN_OFS);
+    assert!(ol::L3_LEN_OFS == sys::RTE_MBUF_L3_LEN_OFS);
+    assert!(ol::L4_LEN_OFS == sys::RTE_MBUF_L4_LEN_OFS);
+    assert!(ol::TSO_SEGSZ_OFS == sys::RTE_MBUF_TSO_SEGSZ_OFS);
+    assert!(ol::PTYPE_L2_ETHER == sys::RTE_PTYPE_L2_ETHER);
+    assert!(ol::PTYPE_L2_ETHER_ARP == sys::RTE_PTYPE_L2_ETHER_ARP);
+    assert!(ol::PTYPE_L2_ETHER_VLAN == sys::RTE_PTYPE_L2_ETHER_VLAN);
+    assert!(ol::PTYPE_L3_IPV4 == sys::RTE_PTYPE_L3_IPV4);
+    assert!(ol::PTYPE_L3_IPV6 == sys::RTE_PTYPE_L3_IPV6);
+    assert!(ol::PTYPE_L4_TCP == sys::RTE_PTYPE_L4_TCP);
+    assert!(ol::PTYPE_L4_UDP == sys::RTE_PTYPE_L4_UDP);
+    assert!(ol::PTYPE_L4_FRAG == sys::RTE_PTYPE_L4_FRAG);
+    assert!(ol::PTYPE_L4_ICMP == sys::RTE_PTYPE_L4_ICMP);
+};
 
-// The header must be 64-byte aligned: objects are cache-line aligned, and
-// `struct rte_mbuf` is two cache lines.
-const _: () = assert!(RTE_MBUF_SIZE.is_multiple_of(64));
-const _: () = assert!(PRIV_SIZE >= std::mem::size_of::<MbufHdr>());
-
-/// Our header inside an `rte_mbuf`'s private area.
+/// Our header of an `rte_mbuf`: the same address.
 #[inline(always)]
 pub(crate) fn hdr_of(m: *mut sys::rte_mbuf) -> NonNull<MbufHdr> {
-    // SAFETY: `m` is a non-null mbuf of one of our pools (callers pass only
-    // those), whose private area of PRIV_SIZE bytes follows `struct rte_mbuf`.
-    unsafe { NonNull::new_unchecked((m as *mut u8).add(RTE_MBUF_SIZE) as *mut MbufHdr) }
+    // SAFETY: callers pass non-null mbufs of our pools.
+    unsafe { NonNull::new_unchecked(m as *mut MbufHdr) }
 }
 
-/// The `rte_mbuf` whose private area holds `hdr`.
+/// The `rte_mbuf` of one of our headers: the same address.
 #[inline(always)]
 pub(crate) fn mbuf_of(hdr: NonNull<MbufHdr>) -> *mut sys::rte_mbuf {
-    // SAFETY: inverse of `hdr_of`: the header sits RTE_MBUF_SIZE bytes after
-    // the start of its rte_mbuf, inside the same mempool object.
-    unsafe { (hdr.as_ptr() as *mut u8).sub(RTE_MBUF_SIZE) as *mut sys::rte_mbuf }
+    hdr.as_ptr() as *mut sys::rte_mbuf
 }
 
-/// Wraps an `rte_mbuf` of our pool `pool` (fresh from DPDK) as an [`Mbuf`]
-/// appended to `out`, whose window is the mbuf's `data_off`/`data_len`: no data
-/// is copied, and the handle is written in place (see [`Mbuf::push_external`]),
-/// with only the metadata written into the header prepared at pool creation.
-///
-/// # Safety
-/// `m` is a valid single-segment mbuf of `pool`'s `rte_mempool`, owned by the
-/// caller, and is not used through `m` again until the `Mbuf` is given back.
-#[inline(always)]
-pub(crate) unsafe fn wrap_into(out: &mut Vec<Mbuf>, m: *mut sys::rte_mbuf, meta: MbufMeta) {
-    // SAFETY: the caller guarantees `m` is a valid mbuf of one of our pools, which
-    // `create_mempool` prepared with `init_hdr` (buffer, length and pool are in
-    // the header already); DPDK keeps data_off + data_len <= buf_len.
-    unsafe {
-        let r = &*m;
-        Mbuf::push_prepared(out, hdr_of(m), r.data_off as u32, r.data_len as u32, meta)
-    }
-}
-
-/// `rte_mempool_obj_iter` callback: writes the constant part of our header into
-/// one mbuf's private area (see [`Mbuf::init_external_hdr`]).
-unsafe extern "C" fn init_hdr(
+/// `rte_mempool_obj_iter` callback: writes the pointer to our pool into one
+/// mbuf's private area (see [`Mbuf::init_external_core`]).
+unsafe extern "C" fn init_priv(
     _mp: *mut sys::rte_mempool,
     arg: *mut std::os::raw::c_void,
     obj: *mut std::os::raw::c_void,
     _idx: std::os::raw::c_uint,
 ) {
     // SAFETY: called by `rte_mempool_obj_iter` for each object of a pool that
-    // `rte_pktmbuf_pool_create` made with PRIV_SIZE private bytes: `obj` is an
-    // initialised, unused rte_mbuf whose buf_addr/buf_len never change; `arg` is
-    // the pool's `PoolCore`, alive as long as the pool.
-    unsafe {
-        let m = obj as *mut sys::rte_mbuf;
-        let core = NonNull::new_unchecked(arg as *mut crate::mempool::PoolCore);
-        Mbuf::init_external_hdr(hdr_of(m), core, NonNull::new_unchecked((*m).buf_addr as *mut u8), (*m).buf_len as u32);
+    // `rte_pktmbuf_pool_create` made with PRIV_SIZE private bytes right after
+    // `struct rte_mbuf`, which DPDK never touches; `arg` is the pool's
+    // `PoolCore`, alive as long as the pool.
+    unsafe { Mbuf::init_external_core(hdr_of(obj as *mut sys::rte_mbuf), NonNull::new_unchecked(arg as *mut PoolCore)) }
+}
+
+/// The memory chunks of an `rte_mempool`, for telling its mbufs by address
+/// alone (see `DpdkTx`). Up to four chunks are kept; a pool with more (not
+/// one made by `rte_pktmbuf_pool_create` on one socket) matches nothing, which
+/// sends every burst through the slow path that checks each frame's pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PoolRanges {
+    lo: [usize; 4],
+    len: [usize; 4],
+    n: usize,
+}
+
+impl PoolRanges {
+    /// Whether every pointer lies in one of the chunks.
+    #[inline(always)]
+    pub(crate) fn contains_all(&self, ptrs: &[NonNull<MbufHdr>]) -> bool {
+        if self.n == 1 {
+            // The largest offset from the chunk's start (below it wraps to a
+            // huge one) must be inside it: one sub and one max per frame, four
+            // independent chains. (Scalar on purpose: the handles were just
+            // written one by one by the device's receive, and a wide load
+            // spanning several of those stores would stall on forwarding.)
+            let lo = self.lo[0];
+            let off = |p: &NonNull<MbufHdr>| (p.as_ptr() as usize).wrapping_sub(lo);
+            let mut w = [0usize; 4];
+            let mut quads = ptrs.chunks_exact(4);
+            for q in &mut quads {
+                for i in 0..4 {
+                    w[i] = w[i].max(off(&q[i]));
+                }
+            }
+            let rest = quads.remainder().iter().map(off).max().unwrap_or(0);
+            return w[0].max(w[1]).max(w[2].max(w[3])).max(rest) < self.len[0];
+        }
+        ptrs.iter().all(|p| {
+            let a = p.as_ptr() as usize;
+            (0..self.n).any(|i| a.wrapping_sub(self.lo[i]) < self.len[i])
+        })
     }
+}
+
+/// The chunks of `mp`'s memory.
+pub(crate) fn pool_ranges(mp: *mut sys::rte_mempool) -> PoolRanges {
+    unsafe extern "C" fn add(
+        _mp: *mut sys::rte_mempool,
+        arg: *mut std::os::raw::c_void,
+        hdr: *mut sys::rte_mempool_memhdr,
+        _idx: std::os::raw::c_uint,
+    ) {
+        // SAFETY: `arg` is the `PoolRanges` below, alive for the call; `hdr` is a
+        // valid chunk header of the pool being iterated.
+        unsafe {
+            let r = &mut *(arg as *mut PoolRanges);
+            if r.n < 4 {
+                r.lo[r.n] = (*hdr).addr as usize;
+                r.len[r.n] = (*hdr).len;
+            }
+            r.n += 1;
+        }
+    }
+    let mut r = PoolRanges::default();
+    // SAFETY: `mp` is a live pool; the callback only writes `r`.
+    unsafe { sys::rte_mempool_mem_iter(mp, Some(add), (&mut r as *mut PoolRanges).cast()) };
+    if r.n > 4 {
+        r = PoolRanges::default();
+    }
+    r
 }
 
 /// The `rte_mempool`s created by [`create_mempool`], by the address of their
@@ -105,41 +196,36 @@ unsafe impl Send for DpdkPoolOps {}
 // SAFETY: as above.
 unsafe impl Sync for DpdkPoolOps {}
 
-/// Mbufs taken from DPDK per `rte_pktmbuf_alloc_bulk` call.
-const ALLOC_CHUNK: usize = 64;
-
-// SAFETY: `free` is only handed headers that `wrap` wrote into the private
-// area of this pool's mbufs (the receive path and `alloc_bulk` both use it).
+// SAFETY: `free` is only handed mbufs of this pool (the receive path and
+// `alloc_bulk` make every handle of it).
 unsafe impl ExternalPool for DpdkPoolOps {
     fn alloc_bulk(&self, pool: &Mempool, out: &mut Vec<Mbuf>, n: usize) -> Result<(), PmdError> {
-        let start = out.len();
-        out.reserve(n);
-        let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); ALLOC_CHUNK];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(ALLOC_CHUNK);
-            // SAFETY: `raw` has room for `k <= ALLOC_CHUNK` pointers; the pool is
-            // a live pktmbuf pool.
-            let r = unsafe { sys::rte_shim_pktmbuf_alloc_bulk(self.mp.as_ptr(), raw.as_mut_ptr(), k as u32) };
-            if r != 0 {
-                // All or nothing: give back what this call took so far.
-                let mut got: Vec<Mbuf> = out.drain(start..).collect();
-                crate::free_bulk(&mut got);
-                return Err(PmdError::Exhausted { pool: pool.name().to_string(), wanted: n });
-            }
-            for &m in &raw[..k] {
-                // SAFETY: a fresh, reset, single-segment mbuf of this pool, ours now.
-                // SAFETY: a fresh mbuf of this pool, ours.
-                unsafe { wrap_into(out, m, MbufMeta::default()) };
-            }
-            left -= k;
+        if n > u32::MAX as usize {
+            return Err(PmdError::Exhausted { pool: pool.name().to_string(), wanted: n });
         }
+        out.reserve(n);
+        let start = out.len();
+        // SAFETY: `out` has room for `n` more handles; an `Mbuf` is a transparent
+        // `rte_mbuf *` of this pool, so DPDK writes the handles in place, each a
+        // fresh, reset, single-segment mbuf that is ours; on failure nothing was
+        // taken and nothing is exposed.
+        let r = unsafe {
+            sys::rte_shim_pktmbuf_alloc_bulk(
+                self.mp.as_ptr(),
+                out.as_mut_ptr().add(start) as *mut *mut sys::rte_mbuf,
+                n as u32,
+            )
+        };
+        if r != 0 {
+            return Err(PmdError::Exhausted { pool: pool.name().to_string(), wanted: n });
+        }
+        // SAFETY: the `n` slots were written above.
+        unsafe { out.set_len(start + n) };
         Ok(())
     }
 
     unsafe fn free(&self, hdr: NonNull<MbufHdr>) {
-        // SAFETY: `hdr` was written by `wrap` into an mbuf of this pool (trait
-        // contract), so `mbuf_of` gives back that mbuf, which we own.
+        // SAFETY: `hdr` is an mbuf of this pool (trait contract), which we own.
         unsafe { sys::rte_shim_pktmbuf_free(mbuf_of(hdr)) }
     }
 
@@ -164,7 +250,7 @@ impl Drop for DpdkPoolOps {
 /// a [`Mempool`], so the same buffers serve DPDK ports (zero copy both ways)
 /// and everything else (`Mempool::alloc`, other drivers).
 ///
-/// Every mbuf gets a private area of [`PRIV_SIZE`] bytes for our header. The
+/// Every mbuf gets a private area of [`PRIV_SIZE`] bytes for the pointer to our pool. The
 /// values are the caller's: `count` buffers, `data_room` bytes after a
 /// `headroom` that must equal DPDK's compiled-in `RTE_PKTMBUF_HEADROOM` (128,
 /// [`crate::mempool::DEFAULT_HEADROOM`]: DPDK drivers receive at that offset),
@@ -230,8 +316,8 @@ pub fn create_mempool(cfg: &MempoolConfig) -> Result<Mempool, PmdError> {
     let pool =
         Mempool::external(cfg.name.clone(), cfg.count, cfg.data_room, cfg.headroom, Box::new(DpdkPoolOps { mp }));
     // SAFETY: `mp` is the pool just created, none of its mbufs is in use yet, and
-    // `init_hdr` only writes each mbuf's private area (PRIV_SIZE bytes).
-    unsafe { sys::rte_mempool_obj_iter(mp.as_ptr(), Some(init_hdr), pool.core_ptr().as_ptr().cast()) };
+    // `init_priv` only writes each mbuf's private area (PRIV_SIZE bytes).
+    unsafe { sys::rte_mempool_obj_iter(mp.as_ptr(), Some(init_priv), pool.core_ptr().as_ptr().cast()) };
     REGISTRY.write().unwrap_or_else(|e| e.into_inner()).push((pool.core_ptr().as_ptr() as usize, mp.as_ptr() as usize));
     Ok(pool)
 }

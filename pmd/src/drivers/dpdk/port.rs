@@ -8,14 +8,13 @@ use std::sync::{Arc, OnceLock};
 
 use dpdk_sys as sys;
 
-use super::pool::{hdr_of, mbuf_of, rte_pool_of, rte_pool_of_core};
+use super::pool::{pool_ranges, rte_pool_of, rte_pool_of_core, PoolRanges};
 use crate::drivers::{claim_queue, ensure_no_handles, not_configured};
-use crate::mbuf::MbufMeta;
 use crate::port::{
     frame_fits_mtu, Counter, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RssCapabilities,
     RssHashTypes, RxCounters, TxCounters,
 };
-use crate::{Mbuf, Mempool, PacketType, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
+use crate::{Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Linux's ENOTSUP (EOPNOTSUPP), what ethdev returns for an operation the
 /// driver lacks.
@@ -78,100 +77,6 @@ fn to_dpdk<T: bitflags::Flags + Copy>(ours: T, map: &[(T, u64)]) -> u64 {
 
 fn from_dpdk<T: bitflags::Flags + Copy>(dpdk: u64, map: &[(T, u64)]) -> T {
     map.iter().filter(|(_, d)| dpdk & d == *d && *d != 0).fold(T::empty(), |a, (o, _)| a.union(*o))
-}
-
-/// Receive flags from an mbuf's `ol_flags`.
-#[inline(always)]
-fn rx_flags(ol: u64) -> RxFlags {
-    if ol == 0 {
-        return RxFlags::empty();
-    }
-    let mut f = RxFlags::empty();
-    if ol & sys::RTE_MBUF_F_RX_RSS_HASH as u64 != 0 {
-        f |= RxFlags::RSS_HASH;
-    }
-    match ol & sys::RTE_MBUF_F_RX_IP_CKSUM_MASK as u64 {
-        x if x == sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD as u64 => f |= RxFlags::IP_CKSUM_GOOD,
-        x if x == sys::RTE_MBUF_F_RX_IP_CKSUM_BAD as u64 => f |= RxFlags::IP_CKSUM_BAD,
-        _ => {}
-    }
-    match ol & sys::RTE_MBUF_F_RX_L4_CKSUM_MASK as u64 {
-        x if x == sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD as u64 => f |= RxFlags::L4_CKSUM_GOOD,
-        x if x == sys::RTE_MBUF_F_RX_L4_CKSUM_BAD as u64 => f |= RxFlags::L4_CKSUM_BAD,
-        // DPDK's NONE: "the checksum in the packet may be wrong but the data
-        // integrity is valid" (virtio NEEDS_CSUM): our PARTIAL.
-        x if x == sys::RTE_MBUF_F_RX_L4_CKSUM_NONE as u64 => f |= RxFlags::L4_CKSUM_PARTIAL,
-        _ => {}
-    }
-    if ol & sys::RTE_MBUF_F_RX_VLAN_STRIPPED as u64 != 0 {
-        f |= RxFlags::VLAN_STRIPPED;
-    }
-    if ol & sys::RTE_MBUF_F_RX_LRO as u64 != 0 {
-        f |= RxFlags::LRO;
-    }
-    f
-}
-
-/// Our packet type from DPDK's `packet_type`.
-#[inline(always)]
-fn packet_type(pt: u32) -> PacketType {
-    if pt == 0 {
-        return PacketType::empty();
-    }
-    let mut t = PacketType::empty();
-    if pt & sys::RTE_PTYPE_L2_MASK != 0 {
-        t |= PacketType::L2_ETHER;
-    }
-    match pt & sys::RTE_PTYPE_L3_MASK {
-        0 => {}
-        l3 if l3 & 0x40 == 0 => t |= PacketType::L3_IPV4, // IPV4, IPV4_EXT, IPV4_EXT_UNKNOWN
-        _ => t |= PacketType::L3_IPV6,
-    }
-    match pt & sys::RTE_PTYPE_L4_MASK {
-        sys::RTE_PTYPE_L4_TCP => t |= PacketType::L4_TCP,
-        sys::RTE_PTYPE_L4_UDP => t |= PacketType::L4_UDP,
-        sys::RTE_PTYPE_L4_ICMP => t |= PacketType::L4_ICMP,
-        sys::RTE_PTYPE_L4_FRAG => t |= PacketType::L4_FRAG,
-        _ => {}
-    }
-    t
-}
-
-/// `ol_flags` for our transmit requests.
-#[inline(always)]
-fn tx_ol_flags(f: TxFlags) -> u64 {
-    let mut ol = 0u64;
-    if f.contains(TxFlags::IPV4) {
-        ol |= sys::RTE_MBUF_F_TX_IPV4;
-    }
-    if f.contains(TxFlags::IPV6) {
-        ol |= sys::RTE_MBUF_F_TX_IPV6;
-    }
-    if f.contains(TxFlags::IP_CKSUM) {
-        ol |= sys::RTE_MBUF_F_TX_IP_CKSUM;
-    }
-    if f.contains(TxFlags::TCP_SEG) {
-        // TSO implies the TCP checksum.
-        ol |= sys::RTE_MBUF_F_TX_TCP_SEG | sys::RTE_MBUF_F_TX_TCP_CKSUM;
-    } else if f.contains(TxFlags::TCP_CKSUM) {
-        ol |= sys::RTE_MBUF_F_TX_TCP_CKSUM;
-    } else if f.contains(TxFlags::UDP_CKSUM) {
-        ol |= sys::RTE_MBUF_F_TX_UDP_CKSUM;
-    }
-    if f.contains(TxFlags::VLAN_INSERT) {
-        ol |= sys::RTE_MBUF_F_TX_VLAN;
-    }
-    ol
-}
-
-/// `tx_offload` word (l2_len, l3_len, l4_len, tso_segsz) as DPDK's
-/// `rte_mbuf_tx_offload()` packs it, from the bit offsets in its headers.
-#[inline(always)]
-fn tx_offload_word(m: &MbufMeta) -> u64 {
-    ((m.l2_len as u64) << sys::RTE_MBUF_L2_LEN_OFS)
-        | ((m.l3_len as u64) << sys::RTE_MBUF_L3_LEN_OFS)
-        | ((m.l4_len as u64) << sys::RTE_MBUF_L4_LEN_OFS)
-        | ((m.tso_segsz as u64) << sys::RTE_MBUF_TSO_SEGSZ_OFS)
 }
 
 fn err_text(ret: c_int) -> String {
@@ -296,6 +201,9 @@ pub struct DpdkPort {
     started: Arc<AtomicBool>,
     /// Device stats at the last reset.
     dev_base: sys::rte_eth_stats,
+    /// `checks=full`: per-frame MTU enforcement and byte counting (see
+    /// [`DpdkTx`]); `checks=none`: neither, bytes come from the device.
+    checks: bool,
 }
 
 // SAFETY: a port id is a plain integer; ethdev control functions may be called
@@ -304,7 +212,9 @@ unsafe impl Send for DpdkPort {}
 
 impl DpdkPort {
     /// Opens the device a `dpdk:` spec target names. EAL must be initialised.
-    pub fn open(spec: &str, target: &str) -> Result<DpdkPort, PmdError> {
+    ///
+    /// `checks` is the spec's `checks=full|none` (see [`DpdkTx`]).
+    pub fn open(spec: &str, target: &str, checks: bool) -> Result<DpdkPort, PmdError> {
         let t = parse_target(spec, target)?;
         if let Target::Pci(addr) = &t {
             // Before EAL: a missing or kernel-owned device is an error with the
@@ -387,6 +297,7 @@ impl DpdkPort {
             rx_extra: Vec::new(),
             started: Arc::new(AtomicBool::new(false)),
             dev_base: Default::default(),
+            checks,
         })
     }
 
@@ -691,6 +602,11 @@ impl Port for DpdkPort {
         s.ierrors += d.ierrors.wrapping_sub(b.ierrors);
         s.oerrors += d.oerrors.wrapping_sub(b.oerrors);
         s.rx_nombuf += d.rx_nombuf.wrapping_sub(b.rx_nombuf);
+        if !self.checks {
+            // No per-frame work on the data path: bytes are the device's.
+            s.ibytes += d.ibytes.wrapping_sub(b.ibytes);
+            s.obytes += d.obytes.wrapping_sub(b.obytes);
+        }
         s
     }
 
@@ -739,12 +655,11 @@ impl Port for DpdkPort {
         Ok(Box::new(DpdkRx {
             port_id: self.port_id,
             queue: q,
-            plain_meta: MbufMeta { port: self.port_id, queue: q, ..MbufMeta::default() },
             _pool: conf.mempool.clone(),
             started: self.started.clone(),
             counters,
             extra: self.rx_extra[q as usize].clone(),
-            raw: vec![std::ptr::null_mut(); MAX_BURST],
+            checks: self.checks,
         }))
     }
 
@@ -752,15 +667,19 @@ impl Port for DpdkPort {
         let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.name))?;
         let counters = claim_queue(&self.name, "tx", q, &self.counters.tx)?;
         let mtu = self.info().mtu;
+        let own_mp = rte_pool_of(&conf.mempool);
+        let own_ranges = own_mp.map(pool_ranges).unwrap_or_default();
         Ok(Box::new(DpdkTx {
             port_id: self.port_id,
             queue: q,
             pool: conf.mempool.clone(),
+            own_mp: own_mp.map_or(0, |p| p as usize),
+            own_ranges,
+            checks: self.checks,
             mtu,
             started: self.started.clone(),
             counters,
             extra: self.extra[q as usize].clone(),
-            raw: Vec::with_capacity(MAX_BURST),
         }))
     }
 }
@@ -779,83 +698,45 @@ fn intern(s: &str) -> &'static str {
     n
 }
 
-/// Receive queue of a DPDK port: `rte_eth_rx_burst`, then each `rte_mbuf`
-/// becomes an [`Mbuf`] whose header is in the mbuf's private area.
-///
-/// The conversion is one branch-free pass per burst: per frame it reads the
-/// `rte_mbuf`'s first cache line (`data_off`, `data_len`, `nb_segs`,
-/// `ol_flags`, `packet_type`), writes the 16-byte handle straight into the
-/// output vector and writes the metadata as one 32-byte copy of a per-queue
-/// template (port and queue set, everything else zero). Whether any frame of
-/// the burst carries offload results or is a chain is ORed up along the way;
-/// only then does a second, cold pass translate the flags and drop chains.
+/// Receive queue of a DPDK port. An [`Mbuf`] is a transparent `rte_mbuf *`
+/// (see the `mbuf` module docs), so `rte_eth_rx_burst` writes its pointers
+/// straight into the caller's vector, and metadata stays in DPDK's encoding
+/// until someone reads it. The only per-frame work left is one read of the
+/// line the device just wrote: `data_len` for the byte counter and `nb_segs`,
+/// because a chained frame (which a device produces only if scatter were
+/// enabled, and we never enable it) breaks the single-segment invariant: it
+/// is dropped and counted in a cold pass. With `checks=none` not even that:
+/// no mbuf is touched (bytes then come from the device's counters, and the
+/// chain check is left to DPDK's own contract: without scatter, no chains).
 pub struct DpdkRx {
     port_id: u16,
     queue: u16,
-    /// Metadata of a frame without offload results, received on this queue.
-    plain_meta: MbufMeta,
-    /// Keeps the pool (which every prepared header points to) alive while
-    /// frames can still arrive on this queue.
+    /// Keeps the pool alive while frames can still arrive on this queue.
     _pool: Mempool,
     started: Arc<AtomicBool>,
     counters: Arc<RxCounters>,
     extra: Arc<DriverCounters>,
-    raw: Vec<*mut sys::rte_mbuf>,
+    checks: bool,
 }
 
-// SAFETY: the raw pointer buffer is scratch space owned by this handle (empty
-// between calls); a queue may be polled from any thread at a time.
-unsafe impl Send for DpdkRx {}
-
 impl DpdkRx {
-    /// The second pass for a burst in which some frame has offload results or
-    /// several segments: translates the flags into each header's metadata and
-    /// drops (and frees) chains. Returns the frames dropped and their bytes.
+    /// Drops (and frees) the chained frames of `out[start..]`; returns how many
+    /// and their bytes.
     #[cold]
     #[inline(never)]
-    fn rx_fix_up(&self, out: &mut Vec<Mbuf>, start: usize) -> (u64, u64) {
-        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
-        let mut kept = start;
-        for i in start..out.len() {
-            let (hdr, _, len) = out[i].parts();
-            let m = mbuf_of(hdr);
-            // SAFETY: `m` is the rte_mbuf under a handle this call made from it;
-            // we own it and nobody else reads it.
-            let r = unsafe { &*m };
-            if r.nb_segs != 1 {
+    fn drop_chains(out: &mut Vec<Mbuf>, start: usize) -> (u64, u64) {
+        let (mut dropped, mut bytes) = (0u64, 0u64);
+        let burst: Vec<Mbuf> = out.drain(start..).collect();
+        for m in burst {
+            if m.hdr().nb_segs == 1 {
+                out.push(m);
+            } else {
                 dropped += 1;
-                dropped_bytes += len as u64;
-                // SAFETY: the handle at `i` is forgotten below (it is never
-                // moved to a kept position), so the chain is freed once, here.
-                unsafe { sys::rte_shim_pktmbuf_free(m) };
-                continue;
+                bytes += m.len() as u64;
+                // Dropping frees the whole chain (rte_pktmbuf_free).
             }
-            let ol = r.ol_flags;
-            // SAFETY: reading plain integer members of unions DPDK filled in.
-            let (ptype, rss) = unsafe { (r.__bindgen_anon_1.packet_type, r.__bindgen_anon_2.hash.rss) };
-            let rx_flags = rx_flags(ol);
-            let meta = MbufMeta {
-                rss_hash: if rx_flags.contains(RxFlags::RSS_HASH) { rss } else { 0 },
-                packet_type: packet_type(ptype),
-                rx_flags,
-                vlan_tci: if rx_flags.contains(RxFlags::VLAN_STRIPPED) { r.vlan_tci } else { 0 },
-                ..self.plain_meta
-            };
-            // SAFETY: the header is ours (as above); the handle at `i` is moved
-            // bitwise to `kept <= i`, whose old handle was moved or forgotten.
-            unsafe {
-                Mbuf::write_meta(hdr, meta);
-                if kept != i {
-                    let p = out.as_mut_ptr();
-                    std::ptr::copy_nonoverlapping(p.add(i), p.add(kept), 1);
-                }
-            }
-            kept += 1;
         }
-        // SAFETY: positions `kept..` hold handles that were moved or whose
-        // buffers were freed above: forget them.
-        unsafe { out.set_len(kept) };
-        (dropped, dropped_bytes)
+        (dropped, bytes)
     }
 }
 
@@ -866,45 +747,40 @@ impl RxQueue for DpdkRx {
             return 0;
         }
         super::eal::register_thread();
-        let want = max.min(MAX_BURST) as u16;
-        // SAFETY: the port is started with queue `queue`, this handle is its only
-        // poller, and `raw` has room for `want` pointers.
-        let n = unsafe { sys::rte_shim_eth_rx_burst(self.port_id, self.queue, self.raw.as_mut_ptr(), want) } as usize;
+        let want = max.min(MAX_BURST);
+        out.reserve(want);
+        let start = out.len();
+        // SAFETY: the port is started with queue `queue` and this handle is its
+        // only poller; `out` has room for `want` more handles, and an `Mbuf` is a
+        // transparent `rte_mbuf *`, so the device writes the handles in place.
+        // Each is a received mbuf of the queue's pool (ours: its private area
+        // points to our pool), owned by us, with data_off + data_len <= buf_len.
+        let n = unsafe {
+            let dst = out.as_mut_ptr().add(start) as *mut *mut sys::rte_mbuf;
+            let n = sys::rte_shim_eth_rx_burst(self.port_id, self.queue, dst, want as u16) as usize;
+            out.set_len(start + n);
+            n
+        };
         if n == 0 {
             return 0;
         }
-        out.reserve(n);
-        let start = out.len();
-        let plain = self.plain_meta;
-        let (mut bytes, mut unusual) = (0u64, 0u64);
-        // SAFETY: `raw[..n]` are mbufs just received: valid, of our pool (the
-        // queue was set up with it, so `create_mempool` prepared their headers),
-        // single-owner, with data_off + data_len <= buf_len. Slots
-        // `start..start + n` of `out` are reserved above and each written once
-        // before `set_len` exposes them.
-        unsafe {
-            let dst = out.as_mut_ptr().add(start);
-            for i in 0..n {
-                let m = *self.raw.get_unchecked(i);
-                let r = &*m;
-                unusual |= r.ol_flags | r.__bindgen_anon_1.packet_type as u64 | (r.nb_segs ^ 1) as u64;
-                let len = r.data_len as u32;
-                bytes += len as u64;
-                let hdr = hdr_of(m);
-                Mbuf::write_handle(dst.add(i), hdr, r.data_off as u32, len);
-                Mbuf::write_meta(hdr, plain);
-            }
-            out.set_len(start + n);
+        if !self.checks {
+            self.counters.packets.add(n as u64);
+            return n;
+        }
+        let (mut bytes, mut chained) = (0u64, 0u16);
+        for m in &out[start..] {
+            let h = m.hdr();
+            bytes += h.data_len as u64;
+            chained |= h.nb_segs ^ 1;
         }
         let mut got = n;
-        if unusual != 0 {
-            let (dropped, dropped_bytes) = self.rx_fix_up(out, start);
-            if dropped > 0 {
-                got -= dropped as usize;
-                bytes -= dropped_bytes;
-                self.counters.errors.add(dropped);
-                self.extra.rx_dropped_segments.add(dropped);
-            }
+        if chained != 0 {
+            let (dropped, dropped_bytes) = Self::drop_chains(out, start);
+            got -= dropped as usize;
+            bytes -= dropped_bytes;
+            self.counters.errors.add(dropped);
+            self.extra.rx_dropped_segments.add(dropped);
         }
         self.counters.packets.add(got as u64);
         self.counters.bytes.add(bytes);
@@ -912,33 +788,36 @@ impl RxQueue for DpdkRx {
     }
 }
 
-/// Transmit queue of a DPDK port: each [`Mbuf`] of a DPDK pool goes back to
-/// its `rte_mbuf` (window and offload requests written into it) and the
-/// original pointer goes to `rte_eth_tx_burst`. Buffers of other pools are
-/// copied into an mbuf of the port's pool (counted as `tx_copies`).
+/// Transmit queue of a DPDK port: the caller's vector of handles *is* the
+/// array of `rte_mbuf *` that `rte_eth_tx_burst` takes, and the window and
+/// offload requests are already in the mbufs in DPDK's encoding, so nothing
+/// is converted. One pass per burst checks each frame (of the port's pool and
+/// within the MTU) and sums the bytes; a frame that fails sends the burst
+/// through a cold preparation (MTU drops, copies of buffers from non-DPDK
+/// pools, counted as `tx_copies`). The handles of frames the device took are
+/// then forgotten; unsent frames stay the caller's, as they were.
 ///
-/// One pass per burst: per frame, check it is of the port's pool and within
-/// the MTU, write `data_off`, `data_len`, `pkt_len` and `ol_flags` into its
-/// `rte_mbuf` and its pointer into the array for `rte_eth_tx_burst`; a frame
-/// that fails a check sends the burst through a cold preparation (MTU drops,
-/// copies of foreign buffers) and a second pass. Offload requests are ORed up
-/// on the way and written, for the frames that have any, only if some do.
-/// The handles stay in the caller's vector until the device has taken their
-/// mbufs; then the sent prefix is forgotten, so unsent frames need no
-/// conversion back.
+/// With `checks=none` the pass touches no mbuf: it only checks that each
+/// handle's address lies in the port's `rte_mempool` memory (a buffer of any
+/// other pool must never reach the device: that is memory safety, not policy),
+/// bytes come from the device's counters, and oversize frames are left to the
+/// device, as with DPDK's own `rte_eth_tx_burst`. Why an option: reading each
+/// frame's header line is what DPDK's io forwarding never does, and on a
+/// machine where that line is not in cache it costs more than the forwarding.
 pub struct DpdkTx {
     port_id: u16,
     queue: u16,
     pool: Mempool,
+    /// The `rte_mempool *` behind `pool`: the `pool` word of its mbufs.
+    own_mp: usize,
+    /// Where that pool's mbufs live.
+    own_ranges: PoolRanges,
+    checks: bool,
     mtu: u16,
     started: Arc<AtomicBool>,
     counters: Arc<TxCounters>,
     extra: Arc<DriverCounters>,
-    raw: Vec<*mut sys::rte_mbuf>,
 }
-
-// SAFETY: as for `DpdkRx`.
-unsafe impl Send for DpdkTx {}
 
 impl DpdkTx {
     /// Replaces a buffer of a non-DPDK pool by a copy in our pool. `None` when
@@ -947,27 +826,27 @@ impl DpdkTx {
     fn copy_in(&self, m: &Mbuf) -> Option<Mbuf> {
         let mut c = self.pool.alloc().ok()?;
         c.extend_from_slice(m.data())?;
-        *c.meta_mut() = *m.meta();
+        c.copy_meta_from(m);
         self.extra.tx_copies.add(1);
         Some(c)
     }
 
     /// The slow preparation of a burst in which some frame may be over the MTU
-    /// or of another pool: drops oversize frames (counted), copies foreign
-    /// buffers in, and returns how many frames at the front can go (all DPDK
-    /// mbufs), at most `MAX_BURST`.
+    /// or of another pool: drops oversize frames (counted), copies buffers of
+    /// non-DPDK pools in, and returns how many frames at the front can go (all
+    /// DPDK mbufs), at most `MAX_BURST`.
     #[cold]
     #[inline(never)]
     fn tx_prepare_slow(&self, pkts: &mut Vec<Mbuf>) -> usize {
-        let mtu = self.mtu;
-        let before = pkts.len();
-        pkts.retain(|m| frame_fits_mtu(m.data(), mtu));
-        self.counters.errors.add((before - pkts.len()) as u64);
-        let own = self.pool.core_ptr();
+        if self.checks {
+            let mtu = self.mtu;
+            let before = pkts.len();
+            pkts.retain(|m| frame_fits_mtu(m.data(), mtu));
+            self.counters.errors.add((before - pkts.len()) as u64);
+        }
         let mut take = pkts.len().min(MAX_BURST);
         for (i, m) in pkts.iter_mut().enumerate().take(take) {
-            let p = m.pool_ptr();
-            if p != own && rte_pool_of_core(p).is_none() {
+            if m.pool_word() != self.own_mp && rte_pool_of_core(m.pool_ptr()).is_none() {
                 match self.copy_in(m) {
                     Some(c) => *m = c,
                     None => {
@@ -979,57 +858,6 @@ impl DpdkTx {
         }
         take
     }
-
-    /// Writes the offload requests of frames that have any (`ol_flags`,
-    /// `tx_offload`, `vlan_tci`).
-    #[cold]
-    #[inline(never)]
-    fn write_offloads(pkts: &[Mbuf]) {
-        for m in pkts {
-            let meta = m.meta();
-            if meta.tx_flags.is_empty() {
-                continue;
-            }
-            let rm = mbuf_of(m.parts().0);
-            // SAFETY: `rm` is the rte_mbuf under `m` (a buffer of one of our DPDK
-            // pools, checked by the caller), owned by us through `m`.
-            unsafe {
-                let r = &mut *rm;
-                r.ol_flags = tx_ol_flags(meta.tx_flags);
-                // `tx_offload` sits on the mbuf's second cache line and drivers
-                // read it only when `ol_flags` asks for an offload: only here.
-                r.__bindgen_anon_3.tx_offload = tx_offload_word(meta);
-                r.vlan_tci = meta.vlan_tci;
-            }
-        }
-    }
-}
-
-/// Writes `m`'s window into its `rte_mbuf` (`data_off`, `data_len`,
-/// `pkt_len`; `ol_flags` cleared: offload requests are written afterwards by
-/// `write_offloads`) and the mbuf's pointer into `raw[i]`. Returns the frame's
-/// bytes and its `tx_flags` bits.
-///
-/// # Safety
-/// `m` is a buffer of one of our DPDK pools ([`create_mempool`](super::create_mempool)),
-/// so its header sits in an `rte_mbuf`'s private area; `raw` is valid for
-/// writes at index `i`.
-#[inline(always)]
-unsafe fn write_window(m: &Mbuf, raw: *mut *mut sys::rte_mbuf, i: usize) -> (u64, u16) {
-    let (hdr, off, len) = m.parts();
-    let rm = mbuf_of(hdr);
-    // SAFETY: by the caller's guarantee `rm` is the rte_mbuf under `m`, owned
-    // through `m`; `off + len <= buf_len <= u16::MAX` by the Mbuf invariant.
-    unsafe {
-        let flags = (*hdr.as_ptr()).meta.tx_flags.bits();
-        let r = &mut *rm;
-        r.data_off = off as u16;
-        r.data_len = len as u16;
-        r.pkt_len = len;
-        r.ol_flags = 0;
-        raw.add(i).write(rm);
-        (len as u64, flags)
-    }
 }
 
 impl TxQueue for DpdkTx {
@@ -1039,52 +867,45 @@ impl TxQueue for DpdkTx {
             return 0;
         }
         super::eal::register_thread();
-        let limit = self.mtu as u32 + 14;
-        let own = self.pool.core_ptr();
-        let raw = self.raw.as_mut_ptr();
-        debug_assert!(self.raw.capacity() >= MAX_BURST);
+        let limit = self.mtu + 14;
         let mut take = pkts.len().min(MAX_BURST);
-        // One pass: check each frame (of the port's pool, within the MTU), write
-        // its window into its rte_mbuf and its pointer into `raw`. A frame that
-        // fails a check sends the burst through the slow preparation, after
-        // which every frame can go; what was written before is harmless (those
-        // mbufs are ours, and their handles are unchanged).
-        let (mut bytes, mut tx_flags, mut ok) = (0u64, 0u16, true);
-        for (i, m) in pkts[..take].iter().enumerate() {
-            if m.pool_ptr() != own || m.len_u32() > limit {
-                ok = false;
-                break;
+        let (mut bytes, mut ok) = (0u64, true);
+        if self.checks {
+            for m in &pkts[..take] {
+                let h = m.hdr();
+                if h.pool != self.own_mp || h.data_len > limit {
+                    ok = false;
+                    break;
+                }
+                bytes += h.data_len as u64;
             }
-            // SAFETY: `m` is an mbuf of our DPDK pool (checked just above) and
-            // `i < take <= MAX_BURST`.
-            let (b, f) = unsafe { write_window(m, raw, i) };
-            bytes += b;
-            tx_flags |= f;
+        } else {
+            ok = self.own_ranges.contains_all(crate::mbuf::as_hdr_ptrs(&pkts[..take]));
         }
         if !ok {
             take = self.tx_prepare_slow(pkts);
             if take == 0 {
                 return 0;
             }
-            (bytes, tx_flags) = (0, 0);
-            for (i, m) in pkts[..take].iter().enumerate() {
-                // SAFETY: `tx_prepare_slow` left only mbufs of our DPDK pools in
-                // `pkts[..take]`, and `i < take <= MAX_BURST`.
-                let (b, f) = unsafe { write_window(m, raw, i) };
-                bytes += b;
-                tx_flags |= f;
+            if self.checks {
+                bytes = pkts[..take].iter().map(|m| m.len() as u64).sum();
             }
         }
-        if tx_flags != 0 {
-            Self::write_offloads(&pkts[..take]);
-        }
-        // SAFETY: the port is started with queue `queue`, this handle is its only
-        // user, and `raw[..take]` holds valid single-segment mbufs we own.
-        let sent = unsafe { sys::rte_shim_eth_tx_burst(self.port_id, self.queue, raw, take as u16) } as usize;
-        if sent < take {
-            // Not taken: they stay the caller's, as they are (the handles still
-            // match what was written into their mbufs).
-            bytes -= pkts[sent..take].iter().map(|m| m.len_u32() as u64).sum::<u64>();
+        // SAFETY: the port is started with queue `queue` and this handle is its
+        // only user; an `Mbuf` is a transparent `rte_mbuf *`, and `pkts[..take]`
+        // are valid single-segment mbufs of DPDK pools that we own, whose window
+        // (data_off, data_len = pkt_len) and offload requests are in place.
+        let sent = unsafe {
+            sys::rte_shim_eth_tx_burst(
+                self.port_id,
+                self.queue,
+                pkts.as_mut_ptr() as *mut *mut sys::rte_mbuf,
+                take as u16,
+            )
+        } as usize;
+        if sent < take && self.checks {
+            // Not taken: they stay the caller's, as they are.
+            bytes -= pkts[sent..take].iter().map(|m| m.len() as u64).sum::<u64>();
         }
         // SAFETY: the device owns the first `sent` mbufs now.
         unsafe { crate::mbuf::forget_front(pkts, sent) };
@@ -1096,7 +917,9 @@ impl TxQueue for DpdkTx {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pool::mbuf_of;
     use super::*;
+    use crate::{MbufMeta, PacketType, RxFlags, TxFlags};
 
     #[test]
     fn targets_parse_into_pci_addresses_and_vdevs() {
@@ -1147,21 +970,44 @@ mod tests {
         assert_eq!(from_dpdk(to_dpdk(all, &tx_offload_map()), &tx_offload_map()), all);
         let all = RssHashTypes::all();
         assert_eq!(from_dpdk(to_dpdk(all, &rss_map()), &rss_map()), all);
-        let ol =
-            (sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD | sys::RTE_MBUF_F_RX_L4_CKSUM_BAD | sys::RTE_MBUF_F_RX_RSS_HASH) as u64;
-        assert_eq!(rx_flags(ol), RxFlags::IP_CKSUM_GOOD | RxFlags::L4_CKSUM_BAD | RxFlags::RSS_HASH);
+        // Metadata is stored in DPDK's encoding: what we write is what DPDK's
+        // own accessors read from the same header (a native buffer has the
+        // rte_mbuf layout too), and what DPDK writes is what we decode.
+        let pool = Mempool::new(&crate::MempoolConfig::new("dpdk-meta", 4, 2048, 128, 0)).unwrap();
+        let mut m = pool.alloc().unwrap();
+        m.set_meta(MbufMeta {
+            tx_flags: TxFlags::IPV4 | TxFlags::IP_CKSUM | TxFlags::TCP_SEG,
+            l2_len: 14,
+            l3_len: 20,
+            l4_len: 20,
+            tso_segsz: 1448,
+            ..MbufMeta::default()
+        });
+        let r = mbuf_of(m.hdr_ptr());
+        // SAFETY: the header has `struct rte_mbuf`'s layout (asserted in
+        // `pool.rs`) and `m` owns it.
+        let (ol, off) = unsafe { ((*r).ol_flags, (*r).__bindgen_anon_3.tx_offload) };
         assert_eq!(
-            packet_type(sys::RTE_PTYPE_L2_ETHER | sys::RTE_PTYPE_L3_IPV6_EXT_UNKNOWN | sys::RTE_PTYPE_L4_UDP),
-            PacketType::L2_ETHER | PacketType::L3_IPV6 | PacketType::L4_UDP
-        );
-        assert_eq!(
-            tx_ol_flags(TxFlags::IPV4 | TxFlags::IP_CKSUM | TxFlags::TCP_SEG),
+            ol,
             sys::RTE_MBUF_F_TX_IPV4
                 | sys::RTE_MBUF_F_TX_IP_CKSUM
                 | sys::RTE_MBUF_F_TX_TCP_SEG
                 | sys::RTE_MBUF_F_TX_TCP_CKSUM
         );
-        let m = MbufMeta { l2_len: 14, l3_len: 20, l4_len: 20, tso_segsz: 1448, ..Default::default() };
-        assert_eq!(tx_offload_word(&m), 14 | (20 << 7) | (20 << 16) | (1448 << 24));
+        assert_eq!(off, 14 | (20 << 7) | (20 << 16) | (1448 << 24));
+        // SAFETY: as above; plain integer fields of the header we own.
+        unsafe {
+            (*r).ol_flags = (sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD
+                | sys::RTE_MBUF_F_RX_L4_CKSUM_BAD
+                | sys::RTE_MBUF_F_RX_RSS_HASH) as u64;
+            (*r).__bindgen_anon_1.packet_type =
+                sys::RTE_PTYPE_L2_ETHER | sys::RTE_PTYPE_L3_IPV6_EXT_UNKNOWN | sys::RTE_PTYPE_L4_UDP;
+            (*r).__bindgen_anon_2.hash.rss = 0xabcd;
+        }
+        let meta = m.meta();
+        assert_eq!(meta.rx_flags, RxFlags::IP_CKSUM_GOOD | RxFlags::L4_CKSUM_BAD | RxFlags::RSS_HASH);
+        assert_eq!(meta.packet_type, PacketType::L2_ETHER | PacketType::L3_IPV6 | PacketType::L4_UDP);
+        assert_eq!(meta.rss_hash, 0xabcd);
+        assert_eq!(m.rss_hash(), Some(0xabcd));
     }
 }
