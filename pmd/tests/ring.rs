@@ -228,3 +228,47 @@ fn receiver_with_smaller_mtu_drops_and_counts_oversized_frames_even_in_split_bur
     drop((atx, brx, a, b));
     assert_eq!(pool.available(), 256);
 }
+
+#[test]
+fn checks_none_moves_frames_like_net_ring_and_interoperates_with_full() {
+    let pool = common::pool("ring_none", 256);
+    // none <-> full: the full end still enforces its MTU and counts bytes.
+    let mut a = pmd::open("ring:none_a?peer=none_b&checks=none").unwrap();
+    let mut b = pmd::open("ring:none_b?peer=none_a").unwrap();
+    for p in [&mut a, &mut b] {
+        p.configure(&pmd::PortConfig::new(1, 1, 64, 64, pool.clone())).unwrap();
+        p.set_promiscuous(true).unwrap();
+        p.start().unwrap();
+    }
+    let (mut arx, mut atx) = (a.take_rx_queue(0).unwrap(), a.take_tx_queue(0).unwrap());
+    let (mut brx, mut btx) = (b.take_rx_queue(0).unwrap(), b.take_tx_queue(0).unwrap());
+    let frame = |len: usize| {
+        let mut m = pool.alloc().unwrap();
+        m.append(len).unwrap().fill(0x5a);
+        m
+    };
+    // a (none) -> b (full): an oversize frame is not dropped by a, but by b.
+    let mut v = vec![frame(100), frame(1515), frame(60)];
+    assert_eq!(atx.tx_burst(&mut v), 3);
+    let mut got = Vec::new();
+    brx.rx_burst(&mut got, 32);
+    assert_eq!(got.iter().map(|m| m.len()).collect::<Vec<_>>(), vec![100, 60]);
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.opackets, sa.obytes, sa.oerrors), (3, 0, 0));
+    assert_eq!((sb.ipackets, sb.ibytes, sb.ierrors), (2, 160, 1));
+    // b (full) -> a (none): b enforces its MTU on transmit; a counts no bytes.
+    let mut v = vec![frame(1515), frame(70)];
+    assert_eq!(btx.tx_burst(&mut v), 2);
+    got.clear();
+    arx.rx_burst(&mut got, 32);
+    assert_eq!(got.iter().map(|m| m.len()).collect::<Vec<_>>(), vec![70]);
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sb.opackets, sb.obytes, sb.oerrors), (1, 70, 1));
+    assert_eq!((sa.ipackets, sa.ibytes), (1, 0));
+    drop(got);
+    // A bad value names the option.
+    let e = pmd::open("ring:none_c?checks=some").err().unwrap().to_string();
+    assert!(e.contains("checks") && e.contains("full or none"), "{e}");
+    drop((arx, atx, brx, btx, a, b));
+    assert_eq!(pool.available(), 256);
+}

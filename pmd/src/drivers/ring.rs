@@ -15,6 +15,12 @@
 //! like `rte_ring`'s pointer copy, and yet every port keeps exact byte counters
 //! and MTU enforcement, which DPDK's `net_ring` does not.
 //!
+//! `checks=none` gives DPDK's `net_ring` contract instead: no MTU enforcement
+//! and no byte counters (they read 0), so no frame header is read and a lane
+//! towards such a port has no descriptor ring: a burst is one handle copy
+//! each way. A sender with `checks=none` still writes descriptors for a
+//! receiver with `checks=full`, which enforces its own MTU.
+//!
 //! Ports find each other by name in a process-wide registry. The receive rings
 //! belong to the receiving port and are created when it is configured (size =
 //! `rx_desc`); a sender attaches to its peer's ring lazily on its first burst and
@@ -49,10 +55,11 @@ struct Burst {
     bytes: u64,
 }
 
-/// One direction of one queue pair.
+/// One direction of one queue pair. `bursts` exists when the receiving port
+/// keeps exact counters (`checks=full`).
 struct Lane {
     frames: Arc<Spsc<Mbuf>>,
-    bursts: Arc<Spsc<Burst>>,
+    bursts: Option<Arc<Spsc<Burst>>>,
 }
 
 struct Endpoint {
@@ -95,11 +102,14 @@ pub struct RingPort {
     mac: MacAddr,
     conf: Option<PortConfig>,
     counters: PortCounters,
+    /// `checks=full` (MTU enforcement, byte counters) or `none`.
+    checks: bool,
 }
 
 impl RingPort {
-    /// Opens port `name`, wired to `peer` (itself for a loopback).
-    pub fn open(name: &str, peer: Option<&str>, mac: MacAddr) -> Result<RingPort, PmdError> {
+    /// Opens port `name`, wired to `peer` (itself for a loopback). `checks` is
+    /// the spec's `checks=full|none` (see the module docs).
+    pub fn open(name: &str, peer: Option<&str>, mac: MacAddr, checks: bool) -> Result<RingPort, PmdError> {
         if name.is_empty() {
             return Err(PmdError::BadSpec {
                 spec: "ring:".into(),
@@ -117,7 +127,7 @@ impl RingPort {
             Some(p) if p != name => endpoint(p),
             _ => me.clone(),
         };
-        Ok(RingPort { me, peer, mac, conf: None, counters: PortCounters::default() })
+        Ok(RingPort { me, peer, mac, conf: None, counters: PortCounters::default(), checks })
     }
 
     /// Name of the port at the other end of the wire.
@@ -164,7 +174,10 @@ impl Port for RingPort {
         ensure_no_handles(&self.me.name, &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
         let rings = (0..conf.rx_queues)
-            .map(|_| Lane { frames: Spsc::new(conf.rx_desc as usize), bursts: Spsc::new(conf.rx_desc as usize) })
+            .map(|_| Lane {
+                frames: Spsc::new(conf.rx_desc as usize),
+                bursts: self.checks.then(|| Spsc::new(conf.rx_desc as usize)),
+            })
             .collect();
         *self.me.rings.lock().unwrap_or_else(|e| e.into_inner()) = rings;
         self.me.generation.fetch_add(1, Ordering::AcqRel);
@@ -235,7 +248,10 @@ impl Port for RingPort {
             reason: format!("rx queue {q} is already owned by another handle"),
         };
         let frames = lane.frames.consumer().ok_or_else(owned)?;
-        let bursts = lane.bursts.consumer().ok_or_else(owned)?;
+        let bursts = match &lane.bursts {
+            Some(b) => Some(b.consumer().ok_or_else(owned)?),
+            None => None,
+        };
         drop(rings);
         Ok(Box::new(RingRx { me: self.me.clone(), mac: self.mac, frames, bursts, partial: None, counters }))
     }
@@ -252,6 +268,7 @@ impl Port for RingPort {
             prod: None,
             generation: u64::MAX,
             counters,
+            checks: self.checks,
         }))
     }
 }
@@ -261,7 +278,8 @@ pub struct RingRx {
     me: Arc<Endpoint>,
     mac: MacAddr,
     frames: Consumer<Mbuf>,
-    bursts: Consumer<Burst>,
+    /// Burst descriptors, with `checks=full`.
+    bursts: Option<Consumer<Burst>>,
     /// The rest of a burst of which an earlier call took only the front.
     partial: Option<Burst>,
     counters: Arc<RxCounters>,
@@ -298,10 +316,20 @@ impl RxQueue for RingRx {
             return 0;
         }
         let start = out.len();
+        let Some(bursts) = self.bursts.as_mut() else {
+            // checks=none: frames only, as DPDK's net_ring.
+            let got = self.frames.pop_into(out, max);
+            if got > 0 && !self.me.promisc.load(Ordering::Relaxed) {
+                self.filter(out, start, u16::MAX, false);
+            }
+            let got = out.len() - start;
+            self.counters.packets.add(got as u64);
+            return got;
+        };
         let (mut bytes, mut longest) = (0u64, 0u32);
         let mut taken = 0;
         while taken < max {
-            let Some(mut b) = self.partial.take().or_else(|| self.bursts.pop()) else { break };
+            let Some(mut b) = self.partial.take().or_else(|| bursts.pop()) else { break };
             let k = (b.frames as usize).min(max - taken);
             // The burst's frames were published before its descriptor.
             let got = self.frames.pop_into(out, k);
@@ -342,9 +370,10 @@ pub struct RingTx {
     me: Arc<Endpoint>,
     peer: Arc<Endpoint>,
     queue: usize,
-    prod: Option<(Producer<Mbuf>, Producer<Burst>)>,
+    prod: Option<(Producer<Mbuf>, Option<Producer<Burst>>)>,
     generation: u64,
     counters: Arc<TxCounters>,
+    checks: bool,
 }
 
 impl RingTx {
@@ -361,7 +390,13 @@ impl RingTx {
     fn attach(&mut self, generation: u64) {
         self.prod = None;
         let rings = self.peer.rings.lock().unwrap_or_else(|e| e.into_inner());
-        self.prod = rings.get(self.queue).and_then(|l| Some((l.frames.producer()?, l.bursts.producer()?)));
+        self.prod = rings.get(self.queue).and_then(|l| {
+            let bursts = match &l.bursts {
+                Some(b) => Some(b.producer()?),
+                None => None,
+            };
+            Some((l.frames.producer()?, bursts))
+        });
         drop(rings);
         if self.prod.is_some() {
             self.generation = generation;
@@ -379,10 +414,14 @@ impl TxQueue for RingTx {
         if generation != self.generation {
             self.attach(generation);
         }
-        if self.prod.is_none() {
-            return 0;
+        let Some((frames, bursts)) = self.prod.as_mut() else { return 0 };
+        if !self.checks && bursts.is_none() {
+            // checks=none on both ends: a plain move of the handles.
+            let sent = frames.push_front_of(pkts, pkts.len());
+            self.counters.packets.add(sent as u64);
+            return sent;
         }
-        let max_frame = self.me.mtu.load(Ordering::Relaxed) as usize + 14;
+        let max_frame = if self.checks { self.me.mtu.load(Ordering::Relaxed) as usize + 14 } else { usize::MAX >> 1 };
         // `longest` is a bound that is within `max_frame` exactly when every
         // frame is.
         let (mut bytes, mut longest) = burst_bytes_and_bound(pkts, max_frame as u32);
@@ -393,7 +432,7 @@ impl TxQueue for RingTx {
         }
         let Some((frames, bursts)) = self.prod.as_mut() else { return dropped };
         let n = frames.free_space(pkts.len()).min(pkts.len());
-        if n == 0 || bursts.free_space(1) == 0 {
+        if n == 0 || bursts.as_mut().is_some_and(|b| b.free_space(1) == 0) {
             return dropped;
         }
         if n < pkts.len() {
@@ -401,10 +440,14 @@ impl TxQueue for RingTx {
         }
         let sent = frames.push_front_of(pkts, n);
         debug_assert_eq!(sent, n);
-        let queued = bursts.push(Burst { frames: sent as u32, longest, bytes });
-        debug_assert!(queued.is_ok(), "checked free space above");
+        if let Some(bursts) = bursts {
+            let queued = bursts.push(Burst { frames: sent as u32, longest, bytes });
+            debug_assert!(queued.is_ok(), "checked free space above");
+        }
         self.counters.packets.add(sent as u64);
-        self.counters.bytes.add(bytes);
+        if self.checks {
+            self.counters.bytes.add(bytes);
+        }
         sent + dropped
     }
 }
