@@ -104,17 +104,31 @@ unsafe extern "C" fn init_priv(
 /// alone (see `DpdkTx`). Up to four chunks are kept; a pool with more (not
 /// one made by `rte_pktmbuf_pool_create` on one socket) matches nothing, which
 /// sends every burst through the slow path that checks each frame's pool.
+///
+/// Cheaper still, when it exists: a window of `2^bits` bytes from `base` that
+/// holds the pool's only chunk and lies wholly inside the VA range EAL
+/// reserved for that memory (its memseg list). Nothing but DPDK memory can be
+/// mapped there, and a handle always points at a buffer header, so a handle in
+/// the window is an `rte_mbuf` of one of our DPDK pools (another pool than the
+/// port's is fine: DPDK frees it to its own). The test is then a subtraction
+/// and an OR per frame (all offsets below `2^bits` exactly when their OR is),
+/// which the compiler vectorises.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PoolRanges {
     lo: [usize; 4],
     len: [usize; 4],
     n: usize,
+    block: Option<(usize, u32)>,
 }
 
 impl PoolRanges {
     /// Whether every pointer lies in one of the chunks.
     #[inline(always)]
     pub(crate) fn contains_all(&self, ptrs: &[NonNull<MbufHdr>]) -> bool {
+        if let Some((base, bits)) = self.block {
+            let acc = ptrs.iter().fold(0usize, |acc, p| acc | (p.as_ptr() as usize).wrapping_sub(base));
+            return acc >> bits == 0;
+        }
         if self.n == 1 {
             // The largest offset from the chunk's start (below it wraps to a
             // huge one) must be inside it: one sub and one max per frame, four
@@ -138,6 +152,27 @@ impl PoolRanges {
             (0..self.n).any(|i| a.wrapping_sub(self.lo[i]) < self.len[i])
         })
     }
+}
+
+/// A window of the smallest power-of-two size holding `[lo, lo + len)`, starting
+/// at `lo` or ending at `lo + len`, that lies inside the memseg list (EAL's VA
+/// reservation) holding `lo`.
+fn eal_block(lo: usize, len: usize) -> Option<(usize, u32)> {
+    let hi = lo.checked_add(len)?;
+    // SAFETY: a lookup in EAL's memory map; EAL is initialised (a pool exists).
+    let msl = unsafe { sys::rte_mem_virt2memseg_list(lo as *const std::os::raw::c_void) };
+    if msl.is_null() {
+        return None;
+    }
+    // SAFETY: a valid memseg list; plain fields, constant after EAL init.
+    let (msl_lo, msl_len) = unsafe { ((*msl).__bindgen_anon_1.base_va as usize, (*msl).len) };
+    let msl_hi = msl_lo.checked_add(msl_len)?;
+    let bits = len.checked_next_power_of_two()?.trailing_zeros();
+    let size = 1usize << bits;
+    [lo, hi.saturating_sub(size)]
+        .into_iter()
+        .find(|&base| base >= msl_lo && base.checked_add(size).is_some_and(|end| end <= msl_hi && end >= hi))
+        .map(|base| (base, bits))
 }
 
 /// The chunks of `mp`'s memory.
@@ -164,6 +199,9 @@ pub(crate) fn pool_ranges(mp: *mut sys::rte_mempool) -> PoolRanges {
     unsafe { sys::rte_mempool_mem_iter(mp, Some(add), (&mut r as *mut PoolRanges).cast()) };
     if r.n > 4 {
         r = PoolRanges::default();
+    }
+    if r.n == 1 {
+        r.block = eal_block(r.lo[0], r.len[0]);
     }
     r
 }
@@ -354,4 +392,33 @@ pub fn rte_mbuf_view(m: &Mbuf) -> Option<RteMbufView> {
         data_len: r.data_len,
         buf_len: r.buf_len,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ptrs(addrs: &[usize]) -> Vec<NonNull<MbufHdr>> {
+        addrs.iter().map(|&a| NonNull::new(a as *mut MbufHdr).unwrap()).collect()
+    }
+
+    #[test]
+    fn provenance_by_address_accepts_exactly_the_pool_memory() {
+        let lo = 0x1_0000_0040usize;
+        let ranged = PoolRanges { lo: [lo, 0, 0, 0], len: [0x1000, 0, 0, 0], n: 1, block: None };
+        // A window of 2^13 from below the chunk (as `eal_block` picks it).
+        let windowed = PoolRanges { block: Some((lo - 0x40, 13)), ..ranged };
+        for r in [ranged, windowed] {
+            assert!(r.contains_all(&ptrs(&[lo, lo + 0x800, lo + 0xfc0, lo + 8, lo + 16])));
+            assert!(r.contains_all(&[]));
+            for bad in [lo - 0x1000_0000, 0x40, usize::MAX & !63] {
+                assert!(!r.contains_all(&ptrs(&[lo, lo + 64, bad, lo + 128, lo + 192])), "{bad:#x}");
+            }
+        }
+        // Just past the end: outside the chunk, and outside the window too.
+        assert!(!ranged.contains_all(&ptrs(&[lo + 0x1000])));
+        assert!(!windowed.contains_all(&ptrs(&[lo - 0x40 + 0x2000])));
+        // No chunk known: nothing matches (the caller's slow path checks each frame).
+        assert!(!PoolRanges::default().contains_all(&ptrs(&[lo])));
+    }
 }
