@@ -585,7 +585,7 @@ impl Mbuf {
     ///
     /// # Safety
     /// * `hdr` is valid for writes of an `MbufHdr` plus 8 bytes after it (the
-    ///   pool pointer, [`EXT_CORE_OFFSET`]), 64-byte aligned, and owned by the
+    ///   pool pointer, at `size_of::<MbufHdr>()`), 64-byte aligned, and owned by the
     ///   caller until the returned `Mbuf` is dropped or given back with
     ///   [`Mbuf::into_external`];
     /// * `buf` is valid for reads and writes of `buf_len` bytes for that long;
