@@ -227,6 +227,7 @@ fn open_virtio_user(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError>
         server: bool_opt(spec, "server", d.server)?,
         qsize: spec.parse_opt("qsize", &format!("a power of two, 16..={MAX_QSIZE}"))?.unwrap_or(d.qsize),
         mrg_rxbuf: bool_opt(spec, "mrg_rxbuf", d.mrg_rxbuf)?,
+        in_order: bool_opt(spec, "in_order", d.in_order)?,
         wait_ms: spec.parse_opt("wait_ms", "milliseconds")?.unwrap_or(d.wait_ms),
     };
     if let Err(PmdError::Config { field, reason }) = opts.validate() {
@@ -290,13 +291,15 @@ static DRIVERS: &[DriverInfo] = &[
     },
     DriverInfo {
         scheme: "virtio-user",
-        usage: "virtio-user:/path/to/vhost.sock[?queues=1&server=0&qsize=256] — virtio-net over a vhost-user \
+        usage:
+            "virtio-user:/path/to/vhost.sock[?queues=1&server=0&qsize=256&in_order=1] — virtio-net over a vhost-user \
                 socket (OVS-DPDK, VPP, DPDK vhost), zero copy from a shared (memfd) pool, no DPDK needed",
         options: &[
             ("queues", "queue pairs, 1..=16 (default 1); more than 1 needs VIRTIO_NET_F_MQ"),
             ("server", "1: listen on the path and wait for the back end (default 0: connect to it)"),
             ("qsize", "entries per virtqueue, a power of two 16..=32768 (default 256)"),
             ("mrg_rxbuf", "1: negotiate VIRTIO_NET_F_MRG_RXBUF (default 1)"),
+            ("in_order", "1: negotiate VIRTIO_F_IN_ORDER, buffers used in ring order (default 1)"),
             ("wait_ms", "with server=1, how long opening waits for the back end (default 10000)"),
             ("mac", "MAC address of the port (default derived from the path)"),
         ],
@@ -473,6 +476,7 @@ mod tests {
             ("virtio-user:/x.sock?qsize=100", "'qsize'"),
             ("virtio-user:/x.sock?server=2", "'server'"),
             ("virtio-user:/x.sock?mrg_rxbuf=yes", "'mrg_rxbuf'"),
+            ("virtio-user:/x.sock?in_order=2", "'in_order'"),
             ("virtio-user:/x.sock?queue=2", "valid options: queues, server, qsize"),
         ] {
             let e = open(spec).err().unwrap().to_string();

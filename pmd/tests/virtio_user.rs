@@ -1,8 +1,9 @@
 //! The `virtio-user:` port against DPDK's own vhost-user back end
 //! (`dpdk-testpmd --no-huge --vdev net_vhost0,iface=SOCK`) in io, macswap,
 //! rxonly and txonly modes, with exact packet counts on both sides, patterned
-//! payloads checked byte for byte, `testpmd conformance`, two queue pairs, both
-//! connection modes and back-end restarts; and clear errors for a missing
+//! payloads checked byte for byte, with and without `VIRTIO_F_IN_ORDER`
+//! (`in_order=1`, the default, and `in_order=0`), `testpmd conformance`, two
+//! queue pairs, both connection modes and back-end restarts; and clear errors for a missing
 //! socket, a refused connection and features a back end does not offer (a fake
 //! back end in this file, no root needed).
 //!
@@ -433,6 +434,109 @@ fn rxonly_from_vhost_txonly_exact_counts() {
     assert_eq!(p["xstats"]["link_down_events"].as_u64(), Some(1), "{v}");
 }
 
+/// Both ring disciplines against the same back end: what is negotiated is
+/// what was asked, patterned frames of every length come back intact with
+/// exact counts on both sides, and our testpmd verifies every payload of an io
+/// loop (`--verify-payload`) and receives exactly what the back end sent.
+#[test]
+fn in_order_on_and_off_exact_counts_and_intact_payloads() {
+    use pmd::drivers::virtio_user::{features as f, Options, VirtioUserPort};
+    if skip("needs root for dpdk-testpmd's EAL") {
+        return;
+    }
+    let _l = BackendLock::take();
+    for in_order in [true, false] {
+        let tag = if in_order { "io1" } else { "io0" };
+        let opt = if in_order { "?in_order=1" } else { "?in_order=0" };
+        // The library: features, exact counts, intact payloads.
+        let dir = TempDir::new(tag);
+        let peer = Vhost::start(&dir.sock(), "macswap", 1, false, &format!("vu-{tag}"));
+        let pool = shared_pool(4096);
+        let opts = Options { in_order, ..Default::default() };
+        let mut port = VirtioUserPort::open(dir.sock().to_str().unwrap(), opts, pmd::MacAddr([2, 0, 0, 0, 0, 1]))
+            .unwrap_or_else(|e| panic!("{opt}: {e}"));
+        assert!(port.offered_features() & f::IN_ORDER != 0, "DPDK 22.11's vhost offers VIRTIO_F_IN_ORDER");
+        port.configure(&PortConfig::new(1, 1, 256, 256, pool.clone())).unwrap();
+        port.set_promiscuous(true).unwrap();
+        port.start().unwrap();
+        assert_eq!(port.acked_features() & f::IN_ORDER != 0, in_order, "{opt}: acked {:#x}", port.acked_features());
+        wait_until("link up", Duration::from_secs(5), || port.link().up);
+        let mut rx = port.take_rx_queue(0).unwrap();
+        let mut tx = port.take_tx_queue(0).unwrap();
+        let mut total = 0u64;
+        // More than a ring's worth in all (the rings wrap), 200 a round.
+        for round in 0..12u32 {
+            let frames: Vec<Mbuf> =
+                (0..200u32).map(|i| patterned(&pool, 60 + ((i * 53 + round * 97) as usize % 1455), i)).collect();
+            let sent: Vec<Vec<u8>> = frames.iter().map(|m| m.data().to_vec()).collect();
+            let got = round_trip(&mut *rx, &mut *tx, frames);
+            assert_intact(&sent, &got, true);
+            total += got.len() as u64;
+        }
+        let st = port.stats();
+        assert_eq!((st.opackets, st.ipackets), (total, total), "{opt}: {st:?}");
+        assert_eq!(st.ierrors + st.oerrors + st.imissed + st.rx_nombuf, 0, "{opt}: {st:?}");
+        drop((rx, tx));
+        drop(port);
+        assert_eq!(pool.in_use(), 0, "{opt}: every buffer back in the pool");
+        let (prx, ptx, pdrop, text) = peer.finish();
+        assert_eq!((prx, ptx, pdrop), (total, total, 0), "{opt}: the back end saw exactly ours: {text}");
+
+        // Our testpmd's io loop, every payload verified.
+        let dir = TempDir::new(&format!("{tag}tp"));
+        let peer = Vhost::start(&dir.sock(), "io", 1, false, &format!("vu-{tag}tp"));
+        let v = json(&testpmd(
+            &[
+                "--port",
+                &spec(&dir.sock(), opt),
+                "--fwd",
+                "io",
+                "--cores",
+                &core(),
+                "--duration",
+                "1",
+                "--tx-first",
+                "2",
+                "--txpkts",
+                "200",
+                "--verify-payload",
+            ],
+            "",
+        ));
+        let (prx, ptx, pdrop, text) = peer.finish();
+        assert_eq!(u(&v, "mbufs_leaked"), 0, "{opt}: {v}");
+        let p = &v["ports"][0];
+        assert_eq!(u(p, "verified"), u(p, "rx_packets"), "{opt}: {p}");
+        assert!(u(p, "rx_packets") >= 64, "{opt}: {p}");
+        assert_eq!(u(p, "bad_payload") + u(p, "rx_errors") + u(p, "tx_errors") + u(p, "tx_dropped"), 0, "{opt}: {p}");
+        assert_eq!(u(p, "tx_packets") - u(p, "rx_packets"), 64, "{opt}: 64 frames circulate: {v}");
+        assert_eq!(prx, ptx + pdrop, "{opt}: {text}");
+        assert!(prx <= u(p, "tx_packets") && prx + 64 >= u(p, "tx_packets"), "{opt}: ours {v}; theirs {text}");
+
+        // Receive only: exactly what the back end sent.
+        let dir = TempDir::new(&format!("{tag}rx"));
+        let peer = Vhost::start(&dir.sock(), "txonly", 1, false, &format!("vu-{tag}rx"));
+        let sock = dir.sock();
+        let o = opt.to_string();
+        let ours = std::thread::spawn(move || {
+            testpmd(&["--port", &spec(&sock, &o), "--fwd", "rxonly", "--cores", &core(), "--duration", "3"], "")
+        });
+        peer.wait_output("link state change event");
+        std::thread::sleep(Duration::from_millis(700));
+        let (_, ptx, _, text) = peer.finish();
+        let v = json(&ours.join().unwrap());
+        let p = &v["ports"][0];
+        assert!(ptx > 0, "{opt}: {text}");
+        assert_eq!(
+            u(p, "rx_packets"),
+            ptx,
+            "{opt}: we received exactly what the back end sent; theirs {text}; ours {v}"
+        );
+        assert_eq!(u(p, "rx_errors") + u(p, "rx_nombuf"), 0, "{opt}: {v}");
+        assert_eq!(u(&v, "mbufs_leaked"), 0, "{opt}: {v}");
+    }
+}
+
 #[test]
 fn conformance_passes_on_a_virtio_user_port() {
     if skip("needs root for dpdk-testpmd's EAL") {
@@ -635,11 +739,13 @@ fn fake_backend(sock: &Path, features: u64) -> std::thread::JoinHandle<()> {
 fn features_the_back_end_lacks_are_clear_errors() {
     use pmd::drivers::virtio_user::features as f;
     let dir = TempDir::new("feat");
-    let cases: [(u64, &str, &[&str]); 4] = [
+    let cases: [(u64, &str, &[&str]); 5] = [
         (f::MRG_RXBUF | f::CSUM, "", &["VIRTIO_F_VERSION_1", "virtio 1.0"]),
-        (f::VERSION_1, "", &["VIRTIO_NET_F_MRG_RXBUF", "mrg_rxbuf=0"]),
+        (f::VERSION_1, "?in_order=0", &["VIRTIO_NET_F_MRG_RXBUF", "mrg_rxbuf=0"]),
         (f::VERSION_1, "?mrg_rxbuf=0&queues=2", &["queues=2", "VIRTIO_NET_F_MQ"]),
         (f::VERSION_1 | f::MRG_RXBUF, "?queues=4", &["queues=4", "VIRTIO_NET_F_MQ"]),
+        // in_order=1 is the default: a back end without it names the way out.
+        (f::VERSION_1 | f::MRG_RXBUF, "", &["VIRTIO_F_IN_ORDER", "in_order=0"]),
     ];
     for (i, (feat, opts, needles)) in cases.iter().enumerate() {
         let sock = dir.0.join(format!("fake{i}.sock"));
@@ -653,7 +759,7 @@ fn features_the_back_end_lacks_are_clear_errors() {
     // Offloads the back end does not offer cannot be configured: the error
     // names the field.
     let sock = dir.0.join("fake-ok.sock");
-    let h = fake_backend(&sock, f::VERSION_1 | f::MRG_RXBUF);
+    let h = fake_backend(&sock, f::VERSION_1 | f::MRG_RXBUF | f::IN_ORDER);
     let mut p = pmd::open(&spec(&sock, "")).unwrap();
     assert!(p.info().tx_offloads.is_empty() && p.info().rx_offloads.is_empty());
     let mut c = PortConfig::new(1, 1, 256, 256, shared_pool(64));
