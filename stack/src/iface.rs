@@ -223,6 +223,18 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     /// read once per [`poll`](Self::poll).
     pub fn new(cfg: StackConfig, rxq: R, txq: T, pool: Mempool, clock: Arc<dyn Clock>) -> Result<Self, StackError> {
         cfg.validate()?;
+        if cfg.tcp_rx_mbufs > pool.count() / 2 {
+            return Err(StackError::config(
+                "tcp.rx_mbufs",
+                format!(
+                    "{} would let received data take more than half of pool {} ({} buffers), \
+                     which the port and the senders need",
+                    cfg.tcp_rx_mbufs,
+                    pool.name(),
+                    pool.count()
+                ),
+            ));
+        }
         let now = clock.now_ns();
         let tick = u64::try_from(cfg.timer_tick.as_nanos()).unwrap_or(u64::MAX);
         let mode =

@@ -34,7 +34,11 @@
 //!   it are reset and counted); each listener's backlogs bound its queues.
 //! * **Copies**: the byte-stream API ([`Stack::tcp_send`], [`Stack::tcp_recv`])
 //!   copies between the application's slices and the connection's buffers;
-//!   segment payloads are written straight into the transmit buffer.
+//!   segment payloads are written straight into the transmit buffer. Received
+//!   payloads stay in the mbufs they arrived in until `tcp_recv` copies them
+//!   out (zero-copy receive, [`crate::tcp::recv`]); the stack's connections hold
+//!   at most `StackConfig::tcp_rx_mbufs` of them, beyond which payloads are
+//!   copied (`tcp_rx_mbuf_limit`), so unread data cannot exhaust the pool.
 //! * **Unreachable** is reported when the next hop of a connection in SYN-SENT
 //!   never answers address resolution; a RST to our SYN is `Refused`; running
 //!   out of SYN retransmissions is `TimedOut`.
@@ -193,6 +197,8 @@ pub(super) struct TcpTable {
     spare: Option<Mbuf>,
     /// Connections whose output found the pool empty, for the next pass.
     deferred: Vec<u32>,
+    /// Received mbufs the connections hold (bounded by `tcp_rx_mbufs`).
+    rx_mbufs: usize,
     next_ephemeral: u16,
     /// The configuration of the last active open, shared with the next one
     /// that asks for the same values (connections hold it by reference).
@@ -218,6 +224,7 @@ impl TcpTable {
             listeners_dirty: Vec::new(),
             spare: None,
             deferred: Vec::new(),
+            rx_mbufs: 0,
             next_ephemeral: 49152,
             connect_cfg: None,
         }
@@ -320,6 +327,7 @@ impl TcpTable {
         }
         self.free.push(i);
         self.live -= 1;
+        self.rx_mbufs -= e.conn.rx_mbufs();
         e.timer.map(|(id, _)| id)
     }
 
@@ -552,8 +560,11 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         if let Some(f) = e.failure {
             return Err(f);
         }
+        let held = e.conn.rx_mbufs();
         let n = e.conn.recv(buf)?;
         if n > 0 {
+            let freed = held - e.conn.rx_mbufs();
+            self.tcp.rx_mbufs -= freed;
             // Reading may reopen a closed window: let the output pass see.
             self.tcp.mark_dirty(h.index);
             return Ok(n);
@@ -636,6 +647,12 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         self.tcp.live
     }
 
+    /// Received mbufs the connections hold for zero-copy receive (at most
+    /// `StackConfig::tcp_rx_mbufs`).
+    pub fn tcp_rx_mbufs_held(&self) -> usize {
+        self.tcp.rx_mbufs
+    }
+
     /// Moves to `out` the tokens of listeners and connections whose readiness
     /// may have changed since the last call: new connections to accept, data
     /// or end of stream to read, send space, the handshake finishing, errors.
@@ -676,11 +693,26 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         };
         let flow = FlowId { local: SocketAddr::new(dst, repr.dst_port), remote: SocketAddr::new(src, repr.src_port) };
         let end = m.len();
-        let payload = &m.data()[end - repr.payload_len..end];
+        let start = end - repr.payload_len;
         let now = self.now;
         if let Some(&i) = self.tcp.flows.get(&flow) {
+            let keep = repr.payload_len > 0 && self.tcp.rx_mbufs < self.cfg.tcp_rx_mbufs;
+            if repr.payload_len > 0 && !keep {
+                self.stats.events.tcp_rx_mbuf_limit += 1;
+            }
             let e = self.tcp.entry_mut(i).expect("flows point at live entries");
-            e.conn.handle_segment(now, &repr, payload);
+            let held = e.conn.rx_mbufs();
+            if keep {
+                // The payload stays in this buffer until read (zero copy).
+                let mut m = m;
+                let _ = m.adj(start);
+                e.conn.handle_segment_mbuf(now, &repr, m);
+            } else {
+                e.conn.handle_segment(now, &repr, &m.data()[start..end]);
+            }
+            let now_held = e.conn.rx_mbufs();
+            self.tcp.rx_mbufs = self.tcp.rx_mbufs + now_held - held;
+            let e = self.tcp.entry_mut(i).expect("flows point at live entries");
             if drain_events(&mut e.conn) {
                 self.tcp.mark_ready(i);
             }
@@ -689,7 +721,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         }
         if let Some(li) = self.tcp.listener_for(flow.local) {
             let l = self.tcp.listeners[li as usize].entry.as_mut().expect("listen_addrs point at live listeners");
-            l.listener.handle_segment(now, flow, &repr, payload);
+            l.listener.handle_segment(now, flow, &repr, &m.data()[start..end]);
             self.tcp.mark_listener(li, false);
             self.tcp_pump_listener(li);
             return;
