@@ -1089,6 +1089,16 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
 
     /// Sends an IP packet (`m` holds it from the IP header on, with at least
     /// 14 bytes of headroom) to `next_hop`, resolving its MAC if needed.
+    /// The resolved MAC of a unicast next hop (`None` for broadcast,
+    /// multicast and unresolved ones, which [`output`](Self::output) handles).
+    fn neighbor_unicast(&self, next_hop: IpAddr) -> Option<MacAddr> {
+        match next_hop {
+            IpAddr::V4(a) if !self.is_broadcast_v4(&a) && !a.is_multicast() => self.arp.lookup(&a, self.now),
+            IpAddr::V6(a) if !a.is_multicast() => self.ndp.lookup(&a, self.now),
+            _ => None,
+        }
+    }
+
     fn output(&mut self, mut m: Mbuf, next_hop: IpAddr) {
         let (t, mac) = match next_hop {
             IpAddr::V4(a) => {

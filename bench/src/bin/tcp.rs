@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
 use stack::{
     CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
     TcpSocketError,
@@ -42,6 +42,7 @@ use stack::{
 type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
 const MSG: usize = 64;
 const MS: u64 = 1_000_000;
+const CSUM: TxOffloads = TxOffloads::IPV4_CKSUM.union(TxOffloads::TCP_CKSUM).union(TxOffloads::UDP_CKSUM);
 
 fn tcp_config() -> TcpConfig {
     TcpConfig {
@@ -143,6 +144,8 @@ struct Client {
     completed: u64,
     buf: Vec<u8>,
     chunk: Vec<u8>,
+    debug: bool,
+    polls: u64,
 }
 
 impl Lcore for Client {
@@ -176,6 +179,22 @@ impl Lcore for Client {
         match self.mode {
             Mode::Bulk => {
                 let _ = self.s.tcp_send(h, &self.chunk);
+                if self.debug {
+                    self.polls += 1;
+                    if self.polls == 2_000_000 {
+                        self.polls = 0;
+                        if let Ok(c) = self.s.tcp_connection(h) {
+                            eprintln!(
+                                "sbuf {} in flight {} snd_wnd {} cwnd {} tx backlog {}",
+                                (4usize << 20) - c.send_capacity(),
+                                c.bytes_in_flight(),
+                                c.send_window(),
+                                c.cwnd(),
+                                self.s.tx_backlog()
+                            );
+                        }
+                    }
+                }
             }
             Mode::Rtt | Mode::Conns => {
                 if !self.in_flight {
@@ -219,15 +238,26 @@ impl Lcore for Client {
 fn pair(tag: &str, max_conns: usize) -> (S, S, Mempool, Vec<Box<dyn pmd::Port>>) {
     let pool = Mempool::new(&MempoolConfig::new(format!("tcpb{tag}"), 65536, 2048, 128, 256)).unwrap();
     let (na, nb) = (format!("tcpa{tag}"), format!("tcpb{tag}"));
-    let mut pa = pmd::open(&format!("ring:{na}?peer={nb}")).unwrap();
-    let mut pb = pmd::open(&format!("ring:{nb}?peer={na}")).unwrap();
+    // Checksum offloads as the kernel's loopback has them (`csum=1`: TCP
+    // checksums are left partial and trusted, see pmd's ring driver).
+    let mut pa = pmd::open(&format!("ring:{na}?peer={nb}&csum=1")).unwrap();
+    let mut pb = pmd::open(&format!("ring:{nb}?peer={na}&csum=1")).unwrap();
     for p in [&mut pa, &mut pb] {
-        p.configure(&PortConfig::new(1, 1, 8192, 8192, pool.clone())).unwrap();
+        let mut conf = PortConfig::new(1, 1, 8192, 8192, pool.clone());
+        conf.tx_offloads = CSUM;
+        p.configure(&conf).unwrap();
         p.start().unwrap();
     }
     let clock = Arc::new(MonotonicClock);
+    let config = |mac, ip| {
+        let mut c = stack_config(mac, ip, 8192, max_conns);
+        c.tx_offloads = CSUM;
+        // A quarter of the pool may hold received data (zero-copy receive).
+        c.tcp_rx_mbufs = 16384;
+        c
+    };
     let sa = Stack::new(
-        stack_config(pa.info().mac, "198.18.0.1/24", 8192, max_conns),
+        config(pa.info().mac, "198.18.0.1/24"),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
         pool.clone(),
@@ -235,7 +265,7 @@ fn pair(tag: &str, max_conns: usize) -> (S, S, Mempool, Vec<Box<dyn pmd::Port>>)
     )
     .unwrap();
     let sb = Stack::new(
-        stack_config(pb.info().mac, "198.18.0.2/24", 8192, max_conns),
+        config(pb.info().mac, "198.18.0.2/24"),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),
         pool.clone(),
@@ -268,6 +298,8 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         completed: 0,
         buf: vec![0; 1 << 16],
         chunk: vec![0x5a; 1 << 16],
+        debug: std::env::var("TCP_BENCH_DEBUG").is_ok(),
+        polls: 0,
     };
     let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin).expect("server core");
     let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin).expect("client core");
@@ -295,6 +327,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
             "{mode:?} client drops {:?}",
             c[0].s.stats().drops.pairs().into_iter().filter(|p| p.1 > 0).collect::<Vec<_>>()
         );
+        eprintln!("{mode:?} server sunk {} bytes in all", s[0].sunk);
         eprintln!(
             "{mode:?} server drops {:?}",
             s[0].s.stats().drops.pairs().into_iter().filter(|p| p.1 > 0).collect::<Vec<_>>()

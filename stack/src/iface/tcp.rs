@@ -58,6 +58,8 @@ use crate::wire::{TcpPacket, TcpRepr};
 const TCP_MAX: usize = wire::tcp::MAX_HEADER_LEN;
 /// Readiness tokens of listeners have this bit set.
 const LISTENER_TOKEN: u64 = 1 << 63;
+/// Transmit buffers taken from the pool at once.
+const STASH: usize = 32;
 
 /// A TCP connection of one [`Stack`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,6 +197,9 @@ pub(super) struct TcpTable {
     listeners_dirty: Vec<u32>,
     /// A buffer `poll_transmit` did not use, kept for the next one.
     spare: Option<Mbuf>,
+    /// Buffers taken from the pool in one bulk call (at most [`STASH`]): one
+    /// pool operation per burst of segments instead of one per segment.
+    stash: Vec<Mbuf>,
     /// Connections whose output found the pool empty, for the next pass.
     deferred: Vec<u32>,
     /// Received mbufs the connections hold (bounded by `tcp_rx_mbufs`).
@@ -223,6 +228,7 @@ impl TcpTable {
             dirty: Vec::new(),
             listeners_dirty: Vec::new(),
             spare: None,
+            stash: Vec::new(),
             deferred: Vec::new(),
             rx_mbufs: 0,
             next_ephemeral: 49152,
@@ -783,7 +789,13 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     }
 
     /// `m` holds the payload; prepends TCP, IP and Ethernet headers and sends.
-    fn tcp_emit(&mut self, mut m: Mbuf, r: &TcpRepr, flow: &FlowId, next_hop: IpAddr) {
+    fn tcp_emit(&mut self, m: Mbuf, r: &TcpRepr, flow: &FlowId, next_hop: IpAddr) {
+        self.tcp_emit_to(m, r, flow, next_hop, None)
+    }
+
+    /// [`tcp_emit`](Self::tcp_emit) with the next hop's MAC when the caller
+    /// already resolved it (one neighbour lookup per connection and pass).
+    fn tcp_emit_to(&mut self, mut m: Mbuf, r: &TcpRepr, flow: &FlowId, next_hop: IpAddr, mac: Option<MacAddr>) {
         let ip = match (flow.local.ip(), flow.remote.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => IpPair::V4 { src: s, dst: d },
             (IpAddr::V6(s), IpAddr::V6(d)) => IpPair::V6 { src: s, dst: d },
@@ -812,7 +824,13 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         }
         self.tx_meta(&mut m, ip.is_v6(), if ip.is_v6() { V6 } else { V4 }, l4);
         self.stats.events.tcp_segments_sent += 1;
-        self.output(m, next_hop);
+        match mac {
+            Some(mac) => {
+                let t = if ip.is_v6() { EtherType::Ipv6 } else { EtherType::Ipv4 };
+                self.eth_and_send(m, t, mac)
+            }
+            None => self.output(m, next_hop),
+        }
     }
 
     // ------------------------------------------------------------ output and timers
@@ -822,7 +840,14 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         if let Some(m) = self.tcp.spare.take() {
             return Some(m);
         }
-        let mut m = self.alloc()?;
+        if self.tcp.stash.is_empty() {
+            // All or nothing; with fewer left, one at a time (and counted).
+            let _ = self.pool.alloc_bulk(&mut self.tcp.stash, STASH);
+        }
+        let mut m = match self.tcp.stash.pop() {
+            Some(m) => m,
+            None => self.alloc()?,
+        };
         if m.headroom() < ETH + V6 + TCP_MAX {
             // A pool without room for the headers cannot carry TCP.
             self.stats.drops.no_buffers += 1;
@@ -903,6 +928,9 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             None => return true,
         }
         let mut complete = true;
+        // Resolved once for the pass (unicast next hops only; anything else
+        // goes through `output`).
+        let mut mac = None;
         loop {
             let Some(mut m) = self.tcp_buffer() else {
                 complete = false;
@@ -918,7 +946,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             };
             m.trim(cap - t.repr.payload_len);
             let (flow, nh) = (e.flow, e.next_hop);
-            self.tcp_emit(m, &t.repr, &flow, nh);
+            if mac.is_none() {
+                mac = self.neighbor_unicast(nh);
+            }
+            self.tcp_emit_to(m, &t.repr, &flow, nh, mac);
         }
         let generation = self.tcp.conns[i as usize].generation;
         let e = self.tcp.entry_mut(i).expect("checked");

@@ -542,6 +542,16 @@ impl Connection {
         self.cwnd
     }
 
+    /// Bytes sent and not yet acknowledged (SND.MAX - SND.UNA).
+    pub fn bytes_in_flight(&self) -> u32 {
+        (self.snd_max - self.snd_una).max(0) as u32
+    }
+
+    /// The peer's receive window (SND.WND), in bytes.
+    pub fn send_window(&self) -> u32 {
+        self.snd_wnd
+    }
+
     /// Smoothed RTT in nanoseconds, once measured.
     pub fn srtt_ns(&self) -> Option<u64> {
         self.rtt.srtt()
