@@ -690,7 +690,15 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        let zero_window_probe = self.snd_wnd == 0 && self.snd_una == self.snd_max && self.has_unsent();
+        // A zero window is probed until it opens (RFC 9293 3.8.6.1), also when
+        // the probe itself was lost: its byte is then all that is in flight,
+        // and resending it is the next probe (without this, a lost probe and a
+        // lost window update stalled the connection until it timed out).
+        let probe_in_flight = matches!(self.state, State::Established | State::CloseWait)
+            && self.snd_max - self.snd_una == 1
+            && self.fin_seq.is_none();
+        let zero_window_probe =
+            self.snd_wnd == 0 && ((self.snd_una == self.snd_max && self.has_unsent()) || probe_in_flight);
         let limit = match self.state {
             State::SynSent | State::SynReceived => self.cfg.syn_retries,
             _ => self.cfg.max_retransmits,
