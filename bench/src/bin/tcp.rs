@@ -27,7 +27,7 @@
 //! `tcp_tw_reuse`), delayed ACK 40 ms and Nagle off on both (TCP_NODELAY on the
 //! kernel's sockets). Environment: `BENCH_ROUNDS` (default 3), `BENCH_SECS`
 //! (default 5), `BENCH_IDLE_CONNS` (default 20000), `TCP_BENCH_BUFFER` (our
-//! send and receive buffers, default 4 MiB), `TCP_BENCH_ONLY=bulk|rtt|conns`
+//! send and receive buffers, default 4 MiB), `TCP_BENCH_ONLY=bulk|rtt|conns|idle`
 //! (run only our side of one case, for a profiler).
 
 use std::collections::HashMap;
@@ -605,8 +605,13 @@ fn main() {
         cores.0,
         cores.1
     );
-    // `TCP_BENCH_ONLY=bulk|rtt|conns` runs only our side of one case (for a profiler).
+    // `TCP_BENCH_ONLY=bulk|rtt|conns` runs only our side of one case (for a
+    // profiler); `idle` only our idle-connection memory.
     if let Ok(only) = std::env::var("TCP_BENCH_ONLY") {
+        if only == "idle" {
+            println!("idle_conn_bytes: {:.0}", ours_idle(idle_n));
+            return;
+        }
         let mode = match only.as_str() {
             "bulk" => Mode::Bulk,
             "rtt" => Mode::Rtt,
@@ -616,6 +621,9 @@ fn main() {
         println!("{only}: per-second {rates:?}");
         return;
     }
+    // Idle memory first: RSS growth is only connection memory while the
+    // allocator has no memory freed by earlier cases to hand out again.
+    let oi = ours_idle(idle_n);
     // RTT
     let (mut o_rtt, mut k_rtt) = (Vec::new(), Vec::new());
     for r in 0..rounds {
@@ -644,8 +652,7 @@ fn main() {
         rows.push(Row::new(case, metric, "higher", os.p50 / unit, "kernel-loopback", ks.p50 / unit));
         md += &format!("| {case} ({metric}) | {} | {} | {:.3} |\n", fmt(&os, unit), fmt(&ks, unit), os.p50 / ks.p50);
     }
-    // Idle memory
-    let oi = ours_idle(idle_n);
+    // Idle memory (ours was measured first).
     // Both ends of each kernel connection are file descriptors of this process.
     let ki = kernel_idle((idle_n / 2).min(5000));
     match ki {

@@ -285,7 +285,7 @@ pub struct Connection {
     ooo: BTreeMap<u32, Segment>,
     ooo_bytes: usize,
     /// Of them, kept in their mbufs.
-    ooo_mbufs: usize,
+    ooo_mbufs: u32,
     /// Sequence number of the peer's FIN when it arrived ahead of data.
     peer_fin: Option<SeqNumber>,
     peer_fin_seen: bool,
@@ -574,7 +574,7 @@ impl Connection {
 
     /// Received mbufs this connection holds (in order and out of order).
     pub fn rx_mbufs(&self) -> usize {
-        self.rq.mbufs() + self.ooo_mbufs
+        self.rq.mbufs() + self.ooo_mbufs as usize
     }
 
     /// Memory holding in-order received data (whole buffers for kept mbufs).
@@ -1614,7 +1614,7 @@ impl Connection {
                 }
                 let (_, v) = self.ooo.pop_first().expect("first exists");
                 self.ooo_bytes -= v.len();
-                self.ooo_mbufs -= v.is_mbuf() as usize;
+                self.ooo_mbufs -= u32::from(v.is_mbuf());
                 let skip = (self.rcv_nxt - k_seq) as usize;
                 if skip < v.len() {
                     self.rcv_nxt = self.rcv_nxt + (v.len() - skip) as u32;
@@ -1628,7 +1628,7 @@ impl Connection {
             if !self.ooo.contains_key(&start.0) {
                 let s = Segment::from_payload(payload, skip, end);
                 self.ooo_bytes += s.len();
-                self.ooo_mbufs += s.is_mbuf() as usize;
+                self.ooo_mbufs += u32::from(s.is_mbuf());
                 self.ooo.insert(start.0, s);
             }
         }

@@ -116,15 +116,15 @@ enum Chunk {
 pub struct RecvQueue {
     chunks: VecDeque<Chunk>,
     copied: VecDeque<u8>,
-    len: usize,
-    mbufs: usize,
-    mbuf_memory: usize,
+    /// Bytes to read (at most `recv_buffer`, which is below 2 GiB).
+    len: u32,
+    mbufs: u32,
 }
 
 impl RecvQueue {
     /// Bytes waiting to be read.
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Whether nothing waits to be read.
@@ -134,13 +134,21 @@ impl RecvQueue {
 
     /// Mbufs held.
     pub fn mbufs(&self) -> usize {
-        self.mbufs
+        self.mbufs as usize
     }
 
     /// Memory holding the data: whole buffers (and their headers) for kept
     /// mbufs, the byte ring's allocation for copied data.
     pub fn memory(&self) -> usize {
-        self.mbuf_memory + self.copied.capacity()
+        let bufs: usize = self
+            .chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Mbuf(m) => m.capacity() + MBUF_HEADER,
+                Chunk::Copied(_) => 0,
+            })
+            .sum();
+        bufs + self.copied.capacity()
     }
 
     /// Appends `p.bytes()[skip..end]`, keeping the buffer when worth it.
@@ -180,15 +188,14 @@ impl RecvQueue {
     }
 
     fn push_mbuf(&mut self, m: Mbuf) {
-        self.len += m.len();
+        self.len += m.len() as u32;
         self.mbufs += 1;
-        self.mbuf_memory += m.capacity() + MBUF_HEADER;
         self.chunks.push_back(Chunk::Mbuf(m));
     }
 
     fn push_bytes(&mut self, b: &[u8]) {
         self.copied.extend(b);
-        self.len += b.len();
+        self.len += b.len() as u32;
         match self.chunks.back_mut() {
             Some(Chunk::Copied(n)) => *n += b.len(),
             _ => self.chunks.push_back(Chunk::Copied(b.len())),
@@ -208,7 +215,6 @@ impl RecvQueue {
                     done += n;
                     if n == m.len() {
                         self.mbufs -= 1;
-                        self.mbuf_memory -= m.capacity() + MBUF_HEADER;
                         self.chunks.pop_front();
                     } else {
                         let ok = m.adj(n);
@@ -230,7 +236,7 @@ impl RecvQueue {
                 }
             }
         }
-        self.len -= done;
+        self.len -= done as u32;
         done
     }
 }
