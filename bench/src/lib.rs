@@ -216,5 +216,7 @@ pub fn stack_config(mac: pmd::MacAddr, v4: &str, tx_backlog: usize, max_conns: u
         tx_backlog,
         tx_offloads: pmd::TxOffloads::empty(),
         tcp_max_connections: max_conns,
+        // A quarter of the smallest benchmark pool (16384 buffers).
+        tcp_rx_mbufs: 4096,
     }
 }

@@ -4,6 +4,11 @@
 //! wraps the port's queues. Per frame, in order:
 //! 1. **loss**: dropped with probability `loss`;
 //! 2. **corrupt**: one random bit of the frame flipped with probability `corrupt`;
+//!    the flip happens on the wire, where checksums are complete: a frame whose
+//!    checksums an offload left undone (a transmit request, a received
+//!    `L4_CKSUM_PARTIAL`) has them finished first, and its receive verdicts
+//!    (`*_CKSUM_GOOD`, `L4_CKSUM_PARTIAL`) are cleared, so the receiver verifies it
+//!    and catches the corruption as a NIC would flag it ([`crate::cksum`]);
 //! 3. **dup**: a copy (from the frame's own pool) follows it with probability `dup`;
 //! 4. **delay / rate**: released `delay_us` later, and no faster than `rate_mbps`
 //!    / `rate_pps` (a shaper, as netem's `rate`); at most `limit` frames wait,
@@ -204,6 +209,9 @@ pub struct Impairer {
     next_free_ns: u64,
     /// Frames waiting outside the engine that count against `limit`.
     backlog: usize,
+    /// Impairs frames being sent (else received): which offload state a
+    /// corrupted frame's checksums are finished from.
+    tx: bool,
     counters: Arc<ImpairCounters>,
 }
 
@@ -217,6 +225,7 @@ fn mix(seed: u64, salt: u64) -> u64 {
 
 impl Impairer {
     /// An engine for one queue; `salt` distinguishes queues and directions.
+    /// It impairs frames being sent; see [`Impairer::receiving`].
     pub fn new(cfg: ImpairConfig, salt: u64, clock: Arc<dyn Clock>) -> Self {
         Impairer {
             rng: Xoshiro256PlusPlus::seed_from_u64(mix(cfg.seed, salt)),
@@ -227,8 +236,16 @@ impl Impairer {
             held_in_earlier_call: false,
             next_free_ns: 0,
             backlog: 0,
+            tx: true,
             counters: Arc::default(),
         }
+    }
+
+    /// Makes this engine impair received frames: a corrupted frame's partial
+    /// checksum is finished from its receive verdict, not its transmit requests.
+    pub fn receiving(mut self) -> Self {
+        self.tx = false;
+        self
     }
 
     /// This engine's counters.
@@ -283,6 +300,12 @@ impl Impairer {
                 continue;
             }
             if self.chance(self.cfg.corrupt) {
+                if self.tx {
+                    crate::cksum::finish_tx(&mut m);
+                    crate::cksum::unmark(&mut m);
+                } else {
+                    crate::cksum::finish_rx_and_unmark(&mut m);
+                }
                 let bits = m.len() as u64 * 8;
                 let bit = self.rng.next_u64() % bits.max(1);
                 if let Some(b) = m.data_mut().get_mut((bit / 8) as usize) {
@@ -449,7 +472,7 @@ impl Port for ImpairPort {
         if self.cfg.dir == Direction::Tx {
             return Ok(inner);
         }
-        let mut imp = Impairer::new(self.cfg.clone(), (q as u64) << 1, self.clock.clone());
+        let mut imp = Impairer::new(self.cfg.clone(), (q as u64) << 1, self.clock.clone()).receiving();
         imp.counters = self.rx[q as usize].clone();
         Ok(Box::new(ImpairRx { inner, imp, scratch: Vec::new() }))
     }

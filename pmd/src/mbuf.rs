@@ -943,6 +943,14 @@ impl Mbuf {
         TxFlags::from_ol(self.hdr().ol_flags)
     }
 
+    /// Replaces the transmit offload requests, keeping everything else (the
+    /// header lengths stay as [`set_meta`](Self::set_meta) wrote them).
+    #[inline]
+    pub fn set_tx_flags(&mut self, f: TxFlags) {
+        let h = self.hdr_mut();
+        h.ol_flags = (h.ol_flags & !ol::TX_OURS) | f.to_ol();
+    }
+
     /// The RSS hash, if the receiving port reported one.
     #[inline]
     pub fn rss_hash(&self) -> Option<u32> {

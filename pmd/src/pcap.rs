@@ -13,6 +13,11 @@
 //! the vector for the caller to retry) are remembered by buffer address so a retry
 //! does not write them twice. The capture sits next to the driver, inside the
 //! impairment decorator, so it shows the wire, not what the application asked for.
+//! Checksums are written as the wire carries them: a sent frame whose checksums
+//! are left to the device (`TxFlags::*_CKSUM`) and a received one whose L4
+//! checksum is partial (`RxFlags::L4_CKSUM_PARTIAL`, e.g. `ring:..?csum=1`) are
+//! written from a copy with them finished ([`crate::cksum`]), so `tshark -r` with
+//! checksum validation sees valid frames; the frames themselves are untouched.
 //! Writing goes through a buffered file behind a mutex taken once per burst; this is
 //! a debugging tool, not a data-path feature. The buffer is flushed when the last
 //! handle (port or queue) of the capture is dropped.
@@ -99,16 +104,31 @@ impl PcapSink {
         })
     }
 
-    /// Writes a burst of frames (one timestamp for the burst).
-    pub fn write(&self, frames: &[Mbuf]) {
+    /// Writes a burst of frames (one timestamp for the burst), `sent` by the
+    /// port (else received by it), with the checksums an offload left undone
+    /// finished in the copy written.
+    pub fn write(&self, frames: &[Mbuf], sent: bool) {
         if frames.is_empty() {
             return;
         }
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let g = &mut *g;
+        let mut finished = Vec::new();
         for m in frames {
-            let d = m.data();
+            let mut d = m.data();
+            let tx_flags = m.meta().tx_flags;
+            let partial = m.meta().rx_flags.contains(crate::RxFlags::L4_CKSUM_PARTIAL);
+            if (sent && crate::cksum::tx_pending(m)) || (!sent && partial) {
+                finished.clear();
+                finished.extend_from_slice(d);
+                if sent {
+                    crate::cksum::finish_tx_in(&mut finished, tx_flags);
+                } else {
+                    crate::cksum::finish_partial(&mut finished);
+                }
+                d = &finished;
+            }
             let cap = d.len().min(SNAPLEN as usize);
             let rec = RECORD_HEADER_LEN + cap as u64;
             if g.full || g.c.file_bytes + rec > g.limit || g.writer.is_none() {
@@ -193,7 +213,7 @@ impl RxQueue for PcapRx {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         let start = out.len();
         let n = self.inner.rx_burst(out, max);
-        self.sink.write(&out[start..]);
+        self.sink.write(&out[start..], false);
         n
     }
 }
@@ -209,7 +229,7 @@ pub struct PcapTx {
 impl TxQueue for PcapTx {
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         let skip = pkts.iter().zip(&self.refused).take_while(|(m, &a)| m.data_ptr() as usize == a).count();
-        self.sink.write(&pkts[skip..]);
+        self.sink.write(&pkts[skip..], true);
         let n = self.inner.tx_burst(pkts);
         self.refused.clear();
         self.refused.extend(pkts.iter().map(|m| m.data_ptr() as usize));

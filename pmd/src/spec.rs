@@ -135,7 +135,12 @@ fn open_ring(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         });
     }
     let mac = spec.mac(&format!("ring:{}", spec.target))?;
-    Ok(Box::new(RingPort::open(&spec.target, spec.get("peer"), mac, checks_opt(spec)?)?))
+    let csum = match spec.get("csum") {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(v) => return Err(spec.bad_value("csum", v, "0 or 1")),
+    };
+    Ok(Box::new(RingPort::open_with(&spec.target, spec.get("peer"), mac, csum, checks_opt(spec)?)?))
 }
 
 fn open_null(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
@@ -246,7 +251,7 @@ fn open_dpdk(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
 static DRIVERS: &[DriverInfo] = &[
     DriverInfo {
         scheme: "ring",
-        usage: "ring:NAME[?peer=OTHER] — in-memory wire; alone it loops back to itself",
+        usage: "ring:NAME[?peer=OTHER&csum=1&checks=none] — in-memory wire; alone it loops back to itself",
         options: &[
             ("peer", "name of the ring port at the other end (default: itself)"),
             ("mac", "MAC address"),
@@ -254,6 +259,11 @@ static DRIVERS: &[DriverInfo] = &[
                 "checks",
                 "full (default): MTU enforced, exact byte counters; none: like DPDK's net_ring, neither \
                  (frames move as handles only, bytes read 0)",
+            ),
+            (
+                "csum",
+                "1 offers IPv4/TCP/UDP checksum offloads as Linux loopback does: requested L4 checksums \
+                 arrive partial (L4_CKSUM_PARTIAL), IPv4 ones computed (default 0)",
             ),
         ],
         shared_pool: false,

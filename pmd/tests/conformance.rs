@@ -31,6 +31,10 @@ fn ring_loopback_and_pair_pass() {
     let v = verdicts("ring:conf_a?peer=conf_b", Some("ring:conf_b?peer=conf_a"));
     assert_no_fail(&v);
     assert_eq!(unsupported(&v), ["checksum_offload", "multi_queue"]);
+    // With csum=1 the checksum offloads pass: IPv4 computed, UDP left partial.
+    let v = verdicts("ring:conf_c?peer=conf_d&csum=1", Some("ring:conf_d?peer=conf_c&csum=1"));
+    assert_no_fail(&v);
+    assert_eq!(unsupported(&v), ["multi_queue"]);
 }
 
 #[test]

@@ -272,3 +272,35 @@ fn checks_none_moves_frames_like_net_ring_and_interoperates_with_full() {
     drop((arx, atx, brx, btx, a, b));
     assert_eq!(pool.available(), 256);
 }
+
+#[test]
+fn checks_none_still_does_the_checksum_offloads_it_offers() {
+    let pool = common::pool("ring_none_csum", 64);
+    let mut p = pmd::open("ring:none_csum?csum=1&checks=none").unwrap();
+    let mut conf = pmd::PortConfig::new(1, 1, 64, 64, pool.clone());
+    conf.tx_offloads = pmd::TxOffloads::IPV4_CKSUM;
+    p.configure(&conf).unwrap();
+    p.set_promiscuous(true).unwrap();
+    p.start().unwrap();
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut m = pool.alloc().unwrap();
+    let d = m.append(60).unwrap();
+    d.fill(0);
+    d[12..14].copy_from_slice(&[0x08, 0x00]);
+    d[14] = 0x45;
+    m.set_meta(pmd::MbufMeta {
+        tx_flags: pmd::TxFlags::IPV4 | pmd::TxFlags::IP_CKSUM,
+        l2_len: 14,
+        l3_len: 20,
+        ..Default::default()
+    });
+    assert_eq!(tx.tx_burst(&mut vec![m]), 1);
+    let mut got = Vec::new();
+    rx.rx_burst(&mut got, 8);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].rx_flags().contains(pmd::RxFlags::IP_CKSUM_GOOD));
+    assert_ne!(&got[0].data()[24..26], &[0, 0], "the IPv4 header checksum was filled in");
+    drop(got);
+    drop((rx, tx, p));
+    assert_eq!(pool.available(), 64);
+}

@@ -88,6 +88,14 @@ pub struct StackConfig {
     /// in the background, waiting to be accepted); beyond it active opens fail
     /// and completed handshakes are reset, both counted.
     pub tcp_max_connections: usize,
+    /// Received TCP payload buffers (mbufs) the stack's connections may hold
+    /// at once for zero-copy receive: at most this many are kept until the
+    /// application reads them; beyond it, payloads are copied into the
+    /// connections' heap buffers and their mbufs freed at once, so data an
+    /// application does not read can never exhaust the pool the port and the
+    /// senders need. At most half the pool (checked by `Stack::new`); 0 copies
+    /// every payload. See `stack::tcp::recv` for what is kept.
+    pub tcp_rx_mbufs: usize,
 }
 
 const KEYS: &[&str] = &[
@@ -113,6 +121,7 @@ const KEYS: &[&str] = &[
     "tx_backlog",
     "tx_checksum_offload",
     "tcp.max_connections",
+    "tcp.rx_mbufs",
 ];
 
 impl StackConfig {
@@ -264,6 +273,7 @@ impl StackConfig {
             burst: num("burst", get("burst")?)?,
             tx_backlog: num("tx_backlog", get("tx_backlog")?)?,
             tcp_max_connections: num("tcp.max_connections", get("tcp.max_connections")?)?,
+            tcp_rx_mbufs: num("tcp.rx_mbufs", get("tcp.rx_mbufs")?)?,
             tx_offloads: {
                 let mut o = TxOffloads::empty();
                 for s in list("tx_checksum_offload")? {
@@ -306,7 +316,7 @@ impl StackConfig {
              reassembly.max_bytes = {}\nreassembly.max_datagrams = {}\nreassembly.timeout_ms = {}\n\
              icmp.error_rate_per_sec = {}\nicmp.error_burst = {}\n\
              timer.tick_us = {}\nburst = {}\ntx_backlog = {}\ntx_checksum_offload = {}\n\
-             tcp.max_connections = {}\n",
+             tcp.max_connections = {}\ntcp.rx_mbufs = {}\n",
             self.mac,
             self.mtu,
             join(self.ipv4.iter().map(|c| c.to_string()).collect()),
@@ -329,6 +339,7 @@ impl StackConfig {
             self.tx_backlog,
             join(off),
             self.tcp_max_connections,
+            self.tcp_rx_mbufs,
         )
     }
 }
@@ -377,6 +388,7 @@ mod tests {
             tx_backlog: 1024,
             tx_offloads: TxOffloads::UDP_CKSUM,
             tcp_max_connections: 1024,
+            tcp_rx_mbufs: 512,
         }
     }
 

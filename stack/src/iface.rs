@@ -223,6 +223,18 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     /// read once per [`poll`](Self::poll).
     pub fn new(cfg: StackConfig, rxq: R, txq: T, pool: Mempool, clock: Arc<dyn Clock>) -> Result<Self, StackError> {
         cfg.validate()?;
+        if cfg.tcp_rx_mbufs > pool.count() / 2 {
+            return Err(StackError::config(
+                "tcp.rx_mbufs",
+                format!(
+                    "{} would let received data take more than half of pool {} ({} buffers), \
+                     which the port and the senders need",
+                    cfg.tcp_rx_mbufs,
+                    pool.name(),
+                    pool.count()
+                ),
+            ));
+        }
         let now = clock.now_ns();
         let tick = u64::try_from(cfg.timer_tick.as_nanos()).unwrap_or(u64::MAX);
         let mode =
@@ -1077,6 +1089,16 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
 
     /// Sends an IP packet (`m` holds it from the IP header on, with at least
     /// 14 bytes of headroom) to `next_hop`, resolving its MAC if needed.
+    /// The resolved MAC of a unicast next hop (`None` for broadcast,
+    /// multicast and unresolved ones, which [`output`](Self::output) handles).
+    fn neighbor_unicast(&self, next_hop: IpAddr) -> Option<MacAddr> {
+        match next_hop {
+            IpAddr::V4(a) if !self.is_broadcast_v4(&a) && !a.is_multicast() => self.arp.lookup(&a, self.now),
+            IpAddr::V6(a) if !a.is_multicast() => self.ndp.lookup(&a, self.now),
+            _ => None,
+        }
+    }
+
     fn output(&mut self, mut m: Mbuf, next_hop: IpAddr) {
         let (t, mac) = match next_hop {
             IpAddr::V4(a) => {

@@ -146,6 +146,9 @@ counters!(
         tcp_connects,
         /// TCP connections accepted by the application.
         tcp_accepted,
+        /// TCP payloads copied rather than kept in their mbufs because the
+        /// stack held `tcp_rx_mbufs` received buffers already.
+        tcp_rx_mbuf_limit,
         /// Bytes copied because the API asked for a copy (send from a slice,
         /// reassembly, ICMP error quotes): the zero-copy paths do not count here.
         bytes_copied,

@@ -117,6 +117,7 @@ fn config(mac: pmd::MacAddr, o4: Ipv4Addr, o6: Ipv6Addr) -> StackConfig {
         tx_backlog: 1024,
         tx_offloads: TxOffloads::empty(),
         tcp_max_connections: 4096,
+        tcp_rx_mbufs: 512,
     }
 }
 

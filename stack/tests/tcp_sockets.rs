@@ -162,6 +162,113 @@ fn echo_over_lossy_duplicating_reordering_corrupting_wire() {
     p.finish();
 }
 
+#[test]
+fn checksum_offload_wire_still_catches_every_corruption() {
+    // ring csum=1: TCP checksums travel partial and are trusted, as on Linux
+    // loopback; the impairment finishes them before flipping a bit and clears
+    // the verdicts, so the receiving stack verifies and drops what it flipped.
+    let imp = "&loss=0.05&reorder=0.05&corrupt=0.02&delay_us=300";
+    let mut p = Pair::csum("tcpcsum", &format!("{imp}&seed=21"), &format!("{imp}&seed=22"));
+    let data = pattern(200_000, 4);
+    let back = echo_transfer(&mut p, IpAddr::V4(b4()), &data, Duration::from_secs(300));
+    assert_eq!(back, data);
+    let bad = p.a.stats().malformed_count(stack::wire::Error::BadChecksum)
+        + p.b.stats().malformed_count(stack::wire::Error::BadChecksum);
+    assert!(bad > 0, "corrupted frames were caught by checksums");
+    p.finish();
+}
+
+#[test]
+fn checksum_offload_wire_carries_data_without_software_checksums() {
+    let mut p = Pair::csum("tcpcsum0", "", "");
+    let data = pattern(300_000, 5);
+    let back = echo_transfer(&mut p, IpAddr::V4(b4()), &data, Duration::from_secs(30));
+    assert_eq!(back, data);
+    assert_eq!(p.a.stats().malformed_total() + p.b.stats().malformed_total(), 0);
+    p.finish();
+}
+
+/// Sends `data` from `a` to a server on `b` that reads nothing until told to.
+fn unread_stream(p: &mut Pair, port: u16, data: &[u8]) -> (TcpHandle, TcpHandle) {
+    let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
+    let mut cfg = tcp_cfg();
+    cfg.recv_buffer = 2 << 20;
+    cfg.send_buffer = 2 << 20;
+    let l = p.b.tcp_listen(ListenConfig::new(addr, 4, 4, 5 * SEC, SynCookies::WhenFull, cfg.clone())).unwrap();
+    let c = p.a.tcp_connect(SocketAddr::new(IpAddr::V4(b4()), port), cfg).unwrap();
+    let mut sent = 0;
+    let mut server = None;
+    let end = p.clock.now_ns() + 60 * SEC;
+    while p.clock.now_ns() < end && (sent < data.len() || server.is_none()) {
+        p.run(Duration::from_millis(1));
+        if sent < data.len() {
+            sent += p.a.tcp_send(c, &data[sent..]).unwrap_or(0);
+        }
+        if server.is_none() {
+            server = p.b.tcp_accept(l).ok();
+        }
+    }
+    let s = server.expect("accepted");
+    // Let everything that fits the window arrive.
+    let end = p.clock.now_ns() + 60 * SEC;
+    while p.clock.now_ns() < end && p.b.tcp_recv_available(s).unwrap() < data.len() {
+        p.run(Duration::from_millis(1));
+    }
+    (c, s)
+}
+
+#[test]
+fn unread_received_data_cannot_exhaust_the_pool() {
+    // Each receiver's window (2 MiB) is more than half the pool (4096 buffers
+    // of 2 KiB): kept as mbufs, three unread streams would take every buffer
+    // and nothing could be sent or received any more. tcp_rx_mbufs caps what
+    // is kept; beyond it payloads are copied and their buffers freed.
+    let cap = POOL / 4;
+    let mut p = Pair::with("tcpheld", "", "", |_| {}, |b| b.tcp_rx_mbufs = cap);
+    let streams: Vec<Vec<u8>> = (0..3).map(|i| pattern(1_800_000, 40 + i)).collect();
+    let mut ends = Vec::new();
+    for (i, d) in streams.iter().enumerate() {
+        ends.push(unread_stream(&mut p, 9000 + i as u16, d));
+        assert!(p.b.tcp_rx_mbufs_held() <= cap, "held {} > {cap}", p.b.tcp_rx_mbufs_held());
+    }
+    assert_eq!(p.b.tcp_rx_mbufs_held(), cap, "the cap was reached");
+    assert!(p.b.stats().events.tcp_rx_mbuf_limit > 0, "payloads beyond the cap were copied");
+    assert!(p.pool.available() >= POOL - cap - 64, "the pool still serves the port");
+    // The port still carries new connections and data while all that waits.
+    let mut streams = streams;
+    streams.push(pattern(300_000, 9));
+    ends.push(unread_stream(&mut p, 9100, &streams[3]));
+    // Reading gives every byte, in order, and releases every buffer.
+    let mut buf = vec![0u8; 100_000];
+    for ((c, s), d) in ends.into_iter().zip(&streams) {
+        let mut got = Vec::new();
+        while let Ok(n) = p.b.tcp_recv(s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(&got, d);
+        p.a.tcp_close(c);
+        p.b.tcp_close(s);
+    }
+    assert_eq!(p.b.tcp_rx_mbufs_held(), 0);
+    p.run(Duration::from_secs(3));
+    p.finish();
+}
+
+#[test]
+fn rx_mbufs_over_half_the_pool_is_refused_naming_the_field() {
+    let pool = pool("tcpheldcfg");
+    let clock = pmd::VirtualClock::new();
+    let mut e = open("ring:tcpheldcfg", &pool, &clock);
+    let mut cfg = config(e.port.info().mac, &[A4], &[]);
+    cfg.tcp_rx_mbufs = POOL / 2 + 1;
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
+    let err = stack::Stack::new(cfg, e.rx.take().unwrap(), e.tx.take().unwrap(), pool.clone(), clock).err().unwrap();
+    assert!(err.to_string().contains("tcp.rx_mbufs"), "{err}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
     #[test]

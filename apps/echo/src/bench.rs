@@ -140,7 +140,7 @@ fn side(rt_s: Rt, rt_c: Rt, listen: SocketAddr, target: SocketAddr, a: &Arc<Benc
 }
 
 fn user_rt(spec: &str, ip: &str, core: usize, a: &BenchArgs) -> Result<Rt, Fail> {
-    let mut cfg = opts::stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), 1500, a.max_connections);
+    let mut cfg = opts::stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), 1500, a.max_connections, a.mbufs / 4);
     cfg.ipv4.push(ip.parse().expect("bench address"));
     let rt = flow::Runtime::user(spec, cfg)
         .mac_from_port()

@@ -365,7 +365,10 @@ pub fn runtime(a: &StackArgs) -> Result<Rt, Fail> {
                 }
                 None => port,
             };
-            let mut cfg = stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), a.mtu, a.max_connections);
+            // Every core's stack shares the pool: a quarter of it, split
+            // between them, may hold received data.
+            let rx_mbufs = a.mbufs / 4 / cores.len().max(1);
+            let mut cfg = stack_config(pmd::MacAddr([2, 0, 0, 0, 0, 1]), a.mtu, a.max_connections, rx_mbufs);
             for ip in &a.ips {
                 let ip = ip.as_str();
                 if ip.contains(':') {
@@ -545,7 +548,13 @@ pub fn report_json(r: &Report) -> String {
 }
 
 /// The stack values of this application (addresses are added from `--ip`).
-pub fn stack_config(mac: pmd::MacAddr, mtu: u16, tcp_max_connections: usize) -> stack::StackConfig {
+/// `tcp_rx_mbufs`: received buffers the stack may hold for zero-copy receive.
+pub fn stack_config(
+    mac: pmd::MacAddr,
+    mtu: u16,
+    tcp_max_connections: usize,
+    tcp_rx_mbufs: usize,
+) -> stack::StackConfig {
     stack::StackConfig {
         mac,
         mtu,
@@ -572,5 +581,6 @@ pub fn stack_config(mac: pmd::MacAddr, mtu: u16, tcp_max_connections: usize) -> 
         tx_backlog: 8192,
         tx_offloads: pmd::TxOffloads::empty(),
         tcp_max_connections,
+        tcp_rx_mbufs,
     }
 }

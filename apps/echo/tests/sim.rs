@@ -41,7 +41,7 @@ fn sim(name: &str, imp_a: &str, imp_b: &str) -> Sim {
         let mut port = pmd::open_with(&spec, &env).unwrap();
         port.configure(&PortConfig::new(1, 1, 4096, 4096, pool.clone())).unwrap();
         port.start().unwrap();
-        let mut cfg = echo::opts::stack_config(port.info().mac, 1500, 16_384);
+        let mut cfg = echo::opts::stack_config(port.info().mac, 1500, 16_384, POOL / 8);
         cfg.ipv4.push(ip4.parse().unwrap());
         cfg.ipv6.push(ip6.parse().unwrap());
         let (rx, tx) = (port.take_rx_queue(0).unwrap(), port.take_tx_queue(0).unwrap());

@@ -15,13 +15,19 @@
 //!   growth of its slab caches (`/proc/slabinfo`, all caches: socket, inode,
 //!   dentry, file, TCP) over 2N sockets (needs root to read slabinfo).
 //!
+//! Our wire is set up as the kernel's loopback is: `ring:..?csum=1` with the
+//! IPv4/TCP/UDP checksum offloads enabled (loopback never computes or checks
+//! TCP checksums, `CHECKSUM_PARTIAL`), MTU 1500 (loopback's is 65536: the
+//! kernel moves 64 KiB segments where we move 1448-byte ones), and a quarter of
+//! the pool may hold received data (zero-copy receive, `tcp_rx_mbufs`).
+//!
 //! Settings that differ from a default kernel, on purpose and stated: our
 //! TIME-WAIT lasts 500 ms (a connection-churn client on one address pair runs
 //! out of 16 K ephemeral ports otherwise; Linux avoids that on loopback with
 //! `tcp_tw_reuse`), delayed ACK 40 ms and Nagle off on both (TCP_NODELAY on the
 //! kernel's sockets). Environment: `BENCH_ROUNDS` (default 3), `BENCH_SECS`
 //! (default 5), `BENCH_IDLE_CONNS` (default 20000), `TCP_BENCH_BUFFER` (our
-//! send and receive buffers, default 4 MiB), `TCP_BENCH_ONLY=bulk|rtt|conns`
+//! send and receive buffers, default 4 MiB), `TCP_BENCH_ONLY=bulk|rtt|conns|idle`
 //! (run only our side of one case, for a profiler).
 
 use std::collections::HashMap;
@@ -33,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
 use stack::{
     CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
     TcpSocketError,
@@ -42,6 +48,7 @@ use stack::{
 type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
 const MSG: usize = 64;
 const MS: u64 = 1_000_000;
+const CSUM: TxOffloads = TxOffloads::IPV4_CKSUM.union(TxOffloads::TCP_CKSUM).union(TxOffloads::UDP_CKSUM);
 
 fn tcp_config() -> TcpConfig {
     TcpConfig {
@@ -143,6 +150,8 @@ struct Client {
     completed: u64,
     buf: Vec<u8>,
     chunk: Vec<u8>,
+    debug: bool,
+    polls: u64,
 }
 
 impl Lcore for Client {
@@ -176,6 +185,22 @@ impl Lcore for Client {
         match self.mode {
             Mode::Bulk => {
                 let _ = self.s.tcp_send(h, &self.chunk);
+                if self.debug {
+                    self.polls += 1;
+                    if self.polls == 2_000_000 {
+                        self.polls = 0;
+                        if let Ok(c) = self.s.tcp_connection(h) {
+                            eprintln!(
+                                "sbuf {} in flight {} snd_wnd {} cwnd {} tx backlog {}",
+                                (4usize << 20) - c.send_capacity(),
+                                c.bytes_in_flight(),
+                                c.send_window(),
+                                c.cwnd(),
+                                self.s.tx_backlog()
+                            );
+                        }
+                    }
+                }
             }
             Mode::Rtt | Mode::Conns => {
                 if !self.in_flight {
@@ -219,15 +244,26 @@ impl Lcore for Client {
 fn pair(tag: &str, max_conns: usize) -> (S, S, Mempool, Vec<Box<dyn pmd::Port>>) {
     let pool = Mempool::new(&MempoolConfig::new(format!("tcpb{tag}"), 65536, 2048, 128, 256)).unwrap();
     let (na, nb) = (format!("tcpa{tag}"), format!("tcpb{tag}"));
-    let mut pa = pmd::open(&format!("ring:{na}?peer={nb}")).unwrap();
-    let mut pb = pmd::open(&format!("ring:{nb}?peer={na}")).unwrap();
+    // Checksum offloads as the kernel's loopback has them (`csum=1`: TCP
+    // checksums are left partial and trusted, see pmd's ring driver).
+    let mut pa = pmd::open(&format!("ring:{na}?peer={nb}&csum=1")).unwrap();
+    let mut pb = pmd::open(&format!("ring:{nb}?peer={na}&csum=1")).unwrap();
     for p in [&mut pa, &mut pb] {
-        p.configure(&PortConfig::new(1, 1, 8192, 8192, pool.clone())).unwrap();
+        let mut conf = PortConfig::new(1, 1, 8192, 8192, pool.clone());
+        conf.tx_offloads = CSUM;
+        p.configure(&conf).unwrap();
         p.start().unwrap();
     }
     let clock = Arc::new(MonotonicClock);
+    let config = |mac, ip| {
+        let mut c = stack_config(mac, ip, 8192, max_conns);
+        c.tx_offloads = CSUM;
+        // A quarter of the pool may hold received data (zero-copy receive).
+        c.tcp_rx_mbufs = 16384;
+        c
+    };
     let sa = Stack::new(
-        stack_config(pa.info().mac, "198.18.0.1/24", 8192, max_conns),
+        config(pa.info().mac, "198.18.0.1/24"),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
         pool.clone(),
@@ -235,7 +271,7 @@ fn pair(tag: &str, max_conns: usize) -> (S, S, Mempool, Vec<Box<dyn pmd::Port>>)
     )
     .unwrap();
     let sb = Stack::new(
-        stack_config(pb.info().mac, "198.18.0.2/24", 8192, max_conns),
+        config(pb.info().mac, "198.18.0.2/24"),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),
         pool.clone(),
@@ -268,6 +304,8 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         completed: 0,
         buf: vec![0; 1 << 16],
         chunk: vec![0x5a; 1 << 16],
+        debug: std::env::var("TCP_BENCH_DEBUG").is_ok(),
+        polls: 0,
     };
     let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin).expect("server core");
     let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin).expect("client core");
@@ -295,6 +333,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
             "{mode:?} client drops {:?}",
             c[0].s.stats().drops.pairs().into_iter().filter(|p| p.1 > 0).collect::<Vec<_>>()
         );
+        eprintln!("{mode:?} server sunk {} bytes in all", s[0].sunk);
         eprintln!(
             "{mode:?} server drops {:?}",
             s[0].s.stats().drops.pairs().into_iter().filter(|p| p.1 > 0).collect::<Vec<_>>()
@@ -559,13 +598,20 @@ fn main() {
     let mut md = String::from("# TCP: our stack over the in-memory wire vs the kernel over loopback\n\n");
     md += &format!(
         "CPU: {}. Two pinned cores ({} client, {} server); {rounds} rounds × {secs} s per case, same run. \
-         Rates are medians of per-second samples (p10–p90 in brackets).\n\n",
+         Rates are medians of per-second samples (p10–p90 in brackets). Ours: `ring` with `csum=1` \
+         (checksums left to the device, as loopback does), MTU 1500, zero-copy receive; \
+         the kernel: loopback (MTU 65536).\n\n",
         bench::cpu_model(),
         cores.0,
         cores.1
     );
-    // `TCP_BENCH_ONLY=bulk|rtt|conns` runs only our side of one case (for a profiler).
+    // `TCP_BENCH_ONLY=bulk|rtt|conns` runs only our side of one case (for a
+    // profiler); `idle` only our idle-connection memory.
     if let Ok(only) = std::env::var("TCP_BENCH_ONLY") {
+        if only == "idle" {
+            println!("idle_conn_bytes: {:.0}", ours_idle(idle_n));
+            return;
+        }
         let mode = match only.as_str() {
             "bulk" => Mode::Bulk,
             "rtt" => Mode::Rtt,
@@ -575,6 +621,9 @@ fn main() {
         println!("{only}: per-second {rates:?}");
         return;
     }
+    // Idle memory first: RSS growth is only connection memory while the
+    // allocator has no memory freed by earlier cases to hand out again.
+    let oi = ours_idle(idle_n);
     // RTT
     let (mut o_rtt, mut k_rtt) = (Vec::new(), Vec::new());
     for r in 0..rounds {
@@ -603,8 +652,7 @@ fn main() {
         rows.push(Row::new(case, metric, "higher", os.p50 / unit, "kernel-loopback", ks.p50 / unit));
         md += &format!("| {case} ({metric}) | {} | {} | {:.3} |\n", fmt(&os, unit), fmt(&ks, unit), os.p50 / ks.p50);
     }
-    // Idle memory
-    let oi = ours_idle(idle_n);
+    // Idle memory (ours was measured first).
     // Both ends of each kernel connection are file descriptors of this process.
     let ki = kernel_idle((idle_n / 2).min(5000));
     match ki {

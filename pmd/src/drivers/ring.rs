@@ -28,6 +28,22 @@
 //! started. Frames over the MTU are dropped and counted (`oerrors` on the sender,
 //! `ierrors` on the receiver); without promiscuous mode a port drops unicast frames
 //! not addressed to its MAC, as a NIC's filter would.
+//!
+//! **Checksum offload** (`csum=1`, off by default): the port then offers the IPv4,
+//! TCP and UDP transmit checksum offloads and the matching receive verdicts, as
+//! Linux's loopback and veth do (`NETIF_F_HW_CSUM`, `CHECKSUM_PARTIAL`): memory
+//! does not corrupt frames, so a checksum nobody has computed yet cannot be
+//! wrong. When the sending port's configuration enables them, a frame that asks
+//! for its IPv4 header checksum gets it (20 bytes, computed here) and arrives
+//! marked `IP_CKSUM_GOOD`; one that asks for its TCP/UDP checksum arrives with
+//! the field still holding the pseudo-header sum and marked `L4_CKSUM_PARTIAL`
+//! (virtio's `NEEDS_CSUM`: the data is trusted). Every frame's receive verdicts
+//! are set by the sender's queue (the frame's header line is hot on that core);
+//! frames that asked for nothing arrive with none, and their receiver verifies
+//! in software. The impairment decorator's `corrupt=` finishes such a frame's
+//! checksums before it flips a bit and clears the verdicts, so corruption is
+//! still caught and counted by the receiver, as a NIC would flag it; the capture
+//! decorator writes frames with their checksums finished ([`crate::cksum`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -39,10 +55,14 @@ use crate::port::{
     TxCounters,
 };
 use crate::spsc::{Consumer, Producer, Spsc};
-use crate::{Mbuf, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
+use crate::{Mbuf, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
 
 /// Most queues a ring port supports.
 pub const MAX_QUEUES: u16 = 64;
+
+/// The checksum offloads a `csum=1` port offers.
+const CSUM_TX: TxOffloads = TxOffloads::IPV4_CKSUM.union(TxOffloads::TCP_CKSUM).union(TxOffloads::UDP_CKSUM);
+const CSUM_RX: RxOffloads = RxOffloads::IPV4_CKSUM.union(RxOffloads::TCP_CKSUM).union(RxOffloads::UDP_CKSUM);
 
 /// One burst as the sender saw it.
 #[derive(Clone, Copy)]
@@ -100,6 +120,8 @@ pub struct RingPort {
     me: Arc<Endpoint>,
     peer: Arc<Endpoint>,
     mac: MacAddr,
+    /// Checksum offloads offered (`csum=1`).
+    csum: bool,
     conf: Option<PortConfig>,
     counters: PortCounters,
     /// `checks=full` (MTU enforcement, byte counters) or `none`.
@@ -107,9 +129,21 @@ pub struct RingPort {
 }
 
 impl RingPort {
-    /// Opens port `name`, wired to `peer` (itself for a loopback). `checks` is
-    /// the spec's `checks=full|none` (see the module docs).
-    pub fn open(name: &str, peer: Option<&str>, mac: MacAddr, checks: bool) -> Result<RingPort, PmdError> {
+    /// Opens port `name`, wired to `peer` (itself for a loopback), with the
+    /// defaults: no checksum offloads, `checks=full`.
+    pub fn open(name: &str, peer: Option<&str>, mac: MacAddr) -> Result<RingPort, PmdError> {
+        Self::open_with(name, peer, mac, false, true)
+    }
+
+    /// Opens port `name`; `csum` offers the checksum offloads and `checks` is
+    /// the spec's `checks=full|none` (see the module documentation).
+    pub fn open_with(
+        name: &str,
+        peer: Option<&str>,
+        mac: MacAddr,
+        csum: bool,
+        checks: bool,
+    ) -> Result<RingPort, PmdError> {
         if name.is_empty() {
             return Err(PmdError::BadSpec {
                 spec: "ring:".into(),
@@ -127,7 +161,7 @@ impl RingPort {
             Some(p) if p != name => endpoint(p),
             _ => me.clone(),
         };
-        Ok(RingPort { me, peer, mac, conf: None, counters: PortCounters::default(), checks })
+        Ok(RingPort { me, peer, mac, csum, conf: None, counters: PortCounters::default(), checks })
     }
 
     /// Name of the port at the other end of the wire.
@@ -158,8 +192,8 @@ impl Port for RingPort {
             max_rx_queues: MAX_QUEUES,
             max_tx_queues: MAX_QUEUES,
             max_desc: 32768,
-            rx_offloads: RxOffloads::empty(),
-            tx_offloads: TxOffloads::empty(),
+            rx_offloads: if self.csum { CSUM_RX } else { RxOffloads::empty() },
+            tx_offloads: if self.csum { CSUM_TX } else { TxOffloads::empty() },
             rss: None,
         }
     }
@@ -261,7 +295,9 @@ impl Port for RingPort {
             return Err(not_configured(&self.me.name));
         }
         let counters = claim_queue(&self.me.name, "tx", q, &self.counters.tx)?;
+        let offloads = self.conf.as_ref().map_or(TxOffloads::empty(), |c| c.tx_offloads) & CSUM_TX;
         Ok(Box::new(RingTx {
+            csum: !offloads.is_empty(),
             me: self.me.clone(),
             peer: self.peer.clone(),
             queue: q as usize,
@@ -288,23 +324,26 @@ pub struct RingRx {
 impl RingRx {
     /// Removes frames over the MTU (counted as errors) and, without promiscuous
     /// mode, unicast frames for other MACs. Returns how many were removed.
-    #[cold]
+    ///
+    /// Runs on every burst of a port that is not promiscuous (a stack's), so
+    /// it compacts the vector in place rather than allocating.
     fn filter(&mut self, out: &mut Vec<Mbuf>, start: usize, mtu: u16, promisc: bool) -> (u64, u64) {
         let (mut errors, mut bytes) = (0u64, 0u64);
-        let mut kept = Vec::with_capacity(out.len() - start);
-        for m in out.drain(start..) {
-            if !frame_fits_mtu(m.data(), mtu) {
+        let mut kept = start;
+        for i in start..out.len() {
+            let d = out[i].data();
+            if !frame_fits_mtu(d, mtu) {
                 errors += 1;
                 continue;
             }
-            let d = m.data();
             if !promisc && d.len() >= 6 && d[0] & 1 == 0 && d[..6] != self.mac.0 {
                 continue;
             }
-            bytes += m.len() as u64;
-            kept.push(m);
+            bytes += d.len() as u64;
+            out.swap(kept, i);
+            kept += 1;
         }
-        out.append(&mut kept);
+        out.truncate(kept);
         (errors, bytes)
     }
 }
@@ -367,6 +406,8 @@ impl RxQueue for RingRx {
 
 /// Transmit queue of a `ring` port.
 pub struct RingTx {
+    /// Checksum offloads are enabled: set every frame's receive verdicts.
+    csum: bool,
     me: Arc<Endpoint>,
     peer: Arc<Endpoint>,
     queue: usize,
@@ -384,6 +425,24 @@ impl RingTx {
         let dropped = before - pkts.len();
         self.counters.errors.add(dropped as u64);
         dropped
+    }
+
+    /// Does what the enabled checksum offloads ask of each frame (see the
+    /// module documentation) and sets the verdicts it will arrive with.
+    fn offload(pkts: &mut [Mbuf]) {
+        for m in pkts {
+            let f = m.tx_flags();
+            let mut rx = RxFlags::empty();
+            if f.contains(TxFlags::IP_CKSUM) && f.contains(TxFlags::IPV4) {
+                let l3 = m.meta().l2_len as usize;
+                crate::cksum::fill_ipv4_header(m.data_mut(), l3);
+                rx |= RxFlags::IP_CKSUM_GOOD;
+            }
+            if f.intersects(TxFlags::TCP_CKSUM | TxFlags::UDP_CKSUM) {
+                rx |= RxFlags::L4_CKSUM_PARTIAL;
+            }
+            m.set_rx_flags(rx);
+        }
     }
 
     #[cold]
@@ -416,8 +475,13 @@ impl TxQueue for RingTx {
         }
         let Some((frames, bursts)) = self.prod.as_mut() else { return 0 };
         if !self.checks && bursts.is_none() {
-            // checks=none on both ends: a plain move of the handles.
-            let sent = frames.push_front_of(pkts, pkts.len());
+            // checks=none on both ends: a plain move of the handles (after
+            // the checksum offloads, which are a request, not a check).
+            let n = frames.free_space(pkts.len()).min(pkts.len());
+            if self.csum {
+                Self::offload(&mut pkts[..n]);
+            }
+            let sent = frames.push_front_of(pkts, n);
             self.counters.packets.add(sent as u64);
             return sent;
         }
@@ -437,6 +501,9 @@ impl TxQueue for RingTx {
         }
         if n < pkts.len() {
             (bytes, longest) = burst_bytes_and_bound(&pkts[..n], max_frame as u32);
+        }
+        if self.csum {
+            Self::offload(&mut pkts[..n]);
         }
         let sent = frames.push_front_of(pkts, n);
         debug_assert_eq!(sent, n);

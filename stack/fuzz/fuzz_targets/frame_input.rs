@@ -49,6 +49,7 @@ fn config() -> StackConfig {
         tx_backlog: 256,
         tx_offloads: TxOffloads::empty(),
         tcp_max_connections: 4096,
+        tcp_rx_mbufs: 256,
     }
 }
 

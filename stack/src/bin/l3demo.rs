@@ -92,6 +92,7 @@ fn starter(args: &Args) -> Result<String, String> {
         tx_backlog: 4096,
         tx_offloads: pmd::TxOffloads::empty(),
         tcp_max_connections: 65536,
+        tcp_rx_mbufs: args.mbufs / 4,
     };
     if cfg.ipv4.is_empty() && cfg.ipv6.is_empty() {
         return Err("--print-config needs at least one --ipv4 or --ipv6".into());

@@ -34,7 +34,11 @@
 //!   it are reset and counted); each listener's backlogs bound its queues.
 //! * **Copies**: the byte-stream API ([`Stack::tcp_send`], [`Stack::tcp_recv`])
 //!   copies between the application's slices and the connection's buffers;
-//!   segment payloads are written straight into the transmit buffer.
+//!   segment payloads are written straight into the transmit buffer. Received
+//!   payloads stay in the mbufs they arrived in until `tcp_recv` copies them
+//!   out (zero-copy receive, [`crate::tcp::recv`]); the stack's connections hold
+//!   at most `StackConfig::tcp_rx_mbufs` of them, beyond which payloads are
+//!   copied (`tcp_rx_mbuf_limit`), so unread data cannot exhaust the pool.
 //! * **Unreachable** is reported when the next hop of a connection in SYN-SENT
 //!   never answers address resolution; a RST to our SYN is `Refused`; running
 //!   out of SYN retransmissions is `TimedOut`.
@@ -54,6 +58,8 @@ use crate::wire::{TcpPacket, TcpRepr};
 const TCP_MAX: usize = wire::tcp::MAX_HEADER_LEN;
 /// Readiness tokens of listeners have this bit set.
 const LISTENER_TOKEN: u64 = 1 << 63;
+/// Transmit buffers taken from the pool at once.
+const STASH: usize = 32;
 
 /// A TCP connection of one [`Stack`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -183,7 +189,7 @@ pub(super) struct TcpTable {
     conns: Vec<ConnSlot>,
     free: Vec<u32>,
     live: usize,
-    flows: HashMap<FlowId, u32>,
+    flows: HashMap<FlowId, u32, FlowHash>,
     listeners: Vec<ListenSlot>,
     listen_addrs: HashMap<(Option<IpAddr>, u16), u32>,
     ready: Vec<u64>,
@@ -191,8 +197,13 @@ pub(super) struct TcpTable {
     listeners_dirty: Vec<u32>,
     /// A buffer `poll_transmit` did not use, kept for the next one.
     spare: Option<Mbuf>,
+    /// Buffers taken from the pool in one bulk call (at most [`STASH`]): one
+    /// pool operation per burst of segments instead of one per segment.
+    stash: Vec<Mbuf>,
     /// Connections whose output found the pool empty, for the next pass.
     deferred: Vec<u32>,
+    /// Received mbufs the connections hold (bounded by `tcp_rx_mbufs`).
+    rx_mbufs: usize,
     next_ephemeral: u16,
     /// The configuration of the last active open, shared with the next one
     /// that asks for the same values (connections hold it by reference).
@@ -210,14 +221,16 @@ impl TcpTable {
             conns: Vec::with_capacity(max),
             free: Vec::new(),
             live: 0,
-            flows: HashMap::with_capacity(max),
+            flows: HashMap::with_capacity_and_hasher(max, FlowHash::new(&secret)),
             listeners: Vec::new(),
             listen_addrs: HashMap::new(),
             ready: Vec::new(),
             dirty: Vec::new(),
             listeners_dirty: Vec::new(),
             spare: None,
+            stash: Vec::new(),
             deferred: Vec::new(),
+            rx_mbufs: 0,
             next_ephemeral: 49152,
             connect_cfg: None,
         }
@@ -320,6 +333,7 @@ impl TcpTable {
         }
         self.free.push(i);
         self.live -= 1;
+        self.rx_mbufs -= e.conn.rx_mbufs();
         e.timer.map(|(id, _)| id)
     }
 
@@ -328,6 +342,66 @@ impl TcpTable {
             .get(&(Some(local.ip()), local.port()))
             .or_else(|| self.listen_addrs.get(&(None, local.port())))
             .copied()
+    }
+}
+
+/// The flow table's hash: a keyed multiply-fold over the words `FlowId`
+/// writes (as foldhash and ahash's fallback do), a few multiplications per
+/// lookup where SipHash-1-3 took a couple of hundred instructions, on every
+/// segment received. Keyed from the stack's secret, so flows cannot be aimed
+/// at one probe sequence without knowing it.
+#[derive(Clone)]
+struct FlowHash {
+    k0: u64,
+    k1: u64,
+}
+
+impl FlowHash {
+    fn new(secret: &[u8; 16]) -> Self {
+        let k0 = u64::from_le_bytes(secret[..8].try_into().expect("8 bytes"));
+        let k1 = u64::from_le_bytes(secret[8..].try_into().expect("8 bytes"));
+        FlowHash { k0, k1: k1 | 1 }
+    }
+}
+
+impl std::hash::BuildHasher for FlowHash {
+    type Hasher = FlowHasher;
+    fn build_hasher(&self) -> FlowHasher {
+        FlowHasher { acc: self.k0, k: self.k1 }
+    }
+}
+
+struct FlowHasher {
+    acc: u64,
+    k: u64,
+}
+
+/// The high and low halves of a 64 × 64-bit product, folded.
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+impl std::hash::Hasher for FlowHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.acc = fold_mul(self.acc ^ x, self.k ^ 0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u128(&mut self, x: u128) {
+        self.write_u64(x as u64);
+        self.write_u64((x >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        fold_mul(self.acc, self.k).rotate_left(23)
     }
 }
 
@@ -552,8 +626,11 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         if let Some(f) = e.failure {
             return Err(f);
         }
+        let held = e.conn.rx_mbufs();
         let n = e.conn.recv(buf)?;
         if n > 0 {
+            let freed = held - e.conn.rx_mbufs();
+            self.tcp.rx_mbufs -= freed;
             // Reading may reopen a closed window: let the output pass see.
             self.tcp.mark_dirty(h.index);
             return Ok(n);
@@ -636,6 +713,12 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         self.tcp.live
     }
 
+    /// Received mbufs the connections hold for zero-copy receive (at most
+    /// `StackConfig::tcp_rx_mbufs`).
+    pub fn tcp_rx_mbufs_held(&self) -> usize {
+        self.tcp.rx_mbufs
+    }
+
     /// Moves to `out` the tokens of listeners and connections whose readiness
     /// may have changed since the last call: new connections to accept, data
     /// or end of stream to read, send space, the handshake finishing, errors.
@@ -676,11 +759,26 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         };
         let flow = FlowId { local: SocketAddr::new(dst, repr.dst_port), remote: SocketAddr::new(src, repr.src_port) };
         let end = m.len();
-        let payload = &m.data()[end - repr.payload_len..end];
+        let start = end - repr.payload_len;
         let now = self.now;
         if let Some(&i) = self.tcp.flows.get(&flow) {
+            let keep = repr.payload_len > 0 && self.tcp.rx_mbufs < self.cfg.tcp_rx_mbufs;
+            if repr.payload_len > 0 && !keep {
+                self.stats.events.tcp_rx_mbuf_limit += 1;
+            }
             let e = self.tcp.entry_mut(i).expect("flows point at live entries");
-            e.conn.handle_segment(now, &repr, payload);
+            let held = e.conn.rx_mbufs();
+            if keep {
+                // The payload stays in this buffer until read (zero copy).
+                let mut m = m;
+                let _ = m.adj(start);
+                e.conn.handle_segment_mbuf(now, &repr, m);
+            } else {
+                e.conn.handle_segment(now, &repr, &m.data()[start..end]);
+            }
+            let now_held = e.conn.rx_mbufs();
+            self.tcp.rx_mbufs = self.tcp.rx_mbufs + now_held - held;
+            let e = self.tcp.entry_mut(i).expect("flows point at live entries");
             if drain_events(&mut e.conn) {
                 self.tcp.mark_ready(i);
             }
@@ -689,7 +787,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         }
         if let Some(li) = self.tcp.listener_for(flow.local) {
             let l = self.tcp.listeners[li as usize].entry.as_mut().expect("listen_addrs point at live listeners");
-            l.listener.handle_segment(now, flow, &repr, payload);
+            l.listener.handle_segment(now, flow, &repr, &m.data()[start..end]);
             self.tcp.mark_listener(li, false);
             self.tcp_pump_listener(li);
             return;
@@ -751,7 +849,13 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
     }
 
     /// `m` holds the payload; prepends TCP, IP and Ethernet headers and sends.
-    fn tcp_emit(&mut self, mut m: Mbuf, r: &TcpRepr, flow: &FlowId, next_hop: IpAddr) {
+    fn tcp_emit(&mut self, m: Mbuf, r: &TcpRepr, flow: &FlowId, next_hop: IpAddr) {
+        self.tcp_emit_to(m, r, flow, next_hop, None)
+    }
+
+    /// [`tcp_emit`](Self::tcp_emit) with the next hop's MAC when the caller
+    /// already resolved it (one neighbour lookup per connection and pass).
+    fn tcp_emit_to(&mut self, mut m: Mbuf, r: &TcpRepr, flow: &FlowId, next_hop: IpAddr, mac: Option<MacAddr>) {
         let ip = match (flow.local.ip(), flow.remote.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => IpPair::V4 { src: s, dst: d },
             (IpAddr::V6(s), IpAddr::V6(d)) => IpPair::V6 { src: s, dst: d },
@@ -780,7 +884,13 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         }
         self.tx_meta(&mut m, ip.is_v6(), if ip.is_v6() { V6 } else { V4 }, l4);
         self.stats.events.tcp_segments_sent += 1;
-        self.output(m, next_hop);
+        match mac {
+            Some(mac) => {
+                let t = if ip.is_v6() { EtherType::Ipv6 } else { EtherType::Ipv4 };
+                self.eth_and_send(m, t, mac)
+            }
+            None => self.output(m, next_hop),
+        }
     }
 
     // ------------------------------------------------------------ output and timers
@@ -790,7 +900,14 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         if let Some(m) = self.tcp.spare.take() {
             return Some(m);
         }
-        let mut m = self.alloc()?;
+        if self.tcp.stash.is_empty() {
+            // All or nothing; with fewer left, one at a time (and counted).
+            let _ = self.pool.alloc_bulk(&mut self.tcp.stash, STASH);
+        }
+        let mut m = match self.tcp.stash.pop() {
+            Some(m) => m,
+            None => self.alloc()?,
+        };
         if m.headroom() < ETH + V6 + TCP_MAX {
             // A pool without room for the headers cannot carry TCP.
             self.stats.drops.no_buffers += 1;
@@ -871,6 +988,9 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             None => return true,
         }
         let mut complete = true;
+        // Resolved once for the pass (unicast next hops only; anything else
+        // goes through `output`).
+        let mut mac = None;
         loop {
             let Some(mut m) = self.tcp_buffer() else {
                 complete = false;
@@ -886,7 +1006,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             };
             m.trim(cap - t.repr.payload_len);
             let (flow, nh) = (e.flow, e.next_hop);
-            self.tcp_emit(m, &t.repr, &flow, nh);
+            if mac.is_none() {
+                mac = self.neighbor_unicast(nh);
+            }
+            self.tcp_emit_to(m, &t.repr, &flow, nh, mac);
         }
         let generation = self.tcp.conns[i as usize].generation;
         let e = self.tcp.entry_mut(i).expect("checked");

@@ -19,6 +19,9 @@
 //! * RFC 5681 slow start, congestion avoidance, fast retransmit and recovery;
 //! * zero-window probing (RFC 9293 3.8.6.1) so a closed window cannot deadlock;
 //! * out-of-order data kept (within the receive window) and delivered in order;
+//! * zero-copy receive: payloads offered as mbufs ([`Connection::handle_segment_mbuf`])
+//!   are kept in them until read ([`super::recv`] says what is kept and how it is
+//!   accounted);
 //! * RFC 2018 SACK with RFC 6675 loss recovery, RFC 9438 CUBIC, delayed ACK,
 //!   keepalive, Nagle, sender and receiver silly-window avoidance.
 //!
@@ -28,7 +31,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use pmd::Mbuf;
+
 use super::cc::{CongestionControl, Cubic};
+use super::recv::{Payload, RecvQueue, Segment};
 use super::rtt::{RtoConfig, RttEstimator};
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
 
@@ -273,10 +279,13 @@ pub struct Connection {
     // Receive sequence space.
     irs: SeqNumber,
     rcv_nxt: SeqNumber,
-    rbuf: VecDeque<u8>,
+    /// In-order data not yet read.
+    rq: RecvQueue,
     /// Out-of-order segments by sequence number.
-    ooo: BTreeMap<u32, Vec<u8>>,
+    ooo: BTreeMap<u32, Segment>,
     ooo_bytes: usize,
+    /// Of them, kept in their mbufs.
+    ooo_mbufs: u32,
     /// Sequence number of the peer's FIN when it arrived ahead of data.
     peer_fin: Option<SeqNumber>,
     peer_fin_seen: bool,
@@ -392,9 +401,10 @@ impl Connection {
             fin_seq: None,
             irs: SeqNumber(0),
             rcv_nxt: SeqNumber(0),
-            rbuf: VecDeque::new(),
+            rq: RecvQueue::default(),
             ooo: BTreeMap::new(),
             ooo_bytes: 0,
+            ooo_mbufs: 0,
             peer_fin: None,
             peer_fin_seen: false,
             last_ack_sent: SeqNumber(0),
@@ -532,6 +542,16 @@ impl Connection {
         self.cwnd
     }
 
+    /// Bytes sent and not yet acknowledged (SND.MAX - SND.UNA).
+    pub fn bytes_in_flight(&self) -> u32 {
+        (self.snd_max - self.snd_una).max(0) as u32
+    }
+
+    /// The peer's receive window (SND.WND), in bytes.
+    pub fn send_window(&self) -> u32 {
+        self.snd_wnd
+    }
+
     /// Smoothed RTT in nanoseconds, once measured.
     pub fn srtt_ns(&self) -> Option<u64> {
         self.rtt.srtt()
@@ -549,7 +569,17 @@ impl Connection {
 
     /// Bytes waiting to be read.
     pub fn recv_available(&self) -> usize {
-        self.rbuf.len()
+        self.rq.len()
+    }
+
+    /// Received mbufs this connection holds (in order and out of order).
+    pub fn rx_mbufs(&self) -> usize {
+        self.rq.mbufs() + self.ooo_mbufs as usize
+    }
+
+    /// Memory holding in-order received data (whole buffers for kept mbufs).
+    pub fn recv_memory(&self) -> usize {
+        self.rq.memory()
     }
 
     /// Queues data to send; returns how much fit in the send buffer.
@@ -569,15 +599,13 @@ impl Connection {
     /// Reads received data. `Ok(0)` with a non-empty `buf` means the peer closed
     /// and everything has been read.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, TcpError> {
-        let n = buf.len().min(self.rbuf.len());
-        if n == 0 && !buf.is_empty() && !self.peer_fin_seen {
+        if self.rq.is_empty() && !buf.is_empty() && !self.peer_fin_seen {
             if let Some(e) = self.error {
                 return Err(e);
             }
         }
         let was_closed_window = self.advertised_window() == 0;
-        copy_out(&self.rbuf, 0, &mut buf[..n]);
-        self.rbuf.drain(..n);
+        let n = self.rq.read(buf);
         // Tell the peer the window opened again (RFC 9293 3.8.6.2.2, simplified:
         // update when it had closed).
         if n > 0 && was_closed_window && self.advertised_window() > 0 {
@@ -588,7 +616,7 @@ impl Connection {
 
     /// Whether the peer has closed and all its data has been read.
     pub fn is_recv_finished(&self) -> bool {
-        self.peer_fin_seen && self.rbuf.is_empty()
+        self.peer_fin_seen && self.rq.is_empty()
     }
 
     /// Closes our side: a FIN is sent after the queued data (RFC 9293 3.10.4).
@@ -662,7 +690,15 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        let zero_window_probe = self.snd_wnd == 0 && self.snd_una == self.snd_max && self.has_unsent();
+        // A zero window is probed until it opens (RFC 9293 3.8.6.1), also when
+        // the probe itself was lost: its byte is then all that is in flight,
+        // and resending it is the next probe (without this, a lost probe and a
+        // lost window update stalled the connection until it timed out).
+        let probe_in_flight = matches!(self.state, State::Established | State::CloseWait)
+            && self.snd_max - self.snd_una == 1
+            && self.fin_seq.is_none();
+        let zero_window_probe =
+            self.snd_wnd == 0 && ((self.snd_una == self.snd_max && self.has_unsent()) || probe_in_flight);
         let limit = match self.state {
             State::SynSent | State::SynReceived => self.cfg.syn_retries,
             _ => self.cfg.max_retransmits,
@@ -779,8 +815,8 @@ impl Connection {
         // Out-of-order data lies inside the window already offered, so it does
         // not shrink it (RFC 9293 3.8.6.2.2: don't move the right edge left; and
         // a changing window would stop duplicate ACKs counting as such).
-        // `accept_data` keeps rbuf + ooo within recv_buffer.
-        let free = self.cfg.recv_buffer.saturating_sub(self.rbuf.len());
+        // `accept_data` keeps rq + ooo within recv_buffer.
+        let free = self.cfg.recv_buffer.saturating_sub(self.rq.len());
         free.min((u16::MAX as usize) << self.rcv_wscale) as u32
     }
 
@@ -1164,9 +1200,24 @@ impl Connection {
     }
 
     /// Feeds one received segment (already checksum-verified and demultiplexed
-    /// to this connection) with its payload.
+    /// to this connection) with its payload, copied if it is kept.
     pub fn handle_segment(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
         let payload = &payload[..seg.payload_len.min(payload.len())];
+        self.handle_payload(now, seg, Payload::Slice(payload));
+    }
+
+    /// Feeds one received segment whose payload is `m`'s data window: the
+    /// data is kept in `m` until read when it fills at least half the buffer
+    /// (see [`super::recv`]), else copied and `m` dropped.
+    pub fn handle_segment_mbuf(&mut self, now: u64, seg: &TcpRepr, mut m: Mbuf) {
+        if m.len() > seg.payload_len {
+            let extra = m.len() - seg.payload_len;
+            let _ = m.trim(extra);
+        }
+        self.handle_payload(now, seg, Payload::Mbuf(m));
+    }
+
+    fn handle_payload(&mut self, now: u64, seg: &TcpRepr, payload: Payload<'_>) {
         if let Some(ka) = self.cfg.keepalive {
             // Anything from the peer shows it is alive (RFC 1122 4.2.3.6).
             self.ka_probes = 0;
@@ -1179,7 +1230,7 @@ impl Connection {
         }
     }
 
-    fn handle_syn_sent(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
+    fn handle_syn_sent(&mut self, now: u64, seg: &TcpRepr, payload: Payload<'_>) {
         let f = seg.flags;
         // RFC 9293 3.10.7.3, first check the ACK bit.
         if f.ack() && (seg.ack_number <= self.iss || seg.ack_number > self.snd_max) {
@@ -1221,7 +1272,7 @@ impl Connection {
             self.events.push(Event::Connected);
             self.events.push(Event::Writable);
             self.ack_now = true;
-            if !payload.is_empty() {
+            if !payload.bytes().is_empty() {
                 self.accept_data(seg.seq_number + 1, payload);
             }
         } else {
@@ -1257,9 +1308,10 @@ impl Connection {
         }
     }
 
-    fn handle_synchronized(&mut self, now: u64, seg: &TcpRepr, payload: &[u8]) {
+    fn handle_synchronized(&mut self, now: u64, seg: &TcpRepr, payload: Payload<'_>) {
         let f = seg.flags;
-        let seg_len = payload.len() as u32 + f.syn() as u32 + f.fin() as u32;
+        let plen = payload.bytes().len();
+        let seg_len = plen as u32 + f.syn() as u32 + f.fin() as u32;
 
         if self.state == State::SynReceived && f.syn() && seg.seq_number == self.irs {
             if !f.ack() {
@@ -1353,7 +1405,7 @@ impl Connection {
             return;
         }
 
-        self.process_ack(now, seg, payload.is_empty());
+        self.process_ack(now, seg, plen == 0);
 
         if self.state == State::Closed {
             return;
@@ -1381,7 +1433,7 @@ impl Connection {
         }
 
         if matches!(self.state, State::Established | State::FinWait1 | State::FinWait2) {
-            if !payload.is_empty() {
+            if plen > 0 {
                 let had_gap = !self.ooo.is_empty();
                 let before = self.rcv_nxt;
                 self.accept_data(seg.seq_number, payload);
@@ -1394,10 +1446,10 @@ impl Connection {
                 }
             }
             if f.fin() {
-                self.peer_fin = Some(seg.seq_number + payload.len() as u32);
+                self.peer_fin = Some(seg.seq_number + plen as u32);
                 self.ack_now = true;
             }
-        } else if f.fin() || !payload.is_empty() {
+        } else if f.fin() || plen > 0 {
             // Data or FIN after the peer's FIN: just acknowledge.
             self.ack_now = true;
         }
@@ -1537,10 +1589,11 @@ impl Connection {
         }
     }
 
-    fn accept_data(&mut self, seq: SeqNumber, payload: &[u8]) {
+    fn accept_data(&mut self, seq: SeqNumber, payload: Payload<'_>) {
         // Trim what we already have and what is beyond the window.
+        let len = payload.bytes().len();
         let skip = (self.rcv_nxt - seq).max(0) as usize;
-        if skip >= payload.len() {
+        if skip >= len {
             return;
         }
         let wnd = self.advertised_window() as usize;
@@ -1549,10 +1602,10 @@ impl Connection {
         if offset >= wnd {
             return;
         }
-        let data = &payload[skip..payload.len().min(skip + wnd - offset)];
+        let end = len.min(skip + wnd - offset);
         if offset == 0 {
-            self.rbuf.extend(data);
-            self.rcv_nxt = self.rcv_nxt + data.len() as u32;
+            self.rq.push(payload, skip, end);
+            self.rcv_nxt = self.rcv_nxt + (end - skip) as u32;
             // Pull in out-of-order data that is now contiguous.
             while let Some((&k, _)) = self.ooo.first_key_value() {
                 let k_seq = SeqNumber(k);
@@ -1561,10 +1614,11 @@ impl Connection {
                 }
                 let (_, v) = self.ooo.pop_first().expect("first exists");
                 self.ooo_bytes -= v.len();
+                self.ooo_mbufs -= u32::from(v.is_mbuf());
                 let skip = (self.rcv_nxt - k_seq) as usize;
                 if skip < v.len() {
-                    self.rbuf.extend(&v[skip..]);
                     self.rcv_nxt = self.rcv_nxt + (v.len() - skip) as u32;
+                    self.rq.push_segment(v, skip);
                 }
             }
             self.events.push(Event::Readable);
@@ -1572,8 +1626,10 @@ impl Connection {
             // Out of order: keep it and owe an immediate duplicate ACK.
             self.acks_owed += 1;
             if !self.ooo.contains_key(&start.0) {
-                self.ooo_bytes += data.len();
-                self.ooo.insert(start.0, data.to_vec());
+                let s = Segment::from_payload(payload, skip, end);
+                self.ooo_bytes += s.len();
+                self.ooo_mbufs += u32::from(s.is_mbuf());
+                self.ooo.insert(start.0, s);
             }
         }
     }

@@ -7,6 +7,7 @@
 pub mod cc;
 pub mod conn;
 pub mod listener;
+pub mod recv;
 pub mod rtt;
 mod text;
 

@@ -903,3 +903,16 @@ fn hundred_thousand_connections_on_one_simulated_core() {
     assert_eq!(listener.half_open_len(), 0);
     assert_eq!(listener.stats().syns, N as u64);
 }
+
+#[test]
+fn rfc9293_3_8_6_1_a_lost_zero_window_probe_is_sent_again() {
+    // Found by the property test below: the receiver's window closes, its
+    // window update is lost, and so is the sender's first probe. The probe's
+    // byte is then all that is in flight; the retransmission timer must send
+    // it again as the next probe, not count it as a retransmission that sends
+    // nothing (which stalled the transfer until the connection timed out).
+    let s = lossy_transfer(8544836801346447928, 0.116136205134347, 77074);
+    assert_eq!(s.state(0), State::Closed);
+    assert_eq!(s.state(1), State::Closed);
+    assert_eq!(s.ends[0].as_ref().unwrap().error(), None, "closed normally, not timed out");
+}

@@ -42,6 +42,7 @@ pub fn config(mac: pmd::MacAddr, v4: &[&str], v6: &[&str]) -> StackConfig {
         tx_backlog: 1024,
         tx_offloads: TxOffloads::empty(),
         tcp_max_connections: 4096,
+        tcp_rx_mbufs: POOL / 4,
     }
 }
 
@@ -53,9 +54,18 @@ pub struct End {
 }
 
 pub fn open(spec: &str, pool: &Mempool, clock: &VirtualClock) -> End {
+    open_offloads(spec, pool, clock, TxOffloads::empty())
+}
+
+/// The checksum offloads of `ring:..?csum=1`.
+pub const CSUM: TxOffloads = TxOffloads::IPV4_CKSUM.union(TxOffloads::TCP_CKSUM).union(TxOffloads::UDP_CKSUM);
+
+pub fn open_offloads(spec: &str, pool: &Mempool, clock: &VirtualClock, offloads: TxOffloads) -> End {
     let env = OpenEnv { clock: Arc::new(clock.clone()) };
     let mut port = pmd::open_with(spec, &env).unwrap_or_else(|e| panic!("{spec}: {e}"));
-    port.configure(&PortConfig::new(1, 1, 4096, 4096, pool.clone())).expect("configure");
+    let mut pc = PortConfig::new(1, 1, 4096, 4096, pool.clone());
+    pc.tx_offloads = offloads;
+    port.configure(&pc).expect("configure");
     port.start().expect("start");
     let rx = port.take_rx_queue(0).expect("rxq");
     let tx = port.take_tx_queue(0).expect("txq");
@@ -103,13 +113,32 @@ impl Pair {
         fa: impl FnOnce(&mut StackConfig),
         fb: impl FnOnce(&mut StackConfig),
     ) -> Pair {
+        Self::build(name, opts_a, opts_b, TxOffloads::empty(), fa, fb)
+    }
+
+    /// Two stacks on a `csum=1` wire with every checksum offload enabled
+    /// (as Linux loopback: TCP and UDP checksums left partial and trusted).
+    pub fn csum(name: &str, opts_a: &str, opts_b: &str) -> Pair {
+        Self::build(name, &format!("&csum=1{opts_a}"), &format!("&csum=1{opts_b}"), CSUM, |_| {}, |_| {})
+    }
+
+    fn build(
+        name: &str,
+        opts_a: &str,
+        opts_b: &str,
+        offloads: TxOffloads,
+        fa: impl FnOnce(&mut StackConfig),
+        fb: impl FnOnce(&mut StackConfig),
+    ) -> Pair {
         let clock = VirtualClock::new();
         let pool = pool(name);
         let (na, nb) = (format!("{name}_a"), format!("{name}_b"));
-        let mut ea = open(&format!("ring:{na}?peer={nb}{opts_a}"), &pool, &clock);
-        let mut eb = open(&format!("ring:{nb}?peer={na}{opts_b}"), &pool, &clock);
+        let mut ea = open_offloads(&format!("ring:{na}?peer={nb}{opts_a}"), &pool, &clock, offloads);
+        let mut eb = open_offloads(&format!("ring:{nb}?peer={na}{opts_b}"), &pool, &clock, offloads);
         let mut ca = config(ea.port.info().mac, &[A4], &[A6]);
         let mut cb = config(eb.port.info().mac, &[B4], &[B6]);
+        ca.tx_offloads = offloads;
+        cb.tx_offloads = offloads;
         fa(&mut ca);
         fb(&mut cb);
         let ck: Arc<dyn pmd::Clock> = Arc::new(clock.clone());
