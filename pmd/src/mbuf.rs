@@ -606,7 +606,9 @@ impl Mbuf {
         // writes and exclusively ours.
         unsafe {
             let mut h = MbufHdr::native(buf, buf_len as u16, core, 0);
-            h.pool = 0;
+            // Untagged (the pool is found through the private area), but
+            // still one value per pool: `free_bulk` groups runs by this word.
+            h.pool = core.as_ptr() as usize;
             hdr.as_ptr().write(h);
             Self::init_external_core(hdr, core);
             let mut m = Mbuf::from_hdr(hdr, data_off, data_len);

@@ -294,3 +294,31 @@ fn shared_pools_live_in_a_memfd_another_mapping_sees() {
     drop(m);
     assert_eq!(pool.available(), 64);
 }
+
+#[test]
+fn free_bulk_returns_buffers_of_two_external_pools_to_their_own_owners() {
+    let make = || {
+        std::sync::Arc::new(ForeignPool {
+            objs: (0..4)
+                .map(|_| {
+                    std::cell::UnsafeCell::new(ForeignObj {
+                        private: [0; 64],
+                        hdr: std::mem::MaybeUninit::uninit(),
+                        data: [0; 512],
+                    })
+                })
+                .collect(),
+            free: Mutex::new((0..4).collect()),
+        })
+    };
+    let (fa, fb) = (make(), make());
+    let a = Mempool::external("fa", 4, 448, 64, Box::new(Shared(fa.clone())));
+    let b = Mempool::external("fb", 4, 448, 64, Box::new(Shared(fb.clone())));
+    let mut v = Vec::new();
+    a.alloc_bulk(&mut v, 2).unwrap();
+    b.alloc_bulk(&mut v, 3).unwrap();
+    a.alloc_bulk(&mut v, 1).unwrap();
+    assert_eq!((a.available(), b.available()), (1, 1));
+    pmd::free_bulk(&mut v);
+    assert_eq!((a.available(), b.available()), (4, 4));
+}
