@@ -479,10 +479,10 @@ impl Rearm {
 impl MbufHdr {
     /// A native pool's header for a buffer of `buf_len` bytes at `buf`.
     pub(crate) fn native(buf: NonNull<u8>, buf_len: u16, pool: NonNull<PoolCore>, headroom: u16) -> MbufHdr {
-        let mut h = MbufHdr {
+        MbufHdr {
             buf_addr: buf.as_ptr(),
             buf_iova: buf.as_ptr() as u64,
-            data_off: 0,
+            data_off: headroom.min(buf_len),
             refcnt: 1,
             nb_segs: 1,
             port: 0,
@@ -502,9 +502,7 @@ impl MbufHdr {
             priv_size: 0,
             timesync: 0,
             dynfield1: [0; 9],
-        };
-        h.data_off = headroom.min(buf_len);
-        h
+        }
     }
 
     /// Resets what a pool resets on every allocation (see [`Rearm`]).
@@ -637,18 +635,6 @@ impl Mbuf {
     pub(crate) unsafe fn push_from_hdr(out: &mut Vec<Mbuf>, hdr: NonNull<MbufHdr>, off: u32, len: u32) {
         // SAFETY: forwarded caller guarantee.
         out.push(unsafe { Mbuf::from_hdr(hdr, off, len) });
-    }
-
-    /// Overwrites the metadata of a header nobody else uses (a driver's receive
-    /// path, before the handle is given out).
-    ///
-    /// # Safety
-    /// `hdr` is valid for writes and owned by the caller.
-    #[inline(always)]
-    #[allow(dead_code)]
-    pub(crate) unsafe fn write_meta(hdr: NonNull<MbufHdr>, meta: MbufMeta) {
-        // The temporary handle is never dropped: the caller keeps ownership.
-        std::mem::ManuallyDrop::new(Mbuf { hdr }).set_meta(meta);
     }
 
     /// The header pointer and window, without giving up ownership.
@@ -1016,7 +1002,6 @@ impl fmt::Debug for Mbuf {
 /// The handles of `v` as the header pointers they are (`Mbuf` is a
 /// transparent pointer), for drivers that pass a burst to a device as is.
 #[inline(always)]
-#[allow(dead_code)]
 pub(crate) fn as_hdr_ptrs(v: &[Mbuf]) -> &[NonNull<MbufHdr>] {
     // SAFETY: `Mbuf` is `repr(transparent)` over `NonNull<MbufHdr>`.
     unsafe { std::slice::from_raw_parts(v.as_ptr() as *const NonNull<MbufHdr>, v.len()) }
@@ -1029,7 +1014,7 @@ pub(crate) fn as_hdr_ptrs(v: &[Mbuf]) -> &[NonNull<MbufHdr>] {
 /// `n <= v.len()`, and ownership of the first `n` buffers has been handed over
 /// (so forgetting the handles neither leaks nor double-frees).
 #[inline]
-#[allow(dead_code)]
+#[cfg_attr(not(feature = "dpdk"), allow(dead_code))]
 pub(crate) unsafe fn forget_front(v: &mut Vec<Mbuf>, n: usize) {
     debug_assert!(n <= v.len());
     let rest = v.len() - n;

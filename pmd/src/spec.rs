@@ -135,11 +135,7 @@ fn open_ring(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         });
     }
     let mac = spec.mac(&format!("ring:{}", spec.target))?;
-    let csum = match spec.get("csum") {
-        None | Some("0") => false,
-        Some("1") => true,
-        Some(v) => return Err(spec.bad_value("csum", v, "0 or 1")),
-    };
+    let csum = bool_opt(spec, "csum", false)?;
     Ok(Box::new(RingPort::open_with(&spec.target, spec.get("peer"), mac, csum, checks_opt(spec)?)?))
 }
 

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::netdev::{self, io_err};
-use super::{claim_queue, ensure_no_handles, not_configured};
+use super::{claim_queue, ensure_configurable, not_configured};
 use crate::port::{
     frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
 };
@@ -381,13 +381,7 @@ impl Port for AfPacketPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        if self.is_started() {
-            return Err(PmdError::State {
-                port: self.ifname.clone(),
-                reason: "stop the port before configuring it".into(),
-            });
-        }
-        ensure_no_handles(&self.ifname, &self.counters.rx, &self.counters.tx)?;
+        ensure_configurable(&self.ifname, self.is_started(), &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
         self.rx_rings.clear();
         self.tx_rings.clear();

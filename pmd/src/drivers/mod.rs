@@ -26,6 +26,20 @@ pub(crate) fn ensure_no_handles<T, U>(port: &str, rx: &[Arc<T>], tx: &[Arc<U>]) 
     Ok(())
 }
 
+/// What every driver's `configure` checks first: the port is stopped and no
+/// queue handle of its previous configuration is alive.
+pub(crate) fn ensure_configurable<T, U>(
+    port: &str,
+    started: bool,
+    rx: &[Arc<T>],
+    tx: &[Arc<U>],
+) -> Result<(), PmdError> {
+    if started {
+        return Err(PmdError::State { port: port.to_string(), reason: "stop the port before configuring it".into() });
+    }
+    ensure_no_handles(port, rx, tx)
+}
+
 /// Takes queue `q`'s counters for a new handle, checking the index and that no
 /// other handle for it is alive.
 pub(crate) fn claim_queue<T>(port: &str, kind: &str, q: u16, list: &[Arc<T>]) -> Result<Arc<T>, PmdError> {

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
-use super::{claim_queue, ensure_no_handles, not_configured};
+use super::{claim_queue, ensure_configurable, not_configured};
 use crate::port::{
     frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
 };
@@ -67,13 +67,7 @@ impl Port for NullPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        if self.is_started() {
-            return Err(PmdError::State {
-                port: self.name.clone(),
-                reason: "stop the port before configuring it".into(),
-            });
-        }
-        ensure_no_handles(&self.name, &self.counters.rx, &self.counters.tx)?;
+        ensure_configurable(&self.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
         if conf.mempool.data_room() < self.frame_len as usize {
             return Err(PmdError::Config {

@@ -49,7 +49,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use super::{claim_queue, ensure_no_handles, not_configured};
+use super::{claim_queue, ensure_configurable, not_configured};
 use crate::port::{
     burst_bytes_and_bound, frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters,
     TxCounters,
@@ -199,13 +199,7 @@ impl Port for RingPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        if self.is_started() {
-            return Err(PmdError::State {
-                port: self.me.name.clone(),
-                reason: "stop the port before configuring it".into(),
-            });
-        }
-        ensure_no_handles(&self.me.name, &self.counters.rx, &self.counters.tx)?;
+        ensure_configurable(&self.me.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
         let rings = (0..conf.rx_queues)
             .map(|_| Lane {

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use super::netdev::{self, cvt, io_err, IfReq};
-use super::{claim_queue, ensure_no_handles, not_configured};
+use super::{claim_queue, ensure_configurable, not_configured};
 use crate::port::{
     frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
 };
@@ -306,13 +306,7 @@ impl Port for TapPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        if self.is_started() {
-            return Err(PmdError::State {
-                port: self.ifname.clone(),
-                reason: "stop the port before configuring it".into(),
-            });
-        }
-        ensure_no_handles(&self.ifname, &self.counters.rx, &self.counters.tx)?;
+        ensure_configurable(&self.ifname, self.is_started(), &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
         let mut bits = 0;
         if conf.rx_offloads.intersects(RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM | RxOffloads::TCP_LRO) {

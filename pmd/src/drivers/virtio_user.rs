@@ -163,7 +163,7 @@ use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::tap::VnetHdr;
-use super::{claim_queue, ensure_no_handles, not_configured};
+use super::{claim_queue, ensure_configurable, not_configured};
 use crate::mbuf::MbufHdr;
 use crate::port::{Counter, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters};
 use crate::{free_bulk, Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
@@ -1132,13 +1132,7 @@ impl Port for VirtioUserPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        if self.is_started() {
-            return Err(PmdError::State {
-                port: self.name.clone(),
-                reason: "stop the port before configuring it".into(),
-            });
-        }
-        ensure_no_handles(&self.name, &self.counters.rx, &self.counters.tx)?;
+        ensure_configurable(&self.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
         conf.validate(&self.info())?;
         let Some(pool_mem) = conf.mempool.shared_memory() else {
             return Err(PmdError::Config {

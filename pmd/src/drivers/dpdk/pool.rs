@@ -129,24 +129,6 @@ impl PoolRanges {
             let acc = ptrs.iter().fold(0usize, |acc, p| acc | (p.as_ptr() as usize).wrapping_sub(base));
             return acc >> bits == 0;
         }
-        if self.n == 1 {
-            // The largest offset from the chunk's start (below it wraps to a
-            // huge one) must be inside it: one sub and one max per frame, four
-            // independent chains. (Scalar on purpose: the handles were just
-            // written one by one by the device's receive, and a wide load
-            // spanning several of those stores would stall on forwarding.)
-            let lo = self.lo[0];
-            let off = |p: &NonNull<MbufHdr>| (p.as_ptr() as usize).wrapping_sub(lo);
-            let mut w = [0usize; 4];
-            let mut quads = ptrs.chunks_exact(4);
-            for q in &mut quads {
-                for i in 0..4 {
-                    w[i] = w[i].max(off(&q[i]));
-                }
-            }
-            let rest = quads.remainder().iter().map(off).max().unwrap_or(0);
-            return w[0].max(w[1]).max(w[2].max(w[3])).max(rest) < self.len[0];
-        }
         ptrs.iter().all(|p| {
             let a = p.as_ptr() as usize;
             (0..self.n).any(|i| a.wrapping_sub(self.lo[i]) < self.len[i])

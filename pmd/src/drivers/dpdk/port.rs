@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use dpdk_sys as sys;
 
 use super::pool::{pool_ranges, rte_pool_of, rte_pool_of_core, PoolRanges};
-use crate::drivers::{claim_queue, ensure_no_handles, not_configured};
+use crate::drivers::{claim_queue, ensure_configurable, ensure_no_handles, not_configured};
 use crate::port::{
     frame_fits_mtu, Counter, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RssCapabilities,
     RssHashTypes, RxCounters, TxCounters,
@@ -405,13 +405,7 @@ impl Port for DpdkPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        if self.is_started() {
-            return Err(PmdError::State {
-                port: self.name.clone(),
-                reason: "stop the port before configuring it".into(),
-            });
-        }
-        ensure_no_handles(&self.name, &self.counters.rx, &self.counters.tx)?;
+        ensure_configurable(&self.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
         let info = self.info();
         conf.validate(&info)?;
         let mp = rte_pool_of(&conf.mempool).ok_or_else(|| PmdError::Config {
