@@ -8,7 +8,9 @@
 //! per-second samples go into an hdrhistogram. The headline is the median
 //! per-second rate. `BENCH_CORE` picks the forwarding core (default the last
 //! available), `TESTPMD` our binary (default `target/release/testpmd`),
-//! `DPDK_TESTPMD` the peer (default `dpdk-testpmd`).
+//! `DPDK_TESTPMD` the peer (default `dpdk-testpmd`). `BENCH_CASES` (comma-
+//! separated case names) runs only those and prints them without writing the
+//! results files: a quick A/B while working, never a result to quote.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -182,7 +184,12 @@ pub fn run(b: &IoFwd) {
     let mut md_rows = Vec::new();
     let mut series = Vec::new();
     let mut detail = serde_json::Map::new();
+    let only: Option<Vec<String>> =
+        std::env::var("BENCH_CASES").ok().map(|v| v.split(',').map(|c| c.trim().to_string()).collect());
     for case in b.cases {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|c| c == case.name)) {
+            continue;
+        }
         let (mut o, mut d) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             eprintln!("{}: {} round {}/{rounds}: ours", b.name, case.name, r + 1);
@@ -191,7 +198,14 @@ pub fn run(b: &IoFwd) {
             d.extend(dpdk(&dpdk_bin, case, core, secs).unwrap_or_else(|e| panic!("{e}")));
         }
         let (so, sd) = (summarize(&o, 1000.0), summarize(&d, 1000.0));
-        eprintln!("{}: {}: ours {} Mpps, dpdk {} Mpps", b.name, case.name, fmt(&so), fmt(&sd));
+        eprintln!(
+            "{}: {}: ours {} Mpps, dpdk {} Mpps, ratio {:.3}",
+            b.name,
+            case.name,
+            fmt(&so),
+            fmt(&sd),
+            so.p50 / sd.p50
+        );
         let row = Row::new(case.name, "Mpps", "higher", so.p50, "dpdk-testpmd", sd.p50);
         md_rows.push(format!(
             "| {} | {} | {} | {:.2} | {} / {} |",
@@ -215,6 +229,10 @@ pub fn run(b: &IoFwd) {
             points: d.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, *v)).collect(),
         });
         rows.push(row);
+    }
+    if only.is_some() {
+        eprintln!("{}: BENCH_CASES set: results printed above, files not written", b.name);
+        return;
     }
     let dpdk_version = crate::command_line("pkg-config", &["--modversion", "libdpdk"]);
     let env = serde_json::json!({

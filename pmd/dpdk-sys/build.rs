@@ -125,9 +125,6 @@ fn main() {
         // Per-lcore variables are C `__thread` variables: Rust cannot bind
         // a foreign thread-local, so they are reached through the shim.
         .blocklist_item("per_lcore_.*")
-        // The fast-path function table is an implementation detail of the
-        // inline rx/tx burst functions; the shim calls those instead.
-        .blocklist_item("rte_eth_fp_ops")
         // Packed protocol headers from rte_flow.h's includes that rustc
         // rejects as bindgen writes them (a packed struct holding a
         // repr(align) union; a derive(Debug) over a packed bitfield

@@ -44,7 +44,8 @@ pub use error::PmdError;
 pub use mbuf::{free_bulk, Mbuf, MbufMeta, PacketType, RxFlags, TxFlags};
 pub use mempool::{Mempool, MempoolConfig};
 pub use port::{
-    Link, MacAddr, Port, PortConfig, PortInfo, PortStats, RssConfig, RxOffloads, RxQueue, TxOffloads, TxQueue,
+    downcast_rx, downcast_tx, Link, MacAddr, Port, PortConfig, PortInfo, PortStats, QueueAny, Received, RssConfig,
+    RxOffloads, RxQueue, TxOffloads, TxQueue,
 };
 pub use spec::{open, open_with, OpenEnv, Spec};
 

@@ -9,7 +9,7 @@
 use pmd::drivers::dpdk::{self, rte_mbuf_view, EalConfig};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::port::RssHashTypes;
-use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RssConfig, TxFlags, TxOffloads};
+use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RssConfig, RxQueue, TxFlags, TxOffloads, TxQueue};
 
 fn xstat(p: &dyn Port, name: &str) -> u64 {
     p.xstats().into_iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no xstat {name}")).1
@@ -206,6 +206,39 @@ fn rx_and_tx_move_rte_mbufs_without_copying() {
     assert_eq!(xstat(&*port, "tx_copies"), 1);
     let st = port.stats();
     assert_eq!((st.opackets, st.ipackets), (n as u64 + 1, n as u64 + 1));
+
+    // ---- a burst the receive queue vouches for: no address check ----------
+    // The concrete handles, as a DPDK-only poll loop takes them; a downcast
+    // to the wrong type gives the handle back.
+    let rx = pmd::downcast_rx::<pmd::drivers::null::NullRx>(rx).err().expect("not a null queue");
+    let mut rx: dpdk::DpdkRx = pmd::downcast_rx(rx).ok().expect("a DPDK queue");
+    let mut tx: dpdk::DpdkTx = pmd::downcast_tx(tx).ok().expect("a DPDK queue");
+    assert_eq!(tx.tx_burst(&mut got), n + 1);
+    let mut burst = Vec::new();
+    let r = rx.rx_received(&mut burst, 512);
+    assert_eq!(r.len(), n + 1);
+    assert!(r.frames().iter().all(|m| rte_mbuf_view(m).is_some()));
+    assert_eq!(tx.tx_received(r), n + 1);
+    assert!(burst.is_empty());
+    assert_eq!(xstat(&*port, "tx_copies"), 1, "vouched for: nothing checked, nothing copied");
+    // Received into a vector that already held a native buffer: not vouched
+    // for, so checked, and the native buffer is copied, never sent as is.
+    let mut f = native.alloc().unwrap();
+    f.extend_from_slice(&[0xab; 60]).unwrap();
+    let mut burst = vec![f];
+    let r = rx.rx_received(&mut burst, 512);
+    assert_eq!(r.len(), n + 2);
+    assert_eq!(tx.tx_received(r), n + 2);
+    assert_eq!(xstat(&*port, "tx_copies"), 2);
+    assert_eq!(native.in_use(), 0);
+    let mut got = Vec::new();
+    while got.len() < n + 2 {
+        rx.rx_burst(&mut got, 32);
+    }
+    assert_eq!(got[0].data(), &[0xab; 60][..]);
+    let st = port.stats();
+    // n + 1 each of three times, n + 2 the last.
+    assert_eq!((st.opackets, st.ipackets), (4 * n as u64 + 5, 4 * n as u64 + 5));
     drop(got);
     drop((rx, tx));
     drop(port);

@@ -63,3 +63,46 @@ fn data_room_smaller_than_frame_is_a_config_error() {
     let e = p.configure(&pmd::PortConfig::new(1, 1, 16, 16, small)).unwrap_err().to_string();
     assert!(e.contains("mempool"), "{e}");
 }
+
+#[test]
+fn boxed_queues_downcast_to_their_own_type_only_and_forward_as_before() {
+    use pmd::drivers::null::{NullRx, NullTx};
+    use pmd::drivers::ring::RingRx;
+    use pmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
+    use pmd::runtime::Lcore;
+    let pool = pool("null_downcast", 256);
+    let mut p = up("null:n2?size=64", &pool, 64);
+    let (rx, tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    // The wrong type gives the handle back, still working.
+    let mut rx = pmd::downcast_rx::<RingRx>(rx).err().expect("not a ring queue");
+    let mut v = Vec::new();
+    assert_eq!(rx.rx_burst(&mut v, 8), 8);
+    pmd::free_bulk(&mut v);
+    let mac = pmd::MacAddr([2, 0, 0, 0, 0, 1]);
+    let stream = Stream::new(0, 0, 0, rx, tx, mac, mac);
+    assert!(stream.is::<NullRx, NullTx>());
+    let stream = stream.downcast::<NullRx, NullTx>().ok().expect("null queues");
+    let cfg = FwdConfig {
+        mode: FwdMode::Io,
+        burst: 32,
+        txpkts: 64,
+        flows: 1,
+        tx_first: 0,
+        nb_pkts: None,
+        pool: pool.clone(),
+        verify: false,
+    };
+    // The engine over the concrete types forwards and counts as over boxes.
+    let counters = stream.counters();
+    let mut core = FwdLcore::new(cfg, vec![stream]);
+    for _ in 0..10 {
+        assert_eq!(core.poll(), 32);
+    }
+    let st = counters.stats();
+    assert_eq!((st.rx, st.tx, st.tx_dropped), (320, 320, 0));
+    drop(core);
+    let s = p.stats();
+    assert_eq!((s.ipackets, s.opackets), (328, 320));
+    drop(p);
+    assert_eq!(pool.available(), 256);
+}

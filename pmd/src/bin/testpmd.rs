@@ -28,7 +28,7 @@ use serde::Serialize;
 use pmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream, StreamStats, MIN_TXPKTS};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::port::MacAddr;
-use pmd::runtime::{parse_core_list, IdlePolicy, Runtime, StopSignal};
+use pmd::runtime::{parse_core_list, IdlePolicy, Lcore, Runtime, StopSignal};
 use pmd::{Mempool, MempoolConfig, PmdError, Port, PortConfig, PortStats};
 
 #[derive(Parser, Debug)]
@@ -246,6 +246,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Forwarding cores running, whatever their queue types.
+trait Running {
+    /// Stops them; what they owned comes back, to be dropped when convenient.
+    fn stop(self: Box<Self>) -> Result<Box<dyn std::any::Any + Send>, PmdError>;
+}
+
+impl<L: Lcore> Running for Runtime<L> {
+    fn stop(self: Box<Self>) -> Result<Box<dyn std::any::Any + Send>, PmdError> {
+        Ok(Box::new((*self).stop()?))
+    }
+}
+
+/// Starts the forwarding cores. When every stream is DPDK queue to DPDK queue,
+/// the engine runs over the concrete queue types, so the burst calls are
+/// direct and inlined (see `pmd::fwd`); otherwise over trait objects.
+fn launch(used: Vec<(usize, Vec<Stream>)>, cfg: &FwdConfig, idle: IdlePolicy) -> Result<Box<dyn Running>, PmdError> {
+    #[cfg(feature = "dpdk")]
+    {
+        use pmd::drivers::dpdk::{DpdkRx, DpdkTx};
+        if used.iter().all(|(_, s)| s.iter().all(|s| s.is::<DpdkRx, DpdkTx>())) {
+            let lcores: Vec<(usize, FwdLcore<DpdkRx, DpdkTx>)> = used
+                .into_iter()
+                .map(|(c, s)| {
+                    let s = s.into_iter().map(|s| s.downcast().unwrap_or_else(|_| unreachable!("types checked")));
+                    (c, FwdLcore::new(cfg.clone(), s.collect()))
+                })
+                .collect();
+            return Ok(Box::new(Runtime::launch(lcores, idle)?));
+        }
+    }
+    let lcores: Vec<(usize, FwdLcore)> = used.into_iter().map(|(c, s)| (c, FwdLcore::new(cfg.clone(), s))).collect();
+    Ok(Box::new(Runtime::launch(lcores, idle)?))
+}
+
 fn peer_of(p: usize, n: usize) -> usize {
     match n {
         1 => 0,
@@ -399,13 +433,12 @@ fn run(a: &Args) -> Result<i32, Failure> {
     } else {
         IdlePolicy::Spin
     };
-    let lcores: Vec<(usize, FwdLcore)> = used.into_iter().map(|(c, s)| (c, FwdLcore::new(cfg.clone(), s))).collect();
-    let core_list: Vec<usize> = lcores.iter().map(|(c, _)| *c).collect();
-    let counters: Vec<_> = lcores.iter().map(|(_, l)| l.counters()).collect();
+    let core_list: Vec<usize> = used.iter().map(|(c, _)| *c).collect();
+    let counters: Vec<Vec<_>> = used.iter().map(|(_, s)| s.iter().map(|s| s.counters()).collect()).collect();
     let snap = |counters: &Vec<Vec<std::sync::Arc<pmd::fwd::StreamCounters>>>| -> Vec<Vec<StreamStats>> {
         counters.iter().map(|l| l.iter().map(|c| c.stats()).collect()).collect()
     };
-    let rt = Runtime::launch(lcores, idle)?;
+    let rt = launch(used, &cfg, idle)?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(a.duration);
     let mut samples = Vec::new();

@@ -112,13 +112,41 @@ unsafe extern "C" fn init_priv(
 /// the window is an `rte_mbuf` of one of our DPDK pools (another pool than the
 /// port's is fine: DPDK frees it to its own). The test is then a subtraction
 /// and an OR per frame (all offsets below `2^bits` exactly when their OR is),
-/// which the compiler vectorises.
+/// which the compiler vectorises: with AVX2, when the CPU has it (checked once,
+/// at run time: the build targets baseline x86-64), four handles per
+/// instruction pair, a quarter of the scalar count; on `net_ring` that is
+/// about 2 of the ~25 instructions per frame.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PoolRanges {
     lo: [usize; 4],
     len: [usize; 4],
     n: usize,
     block: Option<(usize, u32)>,
+    avx2: bool,
+}
+
+/// The OR of every handle's offset from `base`.
+#[inline(always)]
+fn or_offsets(ptrs: &[NonNull<MbufHdr>], base: usize) -> usize {
+    ptrs.iter().fold(0usize, |acc, p| acc | (p.as_ptr() as usize).wrapping_sub(base))
+}
+
+/// [`or_offsets`] compiled for AVX2.
+///
+/// # Safety
+///
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn or_offsets_avx2(ptrs: &[NonNull<MbufHdr>], base: usize) -> usize {
+    or_offsets(ptrs, base)
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 impl PoolRanges {
@@ -126,8 +154,12 @@ impl PoolRanges {
     #[inline(always)]
     pub(crate) fn contains_all(&self, ptrs: &[NonNull<MbufHdr>]) -> bool {
         if let Some((base, bits)) = self.block {
-            let acc = ptrs.iter().fold(0usize, |acc, p| acc | (p.as_ptr() as usize).wrapping_sub(base));
-            return acc >> bits == 0;
+            #[cfg(target_arch = "x86_64")]
+            if self.avx2 {
+                // SAFETY: `avx2` is set only when the CPU was found to have it.
+                return unsafe { or_offsets_avx2(ptrs, base) } >> bits == 0;
+            }
+            return or_offsets(ptrs, base) >> bits == 0;
         }
         ptrs.iter().all(|p| {
             let a = p.as_ptr() as usize;
@@ -185,6 +217,7 @@ pub(crate) fn pool_ranges(mp: *mut sys::rte_mempool) -> PoolRanges {
     if r.n == 1 {
         r.block = eal_block(r.lo[0], r.len[0]);
     }
+    r.avx2 = has_avx2();
     r
 }
 
@@ -387,14 +420,27 @@ mod tests {
     #[test]
     fn provenance_by_address_accepts_exactly_the_pool_memory() {
         let lo = 0x1_0000_0040usize;
-        let ranged = PoolRanges { lo: [lo, 0, 0, 0], len: [0x1000, 0, 0, 0], n: 1, block: None };
-        // A window of 2^13 from below the chunk (as `eal_block` picks it).
+        let ranged = PoolRanges { lo: [lo, 0, 0, 0], len: [0x1000, 0, 0, 0], n: 1, block: None, avx2: false };
+        // A window of 2^13 from below the chunk (as `eal_block` picks it),
+        // tested with the scalar and (where the CPU has it) the AVX2 code.
         let windowed = PoolRanges { block: Some((lo - 0x40, 13)), ..ranged };
-        for r in [ranged, windowed] {
+        let windowed_avx2 = PoolRanges { avx2: has_avx2(), ..windowed };
+        for r in [ranged, windowed, windowed_avx2] {
             assert!(r.contains_all(&ptrs(&[lo, lo + 0x800, lo + 0xfc0, lo + 8, lo + 16])));
             assert!(r.contains_all(&[]));
             for bad in [lo - 0x1000_0000, 0x40, usize::MAX & !63] {
                 assert!(!r.contains_all(&ptrs(&[lo, lo + 64, bad, lo + 128, lo + 192])), "{bad:#x}");
+            }
+            // Bursts long enough for the vector loop, one bad handle anywhere
+            // (the loop body, the remainder) or none.
+            for len in [31, 32, 37, 64] {
+                let good: Vec<usize> = (0..len).map(|i| lo + (i * 0x40) % 0x1000).collect();
+                assert!(r.contains_all(&ptrs(&good)), "{len}");
+                for at in [0, len / 2, len - 1] {
+                    let mut v = good.clone();
+                    v[at] = lo + 0x10_0000;
+                    assert!(!r.contains_all(&ptrs(&v)), "{len} {at}");
+                }
             }
         }
         // Just past the end: outside the chunk, and outside the window too.

@@ -3,6 +3,7 @@
 use std::ffi::{CStr, CString};
 use std::os::raw::c_int;
 use std::path::Path;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -10,11 +11,12 @@ use dpdk_sys as sys;
 
 use super::pool::{pool_ranges, rte_pool_of, rte_pool_of_core, PoolRanges};
 use crate::drivers::{claim_queue, ensure_configurable, ensure_no_handles, not_configured};
+use crate::port::Origin;
 use crate::port::{
     frame_fits_mtu, Counter, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RssCapabilities,
     RssHashTypes, RxCounters, TxCounters,
 };
-use crate::{Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
+use crate::{Mbuf, Mempool, PmdError, Port, Received, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Linux's ENOTSUP (EOPNOTSUPP), what ethdev returns for an operation the
 /// driver lacks.
@@ -647,6 +649,7 @@ impl Port for DpdkPort {
         let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.name))?;
         let counters = claim_queue(&self.name, "rx", q, &self.counters.rx)?;
         Ok(Box::new(DpdkRx {
+            fp: FpOps::of(self.port_id),
             port_id: self.port_id,
             queue: q,
             _pool: conf.mempool.clone(),
@@ -664,6 +667,7 @@ impl Port for DpdkPort {
         let own_mp = rte_pool_of(&conf.mempool);
         let own_ranges = own_mp.map(pool_ranges).unwrap_or_default();
         Ok(Box::new(DpdkTx {
+            fp: FpOps::of(self.port_id),
             port_id: self.port_id,
             queue: q,
             pool: conf.mempool.clone(),
@@ -692,6 +696,26 @@ fn intern(s: &str) -> &'static str {
     n
 }
 
+/// The port's entry in ethdev's fast-path table (`rte_eth_fp_ops[port]`),
+/// through which the queue handles call the driver's burst functions as DPDK's
+/// inline `rte_eth_rx_burst`/`rte_eth_tx_burst` do (see `dpdk_sys::eth_rx_burst`
+/// for why not through the shim). The address is that of an element of a
+/// static array, fixed for the process's life.
+#[derive(Clone, Copy)]
+struct FpOps(NonNull<sys::rte_eth_fp_ops>);
+
+// SAFETY: the pointer is to a process-wide static table; which thread reads it
+// is governed by the queue handle owning it (one poller per queue).
+unsafe impl Send for FpOps {}
+
+impl FpOps {
+    fn of(port_id: u16) -> FpOps {
+        assert!((port_id as u32) < sys::RTE_MAX_ETHPORTS, "port id {port_id} out of ethdev's range");
+        // SAFETY: in range, checked above; the address of a static's element.
+        FpOps(NonNull::new(unsafe { sys::eth_fp_ops(port_id) }).expect("static table"))
+    }
+}
+
 /// Receive queue of a DPDK port. An [`Mbuf`] is a transparent `rte_mbuf *`
 /// (see the `mbuf` module docs), so `rte_eth_rx_burst` writes its pointers
 /// straight into the caller's vector, and metadata stays in DPDK's encoding
@@ -703,6 +727,7 @@ fn intern(s: &str) -> &'static str {
 /// no mbuf is touched (bytes then come from the device's counters, and the
 /// chain check is left to DPDK's own contract: without scatter, no chains).
 pub struct DpdkRx {
+    fp: FpOps,
     port_id: u16,
     queue: u16,
     /// Keeps the pool alive while frames can still arrive on this queue.
@@ -714,6 +739,60 @@ pub struct DpdkRx {
 }
 
 impl DpdkRx {
+    /// The receive path of both `rx_burst` and `rx_received`.
+    #[inline(always)]
+    fn rx(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        if max == 0 || !self.started.load(Ordering::Relaxed) {
+            return 0;
+        }
+        super::eal::register_thread();
+        let want = max.min(MAX_BURST);
+        out.reserve(want);
+        let start = out.len();
+        // SAFETY: the port is started with queue `queue` and this handle is its
+        // only poller; `out` has room for `want` more handles, and an `Mbuf` is a
+        // transparent `rte_mbuf *`, so the device writes the handles in place.
+        // Each is a received mbuf of the queue's pool (ours: its private area
+        // points to our pool), owned by us, with data_off + data_len <= buf_len.
+        let n = unsafe {
+            let dst = out.as_mut_ptr().add(start) as *mut *mut sys::rte_mbuf;
+            let n = sys::eth_rx_burst(self.fp.0.as_ptr(), self.port_id, self.queue, dst, want as u16) as usize;
+            out.set_len(start + n);
+            n
+        };
+        if self.checks {
+            return self.check_received(out, start, n);
+        }
+        self.counters.packets.add(n as u64);
+        n
+    }
+
+    /// `checks=full`: counts bytes and drops chained frames (out of line, so
+    /// the `checks=none` path stays a few instructions and registers).
+    #[inline(never)]
+    fn check_received(&mut self, out: &mut Vec<Mbuf>, start: usize, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let (mut bytes, mut chained) = (0u64, 0u16);
+        for m in &out[start..] {
+            let h = m.hdr();
+            bytes += h.data_len as u64;
+            chained |= h.nb_segs ^ 1;
+        }
+        let mut got = n;
+        if chained != 0 {
+            let (dropped, dropped_bytes) = Self::drop_chains(out, start);
+            got -= dropped as usize;
+            bytes -= dropped_bytes;
+            self.counters.errors.add(dropped);
+            self.extra.rx_dropped_segments.add(dropped);
+        }
+        self.counters.packets.add(got as u64);
+        self.counters.bytes.add(bytes);
+        got
+    }
+
     /// Drops (and frees) the chained frames of `out[start..]`; returns how many
     /// and their bytes.
     #[cold]
@@ -737,48 +816,21 @@ impl DpdkRx {
 impl RxQueue for DpdkRx {
     #[inline]
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        if max == 0 || !self.started.load(Ordering::Relaxed) {
-            return 0;
+        self.rx(out, max)
+    }
+
+    /// Vouches that every handle is an `rte_mbuf` (of this queue's pool, one
+    /// of ours) when `out` held nothing before: then the whole vector is what
+    /// the device just wrote.
+    #[inline]
+    fn rx_received<'a>(&mut self, out: &'a mut Vec<Mbuf>, max: usize) -> Received<'a> {
+        let fresh = out.is_empty();
+        self.rx(out, max);
+        if fresh {
+            Received::vouched(out, Origin::DpdkMbufs)
+        } else {
+            Received::unproven(out)
         }
-        super::eal::register_thread();
-        let want = max.min(MAX_BURST);
-        out.reserve(want);
-        let start = out.len();
-        // SAFETY: the port is started with queue `queue` and this handle is its
-        // only poller; `out` has room for `want` more handles, and an `Mbuf` is a
-        // transparent `rte_mbuf *`, so the device writes the handles in place.
-        // Each is a received mbuf of the queue's pool (ours: its private area
-        // points to our pool), owned by us, with data_off + data_len <= buf_len.
-        let n = unsafe {
-            let dst = out.as_mut_ptr().add(start) as *mut *mut sys::rte_mbuf;
-            let n = sys::rte_shim_eth_rx_burst(self.port_id, self.queue, dst, want as u16) as usize;
-            out.set_len(start + n);
-            n
-        };
-        if n == 0 {
-            return 0;
-        }
-        if !self.checks {
-            self.counters.packets.add(n as u64);
-            return n;
-        }
-        let (mut bytes, mut chained) = (0u64, 0u16);
-        for m in &out[start..] {
-            let h = m.hdr();
-            bytes += h.data_len as u64;
-            chained |= h.nb_segs ^ 1;
-        }
-        let mut got = n;
-        if chained != 0 {
-            let (dropped, dropped_bytes) = Self::drop_chains(out, start);
-            got -= dropped as usize;
-            bytes -= dropped_bytes;
-            self.counters.errors.add(dropped);
-            self.extra.rx_dropped_segments.add(dropped);
-        }
-        self.counters.packets.add(got as u64);
-        self.counters.bytes.add(bytes);
-        got
     }
 }
 
@@ -798,7 +850,12 @@ impl RxQueue for DpdkRx {
 /// device, as with DPDK's own `rte_eth_tx_burst`. Why an option: reading each
 /// frame's header line is what DPDK's io forwarding never does, and on a
 /// machine where that line is not in cache it costs more than the forwarding.
+///
+/// A burst handed over as a [`Received`] that a DPDK receive queue vouched for
+/// (`tx_received`) skips even the address check: the type kept every handle
+/// as the device wrote it. Forwarding rx to tx then costs what DPDK's does.
 pub struct DpdkTx {
+    fp: FpOps,
     port_id: u16,
     queue: u16,
     pool: Mempool,
@@ -857,54 +914,113 @@ impl DpdkTx {
 impl TxQueue for DpdkTx {
     #[inline]
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        self.tx(pkts, false)
+    }
+
+    /// A burst a DPDK receive queue vouched for needs no address check: its
+    /// handles are `rte_mbuf`s, and `Received` kept anything else out.
+    #[inline]
+    fn tx_received(&mut self, burst: Received<'_>) -> usize {
+        let proven = burst.origin() == Origin::DpdkMbufs;
+        self.tx(burst.into_vec(), proven)
+    }
+}
+
+impl DpdkTx {
+    /// Transmit; `proven`: every handle is known to be an `rte_mbuf`.
+    #[inline(always)]
+    fn tx(&mut self, pkts: &mut Vec<Mbuf>, proven: bool) -> usize {
         if pkts.is_empty() || !self.started.load(Ordering::Relaxed) {
             return 0;
         }
         super::eal::register_thread();
+        if self.checks {
+            return self.tx_checked(pkts);
+        }
+        let mut take = pkts.len().min(MAX_BURST);
+        if !proven && !self.own_ranges.contains_all(crate::mbuf::as_hdr_ptrs(&pkts[..take])) {
+            take = self.tx_prepare_slow(pkts);
+        }
+        // SAFETY: `pkts[..take]` are rte_mbufs: vouched for by a DPDK receive
+        // queue, inside EAL's memory for our pool, or made so by the slow path.
+        unsafe { self.send(pkts, take) }
+    }
+
+    /// `checks=full`: each frame of the port's pool and within the MTU, bytes
+    /// summed, in one pass over the header lines (out of line: see `DpdkRx`).
+    #[inline(never)]
+    fn tx_checked(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         let limit = self.mtu + 14;
         let mut take = pkts.len().min(MAX_BURST);
-        let (mut bytes, mut ok) = (0u64, true);
-        if self.checks {
-            for m in &pkts[..take] {
-                let h = m.hdr();
-                if h.pool != self.own_mp || h.data_len > limit {
-                    ok = false;
-                    break;
-                }
-                bytes += h.data_len as u64;
+        let mut bytes = 0u64;
+        let mut ok = true;
+        for m in &pkts[..take] {
+            let h = m.hdr();
+            if h.pool != self.own_mp || h.data_len > limit {
+                ok = false;
+                break;
             }
-        } else {
-            ok = self.own_ranges.contains_all(crate::mbuf::as_hdr_ptrs(&pkts[..take]));
+            bytes += h.data_len as u64;
         }
         if !ok {
             take = self.tx_prepare_slow(pkts);
-            if take == 0 {
-                return 0;
-            }
-            if self.checks {
-                bytes = pkts[..take].iter().map(|m| m.len() as u64).sum();
-            }
+            bytes = pkts[..take].iter().map(|m| m.len() as u64).sum();
         }
+        // SAFETY: every frame of `pkts[..take]` was found to be of our DPDK pool
+        // above, or made so by the slow path.
+        let sent = unsafe { self.send_keep(pkts, take) };
+        // Only the frames the device took count; the rest stay the caller's.
+        bytes -= pkts[sent..take].iter().map(|m| m.len() as u64).sum::<u64>();
+        // SAFETY: the device owns the first `sent` mbufs now.
+        unsafe { crate::mbuf::forget_front(pkts, sent) };
+        self.counters.bytes.add(bytes);
+        sent
+    }
+
+    /// Hands `pkts[..take]` to the device, forgets the handles it took and
+    /// counts them.
+    ///
+    /// # Safety
+    ///
+    /// `take <= min(pkts.len(), MAX_BURST)`, and `pkts[..take]` are
+    /// single-segment `rte_mbuf`s of our DPDK pools.
+    #[inline(always)]
+    unsafe fn send(&mut self, pkts: &mut Vec<Mbuf>, take: usize) -> usize {
+        // SAFETY: the caller's contract.
+        let sent = unsafe { self.send_keep(pkts, take) };
+        // SAFETY: the device owns the first `sent` mbufs now.
+        unsafe { crate::mbuf::forget_front(pkts, sent) };
+        sent
+    }
+
+    /// The device call of [`send`](Self::send), leaving the vector as it is:
+    /// its first `sent` handles are the device's now, and the caller must
+    /// forget them.
+    ///
+    /// # Safety
+    ///
+    /// As for [`send`](Self::send).
+    #[inline(always)]
+    unsafe fn send_keep(&mut self, pkts: &mut [Mbuf], take: usize) -> usize {
+        if take == 0 {
+            return 0;
+        }
+        assert!(take <= pkts.len().min(MAX_BURST));
         // SAFETY: the port is started with queue `queue` and this handle is its
         // only user; an `Mbuf` is a transparent `rte_mbuf *`, and `pkts[..take]`
-        // are valid single-segment mbufs of DPDK pools that we own, whose window
-        // (data_off, data_len = pkt_len) and offload requests are in place.
+        // are valid single-segment mbufs of DPDK pools that we own (the
+        // caller's contract), whose window (data_off, data_len = pkt_len) and
+        // offload requests are in place.
         let sent = unsafe {
-            sys::rte_shim_eth_tx_burst(
+            sys::eth_tx_burst(
+                self.fp.0.as_ptr(),
                 self.port_id,
                 self.queue,
                 pkts.as_mut_ptr() as *mut *mut sys::rte_mbuf,
                 take as u16,
             )
         } as usize;
-        if sent < take && self.checks {
-            // Not taken: they stay the caller's, as they are.
-            bytes -= pkts[sent..take].iter().map(|m| m.len() as u64).sum::<u64>();
-        }
-        // SAFETY: the device owns the first `sent` mbufs now.
-        unsafe { crate::mbuf::forget_front(pkts, sent) };
         self.counters.packets.add(sent as u64);
-        self.counters.bytes.add(bytes);
         sent
     }
 }
