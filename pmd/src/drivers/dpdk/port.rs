@@ -331,15 +331,19 @@ impl DpdkPort {
 
     /// Receives and frees whatever is queued on every receive queue, so a
     /// stopped port gives its buffers back (net_ring keeps frames in its rings
-    /// across stop and close). Only while no queue handle is alive.
+    /// across stop and close). Only while no queue handle is alive. At most
+    /// a pool's worth of frames per queue (at least 64 Ki): a queue cannot
+    /// hold more, and a device that makes frames (net_null) never runs dry.
     fn drain(&mut self) {
         if !self.is_started() || ensure_no_handles(&self.name, &self.counters.rx, &self.counters.tx).is_err() {
             return;
         }
         let nrx = self.counters.rx.len() as u16;
+        let limit = self.conf.as_ref().map_or(0, |c| c.mempool.count()).max(1 << 16);
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); 64];
         for q in 0..nrx {
-            for _ in 0..100_000 {
+            let mut drained = 0;
+            while drained < limit {
                 // SAFETY: the port is started, queue `q` is configured, and no
                 // handle polls it (checked above), so this thread is its only user.
                 let n = unsafe { sys::rte_shim_eth_rx_burst(self.port_id, q, raw.as_mut_ptr(), 64) };
@@ -348,6 +352,7 @@ impl DpdkPort {
                 }
                 // SAFETY: `n` mbufs were just received and are ours.
                 unsafe { sys::rte_pktmbuf_free_bulk(raw.as_mut_ptr(), n as u32) };
+                drained += n as usize;
             }
         }
     }
