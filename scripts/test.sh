@@ -22,7 +22,14 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 # The DPDK driver (root: EAL, hugepages, namespaces; each EAL user is its own
-# process). Tests run one binary at a time and share the two cores, so they
-# run single-threaded to keep timings sane.
+# process). Tests run one at a time and share the two cores, so they run
+# single-threaded to keep timings sane. With nextest, only what the feature
+# changes runs again: the library's unit tests (the driver's own among them),
+# the dpdk_* test binaries and the testpmd CLI tests; everything else ran above.
 echo "== tests: pmd --features dpdk"
-cargo test -p pmd --features dpdk --locked --no-fail-fast -- --test-threads=1
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p pmd --features dpdk --locked --no-fail-fast --test-threads=1 \
+        -E 'kind(lib) | binary(/^dpdk_/) | binary(testpmd_cli)'
+else
+    cargo test -p pmd --features dpdk --locked --no-fail-fast -- --test-threads=1
+fi
