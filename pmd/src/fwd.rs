@@ -477,6 +477,9 @@ impl<R: RxQueue, T: TxQueue> FwdLcore<R, T> {
 impl<R: RxQueue, T: TxQueue> Lcore for FwdLcore<R, T> {
     type Snapshot = Vec<StreamStats>;
 
+    // Inlined into the runtime's loop: a call and its register saves per
+    // poll show at a few nanoseconds per burst.
+    #[inline(always)]
     fn poll(&mut self) -> usize {
         if !self.started {
             self.tx_first();

@@ -111,6 +111,18 @@ pub fn check_cores(cores: &[usize]) -> Result<(), PmdError> {
 }
 
 fn run<L: Lcore>(mut lcore: L, ctl: Receiver<Control<L::Snapshot>>, idle: IdlePolicy) -> L {
+    let IdlePolicy::Backoff { idle_polls: limit, max_sleep } = idle else {
+        // Spinning: nothing but the polls between control checks (the idle
+        // bookkeeping below costs more than a fast burst's own overhead).
+        loop {
+            for _ in 0..CONTROL_CHECK_EVERY {
+                lcore.poll();
+            }
+            if control(&mut lcore, &ctl) {
+                return lcore;
+            }
+        }
+    };
     let mut idle_polls = 0u32;
     let mut sleep = Duration::from_micros(1);
     loop {
@@ -118,7 +130,7 @@ fn run<L: Lcore>(mut lcore: L, ctl: Receiver<Control<L::Snapshot>>, idle: IdlePo
             if lcore.poll() > 0 {
                 idle_polls = 0;
                 sleep = Duration::from_micros(1);
-            } else if let IdlePolicy::Backoff { idle_polls: limit, max_sleep } = idle {
+            } else {
                 idle_polls = idle_polls.saturating_add(1);
                 if idle_polls > limit {
                     std::thread::sleep(sleep);
@@ -126,15 +138,23 @@ fn run<L: Lcore>(mut lcore: L, ctl: Receiver<Control<L::Snapshot>>, idle: IdlePo
                 }
             }
         }
-        while let Ok(msg) = ctl.try_recv() {
-            match msg {
-                Control::Stop => return lcore,
-                Control::Snapshot(reply) => {
-                    let _ = reply.send(lcore.snapshot());
-                }
+        if control(&mut lcore, &ctl) {
+            return lcore;
+        }
+    }
+}
+
+/// Answers the control messages waiting; true when told to stop.
+fn control<L: Lcore>(lcore: &mut L, ctl: &Receiver<Control<L::Snapshot>>) -> bool {
+    while let Ok(msg) = ctl.try_recv() {
+        match msg {
+            Control::Stop => return true,
+            Control::Snapshot(reply) => {
+                let _ = reply.send(lcore.snapshot());
             }
         }
     }
+    false
 }
 
 impl<L: Lcore> Runtime<L> {

@@ -827,7 +827,7 @@ impl RxQueue for DpdkRx {
     /// Vouches that every handle is an `rte_mbuf` (of this queue's pool, one
     /// of ours) when `out` held nothing before: then the whole vector is what
     /// the device just wrote.
-    #[inline]
+    #[inline(always)]
     fn rx_received<'a>(&mut self, out: &'a mut Vec<Mbuf>, max: usize) -> Received<'a> {
         let fresh = out.is_empty();
         self.rx(out, max);
@@ -924,7 +924,7 @@ impl TxQueue for DpdkTx {
 
     /// A burst a DPDK receive queue vouched for needs no address check: its
     /// handles are `rte_mbuf`s, and `Received` kept anything else out.
-    #[inline]
+    #[inline(always)]
     fn tx_received(&mut self, burst: Received<'_>) -> usize {
         let proven = burst.origin() == Origin::DpdkMbufs;
         self.tx(burst.into_vec(), proven)
@@ -1010,7 +1010,7 @@ impl DpdkTx {
         if take == 0 {
             return 0;
         }
-        assert!(take <= pkts.len().min(MAX_BURST));
+        debug_assert!(take <= pkts.len().min(MAX_BURST));
         // SAFETY: the port is started with queue `queue` and this handle is its
         // only user; an `Mbuf` is a transparent `rte_mbuf *`, and `pkts[..take]`
         // are valid single-segment mbufs of DPDK pools that we own (the
