@@ -28,7 +28,18 @@
 //! kernel's sockets). Environment: `BENCH_ROUNDS` (default 3), `BENCH_SECS`
 //! (default 5), `BENCH_IDLE_CONNS` (default 20000), `TCP_BENCH_BUFFER` (our
 //! send and receive buffers, default 4 MiB), `TCP_BENCH_ONLY=bulk|rtt|conns|idle`
-//! (run only our side of one case, for a profiler).
+//! (run only our side of one case, for a profiler), `TCP_BENCH_DEBUG` (each
+//! side prints its polls, empty and full bursts, frames in and out, and the
+//! connection's queues every 200 ms).
+//!
+//! Our bulk rate is bimodal within a run (about 2 or about 5 GB/s per
+//! second); in both modes the window is open, nothing is copied for lack of
+//! `tcp_rx_mbufs` and the receiver idles: the sender is CPU-bound. One cause,
+//! fixed: its 64 KiB `tcp_send` copies hit the 4K-aliasing slow path of
+//! `rep movsb` on this machine's CPU when the two buffers lay 1–31 bytes apart
+//! mod 4 KiB (`stack::copy`). The other, open: in the slow mode the sender's
+//! stores into the mbufs it fills (payload copy, headers) take about 3–6 times
+//! longer per segment, as if those buffers arrived cold.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -86,6 +97,54 @@ struct Server {
     conns: Vec<(TcpHandle, bool, Vec<u8>)>,
     sunk: u64,
     buf: Vec<u8>,
+    dbg: Option<Dbg>,
+}
+
+/// `TCP_BENCH_DEBUG`: a line of counters every 200 ms from each side.
+struct Dbg {
+    who: &'static str,
+    at: Instant,
+    polls: u64,
+    empty: u64,
+    full: u64,
+    last: Vec<(String, u64)>,
+}
+
+impl Dbg {
+    fn new(who: &'static str) -> Dbg {
+        Dbg { who, at: Instant::now(), polls: 0, empty: 0, full: 0, last: Vec::new() }
+    }
+
+    fn tick(&mut self, s: &S, n: usize, extra: impl FnOnce() -> String) {
+        self.polls += 1;
+        self.empty += (n == 0) as u64;
+        self.full += (n == 32) as u64;
+        if self.polls & 255 != 0 || self.at.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        let ev: Vec<(String, u64)> = s.stats().events.pairs().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let d = |k: &str| {
+            let now = ev.iter().find(|p| p.0 == k).map_or(0, |p| p.1);
+            now - self.last.iter().find(|p| p.0 == k).map_or(0, |p| p.1)
+        };
+        eprintln!(
+            "{} {:?} polls {} empty {} full {} rx {} tx {} rxlimit {} {}",
+            self.who,
+            self.at.elapsed().as_millis(),
+            self.polls,
+            self.empty,
+            self.full,
+            d("rx_frames"),
+            d("tx_frames"),
+            d("tcp_rx_mbuf_limit"),
+            extra()
+        );
+        self.last = ev;
+        self.at = Instant::now();
+        self.polls = 0;
+        self.empty = 0;
+        self.full = 0;
+    }
 }
 
 impl Lcore for Server {
@@ -93,6 +152,15 @@ impl Lcore for Server {
 
     fn poll(&mut self) -> usize {
         let n = self.s.poll();
+        if let Some(mut d) = self.dbg.take() {
+            let s = &self.s;
+            let c = self.conns.first().map(|c| c.0);
+            d.tick(s, n, || match c {
+                Some(h) => format!("rq {} held {}", s.tcp_recv_available(h).unwrap_or(0), s.tcp_rx_mbufs_held()),
+                None => String::new(),
+            });
+            self.dbg = Some(d);
+        }
         while let Ok(h) = self.s.tcp_accept(self.echo) {
             self.conns.push((h, true, Vec::new()));
         }
@@ -150,8 +218,7 @@ struct Client {
     completed: u64,
     buf: Vec<u8>,
     chunk: Vec<u8>,
-    debug: bool,
-    polls: u64,
+    dbg: Option<Dbg>,
 }
 
 impl Lcore for Client {
@@ -185,21 +252,19 @@ impl Lcore for Client {
         match self.mode {
             Mode::Bulk => {
                 let _ = self.s.tcp_send(h, &self.chunk);
-                if self.debug {
-                    self.polls += 1;
-                    if self.polls == 2_000_000 {
-                        self.polls = 0;
-                        if let Ok(c) = self.s.tcp_connection(h) {
-                            eprintln!(
-                                "sbuf {} in flight {} snd_wnd {} cwnd {} tx backlog {}",
-                                (4usize << 20) - c.send_capacity(),
-                                c.bytes_in_flight(),
-                                c.send_window(),
-                                c.cwnd(),
-                                self.s.tx_backlog()
-                            );
-                        }
-                    }
+                if let Some(mut d) = self.dbg.take() {
+                    let s = &self.s;
+                    d.tick(s, n, || match s.tcp_connection(h) {
+                        Ok(c) => format!(
+                            "sbuf {} inflight {} snd_wnd {} backlog {}",
+                            (4usize << 20) - c.send_capacity(),
+                            c.bytes_in_flight(),
+                            c.send_window(),
+                            s.tx_backlog()
+                        ),
+                        Err(_) => String::new(),
+                    });
+                    self.dbg = Some(d);
                 }
             }
             Mode::Rtt | Mode::Conns => {
@@ -291,7 +356,15 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
     let (sa, mut sb, pool, ports) = pair(&format!("{round}{mode:?}"), 1 << 16);
     let echo = listen(&mut sb, 7);
     let sink = listen(&mut sb, 9);
-    let server = Server { s: sb, echo, sink, conns: Vec::new(), sunk: 0, buf: vec![0; 1 << 16] };
+    let server = Server {
+        s: sb,
+        echo,
+        sink,
+        conns: Vec::new(),
+        sunk: 0,
+        buf: vec![0; 1 << 16],
+        dbg: std::env::var("TCP_BENCH_DEBUG").is_ok().then(|| Dbg::new("server")),
+    };
     let client = Client {
         s: sa,
         mode,
@@ -304,8 +377,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         completed: 0,
         buf: vec![0; 1 << 16],
         chunk: vec![0x5a; 1 << 16],
-        debug: std::env::var("TCP_BENCH_DEBUG").is_ok(),
-        polls: 0,
+        dbg: std::env::var("TCP_BENCH_DEBUG").is_ok().then(|| Dbg::new("client")),
     };
     let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin).expect("server core");
     let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin).expect("client core");

@@ -28,7 +28,7 @@
 //! The listener (accept queue, SYN cookies) is [`super::listener`]; the socket
 //! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pmd::Mbuf;
@@ -36,6 +36,7 @@ use pmd::Mbuf;
 use super::cc::{CongestionControl, Cubic};
 use super::recv::{Payload, RecvQueue, Segment};
 use super::rtt::{RtoConfig, RttEstimator};
+use crate::copy::ByteRing;
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
 
 /// Everything about a connection's behaviour on the wire, stated by the caller.
@@ -269,7 +270,7 @@ pub struct Connection {
     snd_wl1: SeqNumber,
     snd_wl2: SeqNumber,
     /// Unacknowledged and unsent data; `sbuf[0]` has sequence number `sbuf_seq`.
-    sbuf: VecDeque<u8>,
+    sbuf: ByteRing,
     sbuf_seq: SeqNumber,
     /// The application closed its side: a FIN follows the data.
     fin_queued: bool,
@@ -363,21 +364,6 @@ pub struct Transmit {
 
 const NS_PER_MS: u64 = 1_000_000;
 
-/// Copies `dst.len()` bytes of `q` starting at `offset` with at most two
-/// `memcpy`s (a ring buffer is two slices), not byte by byte.
-fn copy_out(q: &VecDeque<u8>, offset: usize, dst: &mut [u8]) {
-    let (a, b) = q.as_slices();
-    let n = dst.len();
-    if offset < a.len() {
-        let first = (a.len() - offset).min(n);
-        dst[..first].copy_from_slice(&a[offset..offset + first]);
-        dst[first..].copy_from_slice(&b[..n - first]);
-    } else {
-        let o = offset - a.len();
-        dst.copy_from_slice(&b[o..o + n]);
-    }
-}
-
 impl Connection {
     fn new(cfg: Arc<TcpConfig>, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
         cfg.validate()?;
@@ -395,7 +381,7 @@ impl Connection {
             max_snd_wnd: 0,
             snd_wl1: SeqNumber(0),
             snd_wl2: iss,
-            sbuf: VecDeque::new(),
+            sbuf: ByteRing::new(),
             sbuf_seq: iss + 1,
             fin_queued: false,
             fin_seq: None,
@@ -1112,7 +1098,7 @@ impl Connection {
             }
             return None;
         }
-        copy_out(&self.sbuf, offset, &mut buf[..len]);
+        self.sbuf.copy_out(offset, &mut buf[..len]);
         let mut flags = TcpFlags::ACK;
         if len > 0 && offset + len == self.sbuf.len() {
             flags |= TcpFlags::PSH;
@@ -1489,7 +1475,7 @@ impl Connection {
             self.sample_rtt(now, seg);
             // Drop acknowledged data (not the SYN or FIN, which are not in sbuf).
             let data_acked = ((ack - self.sbuf_seq).max(0) as usize).min(self.sbuf.len());
-            self.sbuf.drain(..data_acked);
+            self.sbuf.consume(data_acked);
             self.sbuf_seq = self.sbuf_seq + data_acked as u32;
             self.snd_una = ack;
             if self.snd_nxt < self.snd_una {
