@@ -37,20 +37,28 @@
 //! `tcp_rx_mbufs` and the receiver idles: the sender is CPU-bound. One cause,
 //! fixed: its 64 KiB `tcp_send` copies hit the 4K-aliasing slow path of
 //! `rep movsb` on this machine's CPU when the two buffers lay 1–31 bytes apart
-//! mod 4 KiB (`stack::copy`). The main one is the machine: on this VM the
-//! one-way latency of a cache line between the two vCPUs switches between
-//! about 80 and 350 ns within seconds (the host moves the vCPUs), and every
-//! line of every segment crosses between the cores twice (the sender fills
-//! mbufs the receiver last read, the receiver reads what the sender wrote).
-//! Measured back to back: bulk 25–40 Gbit/s at ~80 ns, 10–15 at ~350 ns.
-//! The bench measures that latency (`core_to_core_ns`) before each bulk
-//! round of each side and reports it with the results. Prefetching the
-//! header lines of each batch of 32 fresh mbufs for writing did not change
-//! the slow-placement rate, and capping each connection's output pass at
-//! 64 or 128 KiB (a TSQ-like limit) showed no clear change in noisy A/B runs;
-//! in-flight data does reach
-//! the whole 4 MB window after a stall of the receiver (a descheduled vCPU)
-//! but the slow mode also occurs with 60 segments in flight.
+//! mod 4 KiB (`stack::copy`). The main one follows the machine: on this VM
+//! the one-way latency of a cache line between the two vCPUs switches
+//! between about 50–80 and 200–350 ns within seconds (the host moves the
+//! vCPUs), and our bulk rate follows it: 36–41 Gbit/s at ~50 ns, 12–14 at
+//! ~200 ns, while the kernel's moved much less (22–34 Gbit/s in the same
+//! run). Every line of every segment crosses between our cores twice: the
+//! sender fills mbufs the receiver has just read and freed (the pool hands
+//! the most recently freed buffers out first, hot in the other core's cache),
+//! and the receiver reads what the sender wrote; in the slow placement the
+//! sender's stores into those lines back up its store queue, which is why
+//! its payload copy and header writes looked 3–6 times slower. The bench
+//! measures the latency (`core_to_core_ns`) before each round of each side
+//! and reports it with the results.
+//!
+//! Tried, not kept (A/B runs on this noisy machine, inconclusive or mixed):
+//! prefetching the header lines of each batch of fresh mbufs for writing;
+//! capping each connection's output pass at 64 or 128 KiB (a TSQ-like
+//! limit: in-flight data does reach the whole 4 MB window after a stall of
+//! the receiver, but the slow mode also occurs with 60 segments in flight);
+//! streaming (non-temporal) stores for the payload copy into mbufs (about
+//! +20–40% in the slow placement, apparently worse in the fast one); handing
+//! out the oldest freed buffers first (FIFO refill of the per-core caches).
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -437,8 +445,8 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
 /// two pinned threads bounce a counter for 100 ms; half the mean round trip.
 ///
 /// On a VM it depends on where the host runs the two vCPUs (here it switches
-/// between about 80 and 350 ns within seconds); every payload line of a bulk
-/// transfer crosses between the cores, so bulk rates follow it.
+/// between about 50–80 and 200–350 ns within seconds); every payload line of
+/// our bulk transfer crosses between the cores twice, so our rate follows it.
 fn core_to_core_ns(cores: (usize, usize)) -> f64 {
     let ping = Arc::new(AtomicU64::new(0));
     let pong = Arc::new(AtomicU64::new(0));
@@ -805,8 +813,8 @@ fn main() {
     }
     md += &format!(
         "\nBulk rounds, core-to-core cache-line transfer (one way, ns) measured just before ours/the kernel: {}. \
-         On this VM it switches between about 80 and 350 ns as the host places the two vCPUs, and bulk \
-         follows it (both stacks move every payload line between the cores).\n",
+         On this VM it switches between about 50–80 and 200–350 ns as the host places the two vCPUs; \
+         our bulk rate follows it (see the module doc of `bench/src/bin/tcp.rs`).\n",
         c2c_notes.join(", ")
     );
     // Latency CDF plot.
