@@ -8,6 +8,8 @@
 //!   addresses, routes, the ARP/NDP [`neighbor`] cache, ICMP echo and errors,
 //!   IPv4 [`reassembly`], UDP sockets — configured by an explicit
 //!   [`StackConfig`](config::StackConfig), with every drop counted ([`stats`]).
+//! * [`copy`]: the data path's byte copies, kept off the 4K-aliasing slow path
+//!   of the CPU's block copy, and the send buffer's byte ring.
 //! * [`timer`]: the per-core hierarchical timer wheel (TCP reuses it).
 //! * [`tcp`]: the sans-IO TCP core — a connection state machine fed segments and
 //!   the time, returning segments to send, timeouts and events — and the
@@ -19,6 +21,7 @@
 
 pub mod checksum;
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod iface;
 pub mod neighbor;

@@ -28,7 +28,7 @@
 //! The listener (accept queue, SYN cookies) is [`super::listener`]; the socket
 //! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pmd::Mbuf;
@@ -36,6 +36,7 @@ use pmd::Mbuf;
 use super::cc::{CongestionControl, Cubic};
 use super::recv::{Payload, RecvQueue, Segment};
 use super::rtt::{RtoConfig, RttEstimator};
+use crate::copy::ByteRing;
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
 
 /// Everything about a connection's behaviour on the wire, stated by the caller.
@@ -269,7 +270,7 @@ pub struct Connection {
     snd_wl1: SeqNumber,
     snd_wl2: SeqNumber,
     /// Unacknowledged and unsent data; `sbuf[0]` has sequence number `sbuf_seq`.
-    sbuf: VecDeque<u8>,
+    sbuf: ByteRing,
     sbuf_seq: SeqNumber,
     /// The application closed its side: a FIN follows the data.
     fin_queued: bool,
@@ -290,6 +291,10 @@ pub struct Connection {
     peer_fin: Option<SeqNumber>,
     peer_fin_seen: bool,
     last_ack_sent: SeqNumber,
+    /// The right edge of the window we last advertised (RCV.NXT + RCV.WND
+    /// when our last ACK left): receiver SWS avoidance measures reads
+    /// against it.
+    rcv_adv: SeqNumber,
 
     // Negotiated options.
     peer_mss: u16,
@@ -363,21 +368,6 @@ pub struct Transmit {
 
 const NS_PER_MS: u64 = 1_000_000;
 
-/// Copies `dst.len()` bytes of `q` starting at `offset` with at most two
-/// `memcpy`s (a ring buffer is two slices), not byte by byte.
-fn copy_out(q: &VecDeque<u8>, offset: usize, dst: &mut [u8]) {
-    let (a, b) = q.as_slices();
-    let n = dst.len();
-    if offset < a.len() {
-        let first = (a.len() - offset).min(n);
-        dst[..first].copy_from_slice(&a[offset..offset + first]);
-        dst[first..].copy_from_slice(&b[..n - first]);
-    } else {
-        let o = offset - a.len();
-        dst.copy_from_slice(&b[o..o + n]);
-    }
-}
-
 impl Connection {
     fn new(cfg: Arc<TcpConfig>, ports: Ports, iss: SeqNumber, _now: u64, state: State) -> Result<Self, TcpConfigError> {
         cfg.validate()?;
@@ -395,7 +385,7 @@ impl Connection {
             max_snd_wnd: 0,
             snd_wl1: SeqNumber(0),
             snd_wl2: iss,
-            sbuf: VecDeque::new(),
+            sbuf: ByteRing::new(),
             sbuf_seq: iss + 1,
             fin_queued: false,
             fin_seq: None,
@@ -408,6 +398,7 @@ impl Connection {
             peer_fin: None,
             peer_fin_seen: false,
             last_ack_sent: SeqNumber(0),
+            rcv_adv: SeqNumber(0),
             peer_mss: cfg.default_peer_mss,
             ws_ok: false,
             snd_wscale: 0,
@@ -492,6 +483,7 @@ impl Connection {
         c.irs = irs;
         c.rcv_nxt = irs + 1;
         c.last_ack_sent = c.rcv_nxt;
+        c.rcv_adv = c.rcv_nxt;
         c.snd_una = iss + 1;
         c.snd_nxt = iss + 1;
         c.snd_max = iss + 1;
@@ -604,14 +596,34 @@ impl Connection {
                 return Err(e);
             }
         }
-        let was_closed_window = self.advertised_window() == 0;
         let n = self.rq.read(buf);
-        // Tell the peer the window opened again (RFC 9293 3.8.6.2.2, simplified:
-        // update when it had closed).
-        if n > 0 && was_closed_window && self.advertised_window() > 0 {
+        if n > 0 && self.window_update_due() {
             self.ack_now = true;
         }
         Ok(n)
+    }
+
+    /// Receiver SWS avoidance (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3): once
+    /// reads let the right edge of the window move by at least
+    /// min(RCV.BUFF / 2, Eff.snd.MSS) beyond the edge last advertised, the
+    /// peer is told at once. Our ACKs leave before the application reads
+    /// what they acknowledge, so without this a sender whose flight fills
+    /// the window offered then waits for data-driven ACKs that no longer
+    /// come (or for a timer) while the buffer sits empty.
+    fn window_update_due(&self) -> bool {
+        // Only while the peer may still send data.
+        if !matches!(self.state, State::Established | State::FinWait1 | State::FinWait2) || self.peer_fin_seen {
+            return false;
+        }
+        let edge = self.rcv_nxt + self.advertised_window();
+        let step = (self.cfg.recv_buffer / 2).min(self.full_segment() as usize);
+        (edge - self.rcv_adv) >= step.max(1) as i32
+    }
+
+    /// A full-sized segment from the peer: our advertised MSS minus its
+    /// timestamp option (the receiver's view of Eff.snd.MSS).
+    fn full_segment(&self) -> u32 {
+        self.cfg.mss as u32 - if self.ts_ok { 12 } else { 0 }
     }
 
     /// Whether the peer has closed and all its data has been read.
@@ -1112,7 +1124,7 @@ impl Connection {
             }
             return None;
         }
-        copy_out(&self.sbuf, offset, &mut buf[..len]);
+        self.sbuf.copy_out(offset, &mut buf[..len]);
         let mut flags = TcpFlags::ACK;
         if len > 0 && offset + len == self.sbuf.len() {
             flags |= TcpFlags::PSH;
@@ -1163,6 +1175,8 @@ impl Connection {
     /// Bookkeeping for any segment that carries our current ACK.
     fn ack_sent(&mut self) {
         self.last_ack_sent = self.rcv_nxt;
+        // As the window field carries it (scaled down, so rounded down).
+        self.rcv_adv = self.rcv_nxt + ((self.advertised_window() >> self.rcv_wscale) << self.rcv_wscale);
         self.delack_deadline = None;
         self.delack_bytes = 0;
     }
@@ -1177,7 +1191,7 @@ impl Connection {
                 // once when a segment fills (part of) a gap.
                 // A full-sized segment from the peer carries our advertised MSS
                 // minus its timestamp option.
-                let full = self.cfg.mss as u32 - if self.ts_ok { 12 } else { 0 };
+                let full = self.full_segment();
                 if filled_gap || self.delack_bytes >= 2 * full {
                     self.ack_now = true;
                 } else if self.delack_deadline.is_none() {
@@ -1489,7 +1503,7 @@ impl Connection {
             self.sample_rtt(now, seg);
             // Drop acknowledged data (not the SYN or FIN, which are not in sbuf).
             let data_acked = ((ack - self.sbuf_seq).max(0) as usize).min(self.sbuf.len());
-            self.sbuf.drain(..data_acked);
+            self.sbuf.consume(data_acked);
             self.sbuf_seq = self.sbuf_seq + data_acked as u32;
             self.snd_una = ack;
             if self.snd_nxt < self.snd_una {

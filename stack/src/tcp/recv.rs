@@ -28,6 +28,8 @@ use std::collections::VecDeque;
 
 use pmd::Mbuf;
 
+use crate::copy::copy;
+
 /// Bytes of buffer header that come with every mbuf (pmd's `MbufHdr`).
 const MBUF_HEADER: usize = 64;
 
@@ -211,7 +213,7 @@ impl RecvQueue {
             match front {
                 Chunk::Mbuf(m) => {
                     let n = want.min(m.len());
-                    out[done..done + n].copy_from_slice(&m.data()[..n]);
+                    copy(&mut out[done..done + n], &m.data()[..n]);
                     done += n;
                     if n == m.len() {
                         self.mbufs -= 1;
@@ -225,8 +227,8 @@ impl RecvQueue {
                     let n = want.min(*run);
                     let (a, b) = self.copied.as_slices();
                     let first = n.min(a.len());
-                    out[done..done + first].copy_from_slice(&a[..first]);
-                    out[done + first..done + n].copy_from_slice(&b[..n - first]);
+                    copy(&mut out[done..done + first], &a[..first]);
+                    copy(&mut out[done + first..done + n], &b[..n - first]);
                     self.copied.drain(..n);
                     done += n;
                     *run -= n;

@@ -916,3 +916,95 @@ fn rfc9293_3_8_6_1_a_lost_zero_window_probe_is_sent_again() {
     assert_eq!(s.state(1), State::Closed);
     assert_eq!(s.ends[0].as_ref().unwrap().error(), None, "closed normally, not timed out");
 }
+
+/// A pair established in the sim, then driven by hand: `(sim, data A sent)`.
+fn deliver_all(s: &mut Sim) {
+    let now = s.now;
+    while let Some((_, to, r, p)) = s.wire.pop_front() {
+        s.ends[to].as_mut().unwrap().handle_segment(now, &r, &p);
+    }
+}
+
+fn transmit_all(s: &mut Sim, i: usize) -> Vec<TcpRepr> {
+    let now = s.now;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    let c = s.ends[i].as_mut().unwrap();
+    while let Some(t) = c.poll_transmit(now, &mut buf) {
+        s.wire.push_back((now, 1 - i, t.repr, buf[..t.repr.payload_len].to_vec()));
+        out.push(t.repr);
+    }
+    out
+}
+
+#[test]
+fn rfc9293_3_8_6_2_2_a_read_that_opens_the_window_by_an_mss_sends_a_window_update() {
+    let mut s = Sim::new(cfg(), cfg());
+    assert!(s.run(SEC, established));
+    let wscale = 7;
+    // Three full segments arrive; B acknowledges them before its reader runs,
+    // so that ACK offers a window three segments short of the buffer.
+    s.a().send(&pattern(3 * 1448, 1)).unwrap();
+    assert_eq!(transmit_all(&mut s, 0).len(), 3);
+    deliver_all(&mut s);
+    let acks = transmit_all(&mut s, 1);
+    assert_eq!(acks.len(), 1);
+    assert_eq!((acks[0].window_len as usize) << wscale, (64 * 1024 - 3 * 1448) & !127);
+    deliver_all(&mut s);
+    // The reader takes the data: the right edge can move by three segments
+    // (more than Eff.snd.MSS), so B says so at once.
+    let mut rb = vec![0u8; 1 << 16];
+    assert_eq!(s.b().recv(&mut rb).unwrap(), 3 * 1448);
+    let update = transmit_all(&mut s, 1);
+    assert_eq!(update.len(), 1, "a window update after the read");
+    assert_eq!(update[0].payload_len, 0);
+    assert_eq!(update[0].ack_number, acks[0].ack_number);
+    assert_eq!((update[0].window_len as usize) << wscale, 64 * 1024);
+}
+
+#[test]
+fn rfc1122_4_2_3_3_a_read_that_opens_the_window_by_less_than_an_mss_sends_nothing() {
+    let mut s = Sim::new(cfg(), cfg());
+    assert!(s.run(SEC, established));
+    // Receiver SWS avoidance: 100 bytes read open the window by less than
+    // min(RCV.BUFF / 2, Eff.snd.MSS): no update of its own.
+    s.a().send(&pattern(100, 2)).unwrap();
+    transmit_all(&mut s, 0);
+    deliver_all(&mut s);
+    assert_eq!(transmit_all(&mut s, 1).len(), 1);
+    deliver_all(&mut s);
+    let mut rb = vec![0u8; 1 << 16];
+    assert_eq!(s.b().recv(&mut rb).unwrap(), 100);
+    assert!(transmit_all(&mut s, 1).is_empty(), "no update for less than an MSS");
+}
+
+#[test]
+fn rfc1122_4_2_3_3_bulk_over_a_fast_link_with_small_buffers_is_not_paced_by_timers() {
+    // A link of microseconds, a 32 KiB receive buffer, delayed ACKs of 40 ms
+    // (the bench's settings at a smaller scale): each window must be reopened
+    // by the reader's window updates, not by a timer.
+    let mut c = cfg();
+    c.recv_buffer = 32 * 1024;
+    c.send_buffer = 256 * 1024;
+    c.delayed_ack_ns = Some(40 * MS);
+    let mut s = Sim::new(c.clone(), c);
+    s.delay = 10_000;
+    assert!(s.run(SEC, established));
+    let data = pattern(4 << 20, 9);
+    let t0 = s.now;
+    let (mut off, mut widest) = (0, 0);
+    assert!(s.run(10 * SEC, |s| {
+        let a = s.ends[0].as_mut().unwrap();
+        off += a.send(&data[off..]).unwrap();
+        widest = widest.max(a.send_window());
+        s.got[1].len() == data.len()
+    }));
+    assert_eq!(s.got[1], data);
+    // B's ACKs leave before its reader runs; the window updates after the
+    // reads are what offer the sender the whole buffer again.
+    assert_eq!(widest, 32 * 1024, "the sender is offered the whole buffer");
+    // 128 windows, one 20 µs round trip each, is under 3 ms; a timer per
+    // window would take seconds.
+    let took = s.now - t0;
+    assert!(took < 4 * MS, "4 MiB through a 32 KiB window took {} us", took / 1000);
+}
