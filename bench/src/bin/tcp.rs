@@ -40,9 +40,12 @@
 //! mod 4 KiB (`stack::copy`). The main one follows the machine: on this VM
 //! the one-way latency of a cache line between the two vCPUs switches
 //! between about 50–80 and 200–350 ns within seconds (the host moves the
-//! vCPUs), and our bulk rate follows it: 36–41 Gbit/s at ~50 ns, 12–14 at
-//! ~200 ns, while the kernel's moved much less (22–34 Gbit/s in the same
-//! run). Every line of every segment crosses between our cores twice: the
+//! vCPUs), and in one run our bulk rate followed it: 36–41 Gbit/s at ~50 ns,
+//! 12–14 at ~200 ns, while the kernel's moved much less (22–34 Gbit/s in the
+//! same run). Not in every run: in a later one ours ran at 12.6–20 Gbit/s
+//! with 57–65 ns measured just before each round (the 100 ms probe before a
+//! 5 s round need not reflect the placement during it), so this is a lead,
+//! not a settled cause. Every line of every segment crosses between our cores twice: the
 //! sender fills mbufs the receiver has just read and freed (the pool hands
 //! the most recently freed buffers out first, hot in the other core's cache),
 //! and the receiver reads what the sender wrote; in the slow placement the
@@ -446,7 +449,8 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
 ///
 /// On a VM it depends on where the host runs the two vCPUs (here it switches
 /// between about 50–80 and 200–350 ns within seconds); every payload line of
-/// our bulk transfer crosses between the cores twice, so our rate follows it.
+/// our bulk transfer crosses between the cores twice, so our rate may follow
+/// it (see the module docs for how far it did).
 fn core_to_core_ns(cores: (usize, usize)) -> f64 {
     let ping = Arc::new(AtomicU64::new(0));
     let pong = Arc::new(AtomicU64::new(0));
@@ -814,7 +818,8 @@ fn main() {
     md += &format!(
         "\nBulk rounds, core-to-core cache-line transfer (one way, ns) measured just before ours/the kernel: {}. \
          On this VM it switches between about 50–80 and 200–350 ns as the host places the two vCPUs; \
-         our bulk rate follows it (see the module doc of `bench/src/bin/tcp.rs`).\n",
+         our bulk rate has followed it in some runs and not in others (see the module doc of \
+         `bench/src/bin/tcp.rs`).\n",
         c2c_notes.join(", ")
     );
     // Latency CDF plot.
