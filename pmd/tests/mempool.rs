@@ -216,10 +216,10 @@ unsafe impl ExternalPool for Shared {
     }
 }
 
-#[test]
-fn external_pool_buffers_are_used_in_place_and_go_home() {
-    let fp = std::sync::Arc::new(ForeignPool {
-        objs: (0..8)
+/// A foreign pool of `n` objects, all free.
+fn foreign_pool(n: usize) -> std::sync::Arc<ForeignPool> {
+    std::sync::Arc::new(ForeignPool {
+        objs: (0..n)
             .map(|_| {
                 std::cell::UnsafeCell::new(ForeignObj {
                     private: [0; 64],
@@ -228,8 +228,13 @@ fn external_pool_buffers_are_used_in_place_and_go_home() {
                 })
             })
             .collect(),
-        free: Mutex::new((0..8).collect()),
-    });
+        free: Mutex::new((0..n).collect()),
+    })
+}
+
+#[test]
+fn external_pool_buffers_are_used_in_place_and_go_home() {
+    let fp = foreign_pool(8);
     let pool = Mempool::external("foreign", 8, 448, 64, Box::new(Shared(fp.clone())));
     assert_eq!(pool.available(), 8);
     let mut v = Vec::new();
@@ -297,21 +302,7 @@ fn shared_pools_live_in_a_memfd_another_mapping_sees() {
 
 #[test]
 fn free_bulk_returns_buffers_of_two_external_pools_to_their_own_owners() {
-    let make = || {
-        std::sync::Arc::new(ForeignPool {
-            objs: (0..4)
-                .map(|_| {
-                    std::cell::UnsafeCell::new(ForeignObj {
-                        private: [0; 64],
-                        hdr: std::mem::MaybeUninit::uninit(),
-                        data: [0; 512],
-                    })
-                })
-                .collect(),
-            free: Mutex::new((0..4).collect()),
-        })
-    };
-    let (fa, fb) = (make(), make());
+    let (fa, fb) = (foreign_pool(4), foreign_pool(4));
     let a = Mempool::external("fa", 4, 448, 64, Box::new(Shared(fa.clone())));
     let b = Mempool::external("fb", 4, 448, 64, Box::new(Shared(fb.clone())));
     let mut v = Vec::new();

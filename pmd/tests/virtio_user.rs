@@ -272,6 +272,29 @@ fn assert_intact(sent: &[Vec<u8>], got: &[Mbuf], swapped: bool) {
     }
 }
 
+/// `rounds` rounds of 200 patterned frames, their lengths from the minimum to
+/// the MTU (`60 + (i * step.0 + round * step.1) % 1455`), each sent and
+/// received back intact (`assert_intact`); returns how many came back.
+fn exchange_rounds(
+    pool: &Mempool,
+    rx: &mut dyn RxQueue,
+    tx: &mut dyn TxQueue,
+    rounds: u32,
+    step: (u32, u32),
+    swapped: bool,
+) -> u64 {
+    let mut total = 0u64;
+    for round in 0..rounds {
+        let frames: Vec<Mbuf> =
+            (0..200u32).map(|i| patterned(pool, 60 + ((i * step.0 + round * step.1) as usize % 1455), i)).collect();
+        let sent: Vec<Vec<u8>> = frames.iter().map(|m| m.data().to_vec()).collect();
+        let got = round_trip(rx, tx, frames);
+        assert_intact(&sent, &got, swapped);
+        total += got.len() as u64;
+    }
+    total
+}
+
 fn open_port(spec: &str, pool: &Mempool, queues: u16) -> Box<dyn Port> {
     let mut p = pmd::open(spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
     p.configure(&PortConfig::new(queues, queues, 256, 256, pool.clone())).unwrap();
@@ -294,17 +317,9 @@ fn io_and_macswap_patterned_frames_come_back_intact_exact_counts() {
         wait_until("link up", Duration::from_secs(5), || port.link().up);
         let mut rx = port.take_rx_queue(0).unwrap();
         let mut tx = port.take_tx_queue(0).unwrap();
-        let mut total = 0u64;
         // Lengths from the minimum to the MTU, 200 frames a round (below the
         // ring size, so nothing can be dropped anywhere).
-        for round in 0..20u32 {
-            let frames: Vec<Mbuf> =
-                (0..200u32).map(|i| patterned(&pool, 60 + ((i * 37 + round * 101) as usize % 1455), i)).collect();
-            let sent: Vec<Vec<u8>> = frames.iter().map(|m| m.data().to_vec()).collect();
-            let got = round_trip(&mut *rx, &mut *tx, frames);
-            assert_intact(&sent, &got, mode == "macswap");
-            total += got.len() as u64;
-        }
+        let total = exchange_rounds(&pool, &mut *rx, &mut *tx, 20, (37, 101), mode == "macswap");
         let st = port.stats();
         assert_eq!((st.opackets, st.ipackets), (total, total), "{st:?}");
         assert_eq!(st.ierrors + st.oerrors + st.imissed + st.rx_nombuf, 0, "{st:?}");
@@ -463,16 +478,8 @@ fn in_order_on_and_off_exact_counts_and_intact_payloads() {
         wait_until("link up", Duration::from_secs(5), || port.link().up);
         let mut rx = port.take_rx_queue(0).unwrap();
         let mut tx = port.take_tx_queue(0).unwrap();
-        let mut total = 0u64;
         // More than a ring's worth in all (the rings wrap), 200 a round.
-        for round in 0..12u32 {
-            let frames: Vec<Mbuf> =
-                (0..200u32).map(|i| patterned(&pool, 60 + ((i * 53 + round * 97) as usize % 1455), i)).collect();
-            let sent: Vec<Vec<u8>> = frames.iter().map(|m| m.data().to_vec()).collect();
-            let got = round_trip(&mut *rx, &mut *tx, frames);
-            assert_intact(&sent, &got, true);
-            total += got.len() as u64;
-        }
+        let total = exchange_rounds(&pool, &mut *rx, &mut *tx, 12, (53, 97), true);
         let st = port.stats();
         assert_eq!((st.opackets, st.ipackets), (total, total), "{opt}: {st:?}");
         assert_eq!(st.ierrors + st.oerrors + st.imissed + st.rx_nombuf, 0, "{opt}: {st:?}");

@@ -11,18 +11,6 @@ void rte_shim_set_errno(int value) { rte_errno = value; }
 
 unsigned int rte_shim_lcore_id(void) { return rte_lcore_id(); }
 
-uint16_t rte_shim_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
-			       struct rte_mbuf **rx_pkts, uint16_t nb_pkts)
-{
-	return rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts);
-}
-
-uint16_t rte_shim_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
-			       struct rte_mbuf **tx_pkts, uint16_t nb_pkts)
-{
-	return rte_eth_tx_burst(port_id, queue_id, tx_pkts, nb_pkts);
-}
-
 struct rte_mbuf *rte_shim_pktmbuf_alloc(struct rte_mempool *mp)
 {
 	return rte_pktmbuf_alloc(mp);

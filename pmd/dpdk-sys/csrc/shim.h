@@ -25,15 +25,6 @@ void rte_shim_set_errno(int value);
 /** `rte_lcore_id()`: the calling thread's lcore id, or LCORE_ID_ANY. */
 unsigned int rte_shim_lcore_id(void);
 
-/* ---- ethdev fast path ---- */
-
-/** `rte_eth_rx_burst()` */
-uint16_t rte_shim_eth_rx_burst(uint16_t port_id, uint16_t queue_id,
-			       struct rte_mbuf **rx_pkts, uint16_t nb_pkts);
-/** `rte_eth_tx_burst()` */
-uint16_t rte_shim_eth_tx_burst(uint16_t port_id, uint16_t queue_id,
-			       struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
-
 /* ---- mbuf alloc / free ---- */
 
 /** `rte_pktmbuf_alloc()`: NULL when the pool is empty. */

@@ -28,8 +28,8 @@
 //!
 //! # The shim
 //!
-//! DPDK's fast path is `static inline` in its headers (`rte_eth_rx_burst`,
-//! `rte_pktmbuf_alloc`, ...) and `rte_errno` / `rte_lcore_id()` read C
+//! DPDK's fast path is `static inline` in its headers (`rte_pktmbuf_alloc`,
+//! `rte_pktmbuf_free`, ...) and `rte_errno` / `rte_lcore_id()` read C
 //! `__thread` variables through macros. None of those has a symbol in any
 //! shared library, so Rust cannot call them. `csrc/shim.c` defines one
 //! non-inline C function per such item, named `rte_shim_*`, compiled by the
@@ -41,7 +41,6 @@
 //! |------------------------------------|-------------------------------------|
 //! | [`rte_shim_errno`], [`rte_shim_set_errno`] | the `rte_errno` per-lcore macro |
 //! | [`rte_shim_lcore_id`]              | `rte_lcore_id()`                    |
-//! | [`rte_shim_eth_rx_burst`], [`rte_shim_eth_tx_burst`] | `rte_eth_rx_burst`, `rte_eth_tx_burst` |
 //! | [`rte_shim_pktmbuf_alloc`], [`rte_shim_pktmbuf_alloc_bulk`] | `rte_pktmbuf_alloc`, `rte_pktmbuf_alloc_bulk` |
 //! | [`rte_shim_pktmbuf_free`], [`rte_shim_pktmbuf_reset`] | `rte_pktmbuf_free`, `rte_pktmbuf_reset` |
 //! | [`rte_shim_pktmbuf_mtod`]          | `rte_pktmbuf_mtod(m, void *)` (`buf_addr + data_off`) |
@@ -61,8 +60,8 @@
 //! `rte_mempool_in_use_count`, `rte_strerror`, `rte_socket_id`, ...
 //!
 //! Each shim call is a real function call (no cross-language inlining), a
-//! few nanoseconds; per *burst* for rx/tx, per mbuf for alloc/free. Code that
-//! needs per-packet fields should read the `rte_mbuf` struct directly.
+//! few nanoseconds per mbuf for alloc/free. Code that needs per-packet fields
+//! should read the `rte_mbuf` struct directly.
 //!
 //! # The burst functions, in Rust
 //!
@@ -72,13 +71,12 @@
 //! its ABI since 21.11; its layout comes from the installed headers like
 //! every other). They are what a C application compiles into its own loop:
 //! read the port's entry, call the driver's burst function with the queue's
-//! data, run the queue's callbacks if any are registered. Going through the
-//! shim instead costs a C call per burst on top of the driver's call, about
+//! data, run the queue's callbacks if any are registered. They are not in
+//! the shim because a C call per burst on top of the driver's costs about
 //! 15 instructions each way, which on a fast vdev (`net_ring`, ~30
 //! instructions per frame in all) is several per cent. Left out, as in
 //! DPDK's default build: the `RTE_ETHDEV_DEBUG_RX/TX` argument checks and the
 //! fast-path trace points (`RTE_ENABLE_TRACE_FP`), both compile-time opt-ins.
-//! The shim versions stay for callers that prefer them.
 //!
 //! # Linking
 //!

@@ -157,7 +157,7 @@ fn null_port_rx_tx_through_shim() {
 
         // ---- rx 32 from net_null --------------------------------------
         let mut pkts = [ptr::null_mut::<rte_mbuf>(); BURST];
-        let n = rte_shim_eth_rx_burst(port, 0, pkts.as_mut_ptr(), BURST as u16);
+        let n = eth_rx_burst(eth_fp_ops(port), port, 0, pkts.as_mut_ptr(), BURST as u16);
         assert_eq!(n as usize, BURST, "net_null always fills the burst");
         assert_eq!(rte_mempool_in_use_count(pool), BURST as u32);
         for &p in &pkts {
@@ -173,7 +173,7 @@ fn null_port_rx_tx_through_shim() {
         }
 
         // ---- tx them back ---------------------------------------------
-        let sent = rte_shim_eth_tx_burst(port, 0, pkts.as_mut_ptr(), n);
+        let sent = eth_tx_burst(eth_fp_ops(port), port, 0, pkts.as_mut_ptr(), n);
         assert_eq!(sent, n, "net_null accepts every packet");
 
         let mut stats: rte_eth_stats = Default::default();

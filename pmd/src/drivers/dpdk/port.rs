@@ -341,12 +341,13 @@ impl DpdkPort {
         let nrx = self.counters.rx.len() as u16;
         let limit = self.conf.as_ref().map_or(0, |c| c.mempool.count()).max(1 << 16);
         let mut raw = [std::ptr::null_mut::<sys::rte_mbuf>(); 64];
+        let fp = FpOps::of(self.port_id).0.as_ptr();
         for q in 0..nrx {
             let mut drained = 0;
             while drained < limit {
                 // SAFETY: the port is started, queue `q` is configured, and no
                 // handle polls it (checked above), so this thread is its only user.
-                let n = unsafe { sys::rte_shim_eth_rx_burst(self.port_id, q, raw.as_mut_ptr(), 64) };
+                let n = unsafe { sys::eth_rx_burst(fp, self.port_id, q, raw.as_mut_ptr(), 64) };
                 if n == 0 {
                     break;
                 }
@@ -973,17 +974,16 @@ impl DpdkTx {
         }
         // SAFETY: every frame of `pkts[..take]` was found to be of our DPDK pool
         // above, or made so by the slow path.
-        let sent = unsafe { self.send_keep(pkts, take) };
-        // Only the frames the device took count; the rest stay the caller's.
-        bytes -= pkts[sent..take].iter().map(|m| m.len() as u64).sum::<u64>();
-        // SAFETY: the device owns the first `sent` mbufs now.
-        unsafe { crate::mbuf::forget_front(pkts, sent) };
+        let sent = unsafe { self.send(pkts, take) };
+        // Only the frames the device took count; the rest (now at the front)
+        // stay the caller's.
+        bytes -= pkts[..take - sent].iter().map(|m| m.len() as u64).sum::<u64>();
         self.counters.bytes.add(bytes);
         sent
     }
 
-    /// Hands `pkts[..take]` to the device, forgets the handles it took and
-    /// counts them.
+    /// Hands `pkts[..take]` to the device, forgets the handles it took (the
+    /// unsent ones move to the front) and counts them.
     ///
     /// # Safety
     ///
@@ -991,22 +991,6 @@ impl DpdkTx {
     /// single-segment `rte_mbuf`s of our DPDK pools.
     #[inline(always)]
     unsafe fn send(&mut self, pkts: &mut Vec<Mbuf>, take: usize) -> usize {
-        // SAFETY: the caller's contract.
-        let sent = unsafe { self.send_keep(pkts, take) };
-        // SAFETY: the device owns the first `sent` mbufs now.
-        unsafe { crate::mbuf::forget_front(pkts, sent) };
-        sent
-    }
-
-    /// The device call of [`send`](Self::send), leaving the vector as it is:
-    /// its first `sent` handles are the device's now, and the caller must
-    /// forget them.
-    ///
-    /// # Safety
-    ///
-    /// As for [`send`](Self::send).
-    #[inline(always)]
-    unsafe fn send_keep(&mut self, pkts: &mut [Mbuf], take: usize) -> usize {
         if take == 0 {
             return 0;
         }
@@ -1025,6 +1009,8 @@ impl DpdkTx {
                 take as u16,
             )
         } as usize;
+        // SAFETY: the device owns the first `sent` mbufs now.
+        unsafe { crate::mbuf::forget_front(pkts, sent) };
         self.counters.packets.add(sent as u64);
         sent
     }
