@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Installs the Debian packages a task needs, once: scripts/setup.sh test|bench
-#   test:  what the test suite needs (DPDK headers for dpdk-sys, libclang for
-#          bindgen, iproute2/ping/tcpdump/tshark/socat/python3(-scapy) for the
-#          kernel-peer tests over scripts/testbed.sh; nc and curl for TCP;
-#          sockperf against the echo server)
-#   bench: the above plus the peers benchmarks measure against (dpdk-testpmd)
+# Installs the Debian packages a stage needs, once: scripts/setup.sh test|bench
+#   test:  the build (DPDK, bindgen), the tests, their helpers and scripts
+#   bench: the above plus the peers the benchmarks measure against
+# The packages, and which test needs each, are listed in scripts/packages.txt:
+# it is the one list.
 set -euo pipefail
+cd "$(dirname "$0")"
 
-# dpdk: dpdk-testpmd, the vhost peer of the DPDK driver's tests.
-want=(pkg-config libdpdk-dev libclang-dev iproute2 iputils-ping tcpdump tshark socat netcat-openbsd curl python3 python3-scapy dpdk sockperf)
+stage="${1:-test}"
+case "$stage" in
+    test | bench) ;;
+    *) echo "setup.sh: unknown stage '$stage' (test or bench)" >&2; exit 2 ;;
+esac
 
-if [[ "${1:-test}" == bench ]]; then
-    want+=(dpdk-dev coreutils)
-fi
+want=()
+while read -r pkg pstage _; do
+    [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+    case "$pstage" in
+        test) want+=("$pkg") ;;
+        bench) [[ "$stage" == bench ]] && want+=("$pkg") ;;
+        *) echo "setup.sh: packages.txt: '$pkg' has unknown stage '$pstage'" >&2; exit 2 ;;
+    esac
+done < packages.txt
 
 missing=()
 for p in "${want[@]}"; do
@@ -27,5 +36,8 @@ if [[ $(id -u) -ne 0 ]]; then
     SUDO=sudo
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt (a second setup.sh, unattended upgrades) may hold the lock: wait
+# for it rather than fail.
+lock=(-o DPkg::Lock::Timeout=600)
+$SUDO apt-get "${lock[@]}" update -qq
+$SUDO apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

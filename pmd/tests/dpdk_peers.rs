@@ -59,7 +59,7 @@ fn kernel_pings(ns: &Netns, dst: &str, child: std::process::Child) {
 
 #[test]
 fn net_tap_answers_the_kernels_ping() {
-    if skip("needs root for EAL and namespaces") {
+    if skip("needs root for EAL and namespaces") || lacks(&["ip", "ping"]) {
         return;
     }
     let ns = Netns::new("t");
@@ -80,7 +80,7 @@ fn net_tap_answers_the_kernels_ping() {
 
 #[test]
 fn net_af_packet_answers_the_kernels_ping_over_a_veth() {
-    if skip("needs root for EAL and namespaces") {
+    if skip("needs root for EAL and namespaces") || lacks(&["ip", "ping"]) {
         return;
     }
     let ns = Netns::new("a");
@@ -116,7 +116,7 @@ impl Drop for Reaper {
 
 #[test]
 fn txonly_over_virtio_user_into_dpdk_testpmd_vhost_counts_match() {
-    if skip("needs root for EAL and hugepages") {
+    if skip("needs root for EAL and hugepages") || lacks(&["dpdk-testpmd"]) {
         return;
     }
     // virtio-user shares its memory with the vhost backend by file descriptor:

@@ -141,3 +141,54 @@ fn missing_devices_and_unbound_pci_devices_are_clear_errors() {
     let e = failure(&run("dpdk:eth0", "badtarget"), 2);
     assert!(e.contains("is neither a PCI address") && e.contains("virtual device name"), "{e}");
 }
+
+/// `testpmd conformance --eal ...` on DPDK's own devices, bounded.
+fn conformance(port: &str, eal: &str) -> (Option<i32>, String) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_testpmd"))
+        .args(["conformance", "--port", port, "--eal", eal])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("testpmd runs");
+    let out = wait_bounded(child, RUN_LIMIT);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// The verdict word of check `name` in a conformance report.
+fn verdict<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no '{name}' line in:\n{text}"))
+}
+
+#[test]
+fn conformance_runs_on_dpdk_ports_given_eal() {
+    if skip("needs root for EAL") {
+        return;
+    }
+    // net_null: no wire, so the wire checks do not apply; the rest passes.
+    let (code, text) = conformance("dpdk:net_null0", &no_huge_eal("conf-null"));
+    assert_eq!(code, Some(0), "{text}");
+    for check in ["probe", "start_stop_restart", "link_status", "stats", "mtu", "mbuf_leak"] {
+        assert_eq!(verdict(&text, check), "PASS", "{check}: {text}");
+    }
+    assert_eq!(verdict(&text, "fwd_io"), "UNSUPPORTED", "{text}");
+
+    // net_ring loops back: the whole checklist runs. It has no MTU control
+    // (UNSUPPORTED, as DTS reports it), and it ignores promiscuous mode: with
+    // it off, a frame to another MAC still arrives. That is net_ring's, and the
+    // check says so (exit status 1).
+    let (code, text) = conformance("dpdk:net_ring0", &no_huge_eal("conf-ring"));
+    assert_eq!(code, Some(1), "{text}");
+    for check in ["probe", "start_stop_restart", "link_status", "stats", "fwd_io", "fwd_macswap", "mbuf_leak"] {
+        assert_eq!(verdict(&text, check), "PASS", "{check}: {text}");
+    }
+    for check in ["mtu", "jumbo_frame"] {
+        assert_eq!(verdict(&text, check), "UNSUPPORTED", "{check}: {text}");
+        assert!(text.contains("net_ring has no mtu_set"), "{text}");
+    }
+    assert_eq!(verdict(&text, "promiscuous"), "FAIL", "{text}");
+    assert!(text.contains("7 passed, 1 failed, 4 unsupported"), "{text}");
+}

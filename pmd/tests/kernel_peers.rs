@@ -51,7 +51,7 @@ fn rxonly_counts_exactly(tag: &str, tb_args: &[&str], port: &str, dst: &str, rea
 
 #[test]
 fn af_packet_rxonly_counts_exactly_what_the_kernel_sent() {
-    if !testbed::available("af_packet_rxonly_counts_exactly_what_the_kernel_sent") {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
         return;
     }
     // The socket exists once /proc/net/packet of the namespace lists it.
@@ -62,7 +62,7 @@ fn af_packet_rxonly_counts_exactly_what_the_kernel_sent() {
 
 #[test]
 fn tap_rxonly_counts_exactly_what_the_kernel_sent() {
-    if !testbed::available("tap_rxonly_counts_exactly_what_the_kernel_sent") {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
         return;
     }
     let port = format!("tap:t0?mac={TAP_MAC}");
@@ -130,7 +130,7 @@ fn tcpdump_sees_what_we_sent(
 
 #[test]
 fn af_packet_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
-    if !testbed::available("af_packet_txonly_and_flowgen_reach_the_kernel_byte_for_byte") {
+    if !testbed::available(&["timeout", "tcpdump"]) {
         return;
     }
     tcpdump_sees_what_we_sent("aftx", &["--quiet"], "af_packet:p0", "k0", |tb| {
@@ -140,7 +140,7 @@ fn af_packet_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
 
 #[test]
 fn tap_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
-    if !testbed::available("tap_txonly_and_flowgen_reach_the_kernel_byte_for_byte") {
+    if !testbed::available(&["timeout", "tcpdump"]) {
         return;
     }
     let port = format!("tap:t0?mac={TAP_MAC}");
@@ -151,7 +151,7 @@ fn tap_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
 
 #[test]
 fn ipv6_ping_reaches_af_packet_and_tap() {
-    if !testbed::available("ipv6_ping_reaches_af_packet_and_tap") {
+    if !testbed::available(&["ping"]) {
         return;
     }
     // Not quiet: IPv6 on, so count only the echo requests (the kernel may also send

@@ -182,3 +182,41 @@ fn bad_flags_and_specs_exit_2_naming_the_problem() {
     usage_error(&["--port", "null", "--fwd", "io", "--cores", &c, "--duration", "-1"], &["--duration"]);
     usage_error(&["--port", "null", "--fwd", "io", "--cores", &c], &["--duration"]);
 }
+
+#[test]
+fn conformance_takes_the_pool_and_queue_options_of_forwarding() {
+    // The same names as forwarding, applied to the checklist's ports and pool.
+    let out = testpmd(&[
+        "conformance",
+        "--port",
+        "ring:cli_conf",
+        "--rxd",
+        "256",
+        "--txd",
+        "128",
+        "--total-num-mbufs",
+        "4096",
+        "--mbuf-size",
+        "9280",
+        "--mbcache",
+        "32",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("all 4096 buffers back in the pool"), "{text}");
+    // Too small a data room for the jumbo check fails that check, naming the sizes.
+    let out = testpmd(&["conformance", "--port", "ring:cli_conf2", "--mbuf-size", "2048"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("jumbo_frame") && text.contains("2048"), "{text}");
+}
+
+#[test]
+fn conformance_on_dpdk_ports_needs_eal_and_says_so() {
+    usage_error(&["conformance", "--port", "dpdk:net_ring0"], &["needs DPDK's EAL", "--eal"]);
+    usage_error(&["conformance", "--port", "ring:cli_c3", "--bogus"], &["--bogus"]);
+    #[cfg(not(feature = "dpdk"))]
+    usage_error(
+        &["conformance", "--port", "dpdk:net_ring0", "--eal", "-l 0 --no-huge"],
+        &["--eal needs a testpmd built with the dpdk feature"],
+    );
+}

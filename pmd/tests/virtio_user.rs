@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dpdk_common::{core, failure, json, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
+use dpdk_common::{core, failure, json, lacks, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RxQueue, TxQueue};
 
@@ -111,7 +111,7 @@ impl Vhost {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("dpdk-testpmd runs (Debian package dpdk)");
+            .expect("stdbuf runs (Debian package coreutils)");
         let mut child = child;
         let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let reader = {
@@ -127,7 +127,7 @@ impl Vhost {
                 }
             })
         };
-        let v = Vhost { child: Some(child), sock: sock.to_path_buf(), out, reader: Some(reader) };
+        let mut v = Vhost { child: Some(child), sock: sock.to_path_buf(), out, reader: Some(reader) };
         if !client {
             v.wait_for_socket();
             v.wait_forwarding();
@@ -138,27 +138,42 @@ impl Vhost {
     /// Waits until the back end forwards. dpdk-testpmd empties its receive
     /// queues right before it starts forwarding, so frames sent earlier
     /// (possible when it connects to us) would be thrown away.
-    fn wait_forwarding(&self) {
+    fn wait_forwarding(&mut self) {
         self.wait_output("Press enter to exit");
     }
 
     /// Waits until its output contains `text`.
-    fn wait_output(&self, text: &str) {
+    fn wait_output(&mut self, text: &str) {
         let t0 = Instant::now();
         while !self.out.lock().unwrap().contains(text) {
+            self.assert_running(&format!("before it printed '{text}'"));
             assert!(t0.elapsed() < Duration::from_secs(30), "dpdk-testpmd never printed '{text}'");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    fn wait_for_socket(&self) {
+    fn wait_for_socket(&mut self) {
         let t0 = Instant::now();
         while !self.sock.exists() {
+            self.assert_running(&format!("before it made a socket at {}", self.sock.display()));
             assert!(t0.elapsed() < Duration::from_secs(30), "dpdk-testpmd made no socket at {}", self.sock.display());
             std::thread::sleep(Duration::from_millis(20));
         }
         // The file appears at bind(), the listen() follows right after.
         std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Fails at once, with what it printed, if the back end has exited: a
+    /// back end that could not start is not waited for until a time-out.
+    fn assert_running(&mut self, when: &str) {
+        let c = self.child.as_mut().expect("running");
+        if let Some(st) = c.try_wait().expect("try_wait") {
+            let mut err = String::new();
+            if let Some(e) = c.stderr.as_mut() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("dpdk-testpmd exited ({st}) {when}: {err}{}", self.out.lock().unwrap());
+        }
     }
 
     /// Ends it the way it asks ("Press enter to exit") and returns its final
@@ -305,7 +320,7 @@ fn open_port(spec: &str, pool: &Mempool, queues: u16) -> Box<dyn Port> {
 
 #[test]
 fn io_and_macswap_patterned_frames_come_back_intact_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -335,7 +350,7 @@ fn io_and_macswap_patterned_frames_come_back_intact_exact_counts() {
 
 #[test]
 fn our_testpmd_io_loop_through_vhost_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -389,7 +404,7 @@ fn our_testpmd_io_loop_through_vhost_exact_counts() {
 
 #[test]
 fn txonly_into_vhost_rxonly_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -425,12 +440,12 @@ fn txonly_into_vhost_rxonly_exact_counts() {
 
 #[test]
 fn rxonly_from_vhost_txonly_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
     let dir = TempDir::new("rxonly");
-    let peer = Vhost::start(&dir.sock(), "txonly", 1, false, "vu-txonly");
+    let mut peer = Vhost::start(&dir.sock(), "txonly", 1, false, "vu-txonly");
     let sock = dir.sock();
     let ours = std::thread::spawn(move || {
         testpmd(&["--port", &spec(&sock, ""), "--fwd", "rxonly", "--cores", &core(), "--duration", "4"], "")
@@ -456,7 +471,7 @@ fn rxonly_from_vhost_txonly_exact_counts() {
 #[test]
 fn in_order_on_and_off_exact_counts_and_intact_payloads() {
     use pmd::drivers::virtio_user::{features as f, Options, VirtioUserPort};
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -522,7 +537,7 @@ fn in_order_on_and_off_exact_counts_and_intact_payloads() {
 
         // Receive only: exactly what the back end sent.
         let dir = TempDir::new(&format!("{tag}rx"));
-        let peer = Vhost::start(&dir.sock(), "txonly", 1, false, &format!("vu-{tag}rx"));
+        let mut peer = Vhost::start(&dir.sock(), "txonly", 1, false, &format!("vu-{tag}rx"));
         let sock = dir.sock();
         let o = opt.to_string();
         let ours = std::thread::spawn(move || {
@@ -546,7 +561,7 @@ fn in_order_on_and_off_exact_counts_and_intact_payloads() {
 
 #[test]
 fn conformance_passes_on_a_virtio_user_port() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -569,7 +584,7 @@ fn conformance_passes_on_a_virtio_user_port() {
 
 #[test]
 fn two_queue_pairs_each_carry_traffic() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -629,7 +644,7 @@ fn restart_cycle(server: bool) {
     }
     let mut port = opener.join().unwrap();
     wait_until("link up", Duration::from_secs(10), || port.link().up);
-    peer.as_ref().unwrap().wait_forwarding();
+    peer.as_mut().unwrap().wait_forwarding();
     let mut rx = port.take_rx_queue(0).unwrap();
     let mut tx = port.take_tx_queue(0).unwrap();
     for gen in 0..3 {
@@ -651,7 +666,7 @@ fn restart_cycle(server: bool) {
         // A new back end on the same socket: the link comes back by itself.
         peer = Some(Vhost::start(&sock, "macswap", 1, server, &format!("vu-rs{}", gen + 1)));
         wait_until("link up again", Duration::from_secs(15), || port.link().up);
-        peer.as_ref().unwrap().wait_forwarding();
+        peer.as_mut().unwrap().wait_forwarding();
     }
     let x: std::collections::HashMap<String, u64> = port.xstats().into_iter().collect();
     assert_eq!(x["link_down_events"], 3, "{x:?}");
@@ -666,7 +681,7 @@ fn restart_cycle(server: bool) {
 
 #[test]
 fn client_mode_back_end_restart_brings_the_link_back() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();
@@ -675,7 +690,7 @@ fn client_mode_back_end_restart_brings_the_link_back() {
 
 #[test]
 fn server_mode_back_end_reconnects_and_the_link_comes_back() {
-    if skip("needs root for dpdk-testpmd's EAL") {
+    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
         return;
     }
     let _l = BackendLock::take();

@@ -29,10 +29,6 @@ const TCPDEMO: &str = env!("CARGO_BIN_EXE_tcpdemo");
 const L3DEMO: &str = env!("CARGO_BIN_EXE_l3demo");
 const TAP_MAC: &str = "02:00:00:00:01:01";
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
     if !out.status.success() {
@@ -103,25 +99,9 @@ impl Drop for Bed {
 
 impl Bed {
     fn new() -> Option<Bed> {
-        let missing: Vec<&str> = ["ip", "socat", "nc", "curl", "python3", "tcpdump", "sha256sum"]
-            .into_iter()
-            .filter(|t| {
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {t}")])
-                    .output()
-                    .map_or(true, |o| !o.status.success())
-            })
-            .collect();
-        let why = if !missing.is_empty() {
-            Some(format!("missing tools: {}", missing.join(" ")))
-        } else if is_root() {
-            None
-        } else {
-            Some("needs root (namespaces, TAP)".to_string())
-        };
-        if let Some(why) = why {
-            assert!(!in_ci(), "TCP kernel-peer test cannot run under CI=true: {why}");
-            eprintln!("SKIPPED (not under CI=true): {why}");
+        if !testkit::require_root("namespaces, TAP")
+            || !testkit::require(&["ip", "socat", "nc", "curl", "python3", "tcpdump", "sha256sum"])
+        {
             return None;
         }
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -205,10 +185,6 @@ impl Bed {
         drop(p);
         sh(&["tcpdump", "-nn", "-r", &self.path(file)]).unwrap()
     }
-}
-
-fn is_root() -> bool {
-    sh(&["id", "-u"]).is_ok_and(|u| u.trim() == "0")
 }
 
 fn l3_mac_line(text: &str) -> String {

@@ -55,8 +55,7 @@ fn refused_port_exits_2() {
 #[test]
 fn unreachable_target_exits_2_kernel() {
     // In a namespace with nothing but loopback there is no route anywhere.
-    if !is_root() {
-        unavailable("needs root for a network namespace");
+    if !testkit::require_root("a network namespace") || !testkit::require(&["ip"]) {
         return;
     }
     let ns = match Netns::new(&unique("echou")) {

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,13 +19,7 @@ const OURS4: &str = "198.18.1.1";
 const OURS6: &str = "2001:2:0:1::1";
 
 fn available() -> bool {
-    if !is_root() {
-        return unavailable("needs root (network namespaces, TAP)");
-    }
-    if Command::new("sockperf").arg("--version").output().is_err() {
-        return unavailable("sockperf is not installed (apt-get install sockperf)");
-    }
-    true
+    testkit::require_root("network namespaces, TAP") && testkit::require(&["ip", "sockperf", "python3", "kill"])
 }
 
 /// Our server on the namespace's TAP.

@@ -190,6 +190,25 @@ struct ConformanceArgs {
     /// Longest wait for frames in flight, seconds
     #[arg(long, default_value_t = 1.0)]
     timeout: f64,
+    /// Receive descriptors per queue
+    #[arg(long, default_value_t = pmd::conformance::DESC)]
+    rxd: u16,
+    /// Transmit descriptors per queue
+    #[arg(long, default_value_t = pmd::conformance::DESC)]
+    txd: u16,
+    /// Buffers in the mempool
+    #[arg(long = "total-num-mbufs", default_value_t = 8192)]
+    total_num_mbufs: usize,
+    /// Data room of each buffer in bytes (the jumbo check needs 9 KiB)
+    #[arg(long = "mbuf-size", default_value_t = pmd::conformance::DATA_ROOM)]
+    mbuf_size: usize,
+    /// Per-core mempool cache size
+    #[arg(long, default_value_t = 0)]
+    mbcache: usize,
+    /// DPDK EAL arguments, needed by dpdk: ports, as for forwarding (the mempool
+    /// then comes from DPDK; needs the dpdk feature)
+    #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+    eal: Option<String>,
 }
 
 fn conformance(argv: Vec<String>) -> ExitCode {
@@ -201,6 +220,29 @@ fn conformance(argv: Vec<String>) -> ExitCode {
     let mut cfg = pmd::conformance::ConformanceConfig::new(&a.port, a.peer.as_deref());
     cfg.burst = a.burst as usize;
     cfg.timeout = Duration::from_secs_f64(a.timeout);
+    cfg.rx_desc = a.rxd;
+    cfg.tx_desc = a.txd;
+    cfg.pool_config = MempoolConfig::new("conformance", a.total_num_mbufs, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache);
+    let ports = std::iter::once(&a.port).chain(a.peer.as_ref());
+    match &a.eal {
+        Some(eal) => match dpdk_pool(eal, &cfg.pool_config) {
+            Ok(p) => cfg.pool = Some(p),
+            Err(Failure::Usage(m)) => {
+                eprintln!("testpmd conformance: {m}");
+                return ExitCode::from(2);
+            }
+            Err(Failure::Run(m)) => {
+                eprintln!("testpmd conformance: {m}");
+                return ExitCode::from(1);
+            }
+        },
+        None => {
+            if let Some(p) = ports.clone().find(|p| p.trim_start().starts_with("dpdk:")) {
+                eprintln!("testpmd conformance: {}", needs_eal(p));
+                return ExitCode::from(2);
+            }
+        }
+    }
     println!("Conformance of {}{}", a.port, a.peer.as_ref().map(|p| format!(" (peer {p})")).unwrap_or_default());
     match pmd::conformance::run(&cfg) {
         Ok(results) => {
@@ -333,10 +375,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
     let pool = match &a.eal {
         None => {
             if let Some(p) = a.ports.iter().find(|p| p.trim_start().starts_with("dpdk:")) {
-                return Err(usage(format!(
-                    "port '{p}' needs DPDK's EAL: give --eal \"ARGS\" (e.g. --eal \"-l 0 --no-huge -m 512 \
-                     --no-pci --no-shconf --file-prefix testpmd\")"
-                )));
+                return Err(usage(needs_eal(p)));
             }
             // A vhost-user back end maps the buffers of virtio-user ports.
             if a.ports.iter().any(|p| pmd::spec::needs_shared_pool(p)) {
@@ -562,6 +601,14 @@ fn run(a: &Args) -> Result<i32, Failure> {
         return Ok(1);
     }
     Ok(0)
+}
+
+/// What to say when a `dpdk:` port is given without `--eal`.
+fn needs_eal(port: &str) -> String {
+    format!(
+        "port '{port}' needs DPDK's EAL: give --eal \"ARGS\" (e.g. --eal \"-l 0 --no-huge -m 512 --no-pci \
+         --no-shconf --file-prefix testpmd\")"
+    )
 }
 
 /// Initialises EAL from `--eal` and makes the mempool a DPDK one, so dpdk:

@@ -9,21 +9,16 @@ use std::time::{Duration, Instant};
 /// Upper bound for any one subprocess.
 pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
+/// Whether to skip a test that needs root (`why` says for what): never under
+/// CI, where it fails instead (see `testkit`).
+pub fn skip(why: &str) -> bool {
+    !testkit::require_root(why.trim_start_matches("needs root for "))
 }
 
-/// Whether to skip a test that needs root: never under CI (it fails instead).
-pub fn skip(why: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "under CI=true nothing may skip: {why}");
-    eprintln!("skipped: {why}");
-    true
+/// Whether to skip a test because one of `programs` is missing: never under CI,
+/// where it fails at once naming the program and its Debian package.
+pub fn lacks(programs: &[&str]) -> bool {
+    !testkit::require(programs)
 }
 
 pub fn core() -> String {

@@ -12,37 +12,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Whether this test can use namespaces here; panics under CI when it cannot.
-pub fn available(test: &str) -> bool {
-    let why = if unsafe_free_is_root() {
-        if !std::path::Path::new("/dev/net/tun").exists() {
-            Some("/dev/net/tun is missing")
-        } else if Command::new("ip").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
-            Some("iproute2 ('ip') is not installed (scripts/setup.sh test installs it)")
-        } else {
-            None
-        }
-    } else {
-        Some("needs root (network namespaces, TAP, AF_PACKET)")
-    };
-    match why {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: cannot run under CI: {why}")
-        }
-        Some(why) => {
-            eprintln!("SKIPPED {test}: {why}");
-            false
-        }
+/// Whether this test can use namespaces here, with `programs` besides `ip`;
+/// panics under CI when it cannot (see `testkit`), naming what is missing.
+pub fn available(programs: &[&str]) -> bool {
+    if !testkit::require_root("network namespaces, TAP, AF_PACKET") {
+        return false;
     }
-}
-
-fn unsafe_free_is_root() -> bool {
-    // /proc/self/status "Uid:" real effective ...
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
-        .unwrap_or(false)
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return testkit::skip("/dev/net/tun is missing");
+    }
+    testkit::require(&[&["ip"], programs].concat())
 }
 
 fn script() -> PathBuf {

@@ -6,22 +6,8 @@ use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Under `CI=true` a test that cannot run fails; elsewhere it says why and passes.
-pub fn unavailable(why: &str) -> bool {
-    if in_ci() {
-        panic!("cannot run under CI=true: {why}");
-    }
-    eprintln!("SKIPPED (not under CI=true): {why}");
-    false
-}
-
-pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
+#[allow(unused_imports)]
+pub use testkit::skip as unavailable;
 
 pub fn echo_bin() -> &'static str {
     env!("CARGO_BIN_EXE_echo")
