@@ -76,7 +76,7 @@ echo
 echo "== summary"
 printf '%s\n' "${stages[@]}"
 if [[ ${#failed[@]} -gt 0 ]]; then
-    echo "test.sh: ${#failed[@]} of ${#stages[@]} stages failed: ${failed[*]}"
+    echo "test.sh: ${#failed[@]} of ${#stages[@]} stages failed: $(printf '%s; ' "${failed[@]}" | sed 's/; $//')"
     exit 1
 fi
 echo "test.sh: all ${#stages[@]} stages passed"
