@@ -43,10 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::netdev::{self, io_err};
-use super::{claim_queue, ensure_configurable, not_configured};
-use crate::port::{
-    frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
-};
+use super::PortState;
+use crate::port::{frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters};
 use crate::{Mbuf, MbufMeta, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Most queues an `af_packet` port supports.
@@ -311,8 +309,7 @@ pub struct AfPacketPort {
     promisc: Arc<AtomicBool>,
     mtu: Arc<AtomicU16>,
     started: Arc<AtomicBool>,
-    conf: Option<PortConfig>,
-    counters: PortCounters,
+    state: PortState,
     /// Receive sockets of the current configuration, for kernel drop counts.
     rx_fds: Vec<Arc<OwnedFd>>,
     /// Rings not currently owned by a queue handle (handles give theirs back, with
@@ -344,8 +341,7 @@ impl AfPacketPort {
             promisc: Arc::new(AtomicBool::new(false)),
             mtu: Arc::new(AtomicU16::new(mtu)),
             started: Arc::new(AtomicBool::new(false)),
-            conf: None,
-            counters: PortCounters::default(),
+            state: PortState::new(ifname),
             rx_fds: Vec::new(),
             rx_rings: Vec::new(),
             tx_rings: Vec::new(),
@@ -381,7 +377,7 @@ impl Port for AfPacketPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        ensure_configurable(&self.ifname, self.is_started(), &self.counters.rx, &self.counters.tx)?;
+        self.state.ensure_configurable(self.is_started())?;
         conf.validate(&self.info())?;
         self.rx_rings.clear();
         self.tx_rings.clear();
@@ -405,20 +401,17 @@ impl Port for AfPacketPort {
                 .map_err(io_err(format!("af_packet '{name}': transmit ring of queue {q}")))?;
             self.tx_rings.push(Arc::new(Mutex::new(Some(t))));
         }
-        self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
         *self.drops.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
-        self.conf = Some(conf.clone());
+        self.state.set_configured(conf);
         Ok(())
     }
 
     fn config(&self) -> Option<&PortConfig> {
-        self.conf.as_ref()
+        self.state.config()
     }
 
     fn start(&mut self) -> Result<(), PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.ifname));
-        }
+        self.state.configured()?;
         netdev::set_up(&self.ifname, true)?;
         self.started.store(true, Ordering::Release);
         Ok(())
@@ -472,7 +465,7 @@ impl Port for AfPacketPort {
     }
 
     fn stats(&self) -> PortStats {
-        let mut s = self.counters.snapshot();
+        let mut s = self.state.stats();
         s.imissed += self.collect_drops();
         s
     }
@@ -482,12 +475,12 @@ impl Port for AfPacketPort {
         let mut d = self.drops.lock().unwrap_or_else(|e| e.into_inner());
         d.1 = d.0;
         drop(d);
-        self.counters.reset()
+        self.state.reset_stats()
     }
 
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
-        let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.ifname))?;
-        let counters = claim_queue(&self.ifname, "rx", q, &self.counters.rx)?;
+        let conf = self.state.configured()?;
+        let counters = self.state.claim_rx(q)?;
         let home = self.rx_rings[q as usize].clone();
         let ring = home.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| PmdError::State {
             port: self.ifname.clone(),
@@ -506,10 +499,7 @@ impl Port for AfPacketPort {
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.ifname));
-        }
-        let counters = claim_queue(&self.ifname, "tx", q, &self.counters.tx)?;
+        let counters = self.state.claim_tx(q)?;
         let home = self.tx_rings[q as usize].clone();
         let ring = home.lock().unwrap_or_else(|e| e.into_inner()).take().ok_or_else(|| PmdError::State {
             port: self.ifname.clone(),

@@ -6,10 +6,13 @@ pub mod dpdk;
 pub(crate) mod netdev;
 pub mod null;
 pub mod ring;
+mod state;
 pub mod tap;
 pub mod virtio_user;
 
 use std::sync::Arc;
+
+pub(crate) use state::PortState;
 
 use crate::PmdError;
 

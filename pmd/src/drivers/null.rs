@@ -7,10 +7,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
-use super::{claim_queue, ensure_configurable, not_configured};
-use crate::port::{
-    frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
-};
+use super::PortState;
+use crate::port::{frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters};
 use crate::{Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Largest frame `null` produces.
@@ -18,14 +16,12 @@ pub const MAX_FRAME: usize = 9018;
 
 /// A `null` port.
 pub struct NullPort {
-    name: String,
+    state: PortState,
     mac: MacAddr,
     frame_len: u32,
     /// Shared with the transmit queues, so `set_mtu` applies to queues already taken.
     mtu: Arc<AtomicU16>,
     promisc: bool,
-    conf: Option<PortConfig>,
-    counters: PortCounters,
     started: Arc<AtomicBool>,
 }
 
@@ -36,13 +32,11 @@ impl NullPort {
             return Err(PmdError::Config { field: "size", reason: format!("{frame_len} is outside 1..={MAX_FRAME}") });
         }
         Ok(NullPort {
-            name: name.to_string(),
+            state: PortState::new(name),
             mac,
             frame_len: frame_len as u32,
             mtu: Arc::new(AtomicU16::new(9000)),
             promisc: false,
-            conf: None,
-            counters: PortCounters::default(),
             started: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -52,7 +46,7 @@ impl Port for NullPort {
     fn info(&self) -> PortInfo {
         PortInfo {
             driver: "null",
-            name: self.name.clone(),
+            name: self.state.name.clone(),
             mac: self.mac,
             mtu: self.mtu.load(Ordering::Relaxed),
             min_mtu: 68,
@@ -67,7 +61,7 @@ impl Port for NullPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        ensure_configurable(&self.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
+        self.state.ensure_configurable(self.is_started())?;
         conf.validate(&self.info())?;
         if conf.mempool.data_room() < self.frame_len as usize {
             return Err(PmdError::Config {
@@ -79,21 +73,16 @@ impl Port for NullPort {
                 ),
             });
         }
-        self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
-        self.conf = Some(conf.clone());
+        self.state.set_configured(conf);
         Ok(())
     }
 
     fn config(&self) -> Option<&PortConfig> {
-        self.conf.as_ref()
+        self.state.config()
     }
 
     fn start(&mut self) -> Result<(), PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.name));
-        }
-        self.started.store(true, Ordering::Release);
-        Ok(())
+        self.state.start(&self.started)
     }
 
     fn stop(&mut self) -> Result<(), PmdError> {
@@ -125,18 +114,17 @@ impl Port for NullPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.counters.snapshot()
+        self.state.stats()
     }
 
     fn reset_stats(&mut self) {
-        self.counters.reset()
+        self.state.reset_stats()
     }
 
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
-        let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.name))?;
-        let counters = claim_queue(&self.name, "rx", q, &self.counters.rx)?;
+        let counters = self.state.claim_rx(q)?;
         Ok(Box::new(NullRx {
-            pool: conf.mempool.clone(),
+            pool: self.state.configured()?.mempool.clone(),
             frame_len: self.frame_len as usize,
             started: self.started.clone(),
             counters,
@@ -144,10 +132,7 @@ impl Port for NullPort {
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.name));
-        }
-        let counters = claim_queue(&self.name, "tx", q, &self.counters.tx)?;
+        let counters = self.state.claim_tx(q)?;
         Ok(Box::new(NullTx { mtu: self.mtu.clone(), started: self.started.clone(), counters }))
     }
 }

@@ -49,10 +49,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use super::{claim_queue, ensure_configurable, not_configured};
+use super::PortState;
 use crate::port::{
-    burst_bytes_and_bound, frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters,
-    TxCounters,
+    burst_bytes_and_bound, frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters,
 };
 use crate::spsc::{Consumer, Producer, Spsc};
 use crate::{Mbuf, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
@@ -122,8 +121,7 @@ pub struct RingPort {
     mac: MacAddr,
     /// Checksum offloads offered (`csum=1`).
     csum: bool,
-    conf: Option<PortConfig>,
-    counters: PortCounters,
+    state: PortState,
     /// `checks=full` (MTU enforcement, byte counters) or `none`.
     checks: bool,
 }
@@ -161,7 +159,7 @@ impl RingPort {
             Some(p) if p != name => endpoint(p),
             _ => me.clone(),
         };
-        Ok(RingPort { me, peer, mac, csum, conf: None, counters: PortCounters::default(), checks })
+        Ok(RingPort { me, peer, mac, csum, state: PortState::new(name), checks })
     }
 
     /// Name of the port at the other end of the wire.
@@ -199,7 +197,7 @@ impl Port for RingPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        ensure_configurable(&self.me.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
+        self.state.ensure_configurable(self.is_started())?;
         conf.validate(&self.info())?;
         let rings = (0..conf.rx_queues)
             .map(|_| Lane {
@@ -209,21 +207,16 @@ impl Port for RingPort {
             .collect();
         *self.me.rings.lock().unwrap_or_else(|e| e.into_inner()) = rings;
         self.me.generation.fetch_add(1, Ordering::AcqRel);
-        self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
-        self.conf = Some(conf.clone());
+        self.state.set_configured(conf);
         Ok(())
     }
 
     fn config(&self) -> Option<&PortConfig> {
-        self.conf.as_ref()
+        self.state.config()
     }
 
     fn start(&mut self) -> Result<(), PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.me.name));
-        }
-        self.me.started.store(true, Ordering::Release);
-        Ok(())
+        self.state.start(&self.me.started)
     }
 
     fn stop(&mut self) -> Result<(), PmdError> {
@@ -257,18 +250,15 @@ impl Port for RingPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.counters.snapshot()
+        self.state.stats()
     }
 
     fn reset_stats(&mut self) {
-        self.counters.reset()
+        self.state.reset_stats()
     }
 
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.me.name));
-        }
-        let counters = claim_queue(&self.me.name, "rx", q, &self.counters.rx)?;
+        let counters = self.state.claim_rx(q)?;
         let rings = self.me.rings.lock().unwrap_or_else(|e| e.into_inner());
         let lane = &rings[q as usize];
         let owned = || PmdError::State {
@@ -285,11 +275,8 @@ impl Port for RingPort {
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.me.name));
-        }
-        let counters = claim_queue(&self.me.name, "tx", q, &self.counters.tx)?;
-        let offloads = self.conf.as_ref().map_or(TxOffloads::empty(), |c| c.tx_offloads) & CSUM_TX;
+        let counters = self.state.claim_tx(q)?;
+        let offloads = self.state.configured()?.tx_offloads & CSUM_TX;
         Ok(Box::new(RingTx {
             csum: !offloads.is_empty(),
             me: self.me.clone(),

@@ -43,10 +43,8 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use super::netdev::{self, cvt, io_err, IfReq};
-use super::{claim_queue, ensure_configurable, not_configured};
-use crate::port::{
-    frame_fits_mtu, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats, RxCounters, TxCounters,
-};
+use super::PortState;
+use crate::port::{frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters};
 use crate::{Mbuf, MbufMeta, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
 
 /// Most queues a TAP port opens (the kernel allows 256).
@@ -234,8 +232,7 @@ pub struct TapPort {
     /// (a testbed or a container owns it now): our descriptors still carry its
     /// frames, but its name means nothing here and its link state is the owner's.
     elsewhere: bool,
-    conf: Option<PortConfig>,
-    counters: PortCounters,
+    state: PortState,
 }
 
 impl TapPort {
@@ -271,8 +268,7 @@ impl TapPort {
             promisc: Arc::new(AtomicBool::new(false)),
             elsewhere: false,
             started: Arc::new(AtomicBool::new(false)),
-            conf: None,
-            counters: PortCounters::default(),
+            state: PortState::new(ifname),
         })
     }
 
@@ -306,7 +302,7 @@ impl Port for TapPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        ensure_configurable(&self.ifname, self.is_started(), &self.counters.rx, &self.counters.tx)?;
+        self.state.ensure_configurable(self.is_started())?;
         conf.validate(&self.info())?;
         let mut bits = 0;
         if conf.rx_offloads.intersects(RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM | RxOffloads::TCP_LRO) {
@@ -325,19 +321,16 @@ impl Port for TapPort {
             bits |= TUN_F_TSO4 | TUN_F_TSO6;
         }
         set_offload(&self.fds[0], bits).map_err(io_err(format!("tap '{}': TUNSETOFFLOAD", self.ifname)))?;
-        self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
-        self.conf = Some(conf.clone());
+        self.state.set_configured(conf);
         Ok(())
     }
 
     fn config(&self) -> Option<&PortConfig> {
-        self.conf.as_ref()
+        self.state.config()
     }
 
     fn start(&mut self) -> Result<(), PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.ifname));
-        }
+        self.state.configured()?;
         match netdev::set_up(&self.ifname, true) {
             Ok(()) => self.elsewhere = false,
             Err(PmdError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => self.elsewhere = true,
@@ -384,16 +377,16 @@ impl Port for TapPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.counters.snapshot()
+        self.state.stats()
     }
 
     fn reset_stats(&mut self) {
-        self.counters.reset()
+        self.state.reset_stats()
     }
 
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
-        let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.ifname))?;
-        let counters = claim_queue(&self.ifname, "rx", q, &self.counters.rx)?;
+        let conf = self.state.configured()?;
+        let counters = self.state.claim_rx(q)?;
         Ok(Box::new(TapRx {
             fd: self.fds[q as usize].clone(),
             pool: conf.mempool.clone(),
@@ -408,10 +401,7 @@ impl Port for TapPort {
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.ifname));
-        }
-        let counters = claim_queue(&self.ifname, "tx", q, &self.counters.tx)?;
+        let counters = self.state.claim_tx(q)?;
         Ok(Box::new(TapTx {
             fd: self.fds[q as usize].clone(),
             mtu: self.mtu.clone(),

@@ -20,13 +20,12 @@ use super::rx::{refill, refill_with, VirtioRx};
 use super::tx::VirtioTx;
 use super::vring::{ring_layout, RingMem, Vq};
 use super::{io_err, Options, F, HDR_LEN, MAX_MTU, MAX_QSIZE, RX_REFILL_BATCH};
-use crate::drivers::{claim_queue, ensure_configurable, not_configured};
-use crate::port::{Counter, Link, MacAddr, PortConfig, PortCounters, PortInfo, PortStats};
+use crate::drivers::PortState;
+use crate::port::{Counter, Link, MacAddr, PortConfig, PortInfo, PortStats};
 use crate::{PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// A `virtio-user` port.
 pub struct VirtioUserPort {
-    name: String,
     mac: MacAddr,
     opts: Options,
     offered: u64,
@@ -38,8 +37,7 @@ pub struct VirtioUserPort {
     /// back end compares memory tables by address, so memory unmapped and mapped
     /// again at the same address would go unnoticed and it would keep the old.
     rings: Arc<RingMem>,
-    conf: Option<PortConfig>,
-    counters: PortCounters,
+    state: PortState,
     tx_copies: Vec<Arc<Counter>>,
 }
 
@@ -104,7 +102,6 @@ impl VirtioUserPort {
                 .map_err(io_err("virtio-user: starting the monitor thread".into()))?
         };
         Ok(VirtioUserPort {
-            name: path.display().to_string(),
             mac,
             opts,
             offered,
@@ -113,8 +110,7 @@ impl VirtioUserPort {
             stop_monitor: stop,
             monitor: Some(monitor),
             rings,
-            conf: None,
-            counters: PortCounters::default(),
+            state: PortState::new(path.display().to_string()),
             tx_copies: Vec::new(),
         })
     }
@@ -208,7 +204,7 @@ impl Port for VirtioUserPort {
     fn info(&self) -> PortInfo {
         PortInfo {
             driver: "virtio-user",
-            name: self.name.clone(),
+            name: self.state.name.clone(),
             mac: self.mac,
             mtu: self.shared.mtu.load(Ordering::Relaxed),
             min_mtu: 68,
@@ -225,7 +221,7 @@ impl Port for VirtioUserPort {
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
-        ensure_configurable(&self.name, self.is_started(), &self.counters.rx, &self.counters.tx)?;
+        self.state.ensure_configurable(self.is_started())?;
         conf.validate(&self.info())?;
         let Some(pool_mem) = conf.mempool.shared_memory() else {
             return Err(PmdError::Config {
@@ -278,20 +274,17 @@ impl Port for VirtioUserPort {
         }
         c.setup = Some(Setup { acked, pool_mem, rings, vqs, _pool: conf.mempool.clone() });
         drop(c);
-        self.counters = PortCounters::new(conf.rx_queues, conf.tx_queues);
         self.tx_copies = (0..conf.tx_queues).map(|_| Arc::new(Counter::default())).collect();
-        self.conf = Some(conf.clone());
+        self.state.set_configured(conf);
         Ok(())
     }
 
     fn config(&self) -> Option<&PortConfig> {
-        self.conf.as_ref()
+        self.state.config()
     }
 
     fn start(&mut self) -> Result<(), PmdError> {
-        if self.conf.is_none() {
-            return Err(not_configured(&self.name));
-        }
+        self.state.configured()?;
         let mut c = Control::lock(&self.ctl);
         c.want_running = true;
         self.shared.started.store(true, Ordering::Release);
@@ -332,7 +325,7 @@ impl Port for VirtioUserPort {
 
     fn set_mtu(&mut self, mtu: u16) -> Result<(), PmdError> {
         self.info().check_mtu(mtu)?;
-        if let Some(conf) = &self.conf {
+        if let Some(conf) = self.state.config() {
             if mtu as usize + 18 > conf.mempool.data_room() {
                 return Err(PmdError::Config {
                     field: "mtu",
@@ -349,11 +342,11 @@ impl Port for VirtioUserPort {
     }
 
     fn stats(&self) -> PortStats {
-        self.counters.snapshot()
+        self.state.stats()
     }
 
     fn reset_stats(&mut self) {
-        self.counters.reset()
+        self.state.reset_stats()
     }
 
     fn xstats(&self) -> Vec<(String, u64)> {
@@ -365,8 +358,8 @@ impl Port for VirtioUserPort {
     }
 
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
-        let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.name))?;
-        let counters = claim_queue(&self.name, "rx", q, &self.counters.rx)?;
+        let conf = self.state.configured()?;
+        let counters = self.state.claim_rx(q)?;
         let vq = Control::lock(&self.ctl).setup.as_ref().expect("configured").vqs[2 * q as usize].clone();
         Ok(Box::new(VirtioRx {
             vq,
@@ -383,8 +376,8 @@ impl Port for VirtioUserPort {
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
-        let conf = self.conf.as_ref().ok_or_else(|| not_configured(&self.name))?;
-        let counters = claim_queue(&self.name, "tx", q, &self.counters.tx)?;
+        let conf = self.state.configured()?;
+        let counters = self.state.claim_tx(q)?;
         let (vq, mem) = {
             let c = Control::lock(&self.ctl);
             let s = c.setup.as_ref().expect("configured");
