@@ -46,15 +46,15 @@ doc_tests() {
 # The DPDK driver (root: EAL, hugepages, namespaces; each EAL user is its own
 # process). Tests run one at a time and share the two cores, so they run
 # single-threaded to keep timings sane. Only what the feature changes runs
-# again: the dpdk driver's own unit tests, the spec registry's (it gains the
+# again: the dpdk driver's own unit tests, the port registry's (it gains the
 # dpdk: scheme), the dpdk_* test binaries and the testpmd CLI tests (the binary
 # gains --eal); every other test ran above, once.
 dpdk_tests() {
     if [[ $nextest == 1 ]]; then
         cargo nextest run -p pmd --features dpdk --locked --no-fail-fast --test-threads=1 \
-            -E '(kind(lib) & (test(/^drivers::dpdk::/) | test(/^spec::/))) | binary(/^dpdk_/) | binary(testpmd_cli)'
+            -E '(kind(lib) & (test(/^drivers::dpdk::/) | test(/^registry::/))) | binary(/^dpdk_/) | binary(testpmd_cli)'
     else
-        cargo test -p pmd --features dpdk --locked --no-fail-fast --lib -- --test-threads=1 drivers::dpdk:: spec:: &&
+        cargo test -p pmd --features dpdk --locked --no-fail-fast --lib -- --test-threads=1 drivers::dpdk:: registry:: &&
             for t in dpdk_peers dpdk_testpmd dpdk_zero_copy testpmd_cli; do
                 cargo test -p pmd --features dpdk --locked --no-fail-fast --test "$t" -- --test-threads=1 || return 1
             done

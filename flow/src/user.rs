@@ -492,7 +492,7 @@ impl UserRuntime {
             return Err(FlowError::invalid("queue_size: must be at least 1"));
         }
         let spec = pmd::Spec::parse(&self.spec).map_err(|e| FlowError::invalid(e.to_string()))?;
-        let known: Vec<&str> = pmd::spec::drivers().iter().map(|d| d.scheme).collect();
+        let known: Vec<&str> = pmd::registry::drivers().iter().map(|d| d.scheme).collect();
         if !known.contains(&spec.scheme.as_str()) {
             return Err(FlowError::invalid(format!(
                 "unknown port type '{}' in spec '{}'; valid types: {}",

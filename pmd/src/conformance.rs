@@ -381,7 +381,8 @@ pub fn run(cfg: &ConformanceConfig) -> Result<Vec<CheckResult>, PmdError> {
         Some(p) => p.clone(),
         None => {
             // A vhost-user back end maps the buffers of virtio-user ports.
-            let shared = std::iter::once(&cfg.port).chain(cfg.peer.as_ref()).any(|s| crate::spec::needs_shared_pool(s));
+            let shared =
+                std::iter::once(&cfg.port).chain(cfg.peer.as_ref()).any(|s| crate::registry::needs_shared_pool(s));
             if shared {
                 Mempool::new_shared(&cfg.pool_config)?
             } else {

@@ -35,6 +35,7 @@ pub mod mbuf;
 pub mod mempool;
 pub mod pcap;
 pub mod port;
+pub mod registry;
 pub mod runtime;
 pub mod spec;
 pub mod spsc;
@@ -47,7 +48,8 @@ pub use port::{
     downcast_rx, downcast_tx, Link, MacAddr, Port, PortConfig, PortInfo, PortStats, QueueAny, Received, RssConfig,
     RxOffloads, RxQueue, TxOffloads, TxQueue,
 };
-pub use spec::{open, open_with, OpenEnv, Spec};
+pub use registry::{open, open_with};
+pub use spec::{OpenEnv, Spec};
 
 /// Default burst size of poll loops (as DPDK's `MAX_PKT_BURST`).
 pub const DEFAULT_BURST: usize = 32;

@@ -32,7 +32,7 @@ use pmd::runtime::{parse_core_list, IdlePolicy, Lcore, Runtime, StopSignal};
 use pmd::{Mempool, MempoolConfig, PmdError, Port, PortConfig, PortStats};
 
 #[derive(Parser, Debug)]
-#[command(name = "testpmd", version, about = "Poll-mode forwarding test tool (DPDK testpmd style)", after_help = pmd::spec::help())]
+#[command(name = "testpmd", version, about = "Poll-mode forwarding test tool (DPDK testpmd style)", after_help = pmd::registry::help())]
 struct Args {
     /// Port spec (repeat for more ports), e.g. ring:a, null, ring:a?peer=b
     #[arg(long = "port", required = true, value_name = "SPEC")]
@@ -176,7 +176,7 @@ impl From<PmdError> for Failure {
 
 /// `testpmd conformance`: the checklist of [`pmd::conformance`].
 #[derive(Parser, Debug)]
-#[command(name = "testpmd conformance", about = "Conformance checklist for a port (DPDK DTS style)", after_help = pmd::spec::help())]
+#[command(name = "testpmd conformance", about = "Conformance checklist for a port (DPDK DTS style)", after_help = pmd::registry::help())]
 struct ConformanceArgs {
     /// Port under test
     #[arg(long, value_name = "SPEC")]
@@ -378,7 +378,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
                 return Err(usage(needs_eal(p)));
             }
             // A vhost-user back end maps the buffers of virtio-user ports.
-            if a.ports.iter().any(|p| pmd::spec::needs_shared_pool(p)) {
+            if a.ports.iter().any(|p| pmd::registry::needs_shared_pool(p)) {
                 Mempool::new_shared(&pool_cfg)?
             } else {
                 Mempool::new(&pool_cfg)?

@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex};
 use super::netdev::{self, io_err};
 use super::PortState;
 use crate::port::{frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters};
+use crate::spec::{DriverInfo, OpenEnv, Spec};
 use crate::{Mbuf, MbufMeta, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Most queues an `af_packet` port supports.
@@ -767,4 +768,38 @@ impl TxQueue for AfPacketTx {
         }
         taken
     }
+}
+
+// The port spec: this driver's options, read from `scheme:target?...`.
+
+/// This driver in the port registry ([`crate::registry`]).
+pub(crate) const DRIVER: DriverInfo = DriverInfo {
+    scheme: "af_packet",
+    usage: "af_packet:IFNAME[?queues=1] — existing kernel interface via TPACKET_V3 rx / V2 tx mmap rings",
+    options: &[
+        ("queues", "queues, spread by PACKET_FANOUT_HASH, 1..=16 (default 1)"),
+        ("block_size", "receive ring block size in bytes, multiple of the page size (default 65536)"),
+        ("frame_size", "frame size in bytes, multiple of 16; bounds tx frames and the MTU (default 2048)"),
+        ("block_count", "receive ring blocks per queue (default 64)"),
+        ("block_timeout_ms", "hand over a partly filled receive block after this long (default 1)"),
+    ],
+    shared_pool: false,
+    open: open_af_packet,
+};
+
+fn open_af_packet(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    let ifname = netdev::ifname_of(spec)?;
+    let queues = spec.queues(MAX_QUEUES)?;
+    let d = RingGeometry::default();
+    let g = RingGeometry {
+        block_size: spec.parse_opt("block_size", "bytes, a multiple of the page size")?.unwrap_or(d.block_size),
+        frame_size: spec.parse_opt("frame_size", "bytes, a multiple of 16")?.unwrap_or(d.frame_size),
+        block_count: spec.parse_opt("block_count", "a block count above 0")?.unwrap_or(d.block_count),
+        block_timeout_ms: spec.parse_opt("block_timeout_ms", "milliseconds")?.unwrap_or(d.block_timeout_ms),
+    };
+    if let Err(PmdError::Config { field, reason }) = g.validate() {
+        let v = spec.get(field).unwrap_or("(default)").to_string();
+        return Err(spec.bad_value(field, &v, &reason));
+    }
+    Ok(Box::new(AfPacketPort::open(ifname, queues, g)?))
 }

@@ -171,3 +171,12 @@ pub(crate) fn csum_add(mut sum: u32, b: &[u8]) -> u32 {
     }
     sum
 }
+
+/// The interface name a `tap:` or `af_packet:` spec targets, checked before
+/// anything touches the system.
+pub(crate) fn ifname_of(spec: &crate::spec::Spec) -> Result<&str, PmdError> {
+    let scheme = &spec.scheme;
+    let name = spec.require_target(&format!("an interface name: {scheme}:IFNAME"))?;
+    check_ifname(name).map_err(|e| PmdError::BadSpec { spec: spec.text.clone(), reason: e.to_string() })?;
+    Ok(name)
+}

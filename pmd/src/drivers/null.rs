@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::PortState;
 use crate::port::{frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters};
+use crate::spec::{DriverInfo, OpenEnv, Spec};
 use crate::{Mbuf, Mempool, PmdError, Port, RxOffloads, RxQueue, TxOffloads, TxQueue};
 
 /// Largest frame `null` produces.
@@ -198,4 +199,25 @@ impl TxQueue for NullTx {
         crate::mbuf::free_bulk(pkts);
         n
     }
+}
+
+// The port spec: this driver's options, read from `scheme:target?...`.
+
+/// This driver in the port registry ([`crate::registry`]).
+pub(crate) const DRIVER: DriverInfo = DriverInfo {
+    scheme: "null",
+    usage: "null[:NAME][?size=64] — rx returns new frames, tx frees them",
+    options: &[("size", "received frame length in bytes (default 64)"), ("mac", "MAC address")],
+    shared_pool: false,
+    open: open_null,
+};
+
+fn open_null(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    let size = spec.parse_opt::<usize>("size", "a frame length in bytes, 1..=9018")?.unwrap_or(64);
+    if size == 0 || size > MAX_FRAME {
+        return Err(spec.bad_value("size", &size.to_string(), "a frame length in bytes, 1..=9018"));
+    }
+    let name = if spec.target.is_empty() { "null" } else { spec.target.as_str() };
+    let mac = spec.mac(&format!("null:{name}"))?;
+    Ok(Box::new(NullPort::new(name, size, mac)?))
 }

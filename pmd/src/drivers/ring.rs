@@ -53,6 +53,7 @@ use super::PortState;
 use crate::port::{
     burst_bytes_and_bound, frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters,
 };
+use crate::spec::{DriverInfo, OpenEnv, Spec};
 use crate::spsc::{Consumer, Producer, Spsc};
 use crate::{Mbuf, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
 
@@ -498,4 +499,35 @@ impl TxQueue for RingTx {
         }
         sent + dropped
     }
+}
+
+// The port spec: this driver's options, read from `scheme:target?...`.
+
+/// This driver in the port registry ([`crate::registry`]).
+pub(crate) const DRIVER: DriverInfo = DriverInfo {
+    scheme: "ring",
+    usage: "ring:NAME[?peer=OTHER&csum=1&checks=none] — in-memory wire; alone it loops back to itself",
+    options: &[
+        ("peer", "name of the ring port at the other end (default: itself)"),
+        ("mac", "MAC address"),
+        (
+            "checks",
+            "full (default): MTU enforced, exact byte counters; none: like DPDK's net_ring, neither \
+             (frames move as handles only, bytes read 0)",
+        ),
+        (
+            "csum",
+            "1 offers IPv4/TCP/UDP checksum offloads as Linux loopback does: requested L4 checksums \
+             arrive partial (L4_CKSUM_PARTIAL), IPv4 ones computed (default 0)",
+        ),
+    ],
+    shared_pool: false,
+    open: open_ring,
+};
+
+fn open_ring(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    let name = spec.require_target("a name: ring:NAME")?;
+    let mac = spec.mac(&format!("ring:{name}"))?;
+    let csum = spec.flag("csum", false)?;
+    Ok(Box::new(RingPort::open_with(name, spec.get("peer"), mac, csum, spec.checks()?)?))
 }

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use super::netdev::{self, cvt, io_err, IfReq};
 use super::PortState;
 use crate::port::{frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters};
+use crate::spec::{DriverInfo, OpenEnv, Spec};
 use crate::{Mbuf, MbufMeta, Mempool, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
 
 /// Most queues a TAP port opens (the kernel allows 256).
@@ -578,6 +579,27 @@ impl TxQueue for TapTx {
         }
         taken
     }
+}
+
+// The port spec: this driver's options, read from `scheme:target?...`.
+
+/// This driver in the port registry ([`crate::registry`]).
+pub(crate) const DRIVER: DriverInfo = DriverInfo {
+    scheme: "tap",
+    usage: "tap:IFNAME[?queues=1] — Linux TAP interface (created if missing), offloads as virtio-net headers",
+    options: &[
+        ("queues", "queues (one /dev/net/tun descriptor each, IFF_MULTI_QUEUE), 1..=64 (default 1)"),
+        ("mac", "MAC address of the port (default derived from the name)"),
+    ],
+    shared_pool: false,
+    open: open_tap,
+};
+
+fn open_tap(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    let ifname = netdev::ifname_of(spec)?;
+    let queues = spec.queues(MAX_QUEUES)?;
+    let mac = spec.mac(&format!("tap:{ifname}"))?;
+    Ok(Box::new(TapPort::open(ifname, queues, mac)?))
 }
 
 #[cfg(test)]

@@ -82,6 +82,9 @@ pub use port::{DpdkPort, DpdkRx, DpdkTx, MAX_BURST};
 /// The raw bindings, for code that needs DPDK directly.
 pub use dpdk_sys as sys;
 
+use crate::spec::{DriverInfo, OpenEnv, Spec};
+use crate::{PmdError, Port};
+
 /// Releases EAL's resources (`rte_eal_cleanup`) at the end of a process that
 /// initialised it. Every port and DPDK mempool must be gone first.
 pub fn cleanup() {
@@ -90,4 +93,25 @@ pub fn cleanup() {
         // use any more.
         unsafe { sys::rte_eal_cleanup() };
     }
+}
+
+// The port spec: this driver's options, read from `dpdk:target?...`.
+
+/// This driver in the port registry ([`crate::registry`]).
+pub(crate) const DRIVER: DriverInfo = DriverInfo {
+    scheme: "dpdk",
+    usage: "dpdk:PCI_ADDRESS | dpdk:VDEV[,ARGS] — a DPDK ethdev: a NIC bound to vfio-pci (dpdk:0000:03:00.0) \
+            or a virtual device (dpdk:net_ring0, dpdk:net_tap0,iface=tap0); needs EAL (testpmd --eal)",
+    options: &[(
+        "checks",
+        "full (default): MTU enforced on transmit and exact byte counters per queue, as on every port; \
+         none: DPDK's own semantics, no per-frame work (bytes from the device's counters, oversize \
+         frames left to the device)",
+    )],
+    shared_pool: false,
+    open: open_dpdk,
+};
+
+fn open_dpdk(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    Ok(Box::new(DpdkPort::open(&spec.text, &spec.target, spec.checks()?)?))
 }

@@ -30,6 +30,46 @@ mod control;
 mod handles;
 mod port;
 mod rx;
+
+// The port spec: this driver's options, read from `scheme:target?...`.
+
+/// This driver in the port registry ([`crate::registry`]).
+pub(crate) const DRIVER: DriverInfo = DriverInfo {
+    scheme: "virtio-user",
+    usage: "virtio-user:/path/to/vhost.sock[?queues=1&server=0&qsize=256&in_order=1] — virtio-net over a vhost-user \
+            socket (OVS-DPDK, VPP, DPDK vhost), zero copy from a shared (memfd) pool, no DPDK needed",
+    options: &[
+        ("queues", "queue pairs, 1..=16 (default 1); more than 1 needs VIRTIO_NET_F_MQ"),
+        ("server", "1: listen on the path and wait for the back end (default 0: connect to it)"),
+        ("qsize", "entries per virtqueue, a power of two 16..=32768 (default 256)"),
+        ("mrg_rxbuf", "1: negotiate VIRTIO_NET_F_MRG_RXBUF (default 1)"),
+        ("in_order", "1: negotiate VIRTIO_F_IN_ORDER, buffers used in ring order (default 1)"),
+        ("wait_ms", "with server=1, how long opening waits for the back end (default 10000)"),
+        ("mac", "MAC address of the port (default derived from the path)"),
+    ],
+    shared_pool: true,
+    open: open_virtio_user,
+};
+
+fn open_virtio_user(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
+    let path = spec.require_target("the vhost-user socket path: virtio-user:/path/to/vhost.sock")?;
+    let d = Options::default();
+    let opts = Options {
+        queues: spec.queues(MAX_QUEUES)?,
+        server: spec.flag("server", d.server)?,
+        qsize: spec.parse_opt("qsize", &format!("a power of two, 16..={MAX_QSIZE}"))?.unwrap_or(d.qsize),
+        mrg_rxbuf: spec.flag("mrg_rxbuf", d.mrg_rxbuf)?,
+        in_order: spec.flag("in_order", d.in_order)?,
+        wait_ms: spec.parse_opt("wait_ms", "milliseconds")?.unwrap_or(d.wait_ms),
+    };
+    if let Err(PmdError::Config { field, reason }) = opts.validate() {
+        let v = spec.get(field).unwrap_or("(default)").to_string();
+        return Err(spec.bad_value(field, &v, &reason));
+    }
+    let mac = spec.mac(&format!("virtio-user:{path}"))?;
+    Ok(Box::new(VirtioUserPort::open(path, opts, mac)?))
+}
+
 #[cfg(test)]
 mod tests;
 mod tx;
@@ -107,6 +147,8 @@ pub mod features {
         v.join("|")
     }
 }
+use crate::spec::{DriverInfo, OpenEnv, Spec};
+use crate::Port;
 use features as F;
 
 pub(super) const VRING_DESC_F_WRITE: u16 = 2;
