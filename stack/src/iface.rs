@@ -654,8 +654,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         {
             let d = m.data_mut();
             let old = u16::from_be_bytes([d[2], d[3]]);
+            // The code is echoed as it came (see `Icmpv4Repr::parse`).
+            let code = u16::from(d[1]);
             d[0] = wire::icmpv4::msg_type::ECHO_REPLY;
-            let c = checksum::update_u16(old, u16::from(wire::icmpv4::msg_type::ECHO_REQUEST) << 8, 0);
+            let c = checksum::update_u16(old, u16::from(wire::icmpv4::msg_type::ECHO_REQUEST) << 8 | code, code);
             d[2..4].copy_from_slice(&c.to_be_bytes());
         }
         let icmp_len = m.len();
@@ -783,8 +785,9 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                 {
                     let d = m.data_mut();
                     let old = u16::from_be_bytes([d[2], d[3]]);
+                    let code = u16::from(d[1]);
                     d[0] = wire::icmpv6::msg_type::ECHO_REPLY;
-                    let c = checksum::update_u16(old, 128 << 8, 129 << 8);
+                    let c = checksum::update_u16(old, 128 << 8 | code, 129 << 8 | code);
                     d[2..4].copy_from_slice(&c.to_be_bytes());
                 }
                 let out = Ipv6Repr::new(dst, src, IpProtocol::Icmpv6, m.len(), self.cfg.ttl);

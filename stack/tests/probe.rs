@@ -328,3 +328,33 @@ fn udp_v6_to_closed_port_gets_rfc4443_port_unreachable_quoting_the_packet() {
     drop(sent);
     p.finish();
 }
+
+#[test]
+fn rfc792_an_echo_request_with_a_nonzero_code_is_answered_like_any_other() {
+    // RFC 792 gives Echo's code no meaning; Linux answers whatever it is, and
+    // echoes the code back. So do we (ICMPv6 alike, RFC 4443 §4.1).
+    let mut p = Probe::new("pr_echo_code", |_| {});
+    drop(take_sent(&mut p));
+    let mut f4 = icmp4_echo_frame(PROBE_MAC, p.mac, probe_v4(), b4(), b"code 7");
+    f4[34 + 1] = 7;
+    f4[34 + 2..34 + 4].copy_from_slice(&[0, 0]);
+    wire::Icmpv4Packet::new_unchecked(&mut f4[34..]).fill_checksum();
+    let mut f6 = icmp6_echo_frame(PROBE_MAC, p.mac, a6(), b6(), b"code 9");
+    f6[54 + 1] = 9;
+    f6[54 + 2..54 + 4].copy_from_slice(&[0, 0]);
+    Icmpv6Packet::new_unchecked(&mut f6[54..]).fill_checksum(&a6(), &b6());
+    p.send(vec![f4, f6]);
+    let sent = take_sent(&mut p);
+    assert_eq!(sent.len(), 2, "both answered");
+    let ip = Ipv4Packet::new_checked(&sent[0].data()[14..]).unwrap();
+    let icmp = wire::Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum());
+    assert_eq!((icmp.msg_type(), icmp.code()), (0, 7));
+    assert_eq!(icmp.data(), b"code 7");
+    let ip6 = Ipv6Packet::new_checked(&sent[1].data()[14..]).unwrap();
+    let i6 = Icmpv6Packet::new_checked(ip6.payload()).unwrap();
+    assert!(i6.verify_checksum(&ip6.src_addr(), &ip6.dst_addr()));
+    assert_eq!((i6.msg_type(), i6.code()), (129, 9));
+    drop(sent);
+    p.finish();
+}

@@ -556,10 +556,9 @@ impl<'a> Icmpv6Repr<'a> {
                 }
             }
             msg_type::ECHO_REQUEST | msg_type::ECHO_REPLY => {
+                // Any code, as for ICMPv4 (RFC 4443 §4.1 gives it no meaning;
+                // Linux answers whatever it is).
                 need(8)?;
-                if code != 0 {
-                    return Err(Error::BadField);
-                }
                 let (ident, seq_no, data) = (be16(buf, 4), be16(buf, 6), &buf[8..]);
                 if t == msg_type::ECHO_REQUEST {
                     Icmpv6Repr::EchoRequest { ident, seq_no, data }
