@@ -5,7 +5,7 @@
 //! poll():  rx_burst -> input() -> timers -> flush (tx_burst, every iteration)
 //! input(): Ethernet -> ARP            -> answer / learn
 //!                   -> IPv4 [-> reassembly] -> ICMP echo | UDP socket | unreachable
-//!                   -> IPv6 (ext headers)   -> ICMPv6 echo / NS / NA | UDP | unreachable
+//!                   -> IPv6 (ext headers, options) -> ICMPv6 echo / NS / NA | UDP | unreachable
 //! ```
 //!
 //! Design decisions:
@@ -52,6 +52,7 @@ use crate::stats::Stats;
 use crate::timer::TimerWheel;
 
 mod tcp;
+use crate::wire::ipv6::OptionAction;
 use crate::wire::{
     self, ArpOperation, ArpPacket, ArpRepr, ChecksumCaps, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
     EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr,
@@ -729,6 +730,20 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             Ok(u) => u,
             Err(err) => return self.stats.malformed(err),
         };
+        if let Some(o) = upper.unrecognized_option {
+            // RFC 8200 §4.2: the option type's high-order bits say what to do.
+            self.stats.drops.ipv6_unrecognized_option += 1;
+            let report = match o.action {
+                OptionAction::Discard => false,
+                OptionAction::DiscardAndReport => true,
+                OptionAction::DiscardAndReportUnlessMulticast => !mcast,
+            };
+            if report {
+                // Code 2, pointing at the option's type octet in the packet.
+                self.send_param_problem(&m, src, dst, src_mac, 2, (V6 + o.offset) as u32);
+            }
+            return;
+        }
         if upper.fragment.is_some_and(|f| f.more_frags || f.frag_offset != 0) {
             self.stats.drops.ipv6_fragment += 1;
             return;
@@ -1056,6 +1071,43 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             self.stats.events.unreachables_sent += 1;
         } else {
             self.stats.drops.no_buffers += 1;
+        }
+    }
+
+    /// ICMPv6 Parameter Problem (RFC 4443 §3.4) about `orig` (the IPv6 packet
+    /// from `src` to `dst`), rate limited like every ICMP error. From `dst`,
+    /// or when that was multicast from our address towards `src`.
+    fn send_param_problem(
+        &mut self,
+        orig: &Mbuf,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        src_mac: MacAddr,
+        code: u8,
+        pointer: u32,
+    ) {
+        // RFC 4443 §2.4 (e.6): never to an unspecified (or multicast) source.
+        if src.is_unspecified() || src.is_multicast() {
+            return;
+        }
+        let from = if dst.is_multicast() {
+            match self.src_v6_for(&src) {
+                Some(a) => a,
+                None => return,
+            }
+        } else {
+            dst
+        };
+        if !self.icmp_bucket.take(self.now) {
+            self.stats.events.icmp_rate_limited += 1;
+            return;
+        }
+        let q = &orig.data()[..orig.len().min(ICMP6_ERR_MAX - V6 - 8)];
+        let msg = Icmpv6Repr::ParamProblem { code, pointer, quoted: q };
+        self.stats.events.bytes_copied += q.len() as u64;
+        let hop = self.cfg.ttl;
+        if self.send_icmpv6(from, src, src_mac, hop, &msg) {
+            self.stats.events.param_problems_sent += 1;
         }
     }
 

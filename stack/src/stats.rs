@@ -53,6 +53,10 @@ counters!(
         ndp_hop_limit,
         /// IPv6 fragments (reassembly is IPv4 only, so far).
         ipv6_fragment,
+        /// IPv6 packet holding a Hop-by-Hop or Destination option we do not
+        /// recognize whose type says to discard it (RFC 8200 §4.2; a
+        /// Parameter Problem may have been sent).
+        ipv6_unrecognized_option,
         /// IP packet larger than the MTU.
         over_mtu,
         /// UDP datagram to a port with no socket (an unreachable may be sent).
@@ -126,6 +130,8 @@ counters!(
         echo_requests_sent,
         /// ICMP/ICMPv6 destination unreachable sent.
         unreachables_sent,
+        /// ICMPv6 Parameter Problems sent (unrecognized options).
+        param_problems_sent,
         /// ICMP errors not sent because of the rate limit.
         icmp_rate_limited,
         /// ICMP/ICMPv6 messages received and not otherwise handled.

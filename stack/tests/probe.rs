@@ -358,3 +358,126 @@ fn rfc792_an_echo_request_with_a_nonzero_code_is_answered_like_any_other() {
     drop(sent);
     p.finish();
 }
+
+/// A TCP SYN from the probe to `dst` port 80 behind one extension header
+/// (`ext`: Hop-by-Hop or Destination Options) holding one option of type
+/// `opt` (4 bytes of data). The option's type octet is at packet offset 42.
+fn syn6_behind_option(p: &Probe, dst: std::net::Ipv6Addr, ext: IpProtocol, opt: u8) -> Vec<u8> {
+    let src = a6();
+    // A connection of its own for every case.
+    let sport = 40000
+        + u16::from(opt)
+        + if ext == IpProtocol::Ipv6Opts { 300 } else { 0 }
+        + 600 * u16::from(dst.is_multicast());
+    let syn = wire::TcpRepr::new(sport, 80, wire::SeqNumber(1000), wire::SeqNumber(0), wire::TcpFlags::SYN, 65535);
+    let mut tcp = vec![0u8; syn.buffer_len()];
+    syn.emit(&mut wire::TcpPacket::new_unchecked(&mut tcp[..]), &IpPair::V6 { src, dst }, &SW);
+    let mut payload = vec![u8::from(IpProtocol::Tcp), 0, opt, 4, 0, 0, 0, 0];
+    payload.extend_from_slice(&tcp);
+    let dst_mac = if dst.is_multicast() { pmd::MacAddr([0x33, 0x33, 0, 0, 0, 1]) } else { p.mac };
+    eth(PROBE_MAC, dst_mac, wire::EtherType::Ipv6, &ipv6(src, dst, ext, 64, &payload))
+}
+
+/// What the stack answered to one frame: "syn-ack", "param-problem
+/// <pointer> from <source>" (after checking it quotes the frame), or "nothing".
+fn answer_to(p: &mut Probe, frame: Vec<u8>) -> String {
+    p.send(vec![frame.clone()]);
+    let sent = take_sent(p);
+    let out = match sent.as_slice() {
+        [] => "nothing".to_string(),
+        [m] => {
+            let ip = Ipv6Packet::new_checked(&m.data()[14..]).unwrap();
+            match ip.next_header() {
+                IpProtocol::Tcp => {
+                    let t = wire::TcpPacket::new_checked(ip.payload()).unwrap();
+                    let f = t.flags();
+                    assert!(f.syn() && f.ack(), "{f:?}");
+                    "syn-ack".to_string()
+                }
+                IpProtocol::Icmpv6 => {
+                    let (s, d) = (ip.src_addr(), ip.dst_addr());
+                    let r = Icmpv6Repr::parse(&Icmpv6Packet::new_checked(ip.payload()).unwrap(), &s, &d, &SW).unwrap();
+                    match r {
+                        Icmpv6Repr::ParamProblem { code: 2, pointer, quoted } => {
+                            assert_eq!(quoted, &frame[14..], "quotes the invoking packet");
+                            assert_eq!(d, a6());
+                            format!("param-problem {pointer} from {s}")
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        more => panic!("{} frames", more.len()),
+    };
+    drop(sent);
+    out
+}
+
+fn tcp_listener_cfg() -> stack::TcpConfig {
+    const MS: u64 = 1_000_000;
+    stack::TcpConfig {
+        mss: 1460,
+        send_buffer: 64 * 1024,
+        recv_buffer: 64 * 1024,
+        rto: stack::RtoConfig { initial_ns: 1000 * MS, min_ns: 200 * MS, max_ns: 60_000 * MS },
+        max_retransmits: 8,
+        syn_retries: 4,
+        time_wait_ns: 1000 * MS,
+        window_scale: Some(7),
+        timestamps: true,
+        sack: true,
+        nagle: false,
+        congestion: stack::CongestionControl::NewReno,
+        delayed_ack_ns: None,
+        keepalive: None,
+        challenge_ack_limit: 10,
+        default_peer_mss: 536,
+    }
+}
+
+#[test]
+fn rfc8200_4_2_unrecognized_option_actions_are_honoured() {
+    let mut p = Probe::new("pr_hbh", |_| {});
+    drop(take_sent(&mut p));
+    p.s.set_tcp_secret([7; 16]);
+    let addr: std::net::SocketAddr = "[::]:80".parse().unwrap();
+    let lc = stack::ListenConfig::new(addr, 16, 16, 5_000_000_000, stack::SynCookies::WhenFull, tcp_listener_cfg());
+    p.s.tcp_listen(lc).unwrap();
+    // The stack learns our MAC from a solicitation (its SYN-ACKs are routed).
+    p.send(vec![ns_frame(PROBE_MAC, a6(), b6())]);
+    drop(take_sent(&mut p));
+    let (hbh, dest) = (IpProtocol::HopByHop, IpProtocol::Ipv6Opts);
+    let us = b6();
+    let all_nodes: std::net::Ipv6Addr = "ff02::1".parse().unwrap();
+    // 00: skip the option, process the packet.
+    let f = syn6_behind_option(&p, us, hbh, 0x1e);
+    assert_eq!(answer_to(&mut p, f), "syn-ack");
+    // A recognized option (Router Alert) is processed.
+    let f = syn6_behind_option(&p, us, hbh, 5);
+    assert_eq!(answer_to(&mut p, f), "syn-ack");
+    // 01: discard silently.
+    let f = syn6_behind_option(&p, us, hbh, 0x5e);
+    assert_eq!(answer_to(&mut p, f), "nothing");
+    assert_eq!(p.s.stats().drops.ipv6_unrecognized_option, 1);
+    // 10: discard and send a Parameter Problem, code 2, pointing at the type.
+    let expect = format!("param-problem 42 from {us}");
+    for ext in [hbh, dest] {
+        let f = syn6_behind_option(&p, us, ext, 0x9e);
+        assert_eq!(answer_to(&mut p, f), expect, "{ext:?}");
+    }
+    // 11: the same for a unicast destination.
+    let f = syn6_behind_option(&p, us, dest, 0xde);
+    assert_eq!(answer_to(&mut p, f), expect);
+    // To a multicast destination: 10 still reports (from our unicast
+    // address), 11 does not.
+    let f = syn6_behind_option(&p, all_nodes, hbh, 0x9e);
+    assert_eq!(answer_to(&mut p, f), expect);
+    let f = syn6_behind_option(&p, all_nodes, hbh, 0xde);
+    assert_eq!(answer_to(&mut p, f), "nothing");
+    let st = p.s.stats();
+    assert_eq!(st.drops.ipv6_unrecognized_option, 6);
+    assert_eq!(st.events.param_problems_sent, 4);
+    p.finish();
+}
