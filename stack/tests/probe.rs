@@ -481,3 +481,149 @@ fn rfc8200_4_2_unrecognized_option_actions_are_honoured() {
     assert_eq!(st.events.param_problems_sent, 4);
     p.finish();
 }
+
+/// A UDP datagram (to port 5000) of `len` payload bytes, as IPv6 fragments
+/// of `frag` bytes (a multiple of 8) of fragmentable part each, behind a
+/// Hop-by-Hop header (unfragmentable part, PadN only) when `hbh`.
+fn fragments6(ident: u32, len: usize, frag: usize, hbh: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let payload: Vec<u8> = (0..len).map(|i| (i * 11 + 5) as u8).collect();
+    let u = udp(IpPair::V6 { src: a6(), dst: b6() }, 4000, 5000, &payload);
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < u.len() {
+        let end = (off + frag).min(u.len());
+        out.push(fragment6(ident, off, end < u.len(), &u[off..end], hbh));
+        off = end;
+    }
+    (payload, out)
+}
+
+/// One IPv6 fragment of a UDP packet (as an Ethernet payload).
+fn fragment6(ident: u32, off: usize, more: bool, data: &[u8], hbh: bool) -> Vec<u8> {
+    let mut p = Vec::new();
+    if hbh {
+        p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    p.extend_from_slice(&[17, 0]);
+    p.extend_from_slice(&((off as u16) | u16::from(more)).to_be_bytes());
+    p.extend_from_slice(&ident.to_be_bytes());
+    p.extend_from_slice(data);
+    let first = if hbh { IpProtocol::HopByHop } else { IpProtocol::Ipv6Frag };
+    ipv6(a6(), b6(), first, 64, &p)
+}
+
+fn framed6(p: &Probe, ip: &[u8]) -> Vec<u8> {
+    eth(PROBE_MAC, p.mac, wire::EtherType::Ipv6, ip)
+}
+
+/// A probe with a UDP socket on port 5000; sends `frags` in `order` and
+/// returns the datagrams delivered.
+fn deliver6(p: &mut Probe, frags: &[Vec<u8>], order: &[usize]) -> Vec<Vec<u8>> {
+    let s = p.s.udp_bind("[::]:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+    for &i in order {
+        let f = framed6(p, &frags[i]);
+        p.send(vec![f]);
+    }
+    let mut v = Vec::new();
+    p.s.udp_recv(s, &mut v, 4).unwrap();
+    p.s.udp_close(s).unwrap();
+    v.iter().map(|d| d.payload.data().to_vec()).collect()
+}
+
+#[test]
+fn rfc8200_4_5_ipv6_fragments_in_order_are_reassembled() {
+    // The probe's case: 600 bytes of data in three fragments.
+    for hbh in [false, true] {
+        let mut p = Probe::new(if hbh { "pr_r6_hbh" } else { "pr_r6_in" }, |_| {});
+        let (payload, frags) = fragments6(0x1234_5678, 600, 208, hbh);
+        assert_eq!(frags.len(), 3);
+        assert_eq!(deliver6(&mut p, &frags, &[0, 1, 2]), vec![payload]);
+        let st = p.s.stats();
+        assert_eq!(st.events.reassembled_v6, 1);
+        assert_eq!(st.drops.total(), 0, "{:?}", st.drops);
+        assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+        assert_eq!(p.s.timers_armed(), 0, "timeout cancelled on completion");
+        p.finish();
+    }
+}
+
+#[test]
+fn rfc8200_4_5_ipv6_fragments_reversed_are_reassembled() {
+    let mut p = Probe::new("pr_r6_rev", |_| {});
+    // 1800 bytes (a buffer holds 2048): nine fragments, last first.
+    let (payload, frags) = fragments6(9, 1800, 208, false);
+    let order: Vec<usize> = (0..frags.len()).rev().collect();
+    assert_eq!(deliver6(&mut p, &frags, &order), vec![payload]);
+    assert_eq!(p.s.stats().events.reassembled_v6, 1);
+    assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+    p.finish();
+}
+
+#[test]
+fn rfc5722_overlapping_ipv6_fragments_discard_the_whole_packet() {
+    let mut p = Probe::new("pr_r6_overlap", |_| {});
+    let (_, frags) = fragments6(3, 600, 208, false);
+    // Fragment 0, then 16 bytes at offset 200 (inside it): all of it goes,
+    // and the rest of the packet, arriving later, never completes it.
+    let ov = fragment6(3, 200, true, &[0u8; 16], false);
+    let got = deliver6(&mut p, &[frags[0].clone(), ov, frags[1].clone(), frags[2].clone()], &[0, 1, 2, 3]);
+    assert!(got.is_empty(), "nothing delivered");
+    assert_eq!(p.s.stats().drops.reasm6_overlap, 1);
+    assert_eq!(p.s.stats().events.reassembled_v6, 0);
+    // An exact duplicate is only dropped itself.
+    let (payload, frags) = fragments6(4, 600, 208, false);
+    assert_eq!(deliver6(&mut p, &frags, &[0, 0, 1, 2]), vec![payload]);
+    assert_eq!(p.s.stats().drops.reasm6_duplicate, 1);
+    // A non-last fragment whose length is not a multiple of 8.
+    let odd = fragment6(5, 0, true, &[0u8; 13], false);
+    assert!(deliver6(&mut p, &[odd], &[0]).is_empty());
+    assert_eq!(p.s.stats().drops.reasm6_bad_fragment, 1);
+    // Past a 65535-byte Payload Length.
+    let big = fragment6(6, 65528, false, &[0u8; 16], false);
+    assert!(deliver6(&mut p, &[big], &[0]).is_empty());
+    assert_eq!(p.s.stats().drops.reasm6_too_big, 1);
+    // What was left of packets 3 and 6 times out.
+    p.clock.advance_ns(61_000_000_000);
+    p.s.poll();
+    assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+    p.finish();
+}
+
+#[test]
+fn rfc8200_4_5_too_many_ipv6_fragmented_packets_and_too_much_memory_are_refused() {
+    let mut p = Probe::new("pr_r6_lim", |c| {
+        c.reassembly_v6.max_datagrams = 2;
+        c.reassembly_v6.max_bytes = 3 * 2176; // three buffers of this pool
+    });
+    let mut firsts = Vec::new();
+    for ident in 10..13 {
+        let (_, frags) = fragments6(ident, 600, 208, false);
+        firsts.push(frags[0].clone());
+    }
+    assert!(deliver6(&mut p, &firsts, &[0, 1, 2]).is_empty());
+    assert_eq!(p.s.stats().drops.reasm6_count, 1, "third packet over max_datagrams");
+    let (_, frags) = fragments6(10, 600, 208, false);
+    assert!(deliver6(&mut p, &frags, &[2, 1]).is_empty());
+    assert_eq!(p.s.stats().drops.reasm6_memory, 1, "fourth buffer over max_bytes");
+    // The IPv4 limits and counters are separate.
+    assert_eq!(p.s.stats().drops.reasm_count + p.s.stats().drops.reasm_memory, 0);
+    p.finish();
+}
+
+#[test]
+fn rfc8200_4_5_incomplete_ipv6_fragments_time_out() {
+    let mut p = Probe::new("pr_r6_timeout", |c| c.reassembly_v6.timeout = Duration::from_secs(60));
+    let (_, frags) = fragments6(21, 600, 208, false);
+    assert!(deliver6(&mut p, &frags, &[0, 2]).is_empty());
+    assert_eq!(p.s.reassembly_in_progress().0, 1);
+    p.clock.advance_ns(59_000_000_000);
+    p.s.poll();
+    assert_eq!(p.s.stats().drops.reasm6_timeout, 0);
+    p.clock.advance_ns(1_000_000_000);
+    p.s.poll();
+    assert_eq!(p.s.stats().drops.reasm6_timeout, 1);
+    assert_eq!(p.s.reassembly_in_progress(), (0, 0));
+    // The missing fragment, late, starts a packet that never completes.
+    assert!(deliver6(&mut p, &frags, &[1]).is_empty());
+    p.finish();
+}

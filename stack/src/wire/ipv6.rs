@@ -425,11 +425,26 @@ pub struct Ipv6Upper {
     pub fragment: Option<Ipv6FragmentRepr>,
     /// Number of extension headers walked.
     pub ext_headers: u8,
+    /// Where the Fragment header is, if the packet had one (what reassembly
+    /// needs to take it out).
+    pub fragment_at: Option<FragmentPosition>,
     /// An option the stack does not recognize, in a Hop-by-Hop or
     /// Destination Options header, whose type says the packet must not be
     /// processed (RFC 8200 §4.2). The walk stops there: `protocol` and
     /// `offset` are then those of the header holding it.
     pub unrecognized_option: Option<UnrecognizedOption>,
+}
+
+/// Where a Fragment header sits in an IPv6 payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragmentPosition {
+    /// Offset of the Fragment header from the start of the IPv6 payload:
+    /// everything before it (and the fixed header) is the unfragmentable part.
+    pub offset: usize,
+    /// Offset from the start of the IPv6 payload of the extension header
+    /// whose Next Header octet (its first) names the Fragment header, or
+    /// `None` when the fixed header's does.
+    pub named_by: Option<usize>,
 }
 
 /// What RFC 8200 §4.2 says to do with a packet holding an option its
@@ -519,6 +534,8 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
     let mut nh = next_header;
     let mut offset = 0usize;
     let mut fragment = None;
+    let mut fragment_at = None;
+    let mut prev: Option<usize> = None;
     for count in 0..=MAX_EXT_HEADERS {
         let len = match nh {
             IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts | IpProtocol::Ah => {
@@ -541,6 +558,7 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                             offset,
                             fragment,
                             ext_headers: count as u8,
+                            fragment_at,
                             unrecognized_option: Some(o),
                         };
                         return Ok(stop);
@@ -553,13 +571,19 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                 let h = Ipv6FragmentHeader::new_checked(&payload[offset..])?;
                 let f = Ipv6FragmentRepr::parse(&h)?;
                 nh = f.next_header;
-                fragment = Some(f);
+                if fragment.is_none() {
+                    // The first one is this packet's (a second, after a first
+                    // fragment's, belongs to the reassembled packet).
+                    fragment = Some(f);
+                    fragment_at = Some(FragmentPosition { offset, named_by: prev });
+                }
                 if !f.is_first() {
                     return Ok(Ipv6Upper {
                         protocol: nh,
                         offset: offset + FRAGMENT_HEADER_LEN,
                         fragment,
                         ext_headers: count as u8 + 1,
+                        fragment_at,
                         unrecognized_option: None,
                     });
                 }
@@ -571,6 +595,7 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                     offset,
                     fragment,
                     ext_headers: count as u8,
+                    fragment_at,
                     unrecognized_option: None,
                 })
             }
@@ -578,6 +603,7 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
         if count == MAX_EXT_HEADERS {
             break;
         }
+        prev = Some(offset);
         offset += len;
     }
     Err(Error::TooManyExtHeaders)
