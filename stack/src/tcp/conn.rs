@@ -721,12 +721,16 @@ impl Connection {
         // FIN sent into the zero window is such a probe too: it was counted
         // as a retransmission, so a reader that paused for a few minutes
         // after its peer closed had the connection time out under it.
-        let probe_in_flight = matches!(
-            self.state,
-            State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
-        ) && self.snd_max - self.snd_una == 1;
-        let zero_window_probe =
-            self.snd_wnd == 0 && ((self.snd_una == self.snd_max && self.has_unsent()) || probe_in_flight);
+        // And so is anything in flight when the window shrank to zero under
+        // it (RFC 1122 4.2.2.16: a sender must be robust against a shrinking
+        // window): those timeouts had no room to send in, sent nothing, and
+        // still counted as retransmissions until the connection timed out.
+        let zero_window_probe = self.snd_wnd == 0
+            && matches!(
+                self.state,
+                State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+            )
+            && (self.snd_max > self.snd_una || self.has_unsent());
         let limit = match self.state {
             State::SynSent | State::SynReceived => self.cfg.syn_retries,
             _ => self.cfg.max_retransmits,

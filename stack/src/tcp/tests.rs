@@ -1190,6 +1190,13 @@ fn rfc9293_3_8_6_1_a_fin_sent_into_a_zero_window_is_a_probe_not_a_retransmission
 /// probe timer runs for up to an hour of virtual time, each probe answered
 /// (window still 0) or not. Returns the probes sent and A's final state.
 fn probe_a_zero_window(answer: bool) -> (usize, State, Option<TcpError>) {
+    probe_a_closed_window(answer, false)
+}
+
+/// As [`probe_a_zero_window`]; with `shrunk`, A sends 3000 bytes and the
+/// peer acknowledges only the first 1000 with a zero window, so 2000 bytes
+/// are in flight beyond the window's new right edge.
+fn probe_a_closed_window(answer: bool, shrunk: bool) -> (usize, State, Option<TcpError>) {
     let mut c = cfg();
     c.timestamps = false;
     let mut s = Sim::new(c.clone(), c);
@@ -1198,10 +1205,17 @@ fn probe_a_zero_window(answer: bool) -> (usize, State, Option<TcpError>) {
     let mut now = s.now;
     let mut buf = vec![0u8; 1 << 16];
     let peer_seq = s.a().rcv_nxt_for_tests();
+    let first = s.a().snd_nxt_for_tests();
     s.a().send(&[7u8; 1000]).unwrap();
-    let sent = s.a().poll_transmit(now, &mut buf).expect("data");
-    assert_eq!(sent.repr.payload_len, 1000);
-    let ack = TcpRepr::new(B.local, B.remote, peer_seq, sent.repr.seq_number + 1000, TcpFlags::ACK, 0);
+    if shrunk {
+        s.a().send(&[9u8; 2000]).unwrap();
+    }
+    let mut sent = 0;
+    while let Some(t) = s.a().poll_transmit(now, &mut buf) {
+        sent += t.repr.payload_len;
+    }
+    assert_eq!(sent, if shrunk { 3000 } else { 1000 });
+    let ack = TcpRepr::new(B.local, B.remote, peer_seq, first + 1000, TcpFlags::ACK, 0);
     s.a().handle_segment(now, &ack, &[]);
     s.a().send(&[8u8; 1000]).unwrap();
     assert!(s.a().poll_transmit(now, &mut buf).is_none(), "nothing fits a zero window");
@@ -1234,5 +1248,19 @@ fn rfc9293_3_8_6_1_answered_zero_window_probes_continue_and_unanswered_ones_time
     // unanswered probes the connection times out, instead of probing
     // forever.
     let (probes, state, error) = probe_a_zero_window(false);
+    assert_eq!((probes, state, error), (8, State::Closed, Some(TcpError::TimedOut)));
+}
+
+#[test]
+fn rfc9293_3_8_6_1_a_window_shrunk_to_zero_under_data_in_flight_is_probed_not_timed_out() {
+    // Receivers should not shrink the window, and senders must cope when one
+    // does (RFC 1122 4.2.2.16): the data beyond the new right edge is not
+    // lost, and the zero window must be probed (RFC 9293 3.8.6.1). Retransmission timeouts that
+    // sent nothing (the window had no room) counted against max_retransmits
+    // and timed out a peer that answered every time.
+    let (probes, state, error) = probe_a_closed_window(true, true);
+    assert!(probes > 50, "{probes} probes in an hour");
+    assert_eq!((state, error), (State::Established, None));
+    let (probes, state, error) = probe_a_closed_window(false, true);
     assert_eq!((probes, state, error), (8, State::Closed, Some(TcpError::TimedOut)));
 }
