@@ -627,3 +627,63 @@ fn rfc8200_4_5_incomplete_ipv6_fragments_time_out() {
     assert!(deliver6(&mut p, &frags, &[1]).is_empty());
     p.finish();
 }
+
+/// A TCP segment from the probe (a6:40000) to our port 80, as bytes.
+fn tcp6_segment(seq: u32, ack: u32, flags: wire::TcpFlags, payload: &[u8]) -> Vec<u8> {
+    let mut r = wire::TcpRepr::new(40000, 80, wire::SeqNumber(seq), wire::SeqNumber(ack), flags, 65535);
+    r.payload_len = payload.len();
+    let mut b = vec![0u8; r.buffer_len()];
+    b[r.header_len()..].copy_from_slice(payload);
+    r.emit(&mut wire::TcpPacket::new_unchecked(&mut b[..]), &IpPair::V6 { src: a6(), dst: b6() }, &SW);
+    b
+}
+
+#[test]
+fn rfc8200_4_5_tcp_data_in_three_ipv6_fragments_is_delivered() {
+    // The probe's exact case: 600 bytes of TCP data in three IPv6 fragments.
+    let mut p = Probe::new("pr_r6_tcp", |_| {});
+    drop(take_sent(&mut p));
+    p.s.set_tcp_secret([7; 16]);
+    let addr: std::net::SocketAddr = "[::]:80".parse().unwrap();
+    let lc = stack::ListenConfig::new(addr, 4, 4, 5_000_000_000, stack::SynCookies::Off, tcp_listener_cfg());
+    let l = p.s.tcp_listen(lc).unwrap();
+    p.send(vec![ns_frame(PROBE_MAC, a6(), b6())]);
+    drop(take_sent(&mut p));
+    let syn = tcp6_segment(1000, 0, wire::TcpFlags::SYN, &[]);
+    p.send(vec![framed6(&p, &ipv6(a6(), b6(), IpProtocol::Tcp, 64, &syn))]);
+    let sent = take_sent(&mut p);
+    assert_eq!(sent.len(), 1, "a SYN-ACK");
+    let iss = {
+        let ip = Ipv6Packet::new_checked(&sent[0].data()[14..]).unwrap();
+        let t = wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(t.flags().syn() && t.flags().ack());
+        t.seq_number().0
+    };
+    drop(sent);
+    let ack = tcp6_segment(1001, iss.wrapping_add(1), wire::TcpFlags::ACK, &[]);
+    p.send(vec![framed6(&p, &ipv6(a6(), b6(), IpProtocol::Tcp, 64, &ack))]);
+    let h = p.s.tcp_accept(l).expect("accepted");
+    let data: Vec<u8> = (0..600u32).map(|i| (i * 13 + 1) as u8).collect();
+    let seg = tcp6_segment(1001, iss.wrapping_add(1), wire::TcpFlags::ACK | wire::TcpFlags::PSH, &data);
+    let mut frags = Vec::new();
+    let mut off = 0;
+    while off < seg.len() {
+        let end = (off + 208).min(seg.len());
+        let mut f = vec![u8::from(IpProtocol::Tcp), 0];
+        f.extend_from_slice(&((off as u16) | u16::from(end < seg.len())).to_be_bytes());
+        f.extend_from_slice(&0xfeed_u32.to_be_bytes());
+        f.extend_from_slice(&seg[off..end]);
+        frags.push(framed6(&p, &ipv6(a6(), b6(), IpProtocol::Ipv6Frag, 64, &f)));
+        off = end;
+    }
+    assert_eq!(frags.len(), 3);
+    p.send(frags);
+    let mut buf = [0u8; 1024];
+    let n = p.s.tcp_recv(h, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &data[..]);
+    assert_eq!(p.s.stats().events.reassembled_v6, 1);
+    drop(take_sent(&mut p));
+    p.s.tcp_abort(h);
+    drop(take_sent(&mut p));
+    p.finish();
+}
