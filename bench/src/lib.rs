@@ -210,6 +210,11 @@ pub fn stack_config(mac: pmd::MacAddr, v4: &str, tx_backlog: usize, max_conns: u
             max_datagrams: 16,
             timeout: std::time::Duration::from_secs(5),
         },
+        reassembly_v6: stack::ReassemblyConfig {
+            max_bytes: 1 << 20,
+            max_datagrams: 16,
+            timeout: std::time::Duration::from_secs(5),
+        },
         icmp: stack::IcmpConfig { error_rate_per_sec: 100, error_burst: 10 },
         timer_tick: std::time::Duration::from_millis(1),
         burst: 32,

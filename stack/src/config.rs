@@ -31,7 +31,7 @@ pub struct NeighborConfig {
     pub pending: usize,
 }
 
-/// IPv4 fragment reassembly limits.
+/// Fragment reassembly limits (one for IPv4, one for IPv6).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReassemblyConfig {
     /// Most bytes of buffer memory held by incomplete datagrams (counted as the
@@ -73,6 +73,8 @@ pub struct StackConfig {
     pub neighbor: NeighborConfig,
     /// IPv4 reassembly.
     pub reassembly: ReassemblyConfig,
+    /// IPv6 reassembly (RFC 8200 §4.5; its timeout is 60 s there).
+    pub reassembly_v6: ReassemblyConfig,
     /// ICMP errors.
     pub icmp: IcmpConfig,
     /// Timer wheel tick.
@@ -114,6 +116,9 @@ const KEYS: &[&str] = &[
     "reassembly.max_bytes",
     "reassembly.max_datagrams",
     "reassembly.timeout_ms",
+    "reassembly_v6.max_bytes",
+    "reassembly_v6.max_datagrams",
+    "reassembly_v6.timeout_ms",
     "icmp.error_rate_per_sec",
     "icmp.error_burst",
     "timer.tick_us",
@@ -179,6 +184,10 @@ impl StackConfig {
         let r = &self.reassembly;
         if r.max_datagrams > 0 && r.timeout.is_zero() {
             return bad("reassembly.timeout_ms", "must be positive when reassembly is enabled");
+        }
+        let r = &self.reassembly_v6;
+        if r.max_datagrams > 0 && r.timeout.is_zero() {
+            return bad("reassembly_v6.timeout_ms", "must be positive when reassembly is enabled");
         }
         if self.icmp.error_rate_per_sec > 0 && self.icmp.error_burst == 0 {
             return bad("icmp.error_burst", "must be at least 1 when icmp.error_rate_per_sec is positive");
@@ -265,6 +274,11 @@ impl StackConfig {
                 max_datagrams: num("reassembly.max_datagrams", get("reassembly.max_datagrams")?)?,
                 timeout: ms("reassembly.timeout_ms")?,
             },
+            reassembly_v6: ReassemblyConfig {
+                max_bytes: num("reassembly_v6.max_bytes", get("reassembly_v6.max_bytes")?)?,
+                max_datagrams: num("reassembly_v6.max_datagrams", get("reassembly_v6.max_datagrams")?)?,
+                timeout: ms("reassembly_v6.timeout_ms")?,
+            },
             icmp: IcmpConfig {
                 error_rate_per_sec: num("icmp.error_rate_per_sec", get("icmp.error_rate_per_sec")?)?,
                 error_burst: num("icmp.error_burst", get("icmp.error_burst")?)?,
@@ -308,12 +322,14 @@ impl StackConfig {
         }
         let n = &self.neighbor;
         let r = &self.reassembly;
+        let r6 = &self.reassembly_v6;
         format!(
             "# stack configuration: every key is required\n\
              mac = {}\nmtu = {}\nipv4 = {}\nipv6 = {}\ngateway_v4 = {}\ngateway_v6 = {}\nttl = {}\n\
              neighbor.capacity = {}\nneighbor.lifetime_ms = {}\nneighbor.retries = {}\n\
              neighbor.retry_interval_ms = {}\nneighbor.pending = {}\n\
              reassembly.max_bytes = {}\nreassembly.max_datagrams = {}\nreassembly.timeout_ms = {}\n\
+             reassembly_v6.max_bytes = {}\nreassembly_v6.max_datagrams = {}\nreassembly_v6.timeout_ms = {}\n\
              icmp.error_rate_per_sec = {}\nicmp.error_burst = {}\n\
              timer.tick_us = {}\nburst = {}\ntx_backlog = {}\ntx_checksum_offload = {}\n\
              tcp.max_connections = {}\ntcp.rx_mbufs = {}\n",
@@ -332,6 +348,9 @@ impl StackConfig {
             r.max_bytes,
             r.max_datagrams,
             r.timeout.as_millis(),
+            r6.max_bytes,
+            r6.max_datagrams,
+            r6.timeout.as_millis(),
             self.icmp.error_rate_per_sec,
             self.icmp.error_burst,
             self.timer_tick.as_micros(),
@@ -382,6 +401,7 @@ mod tests {
                 pending: 4,
             },
             reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
+            reassembly_v6: ReassemblyConfig { max_bytes: 1 << 19, max_datagrams: 32, timeout: Duration::from_secs(60) },
             icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 10 },
             timer_tick: Duration::from_millis(1),
             burst: 32,
@@ -408,6 +428,15 @@ mod tests {
     }
 
     #[test]
+    fn missing_ipv6_reassembly_keys_are_named() {
+        for key in ["reassembly_v6.max_bytes", "reassembly_v6.max_datagrams", "reassembly_v6.timeout_ms"] {
+            let text: String =
+                sample().to_text().lines().filter(|l| !l.starts_with(key)).collect::<Vec<_>>().join("\n");
+            assert_eq!(StackConfig::parse(&text).unwrap_err(), StackError::missing(key));
+        }
+    }
+
+    #[test]
     fn bad_values_name_the_field() {
         type Edit = Box<dyn Fn(&mut StackConfig)>;
         let cases: Vec<(&str, Edit)> = vec![
@@ -423,6 +452,7 @@ mod tests {
                 }),
             ),
             ("burst", Box::new(|c| c.burst = 0)),
+            ("reassembly_v6.timeout_ms", Box::new(|c| c.reassembly_v6.timeout = Duration::ZERO)),
             ("tcp.max_connections", Box::new(|c| c.tcp_max_connections = 0)),
         ];
         for (field, f) in cases {

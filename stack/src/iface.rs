@@ -5,7 +5,7 @@
 //! poll():  rx_burst -> input() -> timers -> flush (tx_burst, every iteration)
 //! input(): Ethernet -> ARP            -> answer / learn
 //!                   -> IPv4 [-> reassembly] -> ICMP echo | UDP socket | unreachable
-//!                   -> IPv6 (ext headers)   -> ICMPv6 echo / NS / NA | UDP | unreachable
+//!                   -> IPv6 (ext headers, options) [-> reassembly] -> ICMPv6 echo / NS / NA | UDP | unreachable
 //! ```
 //!
 //! Design decisions:
@@ -47,11 +47,12 @@ use crate::checksum;
 use crate::config::{StackConfig, UdpConfig};
 use crate::error::StackError;
 use crate::neighbor::{Enqueued, NeighborCache, Retry};
-use crate::reassembly::{ReasmKey, Reassembler};
+use crate::reassembly::{FragV4, FragV6, Fragment, Reasm6Key, ReasmKey, Reassembler, V6Header};
 use crate::stats::Stats;
 use crate::timer::TimerWheel;
 
 mod tcp;
+use crate::wire::ipv6::OptionAction;
 use crate::wire::{
     self, ArpOperation, ArpPacket, ArpRepr, ChecksumCaps, ChecksumMode, EtherType, EthernetAddress, EthernetFrame,
     EthernetRepr, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr,
@@ -79,6 +80,8 @@ pub enum StackTimer {
     Ndp(Ipv6Addr),
     /// Reassembly timeout of a datagram.
     Reasm(ReasmKey),
+    /// Reassembly timeout of an IPv6 packet.
+    Reasm6(Reasm6Key),
     /// A TCP connection's deadline (slot index, generation).
     TcpConn(u32, u32),
     /// A TCP listener's deadline (slot index, generation).
@@ -88,6 +91,12 @@ pub enum StackTimer {
 impl From<ReasmKey> for StackTimer {
     fn from(k: ReasmKey) -> Self {
         StackTimer::Reasm(k)
+    }
+}
+
+impl From<Reasm6Key> for StackTimer {
+    fn from(k: Reasm6Key) -> Self {
+        StackTimer::Reasm6(k)
     }
 }
 
@@ -203,7 +212,8 @@ pub struct Stack<R: RxQueue, T: TxQueue> {
     expired: Vec<StackTimer>,
     arp: NeighborCache<Ipv4Addr>,
     ndp: NeighborCache<Ipv6Addr>,
-    reasm: Reassembler,
+    reasm: Reassembler<FragV4>,
+    reasm6: Reassembler<FragV6>,
     udp: Vec<Option<UdpSock>>,
     udp_generation: Vec<u32>,
     udp_ports: HashMap<(IpAddr, u16), u32>,
@@ -251,6 +261,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             arp: NeighborCache::new(cfg.neighbor.clone()),
             ndp: NeighborCache::new(cfg.neighbor.clone()),
             reasm: Reassembler::new(cfg.reassembly.clone()),
+            reasm6: Reassembler::new(cfg.reassembly_v6.clone()),
             udp: Vec::new(),
             udp_generation: Vec::new(),
             udp_ports: HashMap::new(),
@@ -305,9 +316,9 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         self.arp.pending() + self.ndp.pending()
     }
 
-    /// Datagrams being reassembled and the buffer bytes they hold.
+    /// Datagrams being reassembled and the buffer bytes they hold (IPv4 and IPv6 together).
     pub fn reassembly_in_progress(&self) -> (usize, usize) {
-        (self.reasm.in_progress(), self.reasm.bytes_held())
+        (self.reasm.in_progress() + self.reasm6.in_progress(), self.reasm.bytes_held() + self.reasm6.bytes_held())
     }
 
     /// Frames waiting in the transmit backlog.
@@ -378,6 +389,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                     Retry::Nothing => {}
                 },
                 StackTimer::Reasm(k) => self.reasm.on_timeout(&k, &mut self.stats.drops),
+                StackTimer::Reasm6(k) => self.reasm6.on_timeout(&k, &mut self.stats.drops),
                 StackTimer::TcpConn(i, g) => self.tcp_conn_timer(i, g),
                 StackTimer::TcpListener(i, g) => self.tcp_listener_timer(i, g),
             }
@@ -447,7 +459,7 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             }
             EtherType::Ipv6 => {
                 m.adj(hl);
-                self.ipv6_input(m, src_mac);
+                self.ipv6_input(m, src_mac, false);
             }
             _ => self.stats.drops.unknown_ethertype += 1,
         }
@@ -591,7 +603,15 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         if repr.is_fragment() {
             m.adj(hlen);
             let now = self.now;
-            if let Some((r, full)) = self.reasm.input(&repr, m, now, &mut self.timers, &mut self.stats.drops) {
+            let key =
+                ReasmKey { src: repr.src_addr, dst: repr.dst_addr, protocol: repr.protocol.into(), ident: repr.ident };
+            let frag = Fragment::<FragV4> {
+                key,
+                offset: usize::from(repr.frag_offset),
+                more: repr.more_frags,
+                header: (repr.frag_offset == 0).then_some(repr),
+            };
+            if let Some((r, full)) = self.reasm.input(frag, m, now, &mut self.timers, &mut self.stats.drops) {
                 self.stats.events.reassembled += 1;
                 self.stats.events.bytes_copied += r.payload_len as u64;
                 // Reassembled in software: verify the L4 checksum in software too.
@@ -654,8 +674,10 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         {
             let d = m.data_mut();
             let old = u16::from_be_bytes([d[2], d[3]]);
+            // The code is echoed as it came (see `Icmpv4Repr::parse`).
+            let code = u16::from(d[1]);
             d[0] = wire::icmpv4::msg_type::ECHO_REPLY;
-            let c = checksum::update_u16(old, u16::from(wire::icmpv4::msg_type::ECHO_REQUEST) << 8, 0);
+            let c = checksum::update_u16(old, u16::from(wire::icmpv4::msg_type::ECHO_REQUEST) << 8 | code, code);
             d[2..4].copy_from_slice(&c.to_be_bytes());
         }
         let icmp_len = m.len();
@@ -699,7 +721,9 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
         self.stats.events.udp_delivered += 1;
     }
 
-    fn ipv6_input(&mut self, mut m: Mbuf, src_mac: MacAddr) {
+    /// `reassembled`: `m` was rebuilt from fragments (it is not reassembled
+    /// again: a fragment inside it is dropped).
+    fn ipv6_input(&mut self, mut m: Mbuf, src_mac: MacAddr, reassembled: bool) {
         let Ok(caps) = self.rx_caps(&m) else {
             self.stats.drops.nic_l4_checksum_bad += 1;
             return;
@@ -727,9 +751,28 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             Ok(u) => u,
             Err(err) => return self.stats.malformed(err),
         };
-        if upper.fragment.is_some_and(|f| f.more_frags || f.frag_offset != 0) {
-            self.stats.drops.ipv6_fragment += 1;
+        if let Some(o) = upper.unrecognized_option {
+            // RFC 8200 §4.2: the option type's high-order bits say what to do.
+            self.stats.drops.ipv6_unrecognized_option += 1;
+            let report = match o.action {
+                OptionAction::Discard => false,
+                OptionAction::DiscardAndReport => true,
+                OptionAction::DiscardAndReportUnlessMulticast => !mcast,
+            };
+            if report {
+                // Code 2, pointing at the option's type octet in the packet.
+                self.send_param_problem(&m, src, dst, src_mac, 2, (V6 + o.offset) as u32);
+            }
             return;
+        }
+        if let (Some(f), Some(at)) = (upper.fragment, upper.fragment_at) {
+            if f.more_frags || f.frag_offset != 0 {
+                if reassembled {
+                    self.stats.drops.ipv6_fragment += 1;
+                    return;
+                }
+                return self.ipv6_fragment_input(m, src, dst, f, at, src_mac);
+            }
         }
         let l4 = V6 + upper.offset;
         match upper.protocol {
@@ -738,6 +781,39 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             IpProtocol::Tcp if mcast => self.stats.drops.not_for_us += 1,
             IpProtocol::Tcp => self.tcp_input(m, IpPair::V6 { src, dst }, l4, caps),
             _ => self.stats.drops.unknown_protocol += 1,
+        }
+    }
+
+    /// One IPv6 fragment (RFC 8200 §4.5): held until its packet is complete,
+    /// which then goes through `ipv6_input` again as an ordinary packet.
+    fn ipv6_fragment_input(
+        &mut self,
+        mut m: Mbuf,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        f: wire::Ipv6FragmentRepr,
+        at: wire::FragmentPosition,
+        src_mac: MacAddr,
+    ) {
+        let unfragmentable = V6 + at.offset;
+        let header = (f.frag_offset == 0).then(|| V6Header {
+            bytes: m.data()[..unfragmentable].to_vec(),
+            next_header_at: at.named_by.map_or(6, |o| V6 + o),
+            next_header: f.next_header.into(),
+        });
+        m.adj(unfragmentable + wire::ipv6::FRAGMENT_HEADER_LEN);
+        let frag = Fragment::<FragV6> {
+            key: Reasm6Key { src, dst, ident: f.ident },
+            offset: usize::from(f.frag_offset),
+            more: f.more_frags,
+            header,
+        };
+        let now = self.now;
+        if let Some((_, full)) = self.reasm6.input(frag, m, now, &mut self.timers, &mut self.stats.drops) {
+            self.stats.events.reassembled_v6 += 1;
+            self.stats.events.bytes_copied += full.len() as u64;
+            // A fresh buffer has no receive flags: checksums are verified in software.
+            self.ipv6_input(full, src_mac, true);
         }
     }
 
@@ -783,8 +859,9 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
                 {
                     let d = m.data_mut();
                     let old = u16::from_be_bytes([d[2], d[3]]);
+                    let code = u16::from(d[1]);
                     d[0] = wire::icmpv6::msg_type::ECHO_REPLY;
-                    let c = checksum::update_u16(old, 128 << 8, 129 << 8);
+                    let c = checksum::update_u16(old, 128 << 8 | code, 129 << 8 | code);
                     d[2..4].copy_from_slice(&c.to_be_bytes());
                 }
                 let out = Ipv6Repr::new(dst, src, IpProtocol::Icmpv6, m.len(), self.cfg.ttl);
@@ -1053,6 +1130,43 @@ impl<R: RxQueue, T: TxQueue> Stack<R, T> {
             self.stats.events.unreachables_sent += 1;
         } else {
             self.stats.drops.no_buffers += 1;
+        }
+    }
+
+    /// ICMPv6 Parameter Problem (RFC 4443 §3.4) about `orig` (the IPv6 packet
+    /// from `src` to `dst`), rate limited like every ICMP error. From `dst`,
+    /// or when that was multicast from our address towards `src`.
+    fn send_param_problem(
+        &mut self,
+        orig: &Mbuf,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        src_mac: MacAddr,
+        code: u8,
+        pointer: u32,
+    ) {
+        // RFC 4443 §2.4 (e.6): never to an unspecified (or multicast) source.
+        if src.is_unspecified() || src.is_multicast() {
+            return;
+        }
+        let from = if dst.is_multicast() {
+            match self.src_v6_for(&src) {
+                Some(a) => a,
+                None => return,
+            }
+        } else {
+            dst
+        };
+        if !self.icmp_bucket.take(self.now) {
+            self.stats.events.icmp_rate_limited += 1;
+            return;
+        }
+        let q = &orig.data()[..orig.len().min(ICMP6_ERR_MAX - V6 - 8)];
+        let msg = Icmpv6Repr::ParamProblem { code, pointer, quoted: q };
+        self.stats.events.bytes_copied += q.len() as u64;
+        let hop = self.cfg.ttl;
+        if self.send_icmpv6(from, src, src_mac, hop, &msg) {
+            self.stats.events.param_problems_sent += 1;
         }
     }
 

@@ -6,7 +6,7 @@
 //!   Neither depends on `pmd`: they work over any `AsRef<[u8]>`.
 //! * [`Stack`] ([`iface`]): one instance per core over one pmd queue pair —
 //!   addresses, routes, the ARP/NDP [`neighbor`] cache, ICMP echo and errors,
-//!   IPv4 [`reassembly`], UDP sockets — configured by an explicit
+//!   IPv4 and IPv6 [`reassembly`], UDP sockets — configured by an explicit
 //!   [`StackConfig`](config::StackConfig), with every drop counted ([`stats`]).
 //! * [`copy`]: the data path's byte copies, kept off the 4K-aliasing slow path
 //!   of the CPU's block copy, and the send buffer's byte ring.

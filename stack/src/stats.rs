@@ -51,8 +51,12 @@ counters!(
         bad_source,
         /// NDP message with hop limit other than 255 (RFC 4861 §7.1.1).
         ndp_hop_limit,
-        /// IPv6 fragments (reassembly is IPv4 only, so far).
+        /// IPv6 fragment inside a reassembled packet (nested fragmentation).
         ipv6_fragment,
+        /// IPv6 packet holding a Hop-by-Hop or Destination option we do not
+        /// recognize whose type says to discard it (RFC 8200 §4.2; a
+        /// Parameter Problem may have been sent).
+        ipv6_unrecognized_option,
         /// IP packet larger than the MTU.
         over_mtu,
         /// UDP datagram to a port with no socket (an unreachable may be sent).
@@ -90,6 +94,25 @@ counters!(
         reasm_bad_fragment,
         /// Datagram dropped: no buffer to reassemble into.
         reasm_no_buffers,
+        /// IPv6 fragment dropped: reassembly is disabled (`reassembly_v6.max_datagrams` 0).
+        reasm6_disabled,
+        /// IPv6 packet dropped: not complete within `reassembly_v6.timeout`.
+        reasm6_timeout,
+        /// IPv6 fragment dropped: `reassembly_v6.max_bytes` would be exceeded.
+        reasm6_memory,
+        /// IPv6 fragment dropped: `reassembly_v6.max_datagrams` in progress already.
+        reasm6_count,
+        /// IPv6 packet dropped: fragments overlap (RFC 5722).
+        reasm6_overlap,
+        /// IPv6 fragment dropped: exact duplicate of one already held.
+        reasm6_duplicate,
+        /// IPv6 packet dropped: its Payload Length would exceed 65535 or a buffer.
+        reasm6_too_big,
+        /// IPv6 fragment dropped: a non-last fragment whose length is not a
+        /// multiple of 8, an empty fragment, or a second, different last one.
+        reasm6_bad_fragment,
+        /// IPv6 packet dropped: no buffer to reassemble into.
+        reasm6_no_buffers,
         /// TCP segment for no connection or listener (answered with RST).
         tcp_no_socket,
         /// TCP connection refused or reset: `tcp_max_connections` reached.
@@ -126,12 +149,16 @@ counters!(
         echo_requests_sent,
         /// ICMP/ICMPv6 destination unreachable sent.
         unreachables_sent,
+        /// ICMPv6 Parameter Problems sent (unrecognized options).
+        param_problems_sent,
         /// ICMP errors not sent because of the rate limit.
         icmp_rate_limited,
         /// ICMP/ICMPv6 messages received and not otherwise handled.
         icmp_other_received,
         /// IPv4 datagrams reassembled.
         reassembled,
+        /// IPv6 packets reassembled.
+        reassembled_v6,
         /// UDP datagrams delivered to sockets.
         udp_delivered,
         /// UDP datagrams sent.

@@ -104,6 +104,7 @@ fn config(mac: pmd::MacAddr, o4: Ipv4Addr, o6: Ipv6Addr) -> StackConfig {
             pending: 16,
         },
         reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
+        reassembly_v6: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
         icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 20 },
         timer_tick: Duration::from_millis(1),
         burst: 32,

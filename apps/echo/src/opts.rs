@@ -575,6 +575,11 @@ pub fn stack_config(
             max_datagrams: 256,
             timeout: Duration::from_secs(30),
         },
+        reassembly_v6: stack::ReassemblyConfig {
+            max_bytes: 4 << 20,
+            max_datagrams: 256,
+            timeout: Duration::from_secs(60),
+        },
         icmp: stack::IcmpConfig { error_rate_per_sec: 1000, error_burst: 50 },
         timer_tick: Duration::from_micros(100),
         burst: 32,

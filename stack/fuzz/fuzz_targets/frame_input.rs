@@ -43,6 +43,7 @@ fn config() -> StackConfig {
             pending: 4,
         },
         reassembly: ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) },
+        reassembly_v6: ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) },
         icmp: IcmpConfig { error_rate_per_sec: 1000, error_burst: 100 },
         timer_tick: Duration::from_millis(1),
         burst: 32,

@@ -86,6 +86,11 @@ fn starter(args: &Args) -> Result<String, String> {
             max_datagrams: 256,
             timeout: Duration::from_secs(30),
         },
+        reassembly_v6: stack::ReassemblyConfig {
+            max_bytes: 4 << 20,
+            max_datagrams: 256,
+            timeout: Duration::from_secs(60),
+        },
         icmp: stack::IcmpConfig { error_rate_per_sec: 1000, error_burst: 50 },
         timer_tick: Duration::from_millis(1),
         burst: 32,

@@ -17,7 +17,12 @@
 //!   scaling and timestamps (RTTM, and PAWS rejection of old segments); MSS
 //!   negotiation;
 //! * RFC 5681 slow start, congestion avoidance, fast retransmit and recovery;
-//! * zero-window probing (RFC 9293 3.8.6.1) so a closed window cannot deadlock;
+//! * zero-window probing (RFC 9293 3.8.6.1) so a closed window cannot deadlock:
+//!   probes (one byte, or a FIN) are not retransmissions and are not lost
+//!   (their answers are not duplicate ACKs); a window opening resumes from
+//!   SND.UNA with the backoff reset; unanswered probes time out after
+//!   `max_retransmits`. As a receiver, no data is accepted into a zero window
+//!   we offered (3.10.7.4);
 //! * out-of-order data kept (within the receive window) and delivered in order;
 //! * zero-copy receive: payloads offered as mbufs ([`Connection::handle_segment_mbuf`])
 //!   are kept in them until read ([`super::recv`] says what is kept and how it is
@@ -295,6 +300,9 @@ pub struct Connection {
     /// when our last ACK left): receiver SWS avoidance measures reads
     /// against it.
     rcv_adv: SeqNumber,
+    /// Our last ACK offered a zero window: until one offers more, no data is
+    /// acceptable (RFC 9293 3.10.7.4), even if reads have made room since.
+    zero_window_offered: bool,
 
     // Negotiated options.
     peer_mss: u16,
@@ -337,6 +345,8 @@ pub struct Connection {
 
     /// The next transmission may probe a zero window with one byte.
     zero_window_probe: bool,
+    /// Zero-window probes sent since the peer last sent anything.
+    persist_unanswered: u32,
     /// Delayed ACK: when the pending ACK must go out, and in-order bytes it covers.
     delack_deadline: Option<u64>,
     delack_bytes: u32,
@@ -424,6 +434,8 @@ impl Connection {
             recover: None,
             retransmit_one: false,
             zero_window_probe: false,
+            persist_unanswered: 0,
+            zero_window_offered: false,
             delack_deadline: None,
             delack_bytes: 0,
             ka_deadline: None,
@@ -705,17 +717,30 @@ impl Connection {
         // A zero window is probed until it opens (RFC 9293 3.8.6.1), also when
         // the probe itself was lost: its byte is then all that is in flight,
         // and resending it is the next probe (without this, a lost probe and a
-        // lost window update stalled the connection until it timed out).
-        let probe_in_flight = matches!(self.state, State::Established | State::CloseWait)
-            && self.snd_max - self.snd_una == 1
-            && self.fin_seq.is_none();
-        let zero_window_probe =
-            self.snd_wnd == 0 && ((self.snd_una == self.snd_max && self.has_unsent()) || probe_in_flight);
+        // lost window update stalled the connection until it timed out). A
+        // FIN sent into the zero window is such a probe too: it was counted
+        // as a retransmission, so a reader that paused for a few minutes
+        // after its peer closed had the connection time out under it.
+        // And so is anything in flight when the window shrank to zero under
+        // it (RFC 1122 4.2.2.16: a sender must be robust against a shrinking
+        // window): those timeouts had no room to send in, sent nothing, and
+        // still counted as retransmissions until the connection timed out.
+        let zero_window_probe = self.snd_wnd == 0
+            && matches!(
+                self.state,
+                State::Established | State::CloseWait | State::FinWait1 | State::Closing | State::LastAck
+            )
+            && (self.snd_max > self.snd_una || self.has_unsent());
         let limit = match self.state {
             State::SynSent | State::SynReceived => self.cfg.syn_retries,
             _ => self.cfg.max_retransmits,
         };
-        if self.retransmits >= limit && !zero_window_probe {
+        // Probes are not retransmissions, but a peer that answers none of
+        // them is gone: after `max_retransmits` unanswered probes in a row
+        // the connection times out (Linux bounds them by tcp_retries2 alike);
+        // an answer — any segment — resets the count.
+        let probes_exhausted = zero_window_probe && self.persist_unanswered >= limit;
+        if (self.retransmits >= limit && !zero_window_probe) || probes_exhausted {
             self.error = Some(TcpError::TimedOut);
             self.events.push(Event::TimedOut);
             if !matches!(self.state, State::SynSent) {
@@ -724,7 +749,9 @@ impl Connection {
             self.enter_closed(None);
             return;
         }
-        if !zero_window_probe {
+        if zero_window_probe {
+            self.persist_unanswered += 1;
+        } else {
             self.retransmits += 1;
         }
         self.rtt.back_off();
@@ -1176,7 +1203,9 @@ impl Connection {
     fn ack_sent(&mut self) {
         self.last_ack_sent = self.rcv_nxt;
         // As the window field carries it (scaled down, so rounded down).
-        self.rcv_adv = self.rcv_nxt + ((self.advertised_window() >> self.rcv_wscale) << self.rcv_wscale);
+        let offered = (self.advertised_window() >> self.rcv_wscale) << self.rcv_wscale;
+        self.rcv_adv = self.rcv_nxt + offered;
+        self.zero_window_offered = offered == 0;
         self.delack_deadline = None;
         self.delack_bytes = 0;
     }
@@ -1232,6 +1261,7 @@ impl Connection {
     }
 
     fn handle_payload(&mut self, now: u64, seg: &TcpRepr, payload: Payload<'_>) {
+        self.persist_unanswered = 0;
         if let Some(ka) = self.cfg.keepalive {
             // Anything from the peer shows it is alive (RFC 1122 4.2.3.6).
             self.ka_probes = 0;
@@ -1309,9 +1339,24 @@ impl Connection {
         self.send_rst = Some((self.snd_max, Some(self.rcv_nxt)));
     }
 
+    /// RCV.WND for the acceptability test: the free buffer space (never less
+    /// than what was offered, since the right edge never moves left), except
+    /// that a zero window offered stays zero until a larger one is offered.
+    /// Accepting a zero-window probe the peer was told it may not send made
+    /// the probe count as delivered here, where a correct receiver (Linux)
+    /// refuses it — which hid the sender's resume-from-SND.NXT stall from
+    /// every simulation test.
+    fn rcv_wnd(&self) -> u32 {
+        if self.zero_window_offered {
+            0
+        } else {
+            self.advertised_window()
+        }
+    }
+
     fn acceptable(&self, seg: &TcpRepr, len: u32) -> bool {
         // RFC 9293 3.10.7.4 segment acceptability test.
-        let wnd = self.advertised_window();
+        let wnd = self.rcv_wnd();
         let seq = seg.seq_number;
         let in_wnd = |s: SeqNumber| self.rcv_nxt <= s && s < self.rcv_nxt + wnd;
         match (len, wnd) {
@@ -1570,9 +1615,13 @@ impl Connection {
         } else if ack == self.snd_una
             && pure_ack
             && self.snd_max > self.snd_una
+            && self.snd_wnd > 0
             && (seg.window_len as u32) << self.snd_wscale == self.snd_wnd
         {
-            // RFC 5681 2: a duplicate ACK.
+            // RFC 5681 2: a duplicate ACK. Not the answer to a zero-window
+            // probe: what is outstanding then lies beyond the peer's window
+            // and is not lost (counting the answers put a persisting sender
+            // into fast retransmit after three probes).
             self.dup_acks += 1;
             if self.dup_acks <= 2 && self.recover.is_none() {
                 // RFC 3042 Limited Transmit: one new segment per early dup ACK, so
@@ -1593,13 +1642,40 @@ impl Connection {
         }
         // Window update (RFC 9293 3.10.7.4, SND.WL1/WL2 rule).
         if self.snd_wl1 < seg.seq_number || (self.snd_wl1 == seg.seq_number && self.snd_wl2 <= ack) {
+            let was_zero = self.snd_wnd == 0;
             self.snd_wnd = (seg.window_len as u32) << self.snd_wscale;
+            if was_zero && self.snd_wnd > 0 {
+                self.window_opened(now);
+            }
             self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
             self.snd_wl1 = seg.seq_number;
             self.snd_wl2 = ack;
             if self.snd_wnd > 0 && self.has_unsent() && self.rto_deadline.is_none() {
                 self.arm_rto(now);
             }
+        }
+    }
+
+    /// The peer's window opened after being zero (RFC 9293 3.8.6.1 leaves the
+    /// persist state). Whatever we sent while it was zero — the probe byte,
+    /// or a FIN — lay beyond the peer's window, and a correct receiver
+    /// refused it (3.10.7.4: no data is acceptable into a zero window), so
+    /// sending resumes from SND.UNA, not SND.NXT; otherwise the refused byte
+    /// waits for the retransmission timer at the persist timer's backed-off
+    /// value (seconds). The persist backoff is not a path RTT: it is reset,
+    /// and the retransmission timer restarts from the unbacked-off RTO.
+    fn window_opened(&mut self, now: u64) {
+        self.rtt.reset_backoff();
+        self.zero_window_probe = false;
+        if self.snd_nxt > self.snd_una && self.recover.is_none() {
+            self.snd_nxt = self.snd_una;
+            self.fin_seq_reset_if_unacked();
+            self.scoreboard.clear();
+            self.high_rxt = self.snd_una;
+            self.rtt_probe = None;
+        }
+        if self.rto_deadline.is_some() || self.has_unsent() {
+            self.rto_deadline = Some(now + self.rtt.rto());
         }
     }
 
@@ -1610,7 +1686,7 @@ impl Connection {
         if skip >= len {
             return;
         }
-        let wnd = self.advertised_window() as usize;
+        let wnd = self.rcv_wnd() as usize;
         let start = seq + skip as u32;
         let offset = (start - self.rcv_nxt) as usize;
         if offset >= wnd {

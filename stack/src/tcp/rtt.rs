@@ -68,6 +68,13 @@ impl RttEstimator {
         self.backoff = self.backoff.saturating_add(1);
     }
 
+    /// Forgets the backoff: the peer answered, so the path is alive (a window
+    /// opening after zero-window probes; the persist timer's backoff says
+    /// nothing about the path's RTT).
+    pub fn reset_backoff(&mut self) {
+        self.backoff = 0;
+    }
+
     /// Smoothed RTT, once measured.
     pub fn srtt(&self) -> Option<u64> {
         self.srtt_ns

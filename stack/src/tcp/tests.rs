@@ -1008,3 +1008,259 @@ fn rfc1122_4_2_3_3_bulk_over_a_fast_link_with_small_buffers_is_not_paced_by_time
     let took = s.now - t0;
     assert!(took < 4 * MS, "4 MiB through a 32 KiB window took {} us", took / 1000);
 }
+
+/// A pair whose receiver B stops reading: A sends `queued` bytes more than
+/// B's 4 KiB buffer holds, B's window closes, A probes it `probes` times
+/// (B's receiver refuses every probe: its window is zero), then B's reader
+/// drains the buffer and its window update opens the window. With `fin`, A
+/// closes after its data. Returns how long after that update left B the
+/// last byte (and the FIN) reached B's reader.
+fn zero_window_then_open(sack: bool, queued: usize, probes: usize, fin: bool) -> u64 {
+    let mut a_cfg = cfg();
+    a_cfg.sack = sack;
+    let mut small = cfg();
+    small.recv_buffer = 4096;
+    small.window_scale = None;
+    small.sack = sack;
+    let mut s = Sim::new(a_cfg, small);
+    assert!(s.run(SEC, established));
+    let data = pattern(4096 + queued, 11);
+    let mut off = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut delivered = Vec::new();
+    let mut probes_seen = 0;
+    let mut last_probe = 0;
+    let mut opened_at = None;
+    for _ in 0..100_000 {
+        // Everything that happens at this instant, until nothing moves.
+        loop {
+            let mut moved = false;
+            if off < data.len() {
+                off += s.a().send(&data[off..]).unwrap();
+            }
+            if fin && off == data.len() && s.a().bytes_in_flight() == 0 && s.a().send_window() == 0 {
+                // Closed after the window closed: the FIN alone meets a zero window.
+                s.a().shutdown();
+            }
+            let now = s.now;
+            let c = s.ends[0].as_mut().unwrap();
+            while let Some(t) = c.poll_transmit(now, &mut buf) {
+                let fin_probe = t.repr.flags.fin() && t.repr.payload_len == 0;
+                if t.repr.payload_len == 1 || (fin_probe && opened_at.is_none()) {
+                    probes_seen += 1;
+                    last_probe = now;
+                }
+                s.wire.push_back((now + s.delay, 1, t.repr, buf[..t.repr.payload_len].to_vec()));
+                moved = true;
+            }
+            // B's reader resumes 50 ms after the last probe: B has refused it.
+            let reading = probes_seen >= probes && now >= last_probe + 50 * MS;
+            let c = s.ends[1].as_mut().unwrap();
+            if reading {
+                let mut rb = [0u8; 8192];
+                while let Ok(n) = c.recv(&mut rb) {
+                    if n == 0 {
+                        break;
+                    }
+                    delivered.extend_from_slice(&rb[..n]);
+                    moved = true;
+                }
+            }
+            while let Some(t) = c.poll_transmit(now, &mut buf) {
+                if reading && opened_at.is_none() && t.repr.window_len > 0 {
+                    opened_at = Some(now);
+                }
+                s.wire.push_back((now + s.delay, 0, t.repr, buf[..t.repr.payload_len].to_vec()));
+                moved = true;
+            }
+            while let Some(pos) = s.wire.iter().position(|(t, ..)| *t <= now) {
+                let (_, to, r, p) = s.wire.remove(pos).unwrap();
+                let b = s.ends[1].as_ref().unwrap();
+                let (before, full) = (b.rcv_nxt_for_tests(), b.recv_available() == 4096);
+                s.ends[to].as_mut().unwrap().handle_segment(now, &r, &p);
+                if to == 1 && full && r.payload_len > 0 {
+                    let after = s.ends[1].as_ref().unwrap().rcv_nxt_for_tests();
+                    assert_eq!(after, before, "B accepted data into its zero window");
+                }
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        if delivered.len() == data.len() && (!fin || s.b().is_recv_finished()) {
+            break;
+        }
+        let wake = last_probe + 50 * MS;
+        let next =
+            s.wire.iter().map(|(t, ..)| *t).chain(s.ends.iter().flatten().filter_map(|c| c.poll_timeout())).min();
+        if probes_seen >= probes && opened_at.is_none() && s.now < wake && next.is_none_or(|t| t > wake) {
+            // B's reader wakes up by itself, before the next probe.
+            s.now = wake;
+            continue;
+        }
+        if !s.advance() {
+            break;
+        }
+    }
+    assert!(delivered == data, "delivered {} of {} bytes by {} ms", delivered.len(), data.len(), s.now / MS);
+    assert_eq!(s.a().error(), None);
+    if fin {
+        assert!(s.b().is_recv_finished(), "B saw A's FIN");
+    } else {
+        assert_eq!(s.a().state(), State::Established);
+    }
+    assert!(probes_seen >= probes);
+    s.now - opened_at.expect("the window opened")
+}
+
+#[test]
+fn rfc9293_3_8_6_1_a_window_opening_after_probes_resumes_from_snd_una_within_one_rtt() {
+    // Found by probing from outside: after the receiver refused the probe
+    // byte (data into a zero window is not acceptable), the sender resumed
+    // from SND.UNA + 1 and the byte waited for the backed-off retransmission
+    // timer (3.2 s after 4 probes). RTT here is 10 ms.
+    for sack in [true, false] {
+        for probes in [1, 4, 5] {
+            let took = zero_window_then_open(sack, 3000, probes, false);
+            assert!(
+                took <= 10 * MS,
+                "sack {sack}, {probes} probes: delivered {} ms after the window opened",
+                took / MS
+            );
+        }
+    }
+}
+
+#[test]
+fn rfc9293_3_10_7_4_data_into_a_zero_window_is_refused_even_after_a_small_read() {
+    let mut small = cfg();
+    small.recv_buffer = 4096;
+    small.window_scale = None;
+    let mut s = Sim::new(cfg(), small);
+    assert!(s.run(SEC, established));
+    s.wire.clear();
+    let now = s.now;
+    let ack = s.b().snd_nxt_for_tests();
+    let mut seq = s.b().rcv_nxt_for_tests();
+    let segment = |seq: SeqNumber, len: usize| {
+        let mut r = TcpRepr::new(A.local, A.remote, seq, ack, TcpFlags::ACK, 65535);
+        r.payload_len = len;
+        r
+    };
+    // Fill B's buffer; its reader is not reading.
+    for chunk in pattern(4096, 3).chunks(1024) {
+        s.b().handle_segment(now, &segment(seq, chunk.len()), chunk);
+        seq = seq + chunk.len() as u32;
+    }
+    let mut buf = vec![0u8; 1 << 16];
+    let mut last = None;
+    while let Some(t) = s.b().poll_transmit(now, &mut buf) {
+        last = Some(t.repr);
+    }
+    assert_eq!(last.expect("B acknowledged").window_len, 0, "B offers a zero window");
+    // A read of 100 bytes opens less than an MSS: no window update yet
+    // (receiver SWS avoidance), so the peer still sees a zero window.
+    assert_eq!(s.b().recv(&mut [0u8; 100]).unwrap(), 100);
+    assert!(s.b().poll_transmit(now, &mut buf).is_none(), "no window update for 100 bytes");
+    // A zero-window probe: one byte at RCV.NXT. Not acceptable.
+    s.b().handle_segment(now, &segment(seq, 1), &[0xaa]);
+    assert_eq!(s.b().rcv_nxt_for_tests(), seq, "the probe byte was accepted into a zero window");
+    let answer = s.b().poll_transmit(now, &mut buf).expect("an unacceptable segment is answered with an ACK");
+    assert_eq!(answer.repr.ack_number, seq);
+    // Once a window has been offered, data is acceptable again.
+    s.b().handle_segment(now, &segment(seq, 1), &[0xaa]);
+    assert_eq!(s.b().rcv_nxt_for_tests(), seq + 1);
+}
+
+#[test]
+fn rfc9293_3_8_6_1_a_fin_sent_into_a_zero_window_is_a_probe_not_a_retransmission() {
+    // A fills B's buffer exactly and closes: its FIN goes into the zero
+    // window and is refused. B's reader then pauses through more probes than
+    // `max_retransmits` (8): answered probes must not time the connection
+    // out, and when the window opens the FIN goes at once.
+    for probes in [1, 4, 12] {
+        let took = zero_window_then_open(true, 0, probes, true);
+        assert!(took <= 10 * MS, "{probes} probes: the FIN arrived {} ms after the window opened", took / MS);
+    }
+}
+
+/// A alone, its peer played by hand: A sends 1000 bytes, the "peer"
+/// acknowledges them with a zero window, A has 1000 more queued. Then the
+/// probe timer runs for up to an hour of virtual time, each probe answered
+/// (window still 0) or not. Returns the probes sent and A's final state.
+fn probe_a_zero_window(answer: bool) -> (usize, State, Option<TcpError>) {
+    probe_a_closed_window(answer, false)
+}
+
+/// As [`probe_a_zero_window`]; with `shrunk`, A sends 3000 bytes and the
+/// peer acknowledges only the first 1000 with a zero window, so 2000 bytes
+/// are in flight beyond the window's new right edge.
+fn probe_a_closed_window(answer: bool, shrunk: bool) -> (usize, State, Option<TcpError>) {
+    let mut c = cfg();
+    c.timestamps = false;
+    let mut s = Sim::new(c.clone(), c);
+    assert!(s.run(SEC, established));
+    s.wire.clear();
+    let mut now = s.now;
+    let mut buf = vec![0u8; 1 << 16];
+    let peer_seq = s.a().rcv_nxt_for_tests();
+    let first = s.a().snd_nxt_for_tests();
+    s.a().send(&[7u8; 1000]).unwrap();
+    if shrunk {
+        s.a().send(&[9u8; 2000]).unwrap();
+    }
+    let mut sent = 0;
+    while let Some(t) = s.a().poll_transmit(now, &mut buf) {
+        sent += t.repr.payload_len;
+    }
+    assert_eq!(sent, if shrunk { 3000 } else { 1000 });
+    let ack = TcpRepr::new(B.local, B.remote, peer_seq, first + 1000, TcpFlags::ACK, 0);
+    s.a().handle_segment(now, &ack, &[]);
+    s.a().send(&[8u8; 1000]).unwrap();
+    assert!(s.a().poll_transmit(now, &mut buf).is_none(), "nothing fits a zero window");
+    let mut probes = 0;
+    while s.a().state() != State::Closed && now < 3600 * SEC {
+        let Some(t) = s.a().poll_timeout() else { break };
+        now = now.max(t);
+        s.a().handle_timeout(now);
+        while let Some(t) = s.a().poll_transmit(now, &mut buf) {
+            if t.repr.payload_len == 1 {
+                probes += 1;
+                if answer {
+                    s.a().handle_segment(now + 10 * MS, &ack, &[]);
+                }
+            }
+        }
+    }
+    let a = s.a();
+    (probes, a.state(), a.error())
+}
+
+#[test]
+fn rfc9293_3_8_6_1_answered_zero_window_probes_continue_and_unanswered_ones_time_out() {
+    // RFC 9293 3.8.6.1: a receiver that keeps answering with a zero window
+    // is alive, and the sender probes it for as long as that lasts.
+    let (probes, state, error) = probe_a_zero_window(true);
+    assert!(probes > 50, "{probes} probes in an hour");
+    assert_eq!((state, error), (State::Established, None));
+    // A peer that answers nothing is gone: after max_retransmits (8)
+    // unanswered probes the connection times out, instead of probing
+    // forever.
+    let (probes, state, error) = probe_a_zero_window(false);
+    assert_eq!((probes, state, error), (8, State::Closed, Some(TcpError::TimedOut)));
+}
+
+#[test]
+fn rfc9293_3_8_6_1_a_window_shrunk_to_zero_under_data_in_flight_is_probed_not_timed_out() {
+    // Receivers should not shrink the window, and senders must cope when one
+    // does (RFC 1122 4.2.2.16): the data beyond the new right edge is not
+    // lost, and the zero window must be probed (RFC 9293 3.8.6.1). Retransmission timeouts that
+    // sent nothing (the window had no room) counted against max_retransmits
+    // and timed out a peer that answered every time.
+    let (probes, state, error) = probe_a_closed_window(true, true);
+    assert!(probes > 50, "{probes} probes in an hour");
+    assert_eq!((state, error), (State::Established, None));
+    let (probes, state, error) = probe_a_closed_window(false, true);
+    assert_eq!((probes, state, error), (8, State::Closed, Some(TcpError::TimedOut)));
+}

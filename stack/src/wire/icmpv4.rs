@@ -262,8 +262,8 @@ pub enum Icmpv4Repr<'a> {
 
 impl<'a> Icmpv4Repr<'a> {
     /// Parses the message (the whole buffer). With software checksums a bad
-    /// checksum is `BadChecksum`. Echo with a non-zero code, an unknown
-    /// unreachable or time-exceeded code is `BadField`; an error message
+    /// checksum is `BadChecksum`. Echo is accepted whatever its code (see
+    /// below); an unknown unreachable or time-exceeded code is `BadField`; an error message
     /// whose quote is not a well-formed IPv4 header gets that header's error.
     pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &Icmpv4Packet<&'a T>, caps: &ChecksumCaps) -> Result<Icmpv4Repr<'a>> {
         let buf: &'a [u8] = p.buffer.as_ref();
@@ -277,9 +277,13 @@ impl<'a> Icmpv4Repr<'a> {
         let code = p.code();
         match p.msg_type() {
             msg_type::ECHO_REQUEST | msg_type::ECHO_REPLY => {
-                if code != 0 {
-                    return Err(Error::BadField);
-                }
+                // Any code: RFC 792 gives the code of Echo no meaning ("Code
+                // 0" describes what a sender puts there, not a reason to
+                // refuse), and Linux answers an echo request whatever its
+                // code, as a conformance tester expects. Refusing it made us
+                // silently unpingable by such probes and bought nothing: the
+                // reply is built in place and carries the request's code
+                // back, as Linux's does.
                 let (ident, seq_no) = (p.echo_ident(), p.echo_seq_no());
                 Ok(if p.msg_type() == msg_type::ECHO_REQUEST {
                     Icmpv4Repr::EchoRequest { ident, seq_no, data }

@@ -432,6 +432,16 @@ pub enum Icmpv6Repr<'a> {
         /// The invoking packet.
         quoted: &'a [u8],
     },
+    /// Parameter Problem (RFC 4443 §3.4; code 0 erroneous header field,
+    /// 1 unrecognized Next Header, 2 unrecognized IPv6 option).
+    ParamProblem {
+        /// Code.
+        code: u8,
+        /// Offset in the invoking packet of the octet where the problem is.
+        pointer: u32,
+        /// The invoking packet.
+        quoted: &'a [u8],
+    },
     /// Echo Request.
     EchoRequest {
         /// Identifier.
@@ -555,11 +565,14 @@ impl<'a> Icmpv6Repr<'a> {
                     _ => return Err(Error::BadField),
                 }
             }
-            msg_type::ECHO_REQUEST | msg_type::ECHO_REPLY => {
+            msg_type::PARAM_PROBLEM => {
                 need(8)?;
-                if code != 0 {
-                    return Err(Error::BadField);
-                }
+                Icmpv6Repr::ParamProblem { code, pointer: be32(buf, 4), quoted: &buf[8..] }
+            }
+            msg_type::ECHO_REQUEST | msg_type::ECHO_REPLY => {
+                // Any code, as for ICMPv4 (RFC 4443 §4.1 gives it no meaning;
+                // Linux answers whatever it is).
+                need(8)?;
                 let (ident, seq_no, data) = (be16(buf, 4), be16(buf, 6), &buf[8..]);
                 if t == msg_type::ECHO_REQUEST {
                     Icmpv6Repr::EchoRequest { ident, seq_no, data }
@@ -608,6 +621,7 @@ impl<'a> Icmpv6Repr<'a> {
             Icmpv6Repr::DstUnreachable { .. }
             | Icmpv6Repr::PacketTooBig { .. }
             | Icmpv6Repr::TimeExceeded { .. }
+            | Icmpv6Repr::ParamProblem { .. }
             | Icmpv6Repr::EchoRequest { .. }
             | Icmpv6Repr::EchoReply { .. }
             | Icmpv6Repr::RouterSolicit { .. } => 8,
@@ -623,7 +637,8 @@ impl<'a> Icmpv6Repr<'a> {
             + match self {
                 Icmpv6Repr::DstUnreachable { quoted, .. }
                 | Icmpv6Repr::PacketTooBig { quoted, .. }
-                | Icmpv6Repr::TimeExceeded { quoted, .. } => quoted.len(),
+                | Icmpv6Repr::TimeExceeded { quoted, .. }
+                | Icmpv6Repr::ParamProblem { quoted, .. } => quoted.len(),
                 Icmpv6Repr::EchoRequest { data, .. } | Icmpv6Repr::EchoReply { data, .. } => data.len(),
                 Icmpv6Repr::RouterSolicit { options }
                 | Icmpv6Repr::RouterAdvert { options, .. }
@@ -661,6 +676,12 @@ impl<'a> Icmpv6Repr<'a> {
                 Icmpv6Repr::TimeExceeded { code, quoted } => {
                     b[0] = msg_type::TIME_EXCEEDED;
                     b[1] = code;
+                    rest[..quoted.len()].copy_from_slice(quoted);
+                }
+                Icmpv6Repr::ParamProblem { code, pointer, quoted } => {
+                    b[0] = msg_type::PARAM_PROBLEM;
+                    b[1] = code;
+                    put32(b, 4, pointer);
                     rest[..quoted.len()].copy_from_slice(quoted);
                 }
                 Icmpv6Repr::EchoRequest { ident, seq_no, data } | Icmpv6Repr::EchoReply { ident, seq_no, data } => {
@@ -725,6 +746,9 @@ impl fmt::Display for Icmpv6Repr<'_> {
             Icmpv6Repr::DstUnreachable { code, .. } => write!(f, "ICMPv6 unreachable code {code}"),
             Icmpv6Repr::PacketTooBig { mtu, .. } => write!(f, "ICMPv6 packet too big mtu {mtu}"),
             Icmpv6Repr::TimeExceeded { code, .. } => write!(f, "ICMPv6 time exceeded code {code}"),
+            Icmpv6Repr::ParamProblem { code, pointer, .. } => {
+                write!(f, "ICMPv6 parameter problem code {code} pointer {pointer}")
+            }
             Icmpv6Repr::EchoRequest { ident, seq_no, .. } => {
                 write!(f, "ICMPv6 echo request id {ident} seq {seq_no}")
             }
@@ -776,6 +800,14 @@ mod tests {
     }
 
     #[test]
+    fn rfc4443_3_4_parameter_problem_round_trip() {
+        let q = [0x60u8, 0, 0, 0, 0, 8, 0, 64];
+        let b = round_trip(Icmpv6Repr::ParamProblem { code: 2, pointer: 42, quoted: &q });
+        assert_eq!(&b[..2], &[4, 2]);
+        assert_eq!(&b[4..8], &42u32.to_be_bytes());
+    }
+
+    #[test]
     fn rfc4443_4_echo_round_trip() {
         round_trip(Icmpv6Repr::EchoRequest { ident: 9, seq_no: 1, data: b"0123456789" });
         round_trip(Icmpv6Repr::EchoReply { ident: 9, seq_no: 1, data: b"" });
@@ -788,7 +820,7 @@ mod tests {
         let b = round_trip(Icmpv6Repr::PacketTooBig { mtu: 1280, quoted: &q });
         assert_eq!(&b[4..8], &1280u32.to_be_bytes());
         round_trip(Icmpv6Repr::TimeExceeded { code: 1, quoted: &q });
-        round_trip(Icmpv6Repr::Other { msg_type: 4, code: 0, body: &[0, 0, 0, 6, 1, 2] });
+        round_trip(Icmpv6Repr::Other { msg_type: 200, code: 0, body: &[0, 0, 0, 6, 1, 2] });
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!
 //! [`walk_ext_headers`] follows the chain of Hop-by-Hop, Routing, Fragment,
 //! Destination Options (and Authentication) headers to the upper-layer
-//! protocol. The walk is bounded ([`MAX_EXT_HEADERS`]), every length is
+//! protocol, checking the options of Hop-by-Hop and Destination Options
+//! headers ([`check_options`], RFC 8200 §4.2). The walk is bounded ([`MAX_EXT_HEADERS`]), every length is
 //! checked before use, and every step advances by at least 8 bytes, so no
 //! input makes it loop or panic.
 
@@ -424,6 +425,99 @@ pub struct Ipv6Upper {
     pub fragment: Option<Ipv6FragmentRepr>,
     /// Number of extension headers walked.
     pub ext_headers: u8,
+    /// Where the Fragment header is, if the packet had one (what reassembly
+    /// needs to take it out).
+    pub fragment_at: Option<FragmentPosition>,
+    /// An option the stack does not recognize, in a Hop-by-Hop or
+    /// Destination Options header, whose type says the packet must not be
+    /// processed (RFC 8200 §4.2). The walk stops there: `protocol` and
+    /// `offset` are then those of the header holding it.
+    pub unrecognized_option: Option<UnrecognizedOption>,
+}
+
+/// Where a Fragment header sits in an IPv6 payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FragmentPosition {
+    /// Offset of the Fragment header from the start of the IPv6 payload:
+    /// everything before it (and the fixed header) is the unfragmentable part.
+    pub offset: usize,
+    /// Offset from the start of the IPv6 payload of the extension header
+    /// whose Next Header octet (its first) names the Fragment header, or
+    /// `None` when the fixed header's does.
+    pub named_by: Option<usize>,
+}
+
+/// What RFC 8200 §4.2 says to do with a packet holding an option its
+/// receiver does not recognize: the two high-order bits of the option type.
+/// (`00`, skip the option, never appears in an [`UnrecognizedOption`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OptionAction {
+    /// `01`: discard the packet.
+    Discard,
+    /// `10`: discard it and send an ICMPv6 Parameter Problem, code 2,
+    /// pointing at the option type, to its source (even if the destination
+    /// was multicast).
+    DiscardAndReport,
+    /// `11`: as `10`, but only if the destination was not multicast.
+    DiscardAndReportUnlessMulticast,
+}
+
+/// An unrecognized option that stops the packet (see [`OptionAction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnrecognizedOption {
+    /// What to do with the packet.
+    pub action: OptionAction,
+    /// Offset of the option's type octet from the start of the IPv6 payload
+    /// (add 40 for the Parameter Problem pointer, which counts from the
+    /// start of the packet).
+    pub offset: usize,
+}
+
+/// Option types the stack recognizes in Hop-by-Hop and Destination Options
+/// headers: Pad1, PadN (RFC 8200 §4.2) and Router Alert (RFC 2711; a host
+/// has nothing to do for it). Anything else is acted on by its type's
+/// high-order bits.
+pub mod option_type {
+    /// Pad1: one octet, no length.
+    pub const PAD1: u8 = 0;
+    /// PadN.
+    pub const PADN: u8 = 1;
+    /// Router Alert.
+    pub const ROUTER_ALERT: u8 = 5;
+}
+
+/// Checks the options of one Hop-by-Hop or Destination Options header
+/// (`header`, the whole header from its Next Header octet; `base`, its
+/// offset in the IPv6 payload). An option running past the header is
+/// `BadOption`; the first unrecognized option whose action is not "skip" is
+/// returned.
+pub fn check_options(header: &[u8], base: usize) -> Result<Option<UnrecognizedOption>> {
+    let mut i = 2;
+    while i < header.len() {
+        let t = header[i];
+        if t == option_type::PAD1 {
+            i += 1;
+            continue;
+        }
+        let Some(&len) = header.get(i + 1) else { return Err(Error::BadOption) };
+        let end = i + 2 + usize::from(len);
+        if end > header.len() {
+            return Err(Error::BadOption);
+        }
+        if !matches!(t, option_type::PADN | option_type::ROUTER_ALERT) {
+            let action = match t >> 6 {
+                0 => None,
+                1 => Some(OptionAction::Discard),
+                2 => Some(OptionAction::DiscardAndReport),
+                _ => Some(OptionAction::DiscardAndReportUnlessMulticast),
+            };
+            if let Some(action) = action {
+                return Ok(Some(UnrecognizedOption { action, offset: base + i }));
+            }
+        }
+        i = end;
+    }
+    Ok(None)
 }
 
 /// Walks the extension-header chain starting with `next_header` over
@@ -440,6 +534,8 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
     let mut nh = next_header;
     let mut offset = 0usize;
     let mut fragment = None;
+    let mut fragment_at = None;
+    let mut prev: Option<usize> = None;
     for count in 0..=MAX_EXT_HEADERS {
         let len = match nh {
             IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts | IpProtocol::Ah => {
@@ -455,6 +551,19 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                 if rest.len() < len {
                     return Err(Error::BadLength);
                 }
+                if matches!(nh, IpProtocol::HopByHop | IpProtocol::Ipv6Opts) {
+                    if let Some(o) = check_options(&rest[..len], offset)? {
+                        let stop = Ipv6Upper {
+                            protocol: nh,
+                            offset,
+                            fragment,
+                            ext_headers: count as u8,
+                            fragment_at,
+                            unrecognized_option: Some(o),
+                        };
+                        return Ok(stop);
+                    }
+                }
                 nh = rest[0].into();
                 len
             }
@@ -462,22 +571,39 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
                 let h = Ipv6FragmentHeader::new_checked(&payload[offset..])?;
                 let f = Ipv6FragmentRepr::parse(&h)?;
                 nh = f.next_header;
-                fragment = Some(f);
+                if fragment.is_none() {
+                    // The first one is this packet's (a second, after a first
+                    // fragment's, belongs to the reassembled packet).
+                    fragment = Some(f);
+                    fragment_at = Some(FragmentPosition { offset, named_by: prev });
+                }
                 if !f.is_first() {
                     return Ok(Ipv6Upper {
                         protocol: nh,
                         offset: offset + FRAGMENT_HEADER_LEN,
                         fragment,
                         ext_headers: count as u8 + 1,
+                        fragment_at,
+                        unrecognized_option: None,
                     });
                 }
                 FRAGMENT_HEADER_LEN
             }
-            upper => return Ok(Ipv6Upper { protocol: upper, offset, fragment, ext_headers: count as u8 }),
+            upper => {
+                return Ok(Ipv6Upper {
+                    protocol: upper,
+                    offset,
+                    fragment,
+                    ext_headers: count as u8,
+                    fragment_at,
+                    unrecognized_option: None,
+                })
+            }
         };
         if count == MAX_EXT_HEADERS {
             break;
         }
+        prev = Some(offset);
         offset += len;
     }
     Err(Error::TooManyExtHeaders)
@@ -591,6 +717,34 @@ mod tests {
         assert_eq!(Ipv6Packet::new_checked(&buf[..39]).err(), Some(Error::Truncated));
         buf[0] = 0x45;
         assert_eq!(Ipv6Repr::parse(&Ipv6Packet::new_unchecked(&buf)), Err(Error::BadVersion));
+    }
+
+    #[test]
+    fn rfc8200_4_2_option_actions_by_type_bits() {
+        // HBH: Pad1, PadN(0), then the option under test (2 bytes of data).
+        let hbh = |t: u8| [6u8, 0, 0, 1, 0, t, 0, 0];
+        let mut pkt = hbh(0x1e).to_vec();
+        pkt.extend_from_slice(&[0u8; 20]);
+        let up = walk_ext_headers(IpProtocol::HopByHop, &pkt).unwrap();
+        assert_eq!((up.protocol, up.offset, up.unrecognized_option), (IpProtocol::Tcp, 8, None), "00: skipped");
+        for (t, action) in [
+            (0x5e, OptionAction::Discard),
+            (0x9e, OptionAction::DiscardAndReport),
+            (0xde, OptionAction::DiscardAndReportUnlessMulticast),
+        ] {
+            pkt[..8].copy_from_slice(&hbh(t));
+            let up = walk_ext_headers(IpProtocol::HopByHop, &pkt).unwrap();
+            assert_eq!(up.unrecognized_option, Some(UnrecognizedOption { action, offset: 5 }), "{t:#x}");
+            assert_eq!((up.protocol, up.offset), (IpProtocol::HopByHop, 0));
+        }
+        // Recognized options are not acted on; Router Alert's type has 00 anyway.
+        pkt[..8].copy_from_slice(&[6, 0, 5, 2, 0, 0, 1, 0]);
+        assert_eq!(walk_ext_headers(IpProtocol::HopByHop, &pkt).unwrap().unrecognized_option, None);
+        // An option running past its header is malformed.
+        pkt[..8].copy_from_slice(&[6, 0, 0, 1, 0, 0x9e, 3, 0]);
+        assert_eq!(walk_ext_headers(IpProtocol::HopByHop, &pkt), Err(Error::BadOption));
+        pkt[..8].copy_from_slice(&[6, 0, 1, 3, 0, 0, 0, 0x9e]);
+        assert_eq!(walk_ext_headers(IpProtocol::HopByHop, &pkt), Err(Error::BadOption));
     }
 
     #[test]

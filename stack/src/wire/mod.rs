@@ -40,7 +40,9 @@ pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr, Vlan
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedIpv4};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, NdpOption, NdpOptions, NdpPrefixInfo};
 pub use ipv4::{Ipv4Cidr, Ipv4Packet, Ipv4Repr};
-pub use ipv6::{Ipv6Cidr, Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, Ipv6Upper};
+pub use ipv6::{
+    FragmentPosition, Ipv6Cidr, Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6FragmentRepr, Ipv6Packet, Ipv6Repr, Ipv6Upper,
+};
 pub use tcp::{SeqNumber, TcpFlags, TcpOption, TcpOptionIter, TcpPacket, TcpRepr, TcpTimestamp};
 pub use udp::{UdpPacket, UdpRepr};
 

@@ -36,6 +36,7 @@ pub fn config(mac: pmd::MacAddr, v4: &[&str], v6: &[&str]) -> StackConfig {
             pending: 8,
         },
         reassembly: ReassemblyConfig { max_bytes: 256 * 2304, max_datagrams: 16, timeout: Duration::from_secs(30) },
+        reassembly_v6: ReassemblyConfig { max_bytes: 256 * 2304, max_datagrams: 16, timeout: Duration::from_secs(30) },
         icmp: IcmpConfig { error_rate_per_sec: 10, error_burst: 5 },
         timer_tick: Duration::from_millis(1),
         burst: 32,
