@@ -75,7 +75,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
-use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
+use pmd::runtime::{available_cores, IdlePolicy, Lcore, RecordCycles, Runtime};
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
 use stack::{
     CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
@@ -414,8 +414,8 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize), mtu: u16) -> (
         chunk: vec![0x5a; 1 << 16],
         dbg: std::env::var("TCP_BENCH_DEBUG").is_ok().then(|| Dbg::new("client")),
     };
-    let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin).expect("server core");
-    let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin).expect("client core");
+    let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin, RecordCycles::Off).expect("server core");
+    let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin, RecordCycles::Off).expect("client core");
     std::thread::sleep(Duration::from_millis(500));
     let read = |rs: &Runtime<Server>, rc: &Runtime<Client>| -> u64 {
         if mode == Mode::Bulk {
