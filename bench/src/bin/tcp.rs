@@ -570,7 +570,12 @@ fn kernel_server(
         let mut buf = vec![0u8; 1 << 16];
         let timeout = if busy { Duration::ZERO } else { Duration::from_millis(50) };
         while !stop.load(Ordering::Relaxed) {
-            poll.poll(&mut events, Some(timeout)).unwrap();
+            match poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                // A signal (seen in the namespace child): poll again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("kernel server epoll: {e}"),
+            }
             let mut worked = false;
             for ev in events.iter() {
                 worked = true;
