@@ -642,7 +642,9 @@ fn recv_exact(s: &mut std::net::TcpStream, buf: &mut [u8], busy: bool, meter: &m
                 got += k;
                 meter.tick(true);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => meter.tick(false),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                meter.tick(false)
+            }
             Err(e) => panic!("kernel client read: {e}"),
         }
     }
@@ -662,7 +664,9 @@ fn send_all(s: &mut std::net::TcpStream, buf: &[u8], busy: bool, meter: &mut Cyc
                 sent += k;
                 meter.tick(true);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => meter.tick(false),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+                meter.tick(false)
+            }
             Err(e) => panic!("kernel client write: {e}"),
         }
     }
