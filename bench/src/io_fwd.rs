@@ -204,7 +204,9 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool) -> Result<
         return Err(format!("{bin} printed only {} throughput readings", samples.len()));
     }
     let busy_ns_per_pkt = tail.join().ok().flatten().unwrap_or_else(|| {
-        eprintln!("{bin} printed no CPU cycles/packet line");
+        if record {
+            eprintln!("{bin} printed no CPU cycles/packet line");
+        }
         f64::NAN
     });
     // Packets over the CPU-time interval: the readings after the first one.
