@@ -251,8 +251,10 @@ struct Worker<L: Lcore> {
     cycles: SharedCycles,
 }
 
-/// Running workers.
-pub struct Runtime<L: Lcore> {
+/// Running workers: one pinned thread per core, each polling its own [`Lcore`].
+/// (Named for what it is, DPDK's lcores: `flow::Runtime`, the application
+/// runtime with an executor per core, is the one `Runtime`.)
+pub struct Lcores<L: Lcore> {
     workers: Vec<Worker<L>>,
 }
 
@@ -377,16 +379,12 @@ fn control<L: Lcore>(lcore: &mut L, ctl: &Receiver<Control<L::Snapshot>>) -> boo
     false
 }
 
-impl<L: Lcore> Runtime<L> {
+impl<L: Lcore> Lcores<L> {
     /// Starts one thread per `(core, lcore)` pair, pinned to that core, each
     /// keeping busy/idle cycles if `record` says so. Fails if a core is
     /// unavailable or listed twice, or if pinning fails; then no worker is
     /// left running.
-    pub fn launch(
-        assignments: Vec<(usize, L)>,
-        idle: IdlePolicy,
-        record: RecordCycles,
-    ) -> Result<Runtime<L>, PmdError> {
+    pub fn launch(assignments: Vec<(usize, L)>, idle: IdlePolicy, record: RecordCycles) -> Result<Lcores<L>, PmdError> {
         let cores: Vec<usize> = assignments.iter().map(|(c, _)| *c).collect();
         let mut sorted = cores.clone();
         sorted.sort_unstable();
@@ -394,7 +392,7 @@ impl<L: Lcore> Runtime<L> {
             return Err(PmdError::Config { field: "cores", reason: format!("core {} is assigned twice", w[0]) });
         }
         check_cores(&cores)?;
-        let mut rt = Runtime { workers: Vec::new() };
+        let mut rt = Lcores { workers: Vec::new() };
         for (core, lcore) in assignments {
             let (tx, rx) = bounded::<Control<L::Snapshot>>(16);
             let (ready_tx, ready_rx) = bounded::<bool>(1);
@@ -551,7 +549,7 @@ mod tests {
     #[test]
     fn workers_run_snapshot_and_stop() {
         let core = available_cores()[0];
-        let rt = Runtime::launch(vec![(core, Count(0))], IdlePolicy::Spin, RecordCycles::Off).unwrap();
+        let rt = Lcores::launch(vec![(core, Count(0))], IdlePolicy::Spin, RecordCycles::Off).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let snap = rt.snapshot();
         assert!(snap[0].unwrap() > 0);
@@ -575,7 +573,7 @@ mod tests {
     fn idle_backoff_sleeps_instead_of_spinning_and_still_stops() {
         let core = available_cores()[0];
         let idle = IdlePolicy::Backoff { idle_polls: 10, max_sleep: Duration::from_millis(2) };
-        let rt = Runtime::launch(vec![(core, Idle(0))], idle, RecordCycles::Off).unwrap();
+        let rt = Lcores::launch(vec![(core, Idle(0))], idle, RecordCycles::Off).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let polls = rt.snapshot()[0].unwrap();
         let done = rt.stop().unwrap();
@@ -587,10 +585,10 @@ mod tests {
 
     #[test]
     fn unavailable_core_is_an_error_naming_it() {
-        let e = Runtime::launch(vec![(4096, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
+        let e = Lcores::launch(vec![(4096, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
         assert!(e.to_string().contains("core 4096"), "{e}");
         let c = available_cores()[0];
-        let e = Runtime::launch(vec![(c, Count(0)), (c, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
+        let e = Lcores::launch(vec![(c, Count(0)), (c, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
         assert!(e.to_string().contains("twice"), "{e}");
     }
 

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
-use pmd::runtime::{available_cores, IdlePolicy, Lcore, RecordCycles, Runtime};
+use pmd::runtime::{available_cores, IdlePolicy, Lcore, Lcores, RecordCycles};
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
 use stack::{EchoHandle, Stack, UdpConfig, UdpHandle};
 
@@ -194,8 +194,8 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
     };
     let server = Server { s: sb, udp: sudp, got: Vec::with_capacity(64), back: Vec::with_capacity(64) };
     // Two different Lcore types: run them as two runtimes, one core each.
-    let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin, RecordCycles::On).expect("server core");
-    let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin, RecordCycles::On).expect("client core");
+    let rs = Lcores::launch(vec![(cores.1, server)], IdlePolicy::Spin, RecordCycles::On).expect("server core");
+    let rc = Lcores::launch(vec![(cores.0, client)], IdlePolicy::Spin, RecordCycles::On).expect("client core");
     let mut rates = Vec::new();
     std::thread::sleep(Duration::from_millis(300)); // resolution, warm-up
     let mut last = rc.snapshot()[0].unwrap_or(0);

@@ -92,7 +92,7 @@ use bench::{
     core_to_core_ns, env_or, pin, plot_series, stack_config, summarize, us_per_op, write_json, write_md, Row, Series,
     Summary,
 };
-use pmd::runtime::{available_cores, CycleMeter, IdlePolicy, Lcore, RecordCycles, Runtime, SharedCycles};
+use pmd::runtime::{available_cores, CycleMeter, IdlePolicy, Lcore, Lcores, RecordCycles, SharedCycles};
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
 use stack::{
     CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
@@ -474,17 +474,17 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize), mtu: u16, npor
         chunk: vec![0x5a; 1 << 16],
         dbg: std::env::var("TCP_BENCH_DEBUG").is_ok().then(|| Dbg::new("client")),
     };
-    let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin, RecordCycles::On).expect("server core");
-    let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin, RecordCycles::On).expect("client core");
+    let rs = Lcores::launch(vec![(cores.1, server)], IdlePolicy::Spin, RecordCycles::On).expect("server core");
+    let rc = Lcores::launch(vec![(cores.0, client)], IdlePolicy::Spin, RecordCycles::On).expect("client core");
     std::thread::sleep(Duration::from_millis(500));
-    let read = |rs: &Runtime<Server>, rc: &Runtime<Client>| -> u64 {
+    let read = |rs: &Lcores<Server>, rc: &Lcores<Client>| -> u64 {
         if mode == Mode::Bulk {
             rs.snapshot()[0].unwrap_or(0)
         } else {
             rc.snapshot()[0].unwrap_or(0)
         }
     };
-    let busy = |rs: &Runtime<Server>, rc: &Runtime<Client>| rs.core_cycles()[0].plus(&rc.core_cycles()[0]);
+    let busy = |rs: &Lcores<Server>, rc: &Lcores<Client>| rs.core_cycles()[0].plus(&rc.core_cycles()[0]);
     let mut last = read(&rs, &rc);
     let b0 = busy(&rs, &rc);
     let mut rates = Vec::new();

@@ -28,7 +28,7 @@ use serde::Serialize;
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::port::MacAddr;
 use pmd::runtime::{
-    parse_core_list, tsc_hz, CoreCycles, IdlePolicy, Lcore, RecordCycles, Runtime, SharedCycles, StopSignal,
+    parse_core_list, tsc_hz, CoreCycles, IdlePolicy, Lcore, Lcores, RecordCycles, SharedCycles, StopSignal,
 };
 use pmd::{Mempool, MempoolConfig, PmdError, Port, PortConfig, PortStats};
 use testpmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream, StreamStats, MIN_TXPKTS};
@@ -330,7 +330,7 @@ trait Running {
     fn stop(self: Box<Self>) -> Result<Box<dyn std::any::Any + Send>, PmdError>;
 }
 
-impl<L: Lcore> Running for Runtime<L> {
+impl<L: Lcore> Running for Lcores<L> {
     fn stop(self: Box<Self>) -> Result<Box<dyn std::any::Any + Send>, PmdError> {
         Ok(Box::new((*self).stop()?))
     }
@@ -356,13 +356,13 @@ fn launch(
                     (c, FwdLcore::new(cfg.clone(), s.collect()))
                 })
                 .collect();
-            let rt = Runtime::launch(lcores, idle, record)?;
+            let rt = Lcores::launch(lcores, idle, record)?;
             let cycles = rt.cycle_handles();
             return Ok((Box::new(rt), cycles));
         }
     }
     let lcores: Vec<(usize, FwdLcore)> = used.into_iter().map(|(c, s)| (c, FwdLcore::new(cfg.clone(), s))).collect();
-    let rt = Runtime::launch(lcores, idle, record)?;
+    let rt = Lcores::launch(lcores, idle, record)?;
     let cycles = rt.cycle_handles();
     Ok((Box::new(rt), cycles))
 }

@@ -7,7 +7,7 @@ use common::*;
 
 use std::time::Duration;
 
-use pmd::runtime::{available_cores, CoreCycles, IdlePolicy, Lcore, RecordCycles, Runtime};
+use pmd::runtime::{available_cores, CoreCycles, IdlePolicy, Lcore, Lcores, RecordCycles};
 use pmd::{Mempool, MempoolConfig, Port, PortConfig};
 use testpmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
 
@@ -219,7 +219,7 @@ fn forward_on(spec: &str, rec: RecordCycles) -> (CoreCycles, u64) {
         verify: false,
     };
     let core = available_cores()[0];
-    let rt = Runtime::launch(vec![(core, FwdLcore::new(cfg, vec![s]))], IdlePolicy::Spin, rec).unwrap();
+    let rt = Lcores::launch(vec![(core, FwdLcore::new(cfg, vec![s]))], IdlePolicy::Spin, rec).unwrap();
     let handles = rt.cycle_handles();
     std::thread::sleep(Duration::from_millis(30));
     drop(rt.stop().unwrap());
