@@ -380,7 +380,9 @@ fn forwarded(mode: FwdMode, snaps: &[Vec<StreamStats>]) -> u64 {
     snaps.iter().flatten().map(|s| if mode == FwdMode::RxOnly { s.rx } else { s.tx }).sum()
 }
 
-fn run(a: &Args) -> Result<i32, Failure> {
+/// The flag checks clap cannot express; returns the forwarding cores and each
+/// port's peer MAC (`--eth-peer`).
+fn check_args(a: &Args) -> Result<(Vec<usize>, Vec<MacAddr>), Failure> {
     let usage = |m: String| Failure::Usage(m);
     if !(a.duration > 0.0 && a.duration.is_finite()) {
         return Err(usage(format!("--duration must be a positive number of seconds, got {}", a.duration)));
@@ -410,17 +412,21 @@ fn run(a: &Args) -> Result<i32, Failure> {
         }
         peer_macs[n] = mac.parse().map_err(|m: String| usage(format!("--eth-peer: {m}")))?;
     }
+    Ok((cores, peer_macs))
+}
 
-    let burst = a.burst as usize;
-    let queues = a.rxq as usize;
+/// The mempool: `--total-num-mbufs`, or enough for every ring, cache and
+/// burst; DPDK's with `--eal`, shared memory when a port's back end maps it.
+fn make_pool(a: &Args, cores: usize) -> Result<Mempool, Failure> {
+    let (burst, queues, nports) = (a.burst as usize, a.rxq as usize, a.ports.len());
     let count = a.total_num_mbufs.unwrap_or_else(|| {
-        nports * queues * (a.rxd as usize + a.txd as usize + burst) + cores.len() * (a.mbcache * 3 / 2 + burst) + 4096
+        nports * queues * (a.rxd as usize + a.txd as usize + burst) + cores * (a.mbcache * 3 / 2 + burst) + 4096
     });
     let pool_cfg = MempoolConfig::new("mbuf_pool", count, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache);
-    let pool = match &a.eal {
+    Ok(match &a.eal {
         None => {
             if let Some(p) = a.ports.iter().find(|p| p.trim_start().starts_with("dpdk:")) {
-                return Err(usage(needs_eal(p)));
+                return Err(Failure::Usage(needs_eal(p)));
             }
             // A vhost-user back end maps the buffers of virtio-user ports.
             if a.ports.iter().any(|p| pmd::registry::needs_shared_pool(p)) {
@@ -430,16 +436,15 @@ fn run(a: &Args) -> Result<i32, Failure> {
             }
         }
         Some(eal) => dpdk_pool(eal, &pool_cfg)?,
-    };
+    })
+}
 
-    let sink = match (&a.pcap, a.pcap_limit) {
-        (Some(path), Some(limit)) => Some(pmd::pcap::PcapSink::create(path, limit)?),
-        _ => None,
-    };
+/// Opens, configures and starts every port (behind the capture, if any).
+fn open_ports(a: &Args, pool: &Mempool, sink: Option<&pmd::pcap::PcapSink>) -> Result<Vec<Box<dyn Port>>, Failure> {
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     for spec in &a.ports {
         let p = pmd::open(spec)?;
-        ports.push(match &sink {
+        ports.push(match sink {
             Some(s) => Box::new(pmd::pcap::PcapPort::new(p, s.clone())),
             None => p,
         });
@@ -454,8 +459,18 @@ fn run(a: &Args) -> Result<i32, Failure> {
         }
         p.start()?;
     }
+    Ok(ports)
+}
 
-    // Streams: (port, queue) -> (peer(port), queue), round-robin over the cores.
+/// Streams: (port, queue) -> (peer(port), queue), round-robin over the cores;
+/// only the cores that got a stream.
+fn make_streams(
+    a: &Args,
+    ports: &mut [Box<dyn Port>],
+    cores: &[usize],
+    peer_macs: &[MacAddr],
+) -> Result<Vec<(usize, Vec<Stream>)>, Failure> {
+    let nports = ports.len();
     let mut per_core: Vec<Vec<Stream>> = (0..cores.len()).map(|_| Vec::new()).collect();
     let mut i = 0;
     for q in 0..a.rxq {
@@ -472,66 +487,39 @@ fn run(a: &Args) -> Result<i32, Failure> {
     if used.len() < cores.len() && !a.json {
         eprintln!("testpmd: only {} stream(s); using {} of {} forwarding cores", i, used.len(), cores.len());
     }
+    Ok(used)
+}
 
-    if !a.json {
-        for (n, p) in ports.iter().enumerate() {
-            let info = p.info();
-            let link = p.link();
-            println!(
-                "Port {n}: {} ({}) MAC {} link {} {} Mbps, {} queue(s), promiscuous {}",
-                a.ports[n],
-                info.driver,
-                info.mac,
-                if link.up { "up" } else { "down" },
-                link.speed_mbps,
-                a.rxq,
-                if p.promiscuous() { "on" } else { "off" }
-            );
-        }
+/// The lines DPDK's testpmd prints before it starts forwarding.
+fn print_setup(a: &Args, ports: &[Box<dyn Port>], cores: &[usize], pool: &Mempool) {
+    for (n, p) in ports.iter().enumerate() {
+        let info = p.info();
+        let link = p.link();
         println!(
-            "Forwarding mode {} on core(s) {:?}, burst {burst}, {} buffers",
-            a.fwd,
-            used.iter().map(|u| u.0).collect::<Vec<_>>(),
-            count
+            "Port {n}: {} ({}) MAC {} link {} {} Mbps, {} queue(s), promiscuous {}",
+            a.ports[n],
+            info.driver,
+            info.mac,
+            if link.up { "up" } else { "down" },
+            link.speed_mbps,
+            a.rxq,
+            if p.promiscuous() { "on" } else { "off" }
         );
     }
+    println!("Forwarding mode {} on core(s) {cores:?}, burst {}, {} buffers", a.fwd, a.burst, pool.count());
+}
 
-    let cfg = FwdConfig {
-        mode: a.fwd,
-        burst,
-        txpkts: a.txpkts,
-        flows: a.flows,
-        tx_first: a.tx_first,
-        nb_pkts: a.nb_pkts,
-        pool: pool.clone(),
-        verify: a.verify_payload,
-    };
-    let stream_map: Vec<Vec<(usize, usize)>> =
-        used.iter().map(|(_, s)| s.iter().map(|s| (s.rx_port, s.tx_port)).collect()).collect();
-    let signal = StopSignal::install()?;
-    for p in ports.iter_mut() {
-        p.reset_stats();
-    }
-    let idle = if a.idle_backoff {
-        IdlePolicy::Backoff { idle_polls: 1024, max_sleep: Duration::from_micros(500) }
-    } else {
-        IdlePolicy::Spin
-    };
-    let core_list: Vec<usize> = used.iter().map(|(c, _)| *c).collect();
-    let counters: Vec<Vec<_>> = used.iter().map(|(_, s)| s.iter().map(|s| s.counters()).collect()).collect();
-    let snap = |counters: &Vec<Vec<std::sync::Arc<testpmd::fwd::StreamCounters>>>| -> Vec<Vec<StreamStats>> {
-        counters.iter().map(|l| l.iter().map(|c| c.stats()).collect()).collect()
-    };
-    let record = if a.record_core_cycles { RecordCycles::On } else { RecordCycles::Off };
-    if a.record_core_cycles {
-        // Calibrated before the cores start, off the measured interval.
-        tsc_hz();
-    }
-    let (rt, cycle_handles) = launch(used, &cfg, idle, record)?;
-    let t0 = Instant::now();
+type Counters = Vec<Vec<std::sync::Arc<testpmd::fwd::StreamCounters>>>;
+
+fn snapshot(counters: &Counters) -> Vec<Vec<StreamStats>> {
+    counters.iter().map(|l| l.iter().map(|c| c.stats()).collect()).collect()
+}
+
+/// Waits for `--duration` or a signal, printing (and recording) the rate every
+/// `--stats-period`; returns the samples and whether a signal ended the run.
+fn wait_for_the_end(a: &Args, signal: &StopSignal, counters: &Counters, t0: Instant) -> (Vec<Sample>, bool) {
     let deadline = t0 + Duration::from_secs_f64(a.duration);
     let mut samples = Vec::new();
-    let mut by_signal = false;
     let mut last = (t0, 0u64);
     loop {
         let next = match a.stats_period {
@@ -539,12 +527,11 @@ fn run(a: &Args) -> Result<i32, Failure> {
             None => deadline,
         };
         if signal.sleep_until(next) {
-            by_signal = true;
-            break;
+            return (samples, true);
         }
         let now = Instant::now();
         if a.stats_period.is_some() {
-            let total = forwarded(a.fwd, &snap(&counters));
+            let total = forwarded(a.fwd, &snapshot(counters));
             let pps = (total - last.1) as f64 / (now - last.0).as_secs_f64();
             samples.push(Sample { t_s: (now - t0).as_secs_f64(), forward_pps: pps });
             if !a.json {
@@ -553,29 +540,28 @@ fn run(a: &Args) -> Result<i32, Failure> {
             last = (now, total);
         }
         if now >= deadline {
-            break;
+            return (samples, false);
         }
     }
-    // Stop the cores first so every counter below is final and exact.
-    let lcores = rt.stop().map_err(|e| Failure::Run(e.to_string()))?;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let per_core: Vec<CoreCycles> = cycle_handles.iter().map(|h| h.load()).collect();
-    let final_snap = snap(&counters);
-    let port_stats: Vec<PortStats> = ports.iter().map(|p| p.stats()).collect();
-    let xstats: Vec<_> = ports.iter().map(|p| p.xstats()).collect();
-    drop(lcores);
-    for p in ports.iter_mut() {
-        let _ = p.stop();
-    }
-    drop(ports);
+}
 
+/// Each port's counters, with what the streams that read from it and wrote to
+/// it forwarded (`stream_map[core][k]` is stream k's (rx port, tx port)).
+fn port_reports(
+    a: &Args,
+    port_stats: &[PortStats],
+    xstats: &[Vec<(String, u64)>],
+    stream_map: &[Vec<(usize, usize)>],
+    streams: &[Vec<StreamStats>],
+    elapsed: f64,
+) -> Vec<PortReport> {
     let mut reports = Vec::new();
     for (n, st) in port_stats.iter().enumerate() {
         let (mut fwd_rx, mut fwd_tx, mut dropped, mut malformed) = (0, 0, 0, 0);
         let (mut verified, mut bad_payload) = (0, 0);
-        for (core, streams) in stream_map.iter().enumerate() {
-            for (k, (rp, tp)) in streams.iter().enumerate() {
-                let s = &final_snap[core][k];
+        for (core, map) in stream_map.iter().enumerate() {
+            for (k, (rp, tp)) in map.iter().enumerate() {
+                let s = &streams[core][k];
                 if *rp == n {
                     fwd_rx += s.rx;
                     malformed += s.malformed;
@@ -609,60 +595,121 @@ fn run(a: &Args) -> Result<i32, Failure> {
             xstats: xstats[n].iter().cloned().collect(),
         });
     }
-    if let Some(s) = &sink {
+    reports
+}
+
+/// `--record-core-cycles`: each core's busy/idle cycles and the cost per packet.
+fn cycles_report(cores: &[usize], per_core: &[CoreCycles], packets: u64) -> Cycles {
+    let sum = per_core.iter().fold(CoreCycles::default(), |acc, c| acc.plus(c));
+    let per = |x: f64| if packets > 0 { x / packets as f64 } else { 0.0 };
+    Cycles {
+        tsc_hz: tsc_hz(),
+        cores: cores
+            .iter()
+            .zip(per_core)
+            .map(|(&core, c)| CoreReport {
+                core,
+                busy_cycles: c.busy,
+                idle_cycles: c.idle,
+                total_cycles: c.total(),
+                busy_iterations: c.busy_iters,
+                idle_iterations: c.idle_iters,
+                busy_percent: c.busy_fraction() * 100.0,
+            })
+            .collect(),
+        busy_cycles: sum.busy,
+        total_cycles: sum.total(),
+        packets,
+        busy_cycles_per_packet: per(sum.busy as f64),
+        total_cycles_per_packet: per(sum.total() as f64),
+        busy_ns_per_packet: per(sum.busy_ns()),
+    }
+}
+
+fn run(a: &Args) -> Result<i32, Failure> {
+    let (cores, peer_macs) = check_args(a)?;
+    let pool = make_pool(a, cores.len())?;
+    let sink = match (&a.pcap, a.pcap_limit) {
+        (Some(path), Some(limit)) => Some(pmd::pcap::PcapSink::create(path, limit)?),
+        _ => None,
+    };
+    let mut ports = open_ports(a, &pool, sink.as_ref())?;
+    let used = make_streams(a, &mut ports, &cores, &peer_macs)?;
+    let core_list: Vec<usize> = used.iter().map(|(c, _)| *c).collect();
+    if !a.json {
+        print_setup(a, &ports, &core_list, &pool);
+    }
+
+    let cfg = FwdConfig {
+        mode: a.fwd,
+        burst: a.burst as usize,
+        txpkts: a.txpkts,
+        flows: a.flows,
+        tx_first: a.tx_first,
+        nb_pkts: a.nb_pkts,
+        pool: pool.clone(),
+        verify: a.verify_payload,
+    };
+    let stream_map: Vec<Vec<(usize, usize)>> =
+        used.iter().map(|(_, s)| s.iter().map(|s| (s.rx_port, s.tx_port)).collect()).collect();
+    let counters: Counters = used.iter().map(|(_, s)| s.iter().map(|s| s.counters()).collect()).collect();
+    let signal = StopSignal::install()?;
+    for p in ports.iter_mut() {
+        p.reset_stats();
+    }
+    let idle = if a.idle_backoff {
+        IdlePolicy::Backoff { idle_polls: 1024, max_sleep: Duration::from_micros(500) }
+    } else {
+        IdlePolicy::Spin
+    };
+    let record = if a.record_core_cycles { RecordCycles::On } else { RecordCycles::Off };
+    if a.record_core_cycles {
+        // Calibrated before the cores start, off the measured interval.
+        tsc_hz();
+    }
+    let (rt, cycle_handles) = launch(used, &cfg, idle, record)?;
+    let t0 = Instant::now();
+    let (samples, by_signal) = wait_for_the_end(a, &signal, &counters, t0);
+    // Stop the cores first so every counter below is final and exact.
+    let lcores = rt.stop().map_err(|e| Failure::Run(e.to_string()))?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let per_core: Vec<CoreCycles> = cycle_handles.iter().map(|h| h.load()).collect();
+    let final_snap = snapshot(&counters);
+    let port_stats: Vec<PortStats> = ports.iter().map(|p| p.stats()).collect();
+    let xstats: Vec<_> = ports.iter().map(|p| p.xstats()).collect();
+    drop(lcores);
+    for p in ports.iter_mut() {
+        let _ = p.stop();
+    }
+    drop(ports);
+
+    let reports = port_reports(a, &port_stats, &xstats, &stream_map, &final_snap, elapsed);
+    if let (Some(s), false) = (&sink, a.json) {
         let c = s.counters();
-        if !a.json {
-            println!(
-                "Capture {}: {} frame(s) written ({} bytes), {} not captured ({} bytes) over the size limit",
-                a.pcap.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                c.captured_frames,
-                c.file_bytes,
-                c.not_captured_frames,
-                c.not_captured_bytes
-            );
-        }
+        println!(
+            "Capture {}: {} frame(s) written ({} bytes), {} not captured ({} bytes) over the size limit",
+            a.pcap.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            c.captured_frames,
+            c.file_bytes,
+            c.not_captured_frames,
+            c.not_captured_bytes
+        );
     }
     drop(sink);
     let leaked = pool.in_use();
     let packets = forwarded(a.fwd, &final_snap);
-    let core_cycles = a.record_core_cycles.then(|| {
-        let sum = per_core.iter().fold(CoreCycles::default(), |acc, c| acc.plus(c));
-        let per = |x: f64| if packets > 0 { x / packets as f64 } else { 0.0 };
-        Cycles {
-            tsc_hz: tsc_hz(),
-            cores: core_list
-                .iter()
-                .zip(&per_core)
-                .map(|(&core, c)| CoreReport {
-                    core,
-                    busy_cycles: c.busy,
-                    idle_cycles: c.idle,
-                    total_cycles: c.total(),
-                    busy_iterations: c.busy_iters,
-                    idle_iterations: c.idle_iters,
-                    busy_percent: c.busy_fraction() * 100.0,
-                })
-                .collect(),
-            busy_cycles: sum.busy,
-            total_cycles: sum.total(),
-            packets,
-            busy_cycles_per_packet: per(sum.busy as f64),
-            total_cycles_per_packet: per(sum.total() as f64),
-            busy_ns_per_packet: per(sum.busy_ns()),
-        }
-    });
     let report = Report {
         fwd: a.fwd.to_string(),
         duration_s: elapsed,
-        forward_pps: forwarded(a.fwd, &final_snap) as f64 / elapsed,
+        forward_pps: packets as f64 / elapsed,
         burst: a.burst,
+        core_cycles: a.record_core_cycles.then(|| cycles_report(&core_list, &per_core, packets)),
         cores: core_list,
         ports: reports,
         samples,
         mbufs_total: pool.count(),
         mbufs_leaked: leaked,
         stopped_by_signal: by_signal,
-        core_cycles,
     };
     if a.json {
         println!("{}", serde_json::to_string(&report).expect("report serialises"));
