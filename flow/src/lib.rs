@@ -28,6 +28,7 @@ pub mod exec;
 pub mod kernel;
 pub mod mem;
 pub mod runtime;
+pub mod tls;
 pub mod user;
 
 use std::future::{poll_fn, Future};
