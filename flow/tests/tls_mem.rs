@@ -79,8 +79,11 @@ fn exact_bytes_both_ways_over_tls12_and_tls13_then_close_notify() {
     for v in [TlsVersion::Tls12, TlsVersion::Tls13] {
         let (cc, sc) = (
             tls::client_config(&client(&p, &[v], &[b"echo/1"])).unwrap(),
-            tls::server_config(&ServerSettings { alpn: vec![b"echo/1".to_vec()], ..server(&p, "echo.test", false, &[v]) })
-                .unwrap(),
+            tls::server_config(&ServerSettings {
+                alpn: vec![b"echo/1".to_vec()],
+                ..server(&p, "echo.test", false, &[v])
+            })
+            .unwrap(),
         );
         ex().block_on(async move {
             let (a, b) = duplex(1000);
@@ -99,7 +102,11 @@ fn exact_bytes_both_ways_over_tls12_and_tls13_then_close_notify() {
             });
             let mut c = TlsFlow::connect(a, cc, tls::server_name("echo.test").unwrap()).await.unwrap();
             assert_eq!(c.alpn_protocol(), Some(&b"echo/1"[..]));
-            let want = if v == TlsVersion::Tls13 { rustls::ProtocolVersion::TLSv1_3 } else { rustls::ProtocolVersion::TLSv1_2 };
+            let want = if v == TlsVersion::Tls13 {
+                rustls::ProtocolVersion::TLSv1_3
+            } else {
+                rustls::ProtocolVersion::TLSv1_2
+            };
             assert_eq!(c.protocol_version(), Some(want));
             let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
             let mut got = vec![0u8; data.len()];
@@ -224,7 +231,7 @@ fn a_stream_cut_without_close_notify_is_truncated_not_eof() {
     ex().block_on(async move {
         drop(s); // the transport ends, no close_notify
         let mut b = [0u8; 16];
-        let e = c.read(&mut b).await.err().expect("not a clean end");
+        let e = c.read(&mut b).await.expect_err("not a clean end");
         assert!(matches!(e, FlowError::Tls(TlsError::Truncated)), "{e:?}");
     })
     .unwrap();

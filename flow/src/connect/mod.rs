@@ -258,7 +258,8 @@ async fn mem(ctx: Context, uri: Uri) -> Result<BoxFlow, ConnectError> {
 pub fn tls_over(lower: &'static str) -> Connector {
     Rc::new(move |ctx: Context, uri: Uri| {
         Box::pin(async move {
-            let cfg = ctx.require::<TlsClientConfig>(&uri.scheme, "TLS client config (Context::with_tls_client)")?.0.clone();
+            let cfg =
+                ctx.require::<TlsClientConfig>(&uri.scheme, "TLS client config (Context::with_tls_client)")?.0.clone();
             let name = match &uri.host {
                 Host::Name(n) => crate::tls::server_name(n).map_err(FlowError::Tls)?,
                 Host::Ip(ip) => rustls::pki_types::ServerName::IpAddress((*ip).into()),

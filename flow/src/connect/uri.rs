@@ -153,10 +153,9 @@ pub fn parse(s: &str, default_port: impl Fn(&str) -> Option<u16>) -> Result<Uri,
                 })
             }
         };
-        let ip: Ipv6Addr = h.parse().map_err(|_| UriError::BadHost {
-            host: format!("[{h}]"),
-            reason: "not an IPv6 address".into(),
-        })?;
+        let ip: Ipv6Addr = h
+            .parse()
+            .map_err(|_| UriError::BadHost { host: format!("[{h}]"), reason: "not an IPv6 address".into() })?;
         (Host::Ip(IpAddr::V6(ip)), port)
     } else {
         let (h, p) = match authority.rsplit_once(':') {
@@ -197,10 +196,16 @@ pub fn host(h: &str) -> Result<Host, UriError> {
     }
     for label in name.split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(UriError::BadHost { host: h.into(), reason: format!("label '{label}' is not 1 to 63 characters") });
+            return Err(UriError::BadHost {
+                host: h.into(),
+                reason: format!("label '{label}' is not 1 to 63 characters"),
+            });
         }
         if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(UriError::BadHost { host: h.into(), reason: format!("label '{label}' has characters a name cannot have") });
+            return Err(UriError::BadHost {
+                host: h.into(),
+                reason: format!("label '{label}' has characters a name cannot have"),
+            });
         }
     }
     // `256.1.1.1` or `1.2.3`: meant as an address, wrong as one; never a lookup.
@@ -223,7 +228,10 @@ mod tests {
         let u = p("tcp://198.18.0.2:7").unwrap();
         assert_eq!((u.scheme.as_str(), u.host, u.port), ("tcp", Host::Ip("198.18.0.2".parse().unwrap()), 7));
         let u = p("TCP://[2001:2::1]:80/x?y").unwrap();
-        assert_eq!((u.scheme.as_str(), u.host, u.port, u.rest.as_str()), ("tcp", Host::Ip("2001:2::1".parse().unwrap()), 80, "/x?y"));
+        assert_eq!(
+            (u.scheme.as_str(), u.host, u.port, u.rest.as_str()),
+            ("tcp", Host::Ip("2001:2::1".parse().unwrap()), 80, "/x?y")
+        );
         let u = p("tls://Echo.Example.").unwrap();
         assert_eq!((u.host, u.port), (Host::Name("echo.example".into()), 443));
         let u = p("tls://Bücher.example:8443").unwrap();
@@ -238,7 +246,10 @@ mod tests {
         assert!(matches!(p("t cp://a:1"), Err(UriError::BadScheme(s)) if s == "t cp"));
         assert!(matches!(p("tcp://a.b"), Err(UriError::MissingPort { scheme }) if scheme == "tcp"));
         for bad in ["0", "65536", "x", "", "+1"] {
-            assert!(matches!(p(&format!("tcp://a.b:{bad}")), Err(UriError::BadPort { port, .. }) if port == bad), "{bad}");
+            assert!(
+                matches!(p(&format!("tcp://a.b:{bad}")), Err(UriError::BadPort { port, .. }) if port == bad),
+                "{bad}"
+            );
         }
         for bad in ["[::1", "[::g]:1", "::1:1", ":1", "256.1.1.1:1", "1.2.3:1", "a..b:1", "a_b c:1", "[::1]x:1"] {
             let e = p(&format!("tcp://{bad}")).unwrap_err();

@@ -1,11 +1,26 @@
 //! A DNS stub resolver over [`Datagram`](crate::Datagram) (and a [`Flow`](crate::Flow)
 //! for truncated answers), so it runs on our stack and on the kernel's.
+//!
+//! * [`message`]: the sans-IO core — build a query, judge an answer
+//!   (hickory-proto is the wire codec);
+//! * [`cache`]: the per-core cache (TTLs, an explicit cap);
+//! * [`hosts`]: a static table;
+//! * [`resolver`]: the driver on the executor (UDP, TCP on truncation,
+//!   timeouts, retries, counters).
+
+pub mod cache;
+pub mod hosts;
+pub mod message;
+pub mod resolver;
 
 use std::fmt;
 use std::net::IpAddr;
 
 use crate::connect::LocalBoxFuture;
 use crate::happy_eyeballs::Family;
+
+pub use hosts::Hosts;
+pub use resolver::{Resolver, ResolverConfig, ResolverStats};
 
 /// Why a lookup failed.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -53,7 +53,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Every certificate of a PEM file (at least one).
 pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let name = path.display().to_string();
-    let it = CertificateDer::pem_file_iter(path).map_err(|e| TlsError::Pem { path: name.clone(), reason: e.to_string() })?;
+    let it =
+        CertificateDer::pem_file_iter(path).map_err(|e| TlsError::Pem { path: name.clone(), reason: e.to_string() })?;
     let certs: Vec<_> =
         it.collect::<Result<_, _>>().map_err(|e| TlsError::Pem { path: name.clone(), reason: e.to_string() })?;
     if certs.is_empty() {
@@ -64,7 +65,8 @@ pub fn certs_from_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsEr
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn key_from_pem(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem { path: path.display().to_string(), reason: e.to_string() })
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::Pem { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// What a TLS client is configured with. No defaults: every field is the caller's.

@@ -28,7 +28,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-pub use config::{certs_from_pem, client_config, key_from_pem, server_config, ClientSettings, ServerSettings, TlsVersion};
+pub use config::{
+    certs_from_pem, client_config, key_from_pem, server_config, ClientSettings, ServerSettings, TlsVersion,
+};
 pub use error::TlsError;
 pub use rustls::pki_types::ServerName;
 

@@ -1,0 +1,183 @@
+//! `connect("tcp://name:7")` over two of our stacks in simulation (virtual
+//! time, one executor): dual-stack, a DNS server on b over our UDP answering A
+//! and AAAA, and a's IPv6 black-holed by the impairment decorator
+//! (`only=ipv6&loss=1`). Happy eyeballs must connect over IPv4 within one
+//! attempt delay plus a round trip, and leave no half-open connection behind
+//! on either stack; every buffer goes home.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flow::connect::{connect, Context, Registry};
+use flow::dns::{Hosts, Resolver, ResolverConfig};
+use flow::exec::Executor;
+use flow::happy_eyeballs::HappyEyeballsConfig;
+use flow::kernel::tests_support::{listen_config, tcp_config};
+use flow::user::{UserNet, UserReactor};
+use flow::{Datagram, Flow, Listener, Net, TcpConfig, UdpConfig};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{RData, Record, RecordType};
+use pmd::{Mempool, MempoolConfig, OpenEnv, PortConfig, VirtualClock};
+
+const POOL: usize = 4096;
+const MS: u64 = 1_000_000;
+
+fn stack_config(mac: pmd::MacAddr, ip4: &str, ip6: &str) -> stack::StackConfig {
+    stack::StackConfig {
+        mac,
+        mtu: 1500,
+        ipv4: vec![ip4.parse().unwrap()],
+        ipv6: vec![ip6.parse().unwrap()],
+        gateway_v4: None,
+        gateway_v6: None,
+        ttl: 64,
+        neighbor: stack::NeighborConfig {
+            capacity: 1024,
+            lifetime: Duration::from_secs(30),
+            retries: 3,
+            retry_interval: Duration::from_secs(1),
+            pending: 64,
+        },
+        reassembly: stack::ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(30) },
+        reassembly_v6: stack::ReassemblyConfig {
+            max_bytes: 1 << 20,
+            max_datagrams: 16,
+            timeout: Duration::from_secs(60),
+        },
+        icmp: stack::IcmpConfig { error_rate_per_sec: 1000, error_burst: 50 },
+        timer_tick: Duration::from_micros(100),
+        burst: 32,
+        tx_backlog: 8192,
+        tx_offloads: pmd::TxOffloads::empty(),
+        tcp_max_connections: 16_384,
+        tcp_rx_mbufs: POOL / 8,
+    }
+}
+
+/// A DNS server on our UDP: echo.test is 198.18.0.2 and 2001:2::2.
+async fn dns_server(mut u: impl Datagram) {
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let Ok((n, from)) = u.recv_from(&mut buf).await else { continue };
+        let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+        let qq = q.queries()[0].clone();
+        let mut m = Message::new();
+        m.set_id(q.id()).set_message_type(MessageType::Response).set_response_code(ResponseCode::NoError);
+        m.add_query(qq.clone());
+        let rd = match qq.query_type() {
+            RecordType::A => RData::A(A("198.18.0.2".parse().unwrap())),
+            _ => RData::AAAA(AAAA("2001:2::2".parse().unwrap())),
+        };
+        m.add_answer(Record::from_rdata(qq.name().clone(), 60, rd));
+        let _ = u.send_to(&m.to_vec().unwrap(), from).await;
+    }
+}
+
+#[test]
+fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed() {
+    let clock = VirtualClock::new();
+    let pool = Mempool::new(&MempoolConfig::new("he_sim", POOL, 2048, 128, 0)).unwrap();
+    let env = OpenEnv { clock: Arc::new(clock.clone()) };
+    let mut r = UserReactor::simulated(clock.clone(), 20_000);
+    let mut ports = Vec::new();
+    let mut nets: Vec<UserNet> = Vec::new();
+    for (me, peer, ip4, ip6, imp) in [
+        ("a", "b", "198.18.0.1/24", "2001:2::1/64", "&only=ipv6&loss=1&seed=1"),
+        ("b", "a", "198.18.0.2/24", "2001:2::2/64", ""),
+    ] {
+        let spec = format!("ring:he_{me}?peer=he_{peer}{imp}");
+        let mut port = pmd::open_with(&spec, &env).unwrap();
+        port.configure(&PortConfig::new(1, 1, 4096, 4096, pool.clone())).unwrap();
+        port.start().unwrap();
+        let cfg = stack_config(port.info().mac, ip4, ip6);
+        let (rx, tx) = (port.take_rx_queue(0).unwrap(), port.take_tx_queue(0).unwrap());
+        let s = stack::Stack::new(cfg, rx, tx, pool.clone(), Arc::new(clock.clone())).unwrap();
+        nets.push(r.add(s));
+        ports.push(port);
+    }
+    let (a, b) = (nets[0].clone(), nets[1].clone());
+    let mut ex = Executor::new(r);
+    let (a2, b2) = (a.clone(), b.clone());
+    let (elapsed, peer) = ex
+        .block_on(async move {
+            let (a, b) = (a2, b2);
+            flow::spawn(dns_server(
+                b.udp_bind("198.18.0.2:53".parse().unwrap(), &UdpConfig { rx_queue_len: 16 }).unwrap(),
+            ));
+            let mut l = b.listen("[::]:7".parse().unwrap(), &listen_config(7)).unwrap();
+            let server = flow::spawn(async move {
+                let (mut f, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 5];
+                f.read_exact(&mut buf).await.unwrap();
+                f.write_all(&buf).await.unwrap();
+                let mut end = [0u8; 1];
+                assert_eq!(f.read(&mut end).await.unwrap(), 0);
+                f.close().await.unwrap();
+            });
+            let resolver = Resolver::new(
+                ResolverConfig {
+                    servers: vec!["198.18.0.2:53".parse().unwrap()],
+                    timeout: Duration::from_secs(1),
+                    retries: 1,
+                    cache_capacity: 16,
+                    udp: UdpConfig { rx_queue_len: 16 },
+                    tcp: tcp_config(),
+                },
+                flow::connect::Dialer::of(a.clone()),
+                Hosts::new(),
+            )
+            .unwrap();
+            // Warm a's ARP entry and the cache: what is timed is the race.
+            let (v6, v4) = resolver.lookup_ip("echo.test").await;
+            assert!(v6.is_ok() && v4.is_ok());
+            let ctx = Context::new(Registry::builtin())
+                .with_net(a.clone())
+                .with::<TcpConfig>(tcp_config())
+                .with(HappyEyeballsConfig {
+                    resolution_delay: Duration::from_millis(50),
+                    connection_attempt_delay: Duration::from_millis(250),
+                    first_address_family_count: 1,
+                    attempt_timeout: Duration::from_secs(5),
+                    overall_timeout: Duration::from_secs(10),
+                    max_concurrent: 4,
+                })
+                .with_resolver(Rc::new(resolver));
+            let t0 = flow::now_ns();
+            let mut f = match connect(&ctx, "tcp://echo.test:7").await {
+                Ok(f) => f,
+                Err(e) => panic!("after {} ms: {e}", (flow::now_ns() - t0) / MS),
+            };
+            let elapsed = flow::now_ns() - t0;
+            let peer = f.peer_addr().unwrap();
+            // The IPv6 attempt is gone: only the winner on a (one poll later).
+            flow::sleep(Duration::from_micros(100)).await;
+            let st = a.with_stack(|s| s.tcp_connections());
+            assert_eq!(st, 1, "a half-open IPv6 attempt was left behind");
+            f.write_all(b"hello").await.unwrap();
+            let mut back = [0u8; 5];
+            f.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"hello");
+            f.shutdown().await.unwrap();
+            let mut end = [0u8; 1];
+            assert_eq!(f.read(&mut end).await.unwrap(), 0);
+            drop(f);
+            server.await;
+            flow::sleep(Duration::from_secs(1)).await; // TIME-WAIT (100 ms in tcp_config)
+            assert_eq!(a.with_stack(|s| s.tcp_connections()), 0);
+            assert_eq!(b.with_stack(|s| s.tcp_connections()), 0);
+            (elapsed, peer)
+        })
+        .unwrap();
+    assert_eq!(peer, "198.18.0.2:7".parse::<SocketAddr>().unwrap());
+    assert!(elapsed >= 250 * MS, "IPv4 waited one attempt delay: {elapsed}");
+    assert!(elapsed < 260 * MS, "one attempt delay plus a round trip: {} ms", elapsed as f64 / 1e6);
+    let lost: u64 = ports[0].xstats().iter().filter(|(k, _)| k.contains("impair_tx_lost")).map(|(_, v)| *v).sum();
+    assert!(lost > 0, "the black hole swallowed IPv6 frames");
+    drop(ex);
+    drop((a, b, nets));
+    drop(ports);
+    assert_eq!(pool.available(), POOL, "mbufs leaked");
+}
