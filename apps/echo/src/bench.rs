@@ -74,6 +74,8 @@ async fn measure<N: Net>(net: &N, target: SocketAddr, a: Arc<BenchArgs>, tcp: fl
         }
         let cfg = Arc::new(ClientConfig {
             target,
+            via: None,
+            payload: crate::client::Payload::Pattern,
             conns,
             size: a.size,
             mode,
@@ -113,6 +115,7 @@ fn server_cfg(listen: SocketAddr, tcp: flow::TcpConfig) -> ServerConfig {
         sockperf: false,
         udp_enabled: false,
         banner: None,
+        tls: None,
     }
 }
 

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub udp_enabled: bool,
     /// Printed to stderr once listening (so it never precedes a setup error).
     pub banner: Option<String>,
+    /// Serve TCP over TLS with this configuration (and its handshake timeout).
+    pub tls: Option<(Arc<flow::tls::rustls::ServerConfig>, Duration)>,
 }
 
 /// Counters of one core's server.
@@ -50,6 +52,8 @@ pub struct ServerStats {
     pub sockperf_messages: u64,
     /// sockperf answers sent.
     pub sockperf_replies: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_errors: u64,
 }
 
 impl ServerStats {
@@ -63,6 +67,7 @@ impl ServerStats {
         self.udp_datagrams += o.udp_datagrams;
         self.sockperf_messages += o.sockperf_messages;
         self.sockperf_replies += o.sockperf_replies;
+        self.tls_handshake_errors += o.tls_handshake_errors;
     }
 
     /// `name=value` pairs.
@@ -76,6 +81,7 @@ impl ServerStats {
             ("udp_datagrams", self.udp_datagrams),
             ("sockperf_messages", self.sockperf_messages),
             ("sockperf_replies", self.sockperf_replies),
+            ("tls_handshake_errors", self.tls_handshake_errors),
         ]
     }
 }
@@ -121,9 +127,26 @@ where
     let accept_loop = async {
         loop {
             match listener.accept().await {
-                Ok((f, _peer)) => {
+                Ok((f, peer)) => {
                     bump(&stats, |s| s.tcp_accepted += 1);
-                    flow::spawn(conn(f, cfg.clone(), stats.clone()));
+                    match cfg.tls.clone() {
+                        None => drop(flow::spawn(conn(f, cfg.clone(), stats.clone()))),
+                        Some((tls, limit)) => {
+                            let (cfg, stats) = (cfg.clone(), stats.clone());
+                            flow::spawn(async move {
+                                match flow::timeout(limit, flow::tls::TlsFlow::accept(f, tls)).await {
+                                    Ok(Ok(t)) => conn(t, cfg, stats).await,
+                                    Ok(Err(e)) => {
+                                        if stats.get().tls_handshake_errors < 10 {
+                                            eprintln!("echo server: TLS handshake with {peer}: {e}");
+                                        }
+                                        bump(&stats, |s| s.tls_handshake_errors += 1);
+                                    }
+                                    Err(_) => bump(&stats, |s| s.tls_handshake_errors += 1),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => return Err::<(), _>(e),
             }

@@ -33,6 +33,8 @@ pub use config::{
 };
 pub use error::TlsError;
 pub use rustls::pki_types::ServerName;
+// The rustls this module is built on, for callers that name its types.
+pub use rustls;
 
 use crate::{Flow, FlowError};
 
