@@ -350,11 +350,8 @@ impl HappyEyeballs {
         for a in &self.attempts {
             d = d.min(a.deadline);
         }
-        if let Some(r) = self.resolution_deadline {
-            if self.v6.is_none() {
-                d = d.min(r);
-            }
-        }
+        // The Resolution Delay matters only while there is an address to start
+        // (an empty A answer waiting for AAAA has nothing to wake up for).
         if !self.queue.is_empty() && self.attempts.len() < self.cfg.max_concurrent {
             if self.may_connect(0) {
                 d = d.min(self.next_attempt_at);

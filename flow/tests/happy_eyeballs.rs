@@ -93,6 +93,16 @@ fn rfc8305_3_an_empty_aaaa_answer_does_not_hold_ipv4_back() {
 }
 
 #[test]
+fn rfc8305_3_an_empty_a_answer_waits_for_aaaa_without_a_deadline_to_spin_on() {
+    let mut m = new();
+    answer(&mut m, Family::V4, &[], 10 * MS);
+    assert_eq!(drain(&mut m, 60 * MS), vec![]);
+    assert_eq!(m.deadline(), Some(30_000 * MS), "only the overall timeout is left to wait for");
+    answer(&mut m, Family::V6, &["2001:2::1"], 200 * MS);
+    assert_eq!(drain(&mut m, 200 * MS), vec![Output::Connect { id: 0, addr: sa("[2001:2::1]:7") }]);
+}
+
+#[test]
 fn rfc8305_4_families_interleave_after_first_address_family_count() {
     let mut c = cfg();
     c.first_address_family_count = 2;
