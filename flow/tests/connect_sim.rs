@@ -76,19 +76,26 @@ async fn dns_server(mut u: impl Datagram) {
     }
 }
 
-#[test]
-fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed() {
+struct Sim {
+    pool: Mempool,
+    ex: Executor<UserReactor>,
+    nets: Vec<UserNet>,
+    ports: Vec<Box<dyn pmd::Port>>,
+}
+
+/// Two dual-stack hosts a (198.18.0.1, 2001:2::1) and b (.2, ::2) over a ring
+/// wire; `imp_a` impairs what a sends.
+fn two_stacks(name: &str, imp_a: &str) -> Sim {
     let clock = VirtualClock::new();
-    let pool = Mempool::new(&MempoolConfig::new("he_sim", POOL, 2048, 128, 0)).unwrap();
+    let pool = Mempool::new(&MempoolConfig::new(name, POOL, 2048, 128, 0)).unwrap();
     let env = OpenEnv { clock: Arc::new(clock.clone()) };
     let mut r = UserReactor::simulated(clock.clone(), 20_000);
     let mut ports = Vec::new();
     let mut nets: Vec<UserNet> = Vec::new();
-    for (me, peer, ip4, ip6, imp) in [
-        ("a", "b", "198.18.0.1/24", "2001:2::1/64", "&only=ipv6&loss=1&seed=1"),
-        ("b", "a", "198.18.0.2/24", "2001:2::2/64", ""),
-    ] {
-        let spec = format!("ring:he_{me}?peer=he_{peer}{imp}");
+    for (me, peer, ip4, ip6, imp) in
+        [("a", "b", "198.18.0.1/24", "2001:2::1/64", imp_a), ("b", "a", "198.18.0.2/24", "2001:2::2/64", "")]
+    {
+        let spec = format!("ring:{name}_{me}?peer={name}_{peer}{imp}");
         let mut port = pmd::open_with(&spec, &env).unwrap();
         port.configure(&PortConfig::new(1, 1, 4096, 4096, pool.clone())).unwrap();
         port.start().unwrap();
@@ -98,10 +105,27 @@ fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed
         nets.push(r.add(s));
         ports.push(port);
     }
-    let (a, b) = (nets[0].clone(), nets[1].clone());
-    let mut ex = Executor::new(r);
+    Sim { pool, ex: Executor::new(r), nets, ports }
+}
+
+impl Sim {
+    /// Drops everything and checks every buffer went home.
+    fn finish(self) {
+        let Sim { pool, ex, nets, ports } = self;
+        drop(ex);
+        drop(nets);
+        drop(ports);
+        assert_eq!(pool.available(), POOL, "mbufs leaked");
+    }
+}
+
+#[test]
+fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed() {
+    let mut sim = two_stacks("he", "&only=ipv6&loss=1&seed=1");
+    let (a, b) = (sim.nets[0].clone(), sim.nets[1].clone());
     let (a2, b2) = (a.clone(), b.clone());
-    let (elapsed, peer) = ex
+    let (elapsed, peer) = sim
+        .ex
         .block_on(async move {
             let (a, b) = (a2, b2);
             flow::spawn(dns_server(
@@ -174,10 +198,69 @@ fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed
     assert_eq!(peer, "198.18.0.2:7".parse::<SocketAddr>().unwrap());
     assert!(elapsed >= 250 * MS, "IPv4 waited one attempt delay: {elapsed}");
     assert!(elapsed < 260 * MS, "one attempt delay plus a round trip: {} ms", elapsed as f64 / 1e6);
-    let lost: u64 = ports[0].xstats().iter().filter(|(k, _)| k.contains("impair_tx_lost")).map(|(_, v)| *v).sum();
+    let lost: u64 = sim.ports[0].xstats().iter().filter(|(k, _)| k.contains("impair_tx_lost")).map(|(_, v)| *v).sum();
     assert!(lost > 0, "the black hole swallowed IPv6 frames");
-    drop(ex);
-    drop((a, b, nets));
-    drop(ports);
-    assert_eq!(pool.available(), POOL, "mbufs leaked");
+    drop((a, b));
+    sim.finish();
+}
+
+#[test]
+fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
+    let mut sim = two_stacks("tlsg", "");
+    let (a, b) = (sim.nets[0].clone(), sim.nets[1].clone());
+    let mut p = rcgen::CertificateParams::new(vec!["echo.test".to_string()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "garbage test");
+    let k = rcgen::KeyPair::generate().unwrap();
+    let cert = p.self_signed(&k).unwrap();
+    let sc = flow::tls::server_config(&flow::tls::ServerSettings {
+        chain: vec![cert.der().clone()],
+        key: Arc::new(rustls::pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into())),
+        versions: vec![flow::tls::TlsVersion::Tls12, flow::tls::TlsVersion::Tls13],
+        alpn: vec![],
+        client_roots: None,
+    })
+    .unwrap();
+    let cc = flow::tls::client_config(&flow::tls::ClientSettings {
+        roots: vec![cert.der().clone()],
+        versions: vec![flow::tls::TlsVersion::Tls13],
+        alpn: vec![],
+        client_cert: None,
+    })
+    .unwrap();
+    sim.ex
+        .block_on(async move {
+            use flow::tls::{TlsError, TlsFlow};
+            use flow::FlowError;
+            let garbage: Vec<u8> = (0..5000u32).map(|i| (i * 131 % 251) as u8).collect();
+            // Our TLS server on b; a raw client on a sends garbage.
+            let mut l = b.listen("[::]:443".parse().unwrap(), &listen_config(443)).unwrap();
+            let srv = flow::spawn(async move {
+                let (f, _) = l.accept().await.unwrap();
+                TlsFlow::accept(f, sc).await.err()
+            });
+            let mut raw = a.connect("198.18.0.2:443".parse().unwrap(), &tcp_config()).await.unwrap();
+            raw.write_all(&garbage).await.unwrap();
+            let e = srv.await.expect("the handshake fails");
+            assert!(matches!(e, FlowError::Tls(TlsError::Protocol(_))), "{e:?}");
+            drop(raw);
+            // A raw server on b answers our TLS client with garbage.
+            let mut l = b.listen("[::]:444".parse().unwrap(), &listen_config(444)).unwrap();
+            let g2 = garbage.clone();
+            let srv = flow::spawn(async move {
+                let (mut f, _) = l.accept().await.unwrap();
+                let mut hello = [0u8; 64];
+                let _ = f.read(&mut hello).await;
+                let _ = f.write_all(&g2).await;
+                flow::sleep(Duration::from_millis(50)).await;
+            });
+            let f = a.connect("[2001:2::2]:444".parse().unwrap(), &tcp_config()).await.unwrap();
+            let e = TlsFlow::connect(f, cc, flow::tls::server_name("echo.test").unwrap()).await.err().expect("fails");
+            assert!(matches!(e, FlowError::Tls(TlsError::Protocol(_))), "{e:?}");
+            srv.await;
+            flow::sleep(Duration::from_secs(1)).await;
+            assert_eq!(a.with_stack(|s| s.tcp_connections()), 0);
+            assert_eq!(b.with_stack(|s| s.tcp_connections()), 0);
+        })
+        .unwrap();
+    sim.finish();
 }
