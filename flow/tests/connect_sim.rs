@@ -264,3 +264,64 @@ fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
         .unwrap();
     sim.finish();
 }
+
+#[test]
+fn back_to_back_tls_handshakes_over_our_stack_never_wait_on_a_timer() {
+    let mut sim = two_stacks("tlshs", "");
+    let (a, b) = (sim.nets[0].clone(), sim.nets[1].clone());
+    let mut p = rcgen::CertificateParams::new(vec!["echo.test".to_string()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "handshake test");
+    let k = rcgen::KeyPair::generate().unwrap();
+    let cert = p.self_signed(&k).unwrap();
+    let mut sc = flow::tls::server_config(&flow::tls::ServerSettings {
+        chain: vec![cert.der().clone()],
+        key: Arc::new(rustls::pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into())),
+        versions: vec![flow::tls::TlsVersion::Tls13],
+        alpn: vec![],
+        client_roots: None,
+    })
+    .unwrap();
+    Arc::get_mut(&mut sc).unwrap().send_tls13_tickets = 0;
+    let cc = flow::tls::client_config(&flow::tls::ClientSettings {
+        roots: vec![cert.der().clone()],
+        versions: vec![flow::tls::TlsVersion::Tls13],
+        alpn: vec![],
+        client_cert: None,
+    })
+    .unwrap();
+    let times = sim
+        .ex
+        .block_on(async move {
+            use flow::tls::TlsFlow;
+            let mut l = b.listen("[::]:443".parse().unwrap(), &listen_config(443)).unwrap();
+            flow::spawn(async move {
+                loop {
+                    let (f, _) = l.accept().await.unwrap();
+                    let sc = sc.clone();
+                    flow::spawn(async move {
+                        let Ok(mut t) = TlsFlow::accept(f, sc).await else { return };
+                        let mut buf = [0u8; 256];
+                        while let Ok(n) = t.read(&mut buf).await {
+                            if n == 0 || t.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = t.close().await;
+                    });
+                }
+            });
+            let mut times = Vec::new();
+            for _ in 0..20 {
+                let t0 = flow::now_ns();
+                let f = a.connect("198.18.0.2:443".parse().unwrap(), &tcp_config()).await.unwrap();
+                let t = TlsFlow::connect(f, cc.clone(), flow::tls::server_name("echo.test").unwrap()).await.unwrap();
+                t.close().await.unwrap();
+                times.push((flow::now_ns() - t0) / 1000);
+            }
+            flow::sleep(Duration::from_secs(1)).await;
+            times
+        })
+        .unwrap();
+    assert!(times.iter().all(|&us| us < 5_000), "handshake times (us, virtual): {times:?}");
+    sim.finish();
+}
