@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 
 /// Why a flow operation failed. The first five are the outcomes every TCP has;
-/// `Io` carries anything else (a bad address, a configuration value, an OS
+/// `Tls` is the TLS layer's own; `Io` carries anything else (a bad address, a configuration value, an OS
 /// error) with a message naming it.
 #[derive(Debug)]
 pub enum FlowError {
@@ -18,6 +18,9 @@ pub enum FlowError {
     TimedOut,
     /// No route to the peer (no neighbour, no route, ICMP unreachable).
     Unreachable,
+    /// The TLS layer failed (a bad certificate, an alert, garbage from the
+    /// peer, a truncated stream): typed, never folded into `Io`.
+    Tls(crate::tls::TlsError),
     /// Anything else.
     Io(io::Error),
 }
@@ -75,6 +78,7 @@ impl fmt::Display for FlowError {
             FlowError::Refused => f.write_str("connection refused"),
             FlowError::TimedOut => f.write_str("timed out"),
             FlowError::Unreachable => f.write_str("destination unreachable"),
+            FlowError::Tls(e) => write!(f, "tls: {e}"),
             FlowError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -84,6 +88,7 @@ impl std::error::Error for FlowError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             FlowError::Io(e) => Some(e),
+            FlowError::Tls(e) => Some(e),
             _ => None,
         }
     }

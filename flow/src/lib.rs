@@ -13,6 +13,10 @@
 //!   a [`Reactor`](exec::Reactor) (the stack's poll loop, or epoll) wakes tasks,
 //!   and [`sleep`](exec::sleep) / [`timeout`](exec::timeout) run on the reactor's
 //!   clock, so a simulation runs in virtual time.
+//! * [`connect`]: transports from values — `connect(&ctx, "tls://name:443")`
+//!   through a registry of schemes and a typed context; [`dns`]: the stub
+//!   resolver; [`happy_eyeballs`]: RFC 8305 as a sans-IO machine; [`tls`]:
+//!   TLS (rustls) over any `Flow`.
 //! * [`runtime`]: one pinned thread per core, each with its executor and its
 //!   stack: `Runtime::user(..)` / `Runtime::kernel(..)`, then
 //!   `run(|core| async { .. })`.
@@ -23,17 +27,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod connect;
+pub mod dns;
 pub mod error;
 pub mod exec;
+pub mod happy_eyeballs;
 pub mod kernel;
 pub mod mem;
 pub mod runtime;
+pub mod tls;
 pub mod user;
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
+pub use connect::{connect, BoxFlow, ConnectError, Context as ConnectContext, Registry};
 pub use error::FlowError;
 pub use exec::{
     core_cycles, core_cycles_handle, now_ns, race, sleep, spawn, timeout, Either, Executor, JoinHandle, Reactor,

@@ -16,6 +16,11 @@
 //! 5. **reorder**: with probability `reorder` a frame is held back and released
 //!    right after the next frame (or at the next burst call if none follows).
 //!
+//! `only=ipv4|ipv6` limits the random impairments (1-3, 5) to frames of that
+//! EtherType (after any VLAN tag: none here); other frames draw no decisions
+//! and are only delayed and shaped. `only=ipv6&loss=1&seed=1` is an IPv6 black
+//! hole on a dual-stack wire (happy-eyeballs tests).
+//!
 //! `dir=tx` (the default, netem's egress semantics) impairs what this port sends,
 //! `dir=rx` what it receives, `dir=both` both. Decisions come from a xoshiro256++
 //! stream seeded from `seed` and the queue, drawn in frame order and independently of
@@ -50,6 +55,7 @@ pub const IMPAIR_OPTIONS: &[(&str, &str)] = &[
     ("limit", "frames that may wait in the delay/rate queue (default 1000, as netem)"),
     ("seed", "seed of the impairment decisions (required with loss/dup/reorder/corrupt)"),
     ("dir", "tx (default), rx or both"),
+    ("only", "ipv4 or ipv6: impair only frames of that EtherType (default: all)"),
 ];
 
 /// Which traffic is impaired.
@@ -86,6 +92,8 @@ pub struct ImpairConfig {
     pub seed: u64,
     /// What is impaired.
     pub dir: Direction,
+    /// Only frames of this EtherType get random impairments (`None`: all).
+    pub only_ethertype: Option<u16>,
 }
 
 impl ImpairConfig {
@@ -102,6 +110,7 @@ impl ImpairConfig {
             limit: 1000,
             seed,
             dir,
+            only_ethertype: None,
         }
     }
 
@@ -154,6 +163,12 @@ impl ImpairConfig {
             limit: positive("limit", "a frame count above 0")?.unwrap_or(1000) as usize,
             seed: seed.unwrap_or(0),
             dir,
+            only_ethertype: match spec.get("only") {
+                None => None,
+                Some("ipv4") => Some(0x0800),
+                Some("ipv6") => Some(0x86dd),
+                Some(v) => return Err(spec.bad_value("only", v, "ipv4 or ipv6")),
+            },
         }))
     }
 }
@@ -295,6 +310,13 @@ impl Impairer {
         let now = self.now();
         self.counters.offered.add(frames.len() as u64);
         for mut m in frames.drain(..) {
+            if let Some(t) = self.cfg.only_ethertype {
+                let d = m.data();
+                if d.len() < 14 || u16::from_be_bytes([d[12], d[13]]) != t {
+                    self.enqueue(m, false, now);
+                    continue;
+                }
+            }
             if self.chance(self.cfg.loss) {
                 self.counters.lost.add(1);
                 continue;

@@ -182,3 +182,29 @@ fn rate_shaping_spaces_frames_and_limit_drops_the_excess() {
     tx.tx_burst(&mut f);
     assert_eq!(rx.rx_burst(&mut got, 32), 1, "idle shaper sends at once");
 }
+
+#[test]
+fn only_ipv6_black_holes_one_family_and_passes_the_rest_untouched() {
+    let pool = pool("imp_only", 1024);
+    let clock = VirtualClock::new();
+    let mut p = open_env("ring:imp_only?only=ipv6&loss=1&seed=1", &pool, &clock);
+    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let mut f = frames(&pool, 0, 200, 64);
+    for (i, m) in f.iter_mut().enumerate() {
+        // Odd frames are IPv6, even ones IPv4.
+        let t: u16 = if i % 2 == 1 { 0x86dd } else { 0x0800 };
+        m.data_mut()[12..14].copy_from_slice(&t.to_be_bytes());
+    }
+    tx.tx_burst(&mut f);
+    let mut out = Vec::new();
+    let mut got = Vec::new();
+    while rx.rx_burst(&mut out, 32) > 0 {
+        got.extend(out.drain(..).map(|m| seq(&m)));
+    }
+    assert_eq!(got, (0..200).step_by(2).collect::<Vec<u32>>());
+    assert_eq!(xstat(p.as_ref(), "impair_tx_lost"), 100);
+    let e = pmd::open("ring:imp_bad?only=arp").err().expect("a bad value").to_string();
+    assert!(e.contains("only"), "{e}");
+    drop((rx, tx, p));
+    assert_eq!(pool.available(), 1024);
+}

@@ -118,6 +118,8 @@ async fn measure<N: Net>(
         }
         let cfg = Arc::new(ClientConfig {
             target,
+            via: None,
+            payload: crate::client::Payload::Pattern,
             conns,
             size: a.size,
             mode,
@@ -160,6 +162,7 @@ fn server_cfg(listen: SocketAddr, tcp: flow::TcpConfig) -> ServerConfig {
         sockperf: false,
         udp_enabled: false,
         banner: None,
+        tls: None,
     }
 }
 

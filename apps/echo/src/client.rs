@@ -18,7 +18,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flow::{Either, Flow, FlowError, Net, TcpConfig};
+use std::task::{Context, Poll};
+
+use flow::connect::{BoxFlow, Dialer, Registry};
+use flow::dns::{Hosts, Resolver, ResolverConfig};
+use flow::happy_eyeballs::HappyEyeballsConfig;
+use flow::{ConnectContext, Either, Flow, FlowError, Net, TcpConfig};
 use hdrhistogram::Histogram;
 
 /// How the client loads the server.
@@ -32,11 +37,126 @@ pub enum Mode {
     Churn,
 }
 
+/// What the messages hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// Bytes `i % 251`, the first one counting messages.
+    Pattern,
+    /// A lower-case palindrome ending in a newline, different each message:
+    /// what a line-reversing server (`openssl s_server -rev`) sends back unchanged.
+    PalindromeLine,
+}
+
+impl Payload {
+    /// Message number `k` of `size` bytes.
+    pub fn fill(self, msg: &mut [u8], k: u64) {
+        match self {
+            Payload::Pattern => {
+                for (i, b) in msg.iter_mut().enumerate() {
+                    *b = (i % 251) as u8;
+                }
+                msg[0] = k as u8;
+            }
+            Payload::PalindromeLine => {
+                let n = msg.len();
+                let body = n.saturating_sub(1);
+                for (i, b) in msg[..body].iter_mut().enumerate() {
+                    *b = b'a' + ((i.min(body - 1 - i) as u64 + k) % 26) as u8;
+                }
+                msg[n - 1] = b'\n';
+            }
+        }
+    }
+}
+
+/// How to reach a target given by name or through a layer (TLS): through the
+/// connect registry, with every resolver, happy-eyeballs and TLS value.
+#[derive(Clone, Debug)]
+pub struct Via {
+    /// The target URI (`tcp://name:7`, `tls://name:443`).
+    pub uri: String,
+    /// Happy-eyeballs values.
+    pub he: HappyEyeballsConfig,
+    /// The resolver's values (needed for names).
+    pub resolver: Option<ResolverConfig>,
+    /// The TLS client configuration (needed for `tls://`).
+    pub tls: Option<Arc<flow::tls::rustls::ClientConfig>>,
+}
+
+impl Via {
+    /// This core's connect context over `net` (its own resolver and cache).
+    pub fn context<N: Net>(&self, net: &N, tcp: &TcpConfig) -> Result<ConnectContext, FlowError> {
+        let mut c = ConnectContext::new(Registry::builtin()).with_net(net.clone()).with::<TcpConfig>(tcp.clone());
+        c = c.with(self.he.clone());
+        if let Some(rc) = &self.resolver {
+            let r = Resolver::new(rc.clone(), Dialer::of(net.clone()), Hosts::new())
+                .map_err(|e| FlowError::invalid(format!("resolver: {e}")))?;
+            c = c.with_resolver(std::rc::Rc::new(r));
+        }
+        if let Some(t) = &self.tls {
+            c = c.with_tls_client(t.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// A flow of the stack itself (a literal `tcp://` target: no indirection on
+/// the measured path) or one the registry made.
+pub enum ClientFlow<F> {
+    /// The stack's own flow.
+    Direct(F),
+    /// Through the registry (a name, TLS).
+    Boxed(BoxFlow),
+}
+
+impl<F: Flow> Flow for ClientFlow<F> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, FlowError>> {
+        match self {
+            ClientFlow::Direct(f) => f.poll_read(cx, buf),
+            ClientFlow::Boxed(f) => f.poll_read(cx, buf),
+        }
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, FlowError>> {
+        match self {
+            ClientFlow::Direct(f) => f.poll_write(cx, buf),
+            ClientFlow::Boxed(f) => f.poll_write(cx, buf),
+        }
+    }
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        match self {
+            ClientFlow::Direct(f) => f.poll_shutdown(cx),
+            ClientFlow::Boxed(f) => f.poll_shutdown(cx),
+        }
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
+        match self {
+            ClientFlow::Direct(f) => f.poll_close(cx),
+            ClientFlow::Boxed(f) => f.poll_close(cx),
+        }
+    }
+    fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
+        match self {
+            ClientFlow::Direct(f) => f.peer_addr(),
+            ClientFlow::Boxed(f) => f.peer_addr(),
+        }
+    }
+    fn local_addr(&self) -> Result<SocketAddr, FlowError> {
+        match self {
+            ClientFlow::Direct(f) => f.local_addr(),
+            ClientFlow::Boxed(f) => f.local_addr(),
+        }
+    }
+}
+
 /// What the client does, from the flags.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// Server address.
+    /// Server address (a literal `tcp://` target; unused with `via`).
     pub target: SocketAddr,
+    /// The registry path, for a name or a layered scheme.
+    pub via: Option<Via>,
+    /// What the messages hold.
+    pub payload: Payload,
     /// Connections in total (spread over the cores).
     pub conns: usize,
     /// Message size in bytes.
@@ -91,9 +211,22 @@ fn rec(h: &mut Histogram<u64>, ns: u64) {
     h.saturating_record(ns.max(1));
 }
 
-/// Connects with the configured timeout.
-async fn connect<N: Net>(net: &N, cfg: &ClientConfig) -> Result<N::Flow, FlowError> {
-    flow::timeout(cfg.connect_timeout, net.connect(cfg.target, &cfg.tcp)).await?
+/// Connects with the configured timeout: directly, or through the registry.
+async fn connect<N: Net>(
+    net: &N,
+    cfg: &ClientConfig,
+    ctx: Option<&ConnectContext>,
+) -> Result<ClientFlow<N::Flow>, FlowError> {
+    match (ctx, &cfg.via) {
+        (Some(ctx), Some(via)) => {
+            let f = flow::timeout(cfg.connect_timeout, flow::connect(ctx, &via.uri)).await?;
+            f.map(ClientFlow::Boxed).map_err(|e| match e {
+                flow::ConnectError::Flow(e) => e,
+                other => FlowError::invalid(other.to_string()),
+            })
+        }
+        _ => Ok(ClientFlow::Direct(flow::timeout(cfg.connect_timeout, net.connect(cfg.target, &cfg.tcp)).await??)),
+    }
 }
 
 /// This core's share of `total` (core `index` of `count`).
@@ -112,19 +245,23 @@ pub async fn run<N: Net>(
 ) -> Result<ClientResult, FlowError> {
     let conns = share(cfg.conns, index, count);
     let mine = &counters[index];
+    let ctx = match &cfg.via {
+        Some(v) => Some(std::rc::Rc::new(v.context(&net, &cfg.tcp)?)),
+        None => None,
+    };
     // Establish first (all at once), so a refused or unreachable target is
     // reported before any load, and the load measures steady state.
     let mut flows = Vec::new();
     if cfg.mode == Mode::Churn {
         if conns > 0 {
-            let f = connect(&net, &cfg).await?;
+            let f = connect(&net, &cfg, ctx.as_deref()).await?;
             drop(f.close().await);
         }
     } else {
         let handles: Vec<_> = (0..conns)
             .map(|_| {
-                let (net, cfg) = (net.clone(), cfg.clone());
-                flow::spawn(async move { connect(&net, &cfg).await })
+                let (net, cfg, ctx) = (net.clone(), cfg.clone(), ctx.clone());
+                flow::spawn(async move { connect(&net, &cfg, ctx.as_deref()).await })
             })
             .collect();
         for h in handles {
@@ -140,8 +277,8 @@ pub async fn run<N: Net>(
     let workers: Vec<_> = match cfg.mode {
         Mode::Churn => (0..conns)
             .map(|_| {
-                let (net, cfg, c) = (net.clone(), cfg.clone(), counters.clone());
-                flow::spawn(bounded(grace, churn(net, cfg, c, index, deadline)))
+                let (net, cfg, c, ctx) = (net.clone(), cfg.clone(), counters.clone(), ctx.clone());
+                flow::spawn(bounded(grace, churn(net, cfg, c, ctx, index, deadline)))
             })
             .collect(),
         Mode::Pingpong => flows
@@ -203,10 +340,12 @@ async fn pingpong<F: Flow>(
     let c = &counters[index];
     let mut h = histogram();
     let mut err = None;
-    let mut msg: Vec<u8> = (0..cfg.size).map(|i| (i % 251) as u8).collect();
+    let mut msg = vec![0u8; cfg.size];
     let mut back = vec![0u8; cfg.size];
+    let mut k = 0u64;
     while flow::now_ns() < deadline {
-        msg[0] = msg[0].wrapping_add(1);
+        k += 1;
+        cfg.payload.fill(&mut msg, k);
         let t0 = flow::now_ns();
         if let Err(e) = f.write_all(&msg).await {
             fail(c, &mut err, e);
@@ -294,17 +433,21 @@ async fn churn<N: Net>(
     net: N,
     cfg: Arc<ClientConfig>,
     counters: Arc<Vec<Counters>>,
+    ctx: Option<std::rc::Rc<ConnectContext>>,
     index: usize,
     deadline: u64,
 ) -> WorkerOut {
     let c = &counters[index];
     let mut h = histogram();
     let mut err = None;
-    let msg = vec![0x5au8; cfg.size];
+    let mut msg = vec![0x5au8; cfg.size];
+    if cfg.payload == Payload::PalindromeLine {
+        cfg.payload.fill(&mut msg, 0);
+    }
     let mut back = vec![0u8; cfg.size];
     while flow::now_ns() < deadline {
         let t0 = flow::now_ns();
-        let mut f = match connect(&net, &cfg).await {
+        let mut f = match connect(&net, &cfg, ctx.as_deref()).await {
             Ok(f) => f,
             Err(e) => {
                 fail(c, &mut err, e);
@@ -393,7 +536,7 @@ impl Report {
         let mut s = format!(
             "mode {:?} target {} conns {} size {} duration {:.1}s\nmessages {} ({:.0}/s)  connections {} ({:.0}/s)  errors {}\n",
             cfg.mode,
-            cfg.target,
+            cfg.via.as_ref().map(|v| v.uri.clone()).unwrap_or_else(|| cfg.target.to_string()),
             cfg.conns,
             cfg.size,
             self.secs,

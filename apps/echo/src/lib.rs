@@ -5,6 +5,9 @@
 //! echo server --stack user --port tap:echo0 --ip 198.18.0.2/24 --ip 2001:2::2/64 --listen :7
 //! echo server --stack kernel --listen 127.0.0.1:7 [--sockperf]
 //! echo client --stack kernel --target tcp://127.0.0.1:7 --conns 8 --size 64 --mode pingpong --duration 5
+//! echo client --stack user ... --target tls://echo.test:443 --resolver 198.18.0.2:53 --ca ca.pem
+//! echo server ... --tls-cert cert.pem --tls-key key.pem
+//! echo resolve --stack user ... --resolver 198.18.0.2:53 --name echo.test
 //! echo bench      # our stack vs the kernel's, both ends in this process; no root, no NIC
 //! ```
 //!
@@ -16,6 +19,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod connect_opts;
 pub mod opts;
 pub mod server;
 pub mod sockperf;
@@ -39,6 +43,8 @@ enum Cmd {
     Client(opts::ClientArgs),
     /// Our stack vs the kernel's, both ends in this process (no root, no NIC).
     Bench(opts::BenchArgs),
+    /// Look a name up (A and AAAA) with the stub resolver on the chosen stack.
+    Resolve(opts::ResolveCmdArgs),
 }
 
 /// A failure and the exit status it earns.
@@ -87,6 +93,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         Cmd::Server(a) => opts::server(a),
         Cmd::Client(a) => opts::client(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Resolve(a) => opts::resolve(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 use flow::runtime::KernelRuntime;
 use flow::{CongestionControl, FlowError, ListenConfig, RtoConfig, Runtime, SynCookies, TcpConfig, UdpConfig};
 
-use crate::client::{self, ClientConfig, Counters, Mode, Report};
+use crate::client::{self, ClientConfig, Counters, Mode, Payload, Report, Via};
+use crate::connect_opts::{parse_target as parse_uri_target, ResolveArgs, Target, TlsClientArgs, TlsServerArgs};
 use crate::server::{self, ServerConfig, ServerStats};
 use crate::Fail;
 
@@ -202,6 +203,8 @@ pub struct ServerArgs {
     /// Print the final counters as one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 }
 
 /// SYN cookie policy by name.
@@ -222,9 +225,17 @@ pub struct ClientArgs {
     pub stack: StackArgs,
     #[command(flatten)]
     pub tcp: TcpArgs,
-    /// Server: `tcp://IP:PORT` (IPv6 as `tcp://[ADDR]:PORT`).
+    /// Server: `tcp://HOST:PORT` or `tls://HOST[:PORT]`; HOST an address (IPv6 as
+    /// `[ADDR]`) or a name (needs --resolver; connected with happy eyeballs).
     #[arg(long)]
     pub target: String,
+    /// What the messages hold: pattern, or palindrome-line (for a line-reversing server).
+    #[arg(long, value_enum, default_value_t = Payload::Pattern)]
+    pub payload: Payload,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     /// Connections (spread over the cores).
     #[arg(long, default_value_t = 1)]
     pub conns: usize,
@@ -246,6 +257,20 @@ pub struct ClientArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `echo resolve`.
+#[derive(Args, Debug, Clone)]
+pub struct ResolveCmdArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    #[command(flatten)]
+    pub tcp: TcpArgs,
+    #[command(flatten)]
+    pub resolve: ResolveArgs,
+    /// The name to look up (A and AAAA at once).
+    #[arg(long)]
+    pub name: String,
 }
 
 /// `echo bench`.
@@ -293,6 +318,46 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, Fail> {
     s.parse().map_err(|_| Fail::usage(format!("--listen '{s}' is not IP:PORT or :PORT")))
 }
 
+/// `echo resolve`: the name's addresses from the resolver on the chosen stack,
+/// with the resolver's counters, as one JSON object.
+pub fn resolve(a: ResolveCmdArgs) -> Result<(), Fail> {
+    let tcp = a.tcp.config()?;
+    let rc = a.resolve.resolver(&tcp)?;
+    flow::connect::uri::host(&a.name).map_err(|e| Fail::usage(format!("--name: {e}")))?;
+    let rt = runtime(&a.stack)?;
+    let name = a.name.clone();
+    let out = crate::run_on!(rt, |core| {
+        let (rc, name) = (rc.clone(), name.clone());
+        async move {
+            let r = flow::dns::Resolver::new(rc, flow::connect::Dialer::of(core.net), flow::dns::Hosts::new())
+                .map_err(|e| e.to_string())?;
+            let (v6, v4) = r.lookup_ip(&name).await;
+            let list = |x: &Result<Vec<IpAddr>, flow::dns::ResolveError>| match x {
+                Ok(v) => serde_json::json!(v.iter().map(|a| a.to_string()).collect::<Vec<_>>()),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
+            let st = r.stats();
+            let ok = v6.is_ok() || v4.is_ok();
+            Ok::<_, String>((
+                ok,
+                serde_json::json!({
+                    "name": name, "v6": list(&v6), "v4": list(&v4),
+                    "stats": { "queries": st.queries, "answers": st.answers, "mismatched": st.mismatched,
+                               "truncated": st.truncated, "timeouts": st.timeouts }
+                }),
+            ))
+        }
+    })
+    .map_err(|e| flow_fail("resolve", e))?;
+    let (ok, j) = out.into_iter().next().expect("one core").map_err(Fail::usage)?;
+    println!("{j}");
+    if ok {
+        Ok(())
+    } else {
+        Err(Fail::usage(format!("resolve {}: {j}", a.name)))
+    }
+}
+
 /// `tcp://IP:PORT`.
 pub fn parse_target(s: &str) -> Result<SocketAddr, Fail> {
     let rest = s.strip_prefix("tcp://").ok_or_else(|| Fail::usage(format!("--target '{s}' must start with tcp://")))?;
@@ -309,6 +374,8 @@ pub fn parse_target(s: &str) -> Result<SocketAddr, Fail> {
 pub fn flow_fail(ctx: &str, e: FlowError) -> Fail {
     let code = match &e {
         FlowError::Refused | FlowError::Unreachable | FlowError::TimedOut => 2,
+        // A certificate that does not verify, an alert: the target's or the flags' to fix.
+        FlowError::Tls(_) => 2,
         FlowError::Io(io) if io.kind() == std::io::ErrorKind::InvalidInput => 2,
         FlowError::Io(io)
             if matches!(io.kind(), std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable) =>
@@ -443,6 +510,7 @@ pub fn server(a: ServerArgs) -> Result<(), Fail> {
         sockperf: a.sockperf,
         udp_enabled: !a.no_udp,
         banner: None,
+        tls: a.tls.config()?,
     };
     cfg.udp.validate().map_err(|e| Fail::usage(format!("--udp-queue: {e}")))?;
     let rt = runtime(&a.stack)?;
@@ -452,7 +520,12 @@ pub fn server(a: ServerArgs) -> Result<(), Fail> {
         a.stack.stack,
         a.stack.cores,
         if a.sockperf { "sockperf" } else { "echo" },
-        if a.no_udp { "tcp" } else { "tcp+udp" },
+        match (a.tls.tls_cert.is_some(), a.no_udp) {
+            (true, true) => "tls",
+            (true, false) => "tls+udp",
+            (false, true) => "tcp",
+            (false, false) => "tcp+udp",
+        },
         addr
     );
     let per_core = run_on!(rt, |core| {
@@ -478,7 +551,23 @@ pub fn server(a: ServerArgs) -> Result<(), Fail> {
 
 /// The client configuration from the flags.
 pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Fail> {
-    let target = parse_target(&a.target)?;
+    let tcp = a.tcp.config()?;
+    let he = a.resolve.he()?;
+    let (target, via) = match parse_uri_target(&a.target)? {
+        Target::Literal(t) => (t, None),
+        Target::Uri(u) => {
+            let resolver = match &u.host {
+                flow::connect::Host::Name(_) => Some(a.resolve.resolver(&tcp)?),
+                flow::connect::Host::Ip(_) => None,
+            };
+            let tls = if u.scheme == "tls" { Some(a.tls.config()?) } else { None };
+            let any = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), u.port);
+            (any, Some(Via { uri: u.to_string(), he, resolver, tls }))
+        }
+    };
+    if a.payload == Payload::PalindromeLine && a.size < 2 {
+        return Err(Fail::usage("--payload palindrome-line needs --size of at least 2"));
+    }
     if a.conns == 0 {
         return Err(Fail::usage("--conns must be at least 1"));
     }
@@ -499,13 +588,15 @@ pub fn client_config(a: &ClientArgs) -> Result<ClientConfig, Fail> {
     };
     Ok(ClientConfig {
         target,
+        via,
+        payload: a.payload,
         conns: a.conns,
         size: a.size,
         mode: a.mode,
         rate,
         duration: Duration::from_secs_f64(a.duration),
         connect_timeout: Duration::from_millis(a.connect_timeout_ms),
-        tcp: a.tcp.config()?,
+        tcp,
         progress: true,
     })
 }

@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub udp_enabled: bool,
     /// Printed to stderr once listening (so it never precedes a setup error).
     pub banner: Option<String>,
+    /// Serve TCP over TLS with this configuration (and its handshake timeout).
+    pub tls: Option<(Arc<flow::tls::rustls::ServerConfig>, Duration)>,
 }
 
 /// Counters of one core's server.
@@ -58,6 +60,8 @@ pub struct ServerStats {
     pub core_busy_iterations: u64,
     /// Empty iterations.
     pub core_idle_iterations: u64,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_errors: u64,
 }
 
 impl ServerStats {
@@ -75,6 +79,7 @@ impl ServerStats {
         self.core_idle_cycles += o.core_idle_cycles;
         self.core_busy_iterations += o.core_busy_iterations;
         self.core_idle_iterations += o.core_idle_iterations;
+        self.tls_handshake_errors += o.tls_handshake_errors;
     }
 
     /// `name=value` pairs.
@@ -92,6 +97,7 @@ impl ServerStats {
             ("core_idle_cycles", self.core_idle_cycles),
             ("core_busy_iterations", self.core_busy_iterations),
             ("core_idle_iterations", self.core_idle_iterations),
+            ("tls_handshake_errors", self.tls_handshake_errors),
         ]
     }
 }
@@ -137,9 +143,26 @@ where
     let accept_loop = async {
         loop {
             match listener.accept().await {
-                Ok((f, _peer)) => {
+                Ok((f, peer)) => {
                     bump(&stats, |s| s.tcp_accepted += 1);
-                    flow::spawn(conn(f, cfg.clone(), stats.clone()));
+                    match cfg.tls.clone() {
+                        None => drop(flow::spawn(conn(f, cfg.clone(), stats.clone()))),
+                        Some((tls, limit)) => {
+                            let (cfg, stats) = (cfg.clone(), stats.clone());
+                            flow::spawn(async move {
+                                match flow::timeout(limit, flow::tls::TlsFlow::accept(f, tls)).await {
+                                    Ok(Ok(t)) => conn(t, cfg, stats).await,
+                                    Ok(Err(e)) => {
+                                        if stats.get().tls_handshake_errors < 10 {
+                                            eprintln!("echo server: TLS handshake with {peer}: {e}");
+                                        }
+                                        bump(&stats, |s| s.tls_handshake_errors += 1);
+                                    }
+                                    Err(_) => bump(&stats, |s| s.tls_handshake_errors += 1),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => return Err::<(), _>(e),
             }

@@ -122,3 +122,27 @@ fn impairment_goes_into_the_port_spec() {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(one_line(&o).contains("seed"), "{o:?}");
 }
+
+#[test]
+fn bad_connect_resolver_and_tls_flags_exit_2_naming_them() {
+    let c = ["client", "--stack", "kernel"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&'static str> { c.iter().copied().chain(extra.iter().copied()).collect() };
+    usage(&with(&["--target", "tcp://echo.test:7"]), "--resolver");
+    usage(&with(&["--target", "tls://127.0.0.1:7"]), "--ca");
+    usage(&with(&["--target", "tls://127.0.0.1:7", "--ca", "/nonexistent/ca.pem"]), "/nonexistent/ca.pem");
+    usage(&with(&["--target", "mem://127.0.0.1:7"]), "tcp:// or tls://");
+    usage(&with(&["--target", "tcp://256.1.1.1:7"]), "256.1.1.1");
+    usage(&with(&["--target", "tcp://echo.test:7", "--resolver", "nowhere"]), "--resolver");
+    usage(
+        &with(&["--target", "tcp://echo.test:7", "--resolver", "127.0.0.1:53", "--resolver-timeout-ms", "0"]),
+        "--resolver-timeout-ms",
+    );
+    usage(&with(&["--target", "tcp://127.0.0.1:7", "--he-attempt-delay-ms", "5"]), "--he-attempt-delay-ms");
+    usage(&with(&["--target", "tcp://127.0.0.1:7", "--he-max-concurrent", "0"]), "--he-max-concurrent");
+    usage(
+        &["server", "--stack", "kernel", "--listen", ":7", "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/x"],
+        "--tls-cert",
+    );
+    usage(&["server", "--stack", "kernel", "--listen", ":7", "--tls-cert", "/nonexistent/c.pem"], "--tls-key");
+}

@@ -30,6 +30,7 @@ async fn exercise<N: Net>(net: N, client_net: N, listen: SocketAddr, target: Opt
         sockperf: false,
         udp_enabled: true,
         banner: None,
+        tls: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let srv = flow::spawn(server::serve_on(l, Some(udp), cfg, stop.clone()));
@@ -37,6 +38,8 @@ async fn exercise<N: Net>(net: N, client_net: N, listen: SocketAddr, target: Opt
     for (mode, conns, rate) in [(Mode::Pingpong, 4, 0.0), (Mode::Throughput, 4, 2_000.0), (Mode::Churn, 2, 0.0)] {
         let cfg = Arc::new(ClientConfig {
             target,
+            via: None,
+            payload: echo::client::Payload::Pattern,
             conns,
             size: 100,
             mode,

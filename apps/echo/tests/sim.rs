@@ -76,6 +76,7 @@ async fn exercise(a: flow::user::UserNet, b: flow::user::UserNet, target: Socket
         sockperf: false,
         udp_enabled: true,
         banner: None,
+        tls: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let srv = flow::spawn(server::serve(b, cfg, stop.clone()));
@@ -83,6 +84,8 @@ async fn exercise(a: flow::user::UserNet, b: flow::user::UserNet, target: Socket
     for (mode, conns, rate) in [(Mode::Pingpong, 4, 0.0), (Mode::Throughput, 8, 4_000.0), (Mode::Churn, 2, 0.0)] {
         let cfg = Arc::new(ClientConfig {
             target,
+            via: None,
+            payload: echo::client::Payload::Pattern,
             conns,
             size: 300,
             mode,
