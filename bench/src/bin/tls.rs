@@ -157,7 +157,7 @@ async fn client<N: Net>(
     while flow::now_ns() < start + dur {
         msg[0] = msg[0].wrapping_add(1);
         let t0 = flow::now_ns();
-        t.write_all(&msg).await.expect("write");
+        t.write_all(&msg).await.expect("the ping reaches the echo");
         t.read_exact(&mut back).await.expect("read");
         rtt.saturating_record((flow::now_ns() - t0).max(1));
         assert_eq!(back, msg);
