@@ -21,15 +21,15 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use pmd::{Clock, Mempool, MempoolConfig, PortConfig, RxQueue, TxQueue, VirtualClock};
-use stack::{Stack, StackConfig, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
+use pmd::{Clock, Mempool, MempoolConfig, PortConfig, VirtualClock};
+use stack::{StackConfig, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
 
 use crate::exec::{Executor, Reactor};
 use crate::runtime::{on_cores, Core};
 use crate::{Datagram, Flow, FlowError, ListenConfig, Listener, Net, TcpConfig, UdpConfig};
 
 /// The stack type a runtime builds over a port chosen by spec.
-pub type DynStack = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+pub type DynStack = stack::DynDriver;
 
 /// Longest single jump of virtual time when idle.
 pub const MAX_JUMP_NS: u64 = 10_000_000;
@@ -544,7 +544,7 @@ impl UserRuntime {
             let (rx, tx) =
                 queues[index].lock().unwrap_or_else(|e| e.into_inner()).take().expect("one queue pair per core");
             let clock: Arc<dyn Clock> = Arc::new(pmd::MonotonicClock);
-            let stack = Stack::new(cfg.clone(), rx, tx, pool.clone(), clock.clone())?;
+            let stack = stack::Driver::new(cfg.clone(), rx, tx, pool.clone(), clock.clone())?;
             let mut r = UserReactor::new(clock);
             let net = r.add(stack);
             let mut ex = Executor::new(r);

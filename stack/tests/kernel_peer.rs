@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PmdError, PortConfig, TxOffloads};
-use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig, UdpConfig};
+use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig, UdpConfig};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -194,7 +194,8 @@ fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
     let thread = std::thread::spawn(move || -> Result<(), String> {
         let start = pool.available();
         {
-            let mut s = Stack::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| e.to_string())?;
+            let mut s =
+                stack::Driver::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| e.to_string())?;
             let mut socks = Vec::new();
             if let Some(p) = udp_echo {
                 for any in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {

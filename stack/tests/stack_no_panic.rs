@@ -83,7 +83,8 @@ fn arbitrary_frames_never_panic_and_never_leak() {
             let mut m: Mbuf = pool.alloc().unwrap();
             m.extend_from_slice(&bytes).unwrap();
             let mut v = vec![m];
-            p.s.input(&mut v);
+            let now = p.s.now_ns();
+            p.s.input(now, &mut v);
             p.s.flush();
             let mut out = Vec::new();
             p.probe.rx.as_mut().unwrap().rx_burst(&mut out, 64);

@@ -265,7 +265,7 @@ fn rx_mbufs_over_half_the_pool_is_refused_naming_the_field() {
     let mut cfg = config(e.port.info().mac, &[A4], &[]);
     cfg.tcp_rx_mbufs = POOL / 2 + 1;
     let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
-    let err = stack::Stack::new(cfg, e.rx.take().unwrap(), e.tx.take().unwrap(), pool.clone(), clock).err().unwrap();
+    let err = stack::Driver::new(cfg, e.rx.take().unwrap(), e.tx.take().unwrap(), pool.clone(), clock).err().unwrap();
     assert!(err.to_string().contains("tcp.rx_mbufs"), "{err}");
 }
 

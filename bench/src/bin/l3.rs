@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
-use stack::{EchoHandle, Stack, UdpConfig, UdpHandle};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig};
+use stack::{EchoHandle, UdpConfig, UdpHandle};
 
-type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+type S = stack::DynDriver;
 
 const WINDOW: usize = 32;
 const PAYLOAD: usize = 64;
@@ -147,7 +147,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         p.start().unwrap();
     }
     let clock = Arc::new(MonotonicClock);
-    let mut sa = Stack::new(
+    let mut sa = stack::Driver::new(
         stack_config(pa.info().mac, "198.18.0.1/24", 4096, 4096),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
@@ -155,7 +155,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         clock.clone(),
     )
     .unwrap();
-    let mut sb = Stack::new(
+    let mut sb = stack::Driver::new(
         stack_config(pb.info().mac, "198.18.0.2/24", 4096, 4096),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),

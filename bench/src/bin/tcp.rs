@@ -76,13 +76,12 @@ use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, TxOffloads};
 use stack::{
-    CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
-    TcpSocketError,
+    CongestionControl, ListenConfig, RtoConfig, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle, TcpSocketError,
 };
 
-type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+type S = stack::DynDriver;
 const MSG: usize = 64;
 const MS: u64 = 1_000_000;
 const CSUM: TxOffloads = TxOffloads::IPV4_CKSUM.union(TxOffloads::TCP_CKSUM).union(TxOffloads::UDP_CKSUM);
@@ -362,7 +361,7 @@ fn pair(tag: &str, max_conns: usize, mtu: u16) -> (S, S, Mempool, Vec<Box<dyn pm
         c.tcp_rx_mbufs = count / 4;
         c
     };
-    let sa = Stack::new(
+    let sa = stack::Driver::new(
         config(pa.info().mac, "198.18.0.1/24"),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
@@ -370,7 +369,7 @@ fn pair(tag: &str, max_conns: usize, mtu: u16) -> (S, S, Mempool, Vec<Box<dyn pm
         clock.clone(),
     )
     .unwrap();
-    let sb = Stack::new(
+    let sb = stack::Driver::new(
         config(pb.info().mac, "198.18.0.2/24"),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),

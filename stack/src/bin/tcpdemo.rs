@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use pmd::runtime::StopSignal;
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig};
-use stack::{ListenConfig, Stack, StackConfig, SynCookies, TcpConfig, TcpHandle, TcpSocketError};
+use stack::{Driver, ListenConfig, StackConfig, SynCookies, TcpConfig, TcpHandle, TcpSocketError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Serve {
@@ -155,11 +155,7 @@ enum Client {
     Done,
 }
 
-fn read_all(
-    s: &mut Stack<Box<dyn pmd::RxQueue>, Box<dyn pmd::TxQueue>>,
-    h: TcpHandle,
-    into: &mut Vec<u8>,
-) -> Result<bool, TcpSocketError> {
+fn read_all(s: &mut stack::DynDriver, h: TcpHandle, into: &mut Vec<u8>) -> Result<bool, TcpSocketError> {
     let mut buf = [0u8; 16384];
     loop {
         match s.tcp_recv(h, &mut buf) {
@@ -171,11 +167,7 @@ fn read_all(
     }
 }
 
-fn send_some(
-    s: &mut Stack<Box<dyn pmd::RxQueue>, Box<dyn pmd::TxQueue>>,
-    h: TcpHandle,
-    data: &[u8],
-) -> Result<usize, TcpSocketError> {
+fn send_some(s: &mut stack::DynDriver, h: TcpHandle, data: &[u8]) -> Result<usize, TcpSocketError> {
     match s.tcp_send(h, data) {
         Ok(n) => Ok(n),
         Err(TcpSocketError::WouldBlock) => Ok(0),
@@ -212,7 +204,7 @@ fn run(args: Args) -> Result<(), Fail> {
     port.start().map_err(|e| (1, e.to_string()))?;
     let rx = port.take_rx_queue(0).map_err(|e| (1, e.to_string()))?;
     let tx = port.take_tx_queue(0).map_err(|e| (1, e.to_string()))?;
-    let mut s = Stack::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| usage(e.to_string()))?;
+    let mut s = Driver::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| usage(e.to_string()))?;
 
     let mut listener = None;
     if let Some(p) = args.listen {

@@ -31,7 +31,7 @@
 //!   keepalive, Nagle, sender and receiver silly-window avoidance.
 //!
 //! The listener (accept queue, SYN cookies) is [`super::listener`]; the socket
-//! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
+//! layer that feeds both from the wire is `Stack`'s (`socket/tcp/`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pmd::{Clock, Mbuf, Mempool, MempoolConfig, OpenEnv, Port, PortConfig, RxQueue, TxOffloads, TxQueue, VirtualClock};
-use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig};
+use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig};
 
-pub type Dyn = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+pub type Dyn = stack::DynDriver;
 
 pub const POOL: usize = 4096;
 
@@ -143,8 +143,8 @@ impl Pair {
         fa(&mut ca);
         fb(&mut cb);
         let ck: Arc<dyn pmd::Clock> = Arc::new(clock.clone());
-        let a = Stack::new(ca, ea.rx.take().unwrap(), ea.tx.take().unwrap(), pool.clone(), ck.clone()).unwrap();
-        let b = Stack::new(cb, eb.rx.take().unwrap(), eb.tx.take().unwrap(), pool.clone(), ck).unwrap();
+        let a = stack::Driver::new(ca, ea.rx.take().unwrap(), ea.tx.take().unwrap(), pool.clone(), ck.clone()).unwrap();
+        let b = stack::Driver::new(cb, eb.rx.take().unwrap(), eb.tx.take().unwrap(), pool.clone(), ck).unwrap();
         Pair { clock, pool, a, b, ports: vec![ea, eb] }
     }
 
@@ -199,7 +199,8 @@ impl Probe {
         let mut c = config(mac, &[B4], &[B6]);
         f(&mut c);
         let s =
-            Stack::new(c, es.rx.take().unwrap(), es.tx.take().unwrap(), pool.clone(), Arc::new(clock.clone())).unwrap();
+            stack::Driver::new(c, es.rx.take().unwrap(), es.tx.take().unwrap(), pool.clone(), Arc::new(clock.clone()))
+                .unwrap();
         Probe { clock, pool, s, probe, mac, ports: vec![es] }
     }
 
