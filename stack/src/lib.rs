@@ -2,8 +2,9 @@
 //!
 //! * [`wire`]: zero-copy views and parsed representations of the Ethernet, VLAN,
 //!   ARP, IPv4, IPv6, ICMPv4, ICMPv6/NDP, UDP and TCP wire formats, with drop
-//!   reasons; [`checksum`]: the Internet checksum and its incremental update.
-//!   Neither depends on `pmd`: they work over any `AsRef<[u8]>`.
+//!   reasons, over any `AsRef<[u8]>`; [`checksum`] (pmd's one Internet
+//!   checksum, RFC 1071/1624, re-exported) and `wire::MacAddr` (pmd's MAC type)
+//!   are the only things they take from the layer below.
 //! * [`Stack`] ([`iface`]): one sans-IO instance per core — frames and the
 //!   time in ([`Stack::input`], [`Stack::poll_timers`]), frames out
 //!   ([`Stack::output`]) — with addresses, routes, the ARP/NDP [`neighbor`]
@@ -29,7 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod checksum;
+pub use pmd::checksum;
 pub mod config;
 pub mod copy;
 pub mod driver;

@@ -212,11 +212,11 @@ fn rfc826_arp_request_for_us_is_answered_in_place() {
     let sent = take_sent(&mut p);
     assert_eq!(sent.len(), 1);
     let f = EthernetFrame::new_checked(sent[0].data()).unwrap();
-    assert_eq!(f.dst_addr(), e(PROBE_MAC));
+    assert_eq!(f.dst_addr(), PROBE_MAC);
     let r = ArpRepr::parse(&ArpPacket::new_checked(f.payload()).unwrap()).unwrap();
     assert_eq!(r.operation, ArpOperation::Reply);
     assert_eq!(r.source_protocol_addr, b4());
-    assert_eq!(r.source_hardware_addr, e(p.mac));
+    assert_eq!(r.source_hardware_addr, p.mac);
     assert_eq!(r.target_protocol_addr, probe_v4());
     assert_eq!(p.s.neighbor(IpAddr::V4(probe_v4())), Some(PROBE_MAC));
     assert_eq!(p.s.neighbor("198.18.0.3".parse().unwrap()), None);
@@ -244,7 +244,7 @@ fn rfc4861_7_2_4_solicitation_for_us_gets_solicited_override_advert() {
         Icmpv6Repr::NeighborAdvert { solicited, override_, target, options, .. } => {
             assert!(solicited && override_);
             assert_eq!(target, b6());
-            assert_eq!(options.target_lladdr(), Some(e(p.mac)));
+            assert_eq!(options.target_lladdr(), Some(p.mac));
         }
         other => panic!("{other:?}"),
     }

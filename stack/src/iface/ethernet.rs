@@ -7,18 +7,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use pmd::{MacAddr, Mbuf, MbufMeta, TxFlags};
 
-use super::ipv6::{pmd_mac_v6_multicast, ALL_NODES};
+use super::ipv6::ALL_NODES;
 use super::{Stack, ETH};
-use crate::wire::{
-    self, ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetAddress, EthernetFrame, EthernetRepr,
-};
+use crate::wire::{self, ArpOperation, ArpPacket, ArpRepr, ChecksumMode, EtherType, EthernetFrame, EthernetRepr};
 
-pub(crate) fn eth(m: MacAddr) -> EthernetAddress {
-    EthernetAddress(m.0)
-}
-
-fn mac_is_unicast(m: MacAddr) -> bool {
-    !m.is_multicast() && m.0 != [0; 6]
+fn mac_is_unicast(m: &MacAddr) -> bool {
+    m.is_unicast() && *m != MacAddr::UNSPECIFIED
 }
 
 impl Stack {
@@ -31,9 +25,9 @@ impl Stack {
             // RFC 5227 §3: an ARP announcement is a request with SPA = TPA = ours.
             let r = ArpRepr {
                 operation: ArpOperation::Request,
-                source_hardware_addr: eth(self.cfg.mac),
+                source_hardware_addr: self.cfg.mac,
                 source_protocol_addr: a,
-                target_hardware_addr: EthernetAddress::UNSPECIFIED,
+                target_hardware_addr: MacAddr::UNSPECIFIED,
                 target_protocol_addr: a,
             };
             if self.send_arp(&r, MacAddr::BROADCAST) {
@@ -43,7 +37,7 @@ impl Stack {
         for i in 0..self.cfg.ipv6.len() {
             let a = self.cfg.ipv6[i].address();
             // RFC 4861 §7.2.6: unsolicited NA to all-nodes, override set.
-            if self.send_na(a, ALL_NODES, pmd_mac_v6_multicast(&ALL_NODES), false) {
+            if self.send_na(a, ALL_NODES, MacAddr::ipv6_multicast(&ALL_NODES), false) {
                 self.stats.events.ndp_announcements_sent += 1;
             }
         }
@@ -56,7 +50,7 @@ impl Stack {
             Ok(e) => e,
             Err(err) => return self.stats.malformed(err),
         };
-        if e.dst_addr.is_unicast() && e.dst_addr != eth(self.cfg.mac) {
+        if e.dst_addr.is_unicast() && e.dst_addr != self.cfg.mac {
             self.stats.drops.not_for_us += 1;
             return;
         }
@@ -64,7 +58,7 @@ impl Stack {
             self.stats.drops.vlan_tagged += 1;
             return;
         }
-        let src_mac = MacAddr(e.src_addr.0);
+        let src_mac = e.src_addr;
         let hl = e.header_len();
         match e.ethertype {
             EtherType::Arp => self.arp_input(m, hl),
@@ -87,7 +81,7 @@ impl Stack {
             Err(err) => return self.stats.malformed(err),
         };
         let (spa, tpa) = (r.source_protocol_addr, r.target_protocol_addr);
-        let sha = MacAddr(r.source_hardware_addr.0);
+        let sha = r.source_hardware_addr;
         if self.is_our_v4(&spa) || sha.is_multicast() {
             // Our own announcement looped back, or a conflict: never learn it.
             self.stats.drops.bad_source += 1;
@@ -108,7 +102,7 @@ impl Stack {
         // Answer in place: the request's buffer becomes the reply.
         let reply = ArpRepr {
             operation: ArpOperation::Reply,
-            source_hardware_addr: eth(self.cfg.mac),
+            source_hardware_addr: self.cfg.mac,
             source_protocol_addr: tpa,
             target_hardware_addr: r.source_hardware_addr,
             target_protocol_addr: spa,
@@ -120,7 +114,7 @@ impl Stack {
             m.adj(hl - ETH);
         }
         let d = m.data_mut();
-        EthernetRepr::new(eth(self.cfg.mac), reply.target_hardware_addr, EtherType::Arp)
+        EthernetRepr::new(self.cfg.mac, reply.target_hardware_addr, EtherType::Arp)
             .emit(&mut EthernetFrame::new_unchecked(&mut d[..ETH]));
         reply.emit(&mut ArpPacket::new_unchecked(&mut d[ETH..]));
         m.clear_meta();
@@ -130,7 +124,7 @@ impl Stack {
 
     /// Records a neighbour's MAC and sends what waited for it.
     pub(crate) fn learn(&mut self, ip: IpAddr, mac: MacAddr, create: bool) {
-        if !mac_is_unicast(mac) {
+        if !mac_is_unicast(&mac) {
             return;
         }
         let got = match ip {
@@ -156,8 +150,7 @@ impl Stack {
             self.stats.drops.no_buffers += 1;
             return false;
         };
-        EthernetRepr::new(eth(self.cfg.mac), eth(dst_mac), EtherType::Arp)
-            .emit(&mut EthernetFrame::new_unchecked(&mut d[..ETH]));
+        EthernetRepr::new(self.cfg.mac, dst_mac, EtherType::Arp).emit(&mut EthernetFrame::new_unchecked(&mut d[..ETH]));
         r.emit(&mut ArpPacket::new_unchecked(&mut d[ETH..]));
         self.transmit(m);
         true
@@ -167,9 +160,9 @@ impl Stack {
         let Some(src) = self.src_v4_for(&target) else { return };
         let r = ArpRepr {
             operation: ArpOperation::Request,
-            source_hardware_addr: eth(self.cfg.mac),
+            source_hardware_addr: self.cfg.mac,
             source_protocol_addr: src,
-            target_hardware_addr: EthernetAddress::UNSPECIFIED,
+            target_hardware_addr: MacAddr::UNSPECIFIED,
             target_protocol_addr: target,
         };
         if self.send_arp(&r, MacAddr::BROADCAST) {
@@ -201,7 +194,7 @@ impl Stack {
             self.stats.drops.no_buffers += 1;
             return;
         };
-        EthernetRepr::new(eth(self.cfg.mac), eth(dst_mac), t).emit(&mut EthernetFrame::new_unchecked(h));
+        EthernetRepr::new(self.cfg.mac, dst_mac, t).emit(&mut EthernetFrame::new_unchecked(h));
         self.transmit(m);
     }
 }

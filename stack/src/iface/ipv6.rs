@@ -7,15 +7,13 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use pmd::{MacAddr, Mbuf, TxFlags};
 
-use super::ethernet::eth;
 use super::{Stack, SW, V6};
 use crate::checksum;
 use crate::reassembly::{FragV6, Fragment, Reasm6Key, V6Header};
 use crate::socket::echo::EchoReply;
 use crate::wire::ipv6::OptionAction;
 use crate::wire::{
-    self, EtherType, EthernetAddress, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv6Packet, Ipv6Repr, NdpOption,
-    NdpOptions,
+    self, EtherType, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv6Packet, Ipv6Repr, NdpOption, NdpOptions,
 };
 
 /// The solicited-node multicast address of `a` (RFC 4291 §2.7.1).
@@ -26,10 +24,6 @@ pub fn solicited_node(a: &Ipv6Addr) -> Ipv6Addr {
 
 /// All-nodes multicast (RFC 4291 §2.7.1).
 pub(crate) const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-
-pub(crate) fn pmd_mac_v6_multicast(a: &Ipv6Addr) -> MacAddr {
-    MacAddr(EthernetAddress::ipv6_multicast(a).0)
-}
 
 impl Stack {
     /// `reassembled`: `m` was rebuilt from fragments (it is not reassembled
@@ -132,8 +126,8 @@ impl Stack {
         enum Act {
             Echo,
             Reply(u16, u16, usize),
-            Ns(Ipv6Addr, Option<EthernetAddress>),
-            Na(Ipv6Addr, Option<EthernetAddress>, bool),
+            Ns(Ipv6Addr, Option<MacAddr>),
+            Na(Ipv6Addr, Option<MacAddr>, bool),
             Other,
         }
         let (src, dst) = (repr.src_addr, repr.dst_addr);
@@ -190,7 +184,7 @@ impl Stack {
                     if sll.is_some() {
                         return self.stats.malformed(wire::Error::BadOption);
                     }
-                    if self.send_na(target, ALL_NODES, pmd_mac_v6_multicast(&ALL_NODES), false) {
+                    if self.send_na(target, ALL_NODES, MacAddr::ipv6_multicast(&ALL_NODES), false) {
                         self.stats.events.ndp_adverts_sent += 1;
                     }
                     return;
@@ -200,9 +194,9 @@ impl Stack {
                     return;
                 }
                 if let Some(a) = sll {
-                    self.learn(IpAddr::V6(src), MacAddr(a.0), true);
+                    self.learn(IpAddr::V6(src), a, true);
                 }
-                let to_mac = sll.map(|a| MacAddr(a.0)).unwrap_or(src_mac);
+                let to_mac = sll.unwrap_or(src_mac);
                 if self.send_na(target, src, to_mac, true) {
                     self.stats.events.ndp_adverts_sent += 1;
                 }
@@ -212,7 +206,7 @@ impl Stack {
                     return self.stats.malformed(wire::Error::BadField);
                 }
                 if let Some(a) = tll {
-                    self.learn(IpAddr::V6(target), MacAddr(a.0), false);
+                    self.learn(IpAddr::V6(target), a, false);
                 }
             }
         }
@@ -249,7 +243,7 @@ impl Stack {
     }
 
     pub(crate) fn send_na(&mut self, target: Ipv6Addr, dst: Ipv6Addr, dst_mac: MacAddr, solicited: bool) -> bool {
-        let opts = [NdpOption::TargetLinkLayerAddr(eth(self.cfg.mac))];
+        let opts = [NdpOption::TargetLinkLayerAddr(self.cfg.mac)];
         let msg = Icmpv6Repr::NeighborAdvert {
             router: false,
             solicited,
@@ -262,10 +256,10 @@ impl Stack {
 
     pub(crate) fn send_ns(&mut self, target: Ipv6Addr) {
         let Some(src) = self.src_v6_for(&target) else { return };
-        let opts = [NdpOption::SourceLinkLayerAddr(eth(self.cfg.mac))];
+        let opts = [NdpOption::SourceLinkLayerAddr(self.cfg.mac)];
         let msg = Icmpv6Repr::NeighborSolicit { target, options: NdpOptions::List(&opts) };
         let dst = solicited_node(&target);
-        if self.send_icmpv6(src, dst, pmd_mac_v6_multicast(&dst), 255, &msg) {
+        if self.send_icmpv6(src, dst, MacAddr::ipv6_multicast(&dst), 255, &msg) {
             self.stats.events.ndp_solicits_sent += 1;
         }
     }

@@ -8,14 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use pmd::{MacAddr, Mbuf, TxFlags};
 
-use super::ethernet::eth;
-use super::ipv6::pmd_mac_v6_multicast;
 use super::{Stack, StackTimer, ETH, V4, V6};
 use crate::error::StackError;
 use crate::neighbor::Enqueued;
 use crate::wire::{
-    EtherType, EthernetAddress, EthernetFrame, EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
-    Ipv6Repr,
+    EtherType, EthernetFrame, EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
 };
 
 pub(crate) fn is_link_local_v6(a: &Ipv6Addr) -> bool {
@@ -121,14 +118,15 @@ impl Stack {
                 let mac = if self.is_broadcast_v4(&a) {
                     Some(MacAddr::BROADCAST)
                 } else if a.is_multicast() {
-                    Some(MacAddr(EthernetAddress::ipv4_multicast(&a).0))
+                    Some(MacAddr::ipv4_multicast(&a))
                 } else {
                     self.arp.lookup(&a, self.now)
                 };
                 (EtherType::Ipv4, mac)
             }
             IpAddr::V6(a) => {
-                let mac = if a.is_multicast() { Some(pmd_mac_v6_multicast(&a)) } else { self.ndp.lookup(&a, self.now) };
+                let mac =
+                    if a.is_multicast() { Some(MacAddr::ipv6_multicast(&a)) } else { self.ndp.lookup(&a, self.now) };
                 (EtherType::Ipv6, mac)
             }
         };
@@ -140,8 +138,7 @@ impl Stack {
             self.stats.drops.no_buffers += 1;
             return;
         };
-        EthernetRepr::new(eth(self.cfg.mac), EthernetAddress::UNSPECIFIED, t)
-            .emit(&mut EthernetFrame::new_unchecked(h));
+        EthernetRepr::new(self.cfg.mac, MacAddr::UNSPECIFIED, t).emit(&mut EthernetFrame::new_unchecked(h));
         let res = match next_hop {
             IpAddr::V4(a) => self.arp.enqueue(a, m, self.now),
             IpAddr::V6(a) => self.ndp.enqueue(a, m, self.now),
