@@ -172,7 +172,7 @@ impl Stack {
     /// Listens: `cfg.addr` is one of the interface's addresses, or unspecified
     /// (`0.0.0.0` / `[::]`) for all of them, of both families.
     pub fn tcp_listen(&mut self, cfg: ListenConfig) -> Result<TcpListenerHandle, StackError> {
-        cfg.validate().map_err(|e| StackError::config(format!("listen.{}", e.field), e.reason))?;
+        cfg.validate().map_err(|e| StackError::config(format!("listen.{}", e.field()), e.reason()))?;
         let ip = cfg.addr.ip();
         if !ip.is_unspecified() && !self.is_our_ip(ip) {
             return Err(StackError::AddrNotAvailable(cfg.addr));
@@ -184,7 +184,7 @@ impl Stack {
             return Err(StackError::AddrInUse(cfg.addr));
         }
         let mut listener = Listener::new(cfg, self.tcp.secret)
-            .map_err(|e| StackError::config(format!("listen.{}", e.field), e.reason))?;
+            .map_err(|e| StackError::config(format!("listen.{}", e.field()), e.reason()))?;
         listener.set_mss_limits(self.mss_limit(false), self.mss_limit(true));
         let index = match self.tcp.listeners.iter().position(|s| s.entry.is_none()) {
             Some(i) => i,
@@ -248,7 +248,7 @@ impl Stack {
     /// are reported later by [`tcp_connected`](Self::tcp_connected) and every
     /// other call on the handle.
     pub fn tcp_connect(&mut self, remote: SocketAddr, mut cfg: TcpConfig) -> Result<TcpHandle, StackError> {
-        cfg.validate().map_err(|e| StackError::config(format!("tcp.{}", e.field), e.reason))?;
+        cfg.validate().map_err(|e| StackError::config(format!("tcp.{}", e.field()), e.reason()))?;
         cfg.mss = cfg.mss.min(self.mss_limit(remote.is_ipv6()));
         let rip = remote.ip();
         if remote.port() == 0 || rip.is_unspecified() || rip.is_multicast() || self.is_broadcast_ip(rip) {
@@ -281,7 +281,7 @@ impl Stack {
             }
         };
         let conn = Connection::connect(cfg, ports, iss, self.now)
-            .map_err(|e| StackError::config(format!("tcp.{}", e.field), e.reason))?;
+            .map_err(|e| StackError::config(format!("tcp.{}", e.field()), e.reason()))?;
         let i = self.tcp.insert(ConnEntry {
             conn,
             flow,
