@@ -23,7 +23,7 @@ use std::sync::Arc;
 use pmd::{Clock, Mbuf, Mempool, RxQueue, TxQueue};
 
 use crate::config::StackConfig;
-use crate::error::StackError;
+use crate::error::ConfigError;
 use crate::iface::Stack;
 
 /// A [`Stack`] with the rx/tx queue pair and the clock it is polled from.
@@ -39,7 +39,7 @@ impl<R: RxQueue, T: TxQueue> Driver<R, T> {
     /// A stack over one queue pair. `pool` provides the buffers the stack
     /// allocates itself (see [`Stack::new`]); `clock` is read once per
     /// [`poll`](Self::poll).
-    pub fn new(cfg: StackConfig, rxq: R, txq: T, pool: Mempool, clock: Arc<dyn Clock>) -> Result<Self, StackError> {
+    pub fn new(cfg: StackConfig, rxq: R, txq: T, pool: Mempool, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         let rx = Vec::with_capacity(cfg.burst);
         let stack = Stack::new(cfg, pool, clock.now_ns())?;
         Ok(Driver { stack, rxq, txq, clock, rx })

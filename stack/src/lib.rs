@@ -19,6 +19,8 @@
 //! * [`socket`]: the sockets over the stack — [`socket::udp`],
 //!   [`socket::echo`] (ping), [`socket::tcp`] (handles, the connection table,
 //!   the **TCP listen backlog**'s accept queue, readiness tokens).
+//! * [`profiles`]: the named [`StackConfig`] profiles of the tests, benchmarks
+//!   and fuzzer (no configuration is a hidden default).
 //! * [`copy`]: the data path's byte copies, kept off the 4K-aliasing slow path
 //!   of the CPU's block copy, and the send buffer's byte ring.
 //! * [`timer`]: the per-core hierarchical timer wheel (TCP reuses it).
@@ -37,6 +39,7 @@ pub mod driver;
 pub mod error;
 pub mod iface;
 pub mod neighbor;
+pub mod profiles;
 pub mod reassembly;
 pub mod socket;
 pub mod stats;
@@ -46,7 +49,7 @@ pub mod wire;
 
 pub use config::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig, UdpConfig};
 pub use driver::{Driver, DynDriver};
-pub use error::StackError;
+pub use error::{ConfigError, StackError};
 pub use iface::Stack;
 pub use socket::echo::{EchoHandle, EchoReply};
 pub use socket::tcp::{TcpHandle, TcpListenerHandle, TcpSocketError};

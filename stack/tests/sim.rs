@@ -275,7 +275,7 @@ fn udp_receive_queue_length_is_enforced() {
     let e = p.a.udp_send_slice(c, &[0u8; 1500], SocketAddr::new(IpAddr::V4(b4()), 5000)).unwrap_err();
     assert!(matches!(e, stack::StackError::TooBig { .. }));
     p.b.udp_close(s).unwrap();
-    assert!(matches!(p.b.udp_queued(s), Err(stack::StackError::BadSocket)));
+    assert!(matches!(p.b.udp_queued(s), Err(stack::StackError::InvalidHandle)));
     p.finish();
 }
 

@@ -3,37 +3,17 @@
 #![no_main]
 
 use std::cell::RefCell;
-use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use pmd::{Mempool, MempoolConfig, TxOffloads};
-use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig, UdpConfig};
+use pmd::{Mempool, MempoolConfig};
+use stack::{Stack, StackConfig, UdpConfig};
 
 fn config() -> StackConfig {
     StackConfig {
-        mac: pmd::MacAddr([2, 0, 0, 0, 0, 2]),
-        mtu: 1500,
         ipv4: vec!["198.18.0.2/24".parse().unwrap()],
         ipv6: vec!["2001:2::2/64".parse().unwrap()],
         gateway_v4: Some("198.18.0.254".parse().unwrap()),
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: NeighborConfig {
-            capacity: 16,
-            lifetime: Duration::from_secs(60),
-            retries: 2,
-            retry_interval: Duration::from_secs(1),
-            pending: 4,
-        },
-        reassembly: ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) },
-        reassembly_v6: ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) },
-        icmp: IcmpConfig { error_rate_per_sec: 1000, error_burst: 100 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
-        tx_backlog: 256,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: 4096,
-        tcp_rx_mbufs: 256,
+        ..stack::profiles::fuzz(pmd::MacAddr([2, 0, 0, 0, 0, 2]))
     }
 }
 

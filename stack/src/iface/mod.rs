@@ -75,7 +75,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use pmd::{MacAddr, Mbuf, Mempool, RxFlags, TxOffloads};
 
 use crate::config::StackConfig;
-use crate::error::StackError;
+use crate::error::ConfigError;
 use crate::neighbor::{NeighborCache, Retry};
 use crate::reassembly::{FragV4, FragV6, Reasm6Key, ReasmKey, Reassembler};
 use crate::socket::echo::EchoSock;
@@ -158,10 +158,10 @@ impl Stack {
     /// A stack at time `now_ns`. `pool` provides the buffers the stack
     /// allocates itself (ARP/NDP messages, ICMP errors, reassembly, TCP
     /// segments).
-    pub fn new(cfg: StackConfig, pool: Mempool, now_ns: u64) -> Result<Self, StackError> {
+    pub fn new(cfg: StackConfig, pool: Mempool, now_ns: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
         if cfg.tcp_rx_mbufs > pool.count() / 2 {
-            return Err(StackError::config(
+            return Err(ConfigError::invalid(
                 "tcp.rx_mbufs",
                 format!(
                     "{} would let received data take more than half of pool {} ({} buffers), \

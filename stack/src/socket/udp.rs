@@ -88,7 +88,7 @@ impl Stack {
     pub(crate) fn sock(&self, h: UdpHandle) -> Result<&UdpSock, StackError> {
         match self.udp.get(h.index as usize) {
             Some(Some(s)) if s.generation == h.generation => Ok(s),
-            _ => Err(StackError::BadSocket),
+            _ => Err(StackError::InvalidHandle),
         }
     }
 
