@@ -12,7 +12,7 @@
 //! poll: on a VM without a stable TSC a read costs hundreds of nanoseconds.
 //!
 //! A `Driver` dereferences to its [`Stack`]: the socket calls
-//! (`tcp_listen`, `udp_send_to`, ...) are the stack's, made on the driver.
+//! (`driver.tcp().listen(..)`, `driver.udp().send_to(..)`, ...) are the stack's, made on the driver.
 //! Anything else that feeds frames (a test, the fuzzer, software RSS
 //! dispatch from another queue) calls [`Stack::input`] /
 //! [`Stack::output`] itself.

@@ -6,7 +6,7 @@
 //! * [`StackError`]: what a socket call on a running stack can fail with
 //!   (binding, routing, sending, handles, limits), including a
 //!   [`ConfigError`] for the per-socket configuration a call validates
-//!   (`udp_bind`, `tcp_listen`, `tcp_connect`, `echo_open`).
+//!   (`udp().bind`, `tcp().listen`, `tcp().connect`, `echo().open`).
 //! * The TCP byte-stream calls have their own
 //!   [`TcpSocketError`](crate::TcpSocketError) (would-block and the
 //!   connection's fate); a stale handle is `InvalidHandle` in both.

@@ -179,16 +179,16 @@ fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
             let mut socks = Vec::new();
             if let Some(p) = udp_echo {
                 for any in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {
-                    socks.push(s.udp_bind(SocketAddr::new(any, p), UdpConfig { rx_queue_len: 64 }).unwrap());
+                    socks.push(s.udp().bind(SocketAddr::new(any, p), UdpConfig { rx_queue_len: 64 }).unwrap());
                 }
             }
             let mut got = Vec::new();
             while !stop2.load(Ordering::Acquire) {
                 s.poll();
                 for &h in &socks {
-                    s.udp_recv(h, &mut got, 64).unwrap();
+                    s.udp().recv(h, &mut got, 64).unwrap();
                     let mut back: Vec<_> = got.drain(..).map(|d: stack::UdpDatagram| (d.payload, d.peer)).collect();
-                    s.udp_send_batch(h, &mut back).unwrap();
+                    s.udp().send_batch(h, &mut back).unwrap();
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }

@@ -63,11 +63,11 @@ impl Lcore for Client {
         let got = match self.mode {
             Mode::IcmpFlood => {
                 self.echoes.clear();
-                self.s.echo_recv(self.echo, &mut self.echoes)
+                self.s.echo().recv(self.echo, &mut self.echoes)
             }
             _ => {
                 self.got.clear();
-                self.s.udp_recv(self.udp, &mut self.got, 64).unwrap_or(0)
+                self.s.udp().recv(self.udp, &mut self.got, 64).unwrap_or(0)
             }
         };
         let now = Instant::now();
@@ -88,11 +88,13 @@ impl Lcore for Client {
             for _ in 0..window {
                 self.seq = self.seq.wrapping_add(1);
                 let ok = match self.mode {
-                    Mode::IcmpFlood => self.s.ping(self.echo, self.dst.ip(), self.seq, &[0x5a; PAYLOAD - 8]).is_ok(),
+                    Mode::IcmpFlood => {
+                        self.s.echo().ping(self.echo, self.dst.ip(), self.seq, &[0x5a; PAYLOAD - 8]).is_ok()
+                    }
                     _ => match self.s.pool().alloc() {
                         Ok(mut m) => {
                             m.append(PAYLOAD).expect("room").fill(0x5a);
-                            self.s.udp_send_to(self.udp, m, self.dst).is_ok()
+                            self.s.udp().send_to(self.udp, m, self.dst).is_ok()
                         }
                         Err(_) => false,
                     },
@@ -123,9 +125,9 @@ impl Lcore for Server {
 
     fn poll(&mut self) -> usize {
         let n = self.s.poll();
-        if self.s.udp_recv(self.udp, &mut self.got, 64).unwrap_or(0) > 0 {
+        if self.s.udp().recv(self.udp, &mut self.got, 64).unwrap_or(0) > 0 {
             self.back.extend(self.got.drain(..).map(|d| (d.payload, d.peer)));
-            let _ = self.s.udp_send_batch(self.udp, &mut self.back);
+            let _ = self.s.udp().send_batch(self.udp, &mut self.back);
             self.s.flush();
         }
         n
@@ -163,9 +165,9 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         clock,
     )
     .unwrap();
-    let udp = sa.udp_bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
-    let echo = sa.echo_open(1, 4096).unwrap();
-    let sudp = sb.udp_bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
+    let udp = sa.udp().bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
+    let echo = sa.echo().open(1, 4096).unwrap();
+    let sudp = sb.udp().bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
     let now = Instant::now();
     let client = Client {
         s: sa,

@@ -182,15 +182,17 @@ impl Lcore for Server {
             let s = &self.s;
             let c = self.conns.first().map(|c| c.0);
             d.tick(s, n, || match c {
-                Some(h) => format!("rq {} held {}", s.tcp_recv_available(h).unwrap_or(0), s.tcp_rx_mbufs_held()),
+                Some(h) => {
+                    format!("rq {} held {}", s.tcp_ref().recv_available(h).unwrap_or(0), s.tcp_ref().rx_mbufs_held())
+                }
                 None => String::new(),
             });
             self.dbg = Some(d);
         }
-        while let Ok(h) = self.s.tcp_accept(self.echo) {
+        while let Ok(h) = self.s.tcp().accept(self.echo) {
             self.conns.push((h, true, Vec::new()));
         }
-        while let Ok(h) = self.s.tcp_accept(self.sink) {
+        while let Ok(h) = self.s.tcp().accept(self.sink) {
             self.conns.push((h, false, Vec::new()));
         }
         let mut i = 0;
@@ -198,7 +200,7 @@ impl Lcore for Server {
             let (h, echo, pending) = &mut self.conns[i];
             let mut done = false;
             loop {
-                match self.s.tcp_recv(*h, &mut self.buf) {
+                match self.s.tcp().recv(*h, &mut self.buf) {
                     Ok(0) => {
                         done = pending.is_empty();
                         break;
@@ -213,13 +215,13 @@ impl Lcore for Server {
                 }
             }
             if !pending.is_empty() {
-                if let Ok(k) = self.s.tcp_send(*h, pending) {
+                if let Ok(k) = self.s.tcp().send(*h, pending) {
                     pending.drain(..k);
                 }
             }
             if done {
                 let (h, _, _) = self.conns.swap_remove(i);
-                self.s.tcp_close(h);
+                self.s.tcp().close(h);
             } else {
                 i += 1;
             }
@@ -257,7 +259,7 @@ impl Lcore for Client {
             Some(h) => h,
             None => {
                 let to = SocketAddr::new(self.to.ip(), port);
-                match self.s.tcp_connect(to, tcp_config()) {
+                match self.s.tcp().connect(to, tcp_config()) {
                     Ok(h) => {
                         self.h = Some(h);
                         h
@@ -266,21 +268,21 @@ impl Lcore for Client {
                 }
             }
         };
-        match self.s.tcp_connected(h) {
+        match self.s.tcp().connected(h) {
             Ok(true) => {}
             Ok(false) => return n,
             Err(_) => {
-                self.s.tcp_close(h);
+                self.s.tcp().close(h);
                 self.h = None;
                 return n;
             }
         }
         match self.mode {
             Mode::Bulk => {
-                let _ = self.s.tcp_send(h, &self.chunk);
+                let _ = self.s.tcp().send(h, &self.chunk);
                 if let Some(mut d) = self.dbg.take() {
                     let s = &self.s;
-                    d.tick(s, n, || match s.tcp_connection(h) {
+                    d.tick(s, n, || match s.tcp_ref().connection(h) {
                         Ok(c) => format!(
                             "sbuf {} inflight {} snd_wnd {} backlog {}",
                             (4usize << 20) - c.send_capacity(),
@@ -295,7 +297,7 @@ impl Lcore for Client {
             }
             Mode::Rtt | Mode::Conns => {
                 if !self.in_flight {
-                    if self.s.tcp_send(h, &self.chunk[..MSG]).is_ok() {
+                    if self.s.tcp().send(h, &self.chunk[..MSG]).is_ok() {
                         self.in_flight = true;
                         self.got = 0;
                         self.sent_at = Instant::now();
@@ -303,7 +305,7 @@ impl Lcore for Client {
                     }
                     return n;
                 }
-                while let Ok(k) = self.s.tcp_recv(h, &mut self.buf) {
+                while let Ok(k) = self.s.tcp().recv(h, &mut self.buf) {
                     if k == 0 {
                         break;
                     }
@@ -318,7 +320,7 @@ impl Lcore for Client {
                             self.rtts_ns.push((now - self.sent_at).as_nanos() as u64);
                         }
                     } else {
-                        self.s.tcp_close(h);
+                        self.s.tcp().close(h);
                         self.h = None;
                     }
                 }
@@ -382,7 +384,7 @@ fn pair(tag: &str, max_conns: usize, mtu: u16) -> (S, S, Mempool, Vec<Box<dyn pm
 
 fn listen(s: &mut S, port: u16) -> TcpListenerHandle {
     let addr: SocketAddr = format!("198.18.0.2:{port}").parse().unwrap();
-    s.tcp_listen(ListenConfig::new(addr, 1024, 1024, 5_000 * MS, SynCookies::WhenFull, tcp_config())).unwrap()
+    s.tcp().listen(ListenConfig::new(addr, 1024, 1024, 5_000 * MS, SynCookies::WhenFull, tcp_config())).unwrap()
 }
 
 /// One run of ours: (per-second rates, RTT samples in µs).
@@ -445,7 +447,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize), mtu: u16) -> (
             s[0].s.stats().drops.pairs().into_iter().filter(|p| p.1 > 0).collect::<Vec<_>>()
         );
         if let Some(h) = c[0].h {
-            if let Ok(conn) = c[0].s.tcp_connection(h) {
+            if let Ok(conn) = c[0].s.tcp_ref().connection(h) {
                 eprintln!("cwnd {} srtt {:?}", conn.cwnd(), conn.srtt_ns());
             }
         }
@@ -671,13 +673,13 @@ fn ours_idle(n: usize) -> f64 {
         let batch = (n - clients.len()).min(256);
         for _ in 0..batch {
             let to = SocketAddr::new("198.18.0.2".parse().unwrap(), 7 + (clients.len() % ls.len()) as u16);
-            clients.push(sa.tcp_connect(to, tcp_config()).unwrap());
+            clients.push(sa.tcp().connect(to, tcp_config()).unwrap());
         }
         for _ in 0..8 {
             sa.poll();
             sb.poll();
             for &l in &ls {
-                while let Ok(h) = sb.tcp_accept(l) {
+                while let Ok(h) = sb.tcp().accept(l) {
                     accepted.push(h);
                 }
             }
@@ -688,7 +690,7 @@ fn ours_idle(n: usize) -> f64 {
         sb.poll();
     }
     let grown = rss_bytes().saturating_sub(before) as f64;
-    assert!(clients.iter().all(|&c| sa.tcp_connected(c) == Ok(true)));
+    assert!(clients.iter().all(|&c| sa.tcp().connected(c) == Ok(true)));
     drop((sa, sb, ports, pool));
     grown / (2 * n) as f64
 }

@@ -22,7 +22,7 @@ thread_local! {
     static STATE: RefCell<(Mempool, u64, Stack)> = RefCell::new({
         let pool = Mempool::new(&MempoolConfig::new("fuzz", 1024, 2048, 128, 0)).unwrap();
         let mut s = Stack::new(config(), pool.clone(), 0).unwrap();
-        s.udp_bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+        s.udp().bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
         (pool, 0, s)
     });
 }

@@ -146,7 +146,8 @@ fn run(args: Args) -> Result<bool, (i32, String)> {
     for p in &args.udp_echo {
         for any in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {
             let h = s
-                .udp_bind(SocketAddr::new(any, *p), UdpConfig { rx_queue_len: args.udp_rx_queue })
+                .udp()
+                .bind(SocketAddr::new(any, *p), UdpConfig { rx_queue_len: args.udp_rx_queue })
                 .map_err(|e| usage(e.to_string()))?;
             socks.push(h);
         }
@@ -167,9 +168,9 @@ fn run(args: Args) -> Result<bool, (i32, String)> {
     loop {
         s.poll();
         for &h in &socks {
-            if s.udp_recv(h, &mut got, 64).unwrap_or(0) > 0 {
+            if s.udp().recv(h, &mut got, 64).unwrap_or(0) > 0 {
                 back.extend(got.drain(..).map(|d| (d.payload, d.peer)));
-                let _ = s.udp_send_batch(h, &mut back);
+                let _ = s.udp().send_batch(h, &mut back);
             }
         }
         i += 1;

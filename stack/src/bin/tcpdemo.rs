@@ -158,7 +158,7 @@ enum Client {
 fn read_all(s: &mut stack::DynDriver, h: TcpHandle, into: &mut Vec<u8>) -> Result<bool, TcpSocketError> {
     let mut buf = [0u8; 16384];
     loop {
-        match s.tcp_recv(h, &mut buf) {
+        match s.tcp().recv(h, &mut buf) {
             Ok(0) => return Ok(true),
             Ok(n) => into.extend_from_slice(&buf[..n]),
             Err(TcpSocketError::WouldBlock) => return Ok(false),
@@ -168,7 +168,7 @@ fn read_all(s: &mut stack::DynDriver, h: TcpHandle, into: &mut Vec<u8>) -> Resul
 }
 
 fn send_some(s: &mut stack::DynDriver, h: TcpHandle, data: &[u8]) -> Result<usize, TcpSocketError> {
-    match s.tcp_send(h, data) {
+    match s.tcp().send(h, data) {
         Ok(n) => Ok(n),
         Err(TcpSocketError::WouldBlock) => Ok(0),
         Err(e) => Err(e),
@@ -224,7 +224,7 @@ fn run(args: Args) -> Result<(), Fail> {
             },
             tcp_cfg.clone(),
         );
-        listener = Some((s.tcp_listen(lc).map_err(|e| usage(e.to_string()))?, serve));
+        listener = Some((s.tcp().listen(lc).map_err(|e| usage(e.to_string()))?, serve));
     }
     let http_body = match &args.http_file {
         Some(f) => std::fs::read(f).map_err(|e| usage(format!("reading {f}: {e}")))?,
@@ -235,14 +235,14 @@ fn run(args: Args) -> Result<(), Fail> {
             Some(f) => std::fs::read(f).map_err(|e| usage(format!("reading {f}: {e}")))?,
             None => Vec::new(),
         };
-        let h = s.tcp_connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
+        let h = s.tcp().connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
         Client::Stream { h, data, sent: 0, shut: false, got: Vec::new() }
     } else if let Some(url) = &args.get {
         let rest = url.strip_prefix("http://").ok_or_else(|| usage(format!("--get {url}: only http:// URLs")))?;
         let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
         let to: SocketAddr =
             hostport.parse().map_err(|_| usage(format!("--get {url}: the host must be IP:PORT ([v6]:PORT)")))?;
-        let h = s.tcp_connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
+        let h = s.tcp().connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
         let req = format!("GET /{path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: tcpdemo\r\n\r\n").into_bytes();
         Client::Stream { h, data: req, sent: 0, shut: true, got: Vec::new() }
     } else {
@@ -262,7 +262,7 @@ fn run(args: Args) -> Result<(), Fail> {
     loop {
         s.poll();
         if let Some((l, _)) = listener {
-            while let Ok(h) = s.tcp_accept(l) {
+            while let Ok(h) = s.tcp().accept(l) {
                 conns.push(ServerConn { h, pending: Vec::new(), got: Vec::new(), sent: 0, eof: false });
             }
         }
@@ -324,27 +324,27 @@ fn run(args: Args) -> Result<(), Fail> {
                         }
                         eprintln!("tcpdemo: sink connection done, {} bytes", c.got.len());
                     }
-                    s.tcp_close(c.h);
+                    s.tcp().close(c.h);
                     served += 1;
                 }
                 Err(e) => {
                     let c = conns.swap_remove(k);
                     failure = Some(format!("server connection: {e}"));
-                    s.tcp_close(c.h);
+                    s.tcp().close(c.h);
                     served += 1;
                 }
             }
         }
         if let Client::Stream { h, data, sent, shut, got } = &mut client {
             let step = (|| -> Result<bool, TcpSocketError> {
-                if !s.tcp_connected(*h)? {
+                if !s.tcp().connected(*h)? {
                     return Ok(false);
                 }
                 if *sent < data.len() {
                     *sent += send_some(&mut s, *h, &data[*sent..])?;
                 }
                 if *sent == data.len() && !*shut && args.get.is_none() {
-                    s.tcp_shutdown(*h)?;
+                    s.tcp().shutdown(*h)?;
                     *shut = true;
                 }
                 read_all(&mut s, *h, got)
@@ -366,7 +366,7 @@ fn run(args: Args) -> Result<(), Fail> {
                     if let Some(out) = &args.out {
                         std::fs::write(out, &body).map_err(|e| (1, format!("writing {out}: {e}")))?;
                     }
-                    s.tcp_close(*h);
+                    s.tcp().close(*h);
                     client = Client::Done;
                     finished_at = Some(Instant::now());
                 }
@@ -375,7 +375,7 @@ fn run(args: Args) -> Result<(), Fail> {
                         "connection to {}: {e}",
                         args.connect.map_or(args.get.clone().unwrap_or_default(), |a| a.to_string())
                     ));
-                    s.tcp_close(*h);
+                    s.tcp().close(*h);
                     client = Client::Done;
                     finished_at = Some(Instant::now());
                 }
@@ -387,7 +387,7 @@ fn run(args: Args) -> Result<(), Fail> {
         i += 1;
         if i % 256 == 0 {
             // After the work is done, linger (at most 3 s) so FINs and their ACKs go out.
-            if finished_at.is_some_and(|t| s.tcp_connections() == 0 || t.elapsed() > Duration::from_secs(3)) {
+            if finished_at.is_some_and(|t| s.tcp().connections() == 0 || t.elapsed() > Duration::from_secs(3)) {
                 break;
             }
             if signal.raised() || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -402,7 +402,7 @@ fn run(args: Args) -> Result<(), Fail> {
     let ev = s.stats().events.clone();
     let drops = s.stats().drops.clone();
     for c in &conns {
-        s.tcp_abort(c.h);
+        s.tcp().abort(c.h);
     }
     drop(s);
     drop(port);

@@ -50,7 +50,7 @@
 //!   same buffer (addresses swapped, checksum updated incrementally, RFC 1624); an
 //!   ARP request becomes its reply in place; a sent datagram gets its headers
 //!   prepended into the buffer's headroom. Copies happen only for reassembly, ICMP
-//!   error quotes and `udp_send_slice`, and are counted (`bytes_copied`).
+//!   error quotes and `udp().send_slice`, and are counted (`bytes_copied`).
 //! * **Replies go to the sender's MAC**: echo replies, unreachables, NAs and ARP
 //!   replies are addressed to the link-layer source of the request, without a
 //!   neighbour lookup (as DPDK's icmpecho and most appliances do). Packets the

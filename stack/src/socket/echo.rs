@@ -1,5 +1,6 @@
-//! ICMP and ICMPv6 echo sockets: [`Stack::echo_open`] and [`Stack::ping`];
-//! replies with the socket's identifier are queued for [`Stack::echo_recv`].
+//! ICMP and ICMPv6 echo sockets: [`Echo::open`] and [`Echo::ping`]
+//! (`stack.echo().open(..)`);
+//! replies with the socket's identifier are queued for [`Echo::recv`].
 //! (Echo *requests* to us are answered in place by the interface:
 //! `iface/ipv4.rs`, `iface/ipv6.rs`.)
 
@@ -37,27 +38,50 @@ pub(crate) struct EchoSock {
 }
 
 impl Stack {
+    pub(crate) fn echo_deliver(&mut self, r: EchoReply) {
+        self.stats.events.echo_replies_received += 1;
+        match self.echo.get_mut(&r.ident) {
+            Some(s) if s.rx.len() < s.rx_queue_len => s.rx.push_back(r),
+            Some(_) => self.stats.drops.udp_queue_full += 1,
+            None => {}
+        }
+    }
+}
+
+/// The ICMP echo socket calls of a [`Stack`] ([`Stack::echo`]): `stack.echo().…`.
+pub struct Echo<'a> {
+    stack: &'a mut Stack,
+}
+
+impl Stack {
+    /// The ICMP echo socket calls.
+    pub fn echo(&mut self) -> Echo<'_> {
+        Echo { stack: self }
+    }
+}
+
+impl Echo<'_> {
     /// Opens an echo socket: echo replies with identifier `ident` are queued for
-    /// [`echo_recv`](Self::echo_recv), at most `rx_queue_len` of them.
-    pub fn echo_open(&mut self, ident: u16, rx_queue_len: usize) -> Result<EchoHandle, StackError> {
+    /// [`recv`](Self::recv), at most `rx_queue_len` of them.
+    pub fn open(&mut self, ident: u16, rx_queue_len: usize) -> Result<EchoHandle, StackError> {
         if rx_queue_len == 0 {
             return Err(StackError::config("echo.rx_queue_len", "must be at least 1"));
         }
-        if self.echo.contains_key(&ident) {
+        if self.stack.echo.contains_key(&ident) {
             return Err(StackError::config("echo.ident", format!("identifier {ident} is already open")));
         }
-        self.echo.insert(ident, EchoSock { rx_queue_len, rx: VecDeque::new() });
+        self.stack.echo.insert(ident, EchoSock { rx_queue_len, rx: VecDeque::new() });
         Ok(EchoHandle(ident))
     }
 
     /// Closes an echo socket.
-    pub fn echo_close(&mut self, h: EchoHandle) {
-        self.echo.remove(&h.0);
+    pub fn close(&mut self, h: EchoHandle) {
+        self.stack.echo.remove(&h.0);
     }
 
     /// Moves received echo replies to `out`; returns how many.
-    pub fn echo_recv(&mut self, h: EchoHandle, out: &mut Vec<EchoReply>) -> usize {
-        match self.echo.get_mut(&h.0) {
+    pub fn recv(&mut self, h: EchoHandle, out: &mut Vec<EchoReply>) -> usize {
+        match self.stack.echo.get_mut(&h.0) {
             Some(s) => {
                 let n = s.rx.len();
                 out.extend(s.rx.drain(..));
@@ -70,13 +94,13 @@ impl Stack {
     /// Sends an echo request (ICMP or ICMPv6 by the destination's family) with
     /// the socket's identifier.
     pub fn ping(&mut self, h: EchoHandle, dst: IpAddr, seq_no: u16, data: &[u8]) -> Result<(), StackError> {
-        let (src, next_hop) = self.route(dst)?;
+        let (src, next_hop) = self.stack.route(dst)?;
         let hdr = if dst.is_ipv4() { V4 } else { V6 };
         let need = hdr + 8 + data.len();
-        if need > usize::from(self.cfg.mtu) {
-            return Err(StackError::TooBig { need, max: usize::from(self.cfg.mtu) });
+        if need > usize::from(self.stack.cfg.mtu) {
+            return Err(StackError::TooBig { need, max: usize::from(self.stack.cfg.mtu) });
         }
-        let mut m = self.pool.alloc().map_err(|_| StackError::NoBuffers)?;
+        let mut m = self.stack.pool.alloc().map_err(|_| StackError::NoBuffers)?;
         if m.headroom() < ETH + hdr || m.tailroom() < 8 + data.len() {
             return Err(StackError::TooBig { need: ETH + need, max: m.capacity() });
         }
@@ -101,18 +125,9 @@ impl Stack {
                 IpProtocol::Icmpv6
             }
         };
-        self.stats.events.echo_requests_sent += 1;
-        self.stats.events.bytes_copied += data.len() as u64;
-        self.emit_ip(m, ip, protocol, TxFlags::empty(), next_hop, None);
+        self.stack.stats.events.echo_requests_sent += 1;
+        self.stack.stats.events.bytes_copied += data.len() as u64;
+        self.stack.emit_ip(m, ip, protocol, TxFlags::empty(), next_hop, None);
         Ok(())
-    }
-
-    pub(crate) fn echo_deliver(&mut self, r: EchoReply) {
-        self.stats.events.echo_replies_received += 1;
-        match self.echo.get_mut(&r.ident) {
-            Some(s) if s.rx.len() < s.rx_queue_len => s.rx.push_back(r),
-            Some(_) => self.stats.drops.udp_queue_full += 1,
-            None => {}
-        }
     }
 }

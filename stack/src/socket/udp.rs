@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::{Deref, DerefMut};
 
 use pmd::{MacAddr, Mbuf, TxFlags};
 
@@ -41,151 +42,11 @@ pub(crate) struct UdpSock {
 }
 
 impl Stack {
-    /// Binds a UDP socket to `local` (an address of this interface, or the
-    /// unspecified address of a family for all of its addresses; port 0 picks
-    /// an ephemeral port from 49152..=65535).
-    pub fn udp_bind(&mut self, local: SocketAddr, cfg: UdpConfig) -> Result<UdpHandle, StackError> {
-        cfg.validate()?;
-        let ip = local.ip();
-        let ok = ip.is_unspecified()
-            || match ip {
-                IpAddr::V4(a) => self.is_our_v4(&a),
-                IpAddr::V6(a) => self.is_our_v6(&a),
-            };
-        if !ok {
-            return Err(StackError::AddrNotAvailable(local));
-        }
-        let mut local = local;
-        if local.port() == 0 {
-            let mut found = None;
-            for _ in 0..16384 {
-                let p = self.next_ephemeral;
-                self.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
-                if !self.udp_ports.contains_key(&(ip, p)) {
-                    found = Some(p);
-                    break;
-                }
-            }
-            local.set_port(found.ok_or(StackError::AddrInUse(local))?);
-        }
-        if self.udp_ports.contains_key(&(ip, local.port())) {
-            return Err(StackError::AddrInUse(local));
-        }
-        let index = match self.udp.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.udp.push(None);
-                self.udp_generation.push(0);
-                self.udp.len() - 1
-            }
-        };
-        let generation = self.udp_generation[index];
-        self.udp[index] = Some(UdpSock { local, cfg, rx: VecDeque::new(), generation });
-        self.udp_ports.insert((ip, local.port()), index as u32);
-        Ok(UdpHandle { index: index as u32, generation })
-    }
-
-    pub(crate) fn sock(&self, h: UdpHandle) -> Result<&UdpSock, StackError> {
+    pub(crate) fn udp_sock(&self, h: UdpHandle) -> Result<&UdpSock, StackError> {
         match self.udp.get(h.index as usize) {
             Some(Some(s)) if s.generation == h.generation => Ok(s),
             _ => Err(StackError::InvalidHandle),
         }
-    }
-
-    /// The address a socket is bound to.
-    pub fn udp_local_addr(&self, h: UdpHandle) -> Result<SocketAddr, StackError> {
-        self.sock(h).map(|s| s.local)
-    }
-
-    /// Closes a socket; queued datagrams are freed.
-    pub fn udp_close(&mut self, h: UdpHandle) -> Result<(), StackError> {
-        let local = self.sock(h)?.local;
-        self.udp_ports.remove(&(local.ip(), local.port()));
-        self.udp[h.index as usize] = None;
-        self.udp_generation[h.index as usize] = h.generation.wrapping_add(1);
-        Ok(())
-    }
-
-    /// Moves up to `max` received datagrams to `out` (zero copy: each holds the
-    /// receiving buffer); returns how many.
-    pub fn udp_recv(&mut self, h: UdpHandle, out: &mut Vec<UdpDatagram>, max: usize) -> Result<usize, StackError> {
-        self.sock(h)?;
-        let s = self.udp[h.index as usize].as_mut().expect("checked");
-        let n = max.min(s.rx.len());
-        out.extend(s.rx.drain(..n));
-        Ok(n)
-    }
-
-    /// Datagrams waiting in a socket's receive queue.
-    pub fn udp_queued(&self, h: UdpHandle) -> Result<usize, StackError> {
-        self.sock(h).map(|s| s.rx.len())
-    }
-
-    /// Sends `payload` (the buffer's data is the UDP payload) to `dst`: the
-    /// headers are prepended into the buffer's headroom, no copy. The buffer
-    /// is consumed whether or not this succeeds.
-    pub fn udp_send_to(&mut self, h: UdpHandle, mut payload: Mbuf, dst: SocketAddr) -> Result<(), StackError> {
-        let local = self.sock(h)?.local;
-        if local.is_ipv4() != dst.is_ipv4() {
-            return Err(StackError::FamilyMismatch(dst));
-        }
-        let (src, next_hop) = match self.route(dst.ip()) {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats.drops.no_route += 1;
-                return Err(e);
-            }
-        };
-        let src = if local.ip().is_unspecified() { src } else { local.ip() };
-        let hdr = if dst.is_ipv4() { V4 } else { V6 };
-        let need = hdr + UDP + payload.len();
-        if need > usize::from(self.cfg.mtu) {
-            self.stats.drops.over_mtu += 1;
-            return Err(StackError::TooBig { need, max: usize::from(self.cfg.mtu) });
-        }
-        if payload.headroom() < ETH + hdr + UDP {
-            self.stats.drops.no_buffers += 1;
-            return Err(StackError::TooBig { need: ETH + hdr + UDP, max: payload.headroom() });
-        }
-        let plen = payload.len();
-        let ip = match (src, dst.ip()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => IpPair::V4 { src: s, dst: d },
-            (IpAddr::V6(s), IpAddr::V6(d)) => IpPair::V6 { src: s, dst: d },
-            _ => return Err(StackError::FamilyMismatch(dst)),
-        };
-        payload.prepend(UDP).expect("checked headroom");
-        UdpRepr { src_port: local.port(), dst_port: dst.port(), payload_len: plen }.emit(
-            &mut UdpPacket::new_unchecked(payload.data_mut()),
-            &ip,
-            &self.tx_caps,
-        );
-        let l4 = if self.tx_caps.udp == ChecksumMode::Offloaded { TxFlags::UDP_CKSUM } else { TxFlags::empty() };
-        if self.emit_ip(payload, ip, IpProtocol::Udp, l4, next_hop, None) {
-            self.stats.events.udp_sent += 1;
-        }
-        Ok(())
-    }
-
-    /// Sends a batch of (payload, destination); every buffer is consumed.
-    /// Returns how many were accepted; failures are counted in the stats.
-    pub fn udp_send_batch(&mut self, h: UdpHandle, batch: &mut Vec<(Mbuf, SocketAddr)>) -> Result<usize, StackError> {
-        self.sock(h)?;
-        let mut ok = 0;
-        for (m, dst) in batch.drain(..) {
-            if self.udp_send_to(h, m, dst).is_ok() {
-                ok += 1;
-            }
-        }
-        Ok(ok)
-    }
-
-    /// Sends a copy of `data` (counted in `bytes_copied`) to `dst`.
-    pub fn udp_send_slice(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> Result<(), StackError> {
-        self.sock(h)?;
-        let mut m = self.pool.alloc().map_err(|_| StackError::NoBuffers)?;
-        m.extend_from_slice(data).ok_or(StackError::TooBig { need: data.len(), max: m.tailroom() })?;
-        self.stats.events.bytes_copied += data.len() as u64;
-        self.udp_send_to(h, m, dst)
     }
 
     pub(crate) fn udp_input(
@@ -229,5 +90,175 @@ impl Stack {
             local: SocketAddr::new(dst, r.dst_port),
         });
         self.stats.events.udp_delivered += 1;
+    }
+}
+
+/// The UDP socket calls of a [`Stack`]: `stack.udp().…` (or, for the
+/// read-only ones on a shared stack, `stack.udp_ref().…`).
+pub struct Udp<S> {
+    stack: S,
+}
+
+impl Stack {
+    /// The UDP socket calls.
+    pub fn udp(&mut self) -> Udp<&mut Stack> {
+        Udp { stack: self }
+    }
+
+    /// The read-only UDP socket calls, on a shared stack.
+    pub fn udp_ref(&self) -> Udp<&Stack> {
+        Udp { stack: self }
+    }
+}
+
+impl<S: Deref<Target = Stack>> Udp<S> {
+    /// The address a socket is bound to.
+    pub fn local_addr(&self, h: UdpHandle) -> Result<SocketAddr, StackError> {
+        let st = &*self.stack;
+        st.udp_sock(h).map(|s| s.local)
+    }
+
+    /// Datagrams waiting in a socket's receive queue.
+    pub fn queued(&self, h: UdpHandle) -> Result<usize, StackError> {
+        let st = &*self.stack;
+        st.udp_sock(h).map(|s| s.rx.len())
+    }
+}
+
+impl<S: DerefMut<Target = Stack>> Udp<S> {
+    /// Binds a UDP socket to `local` (an address of this interface, or the
+    /// unspecified address of a family for all of its addresses; port 0 picks
+    /// an ephemeral port from 49152..=65535).
+    pub fn bind(&mut self, local: SocketAddr, cfg: UdpConfig) -> Result<UdpHandle, StackError> {
+        let st = &mut *self.stack;
+        cfg.validate()?;
+        let ip = local.ip();
+        let ok = ip.is_unspecified()
+            || match ip {
+                IpAddr::V4(a) => st.is_our_v4(&a),
+                IpAddr::V6(a) => st.is_our_v6(&a),
+            };
+        if !ok {
+            return Err(StackError::AddrNotAvailable(local));
+        }
+        let mut local = local;
+        if local.port() == 0 {
+            let mut found = None;
+            for _ in 0..16384 {
+                let p = st.next_ephemeral;
+                st.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
+                if !st.udp_ports.contains_key(&(ip, p)) {
+                    found = Some(p);
+                    break;
+                }
+            }
+            local.set_port(found.ok_or(StackError::AddrInUse(local))?);
+        }
+        if st.udp_ports.contains_key(&(ip, local.port())) {
+            return Err(StackError::AddrInUse(local));
+        }
+        let index = match st.udp.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                st.udp.push(None);
+                st.udp_generation.push(0);
+                st.udp.len() - 1
+            }
+        };
+        let generation = st.udp_generation[index];
+        st.udp[index] = Some(UdpSock { local, cfg, rx: VecDeque::new(), generation });
+        st.udp_ports.insert((ip, local.port()), index as u32);
+        Ok(UdpHandle { index: index as u32, generation })
+    }
+
+    /// Closes a socket; queued datagrams are freed.
+    pub fn close(&mut self, h: UdpHandle) -> Result<(), StackError> {
+        let st = &mut *self.stack;
+        let local = st.udp_sock(h)?.local;
+        st.udp_ports.remove(&(local.ip(), local.port()));
+        st.udp[h.index as usize] = None;
+        st.udp_generation[h.index as usize] = h.generation.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Moves up to `max` received datagrams to `out` (zero copy: each holds the
+    /// receiving buffer); returns how many.
+    pub fn recv(&mut self, h: UdpHandle, out: &mut Vec<UdpDatagram>, max: usize) -> Result<usize, StackError> {
+        let st = &mut *self.stack;
+        st.udp_sock(h)?;
+        let s = st.udp[h.index as usize].as_mut().expect("checked");
+        let n = max.min(s.rx.len());
+        out.extend(s.rx.drain(..n));
+        Ok(n)
+    }
+
+    /// Sends `payload` (the buffer's data is the UDP payload) to `dst`: the
+    /// headers are prepended into the buffer's headroom, no copy. The buffer
+    /// is consumed whether or not this succeeds.
+    pub fn send_to(&mut self, h: UdpHandle, mut payload: Mbuf, dst: SocketAddr) -> Result<(), StackError> {
+        let st = &mut *self.stack;
+        let local = st.udp_sock(h)?.local;
+        if local.is_ipv4() != dst.is_ipv4() {
+            return Err(StackError::FamilyMismatch(dst));
+        }
+        let (src, next_hop) = match st.route(dst.ip()) {
+            Ok(r) => r,
+            Err(e) => {
+                st.stats.drops.no_route += 1;
+                return Err(e);
+            }
+        };
+        let src = if local.ip().is_unspecified() { src } else { local.ip() };
+        let hdr = if dst.is_ipv4() { V4 } else { V6 };
+        let need = hdr + UDP + payload.len();
+        if need > usize::from(st.cfg.mtu) {
+            st.stats.drops.over_mtu += 1;
+            return Err(StackError::TooBig { need, max: usize::from(st.cfg.mtu) });
+        }
+        if payload.headroom() < ETH + hdr + UDP {
+            st.stats.drops.no_buffers += 1;
+            return Err(StackError::TooBig { need: ETH + hdr + UDP, max: payload.headroom() });
+        }
+        let plen = payload.len();
+        let ip = match (src, dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => IpPair::V4 { src: s, dst: d },
+            (IpAddr::V6(s), IpAddr::V6(d)) => IpPair::V6 { src: s, dst: d },
+            _ => return Err(StackError::FamilyMismatch(dst)),
+        };
+        payload.prepend(UDP).expect("checked headroom");
+        UdpRepr { src_port: local.port(), dst_port: dst.port(), payload_len: plen }.emit(
+            &mut UdpPacket::new_unchecked(payload.data_mut()),
+            &ip,
+            &st.tx_caps,
+        );
+        let l4 = if st.tx_caps.udp == ChecksumMode::Offloaded { TxFlags::UDP_CKSUM } else { TxFlags::empty() };
+        if st.emit_ip(payload, ip, IpProtocol::Udp, l4, next_hop, None) {
+            st.stats.events.udp_sent += 1;
+        }
+        Ok(())
+    }
+
+    /// Sends a batch of (payload, destination); every buffer is consumed.
+    /// Returns how many were accepted; failures are counted in the stats.
+    pub fn send_batch(&mut self, h: UdpHandle, batch: &mut Vec<(Mbuf, SocketAddr)>) -> Result<usize, StackError> {
+        let st = &mut *self.stack;
+        st.udp_sock(h)?;
+        let mut ok = 0;
+        for (m, dst) in batch.drain(..) {
+            if self.send_to(h, m, dst).is_ok() {
+                ok += 1;
+            }
+        }
+        Ok(ok)
+    }
+
+    /// Sends a copy of `data` (counted in `bytes_copied`) to `dst`.
+    pub fn send_slice(&mut self, h: UdpHandle, data: &[u8], dst: SocketAddr) -> Result<(), StackError> {
+        let st = &mut *self.stack;
+        st.udp_sock(h)?;
+        let mut m = st.pool.alloc().map_err(|_| StackError::NoBuffers)?;
+        m.extend_from_slice(data).ok_or(StackError::TooBig { need: data.len(), max: m.tailroom() })?;
+        st.stats.events.bytes_copied += data.len() as u64;
+        self.send_to(h, m, dst)
     }
 }
