@@ -57,17 +57,12 @@ pub fn sim(mac: MacAddr) -> StackConfig {
 }
 
 /// Our stack against the kernel's on a TAP or veth pair
-/// (`stack/tests/kernel_peer.rs`): 1 MiB of reassembly, ICMP errors at
-/// 100/s. No addresses.
+/// (`stack/tests/kernel_peer.rs`): [`sim`] with neighbours kept 30 s and 16
+/// packets queued per resolution, 1 MiB of reassembly, ICMP errors at
+/// 100/s, 512 held receive buffers. No addresses.
 pub fn kernel_peer(mac: MacAddr) -> StackConfig {
+    let reassembly = ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) };
     StackConfig {
-        mac,
-        mtu: 1500,
-        ipv4: Vec::new(),
-        ipv6: Vec::new(),
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
         neighbor: NeighborConfig {
             capacity: 64,
             lifetime: Duration::from_secs(30),
@@ -75,29 +70,20 @@ pub fn kernel_peer(mac: MacAddr) -> StackConfig {
             retry_interval: Duration::from_secs(1),
             pending: 16,
         },
-        reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
-        reassembly_v6: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
+        reassembly_v6: reassembly.clone(),
+        reassembly,
         icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 20 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
-        tx_backlog: 1024,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: 4096,
         tcp_rx_mbufs: 512,
+        ..sim(mac)
     }
 }
 
-/// The fuzz target (`stack/fuzz`): every table small, so whatever the
-/// inputs make the stack hold stays far below its pool. No addresses.
+/// The fuzz target (`stack/fuzz`): [`sim`] with every table small, so
+/// whatever the inputs make the stack hold stays far below its pool. No
+/// addresses.
 pub fn fuzz(mac: MacAddr) -> StackConfig {
+    let reassembly = ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) };
     StackConfig {
-        mac,
-        mtu: 1500,
-        ipv4: Vec::new(),
-        ipv6: Vec::new(),
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
         neighbor: NeighborConfig {
             capacity: 16,
             lifetime: Duration::from_secs(60),
@@ -105,30 +91,22 @@ pub fn fuzz(mac: MacAddr) -> StackConfig {
             retry_interval: Duration::from_secs(1),
             pending: 4,
         },
-        reassembly: ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) },
-        reassembly_v6: ReassemblyConfig { max_bytes: 64 * 2304, max_datagrams: 8, timeout: Duration::from_secs(5) },
+        reassembly_v6: reassembly.clone(),
+        reassembly,
         icmp: IcmpConfig { error_rate_per_sec: 1000, error_burst: 100 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
         tx_backlog: 256,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: 4096,
         tcp_rx_mbufs: 256,
+        ..sim(mac)
     }
 }
 
-/// The benchmarks' two in-memory hosts (`bench`): no offloads, neighbours
-/// that never expire within a run, the transmit backlog and connection limit
-/// the benchmark needs. No addresses.
+/// The benchmarks' two in-memory hosts (`bench`): [`sim`] with neighbours
+/// that never expire within a run, 1 MiB of reassembly, ICMP errors at
+/// 100/s, and the transmit backlog and connection limit the benchmark
+/// needs. No addresses.
 pub fn bench(mac: MacAddr, tx_backlog: usize, tcp_max_connections: usize) -> StackConfig {
+    let reassembly = ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(5) };
     StackConfig {
-        mac,
-        mtu: 1500,
-        ipv4: Vec::new(),
-        ipv6: Vec::new(),
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
         neighbor: NeighborConfig {
             capacity: 16,
             lifetime: Duration::from_secs(3600),
@@ -136,15 +114,13 @@ pub fn bench(mac: MacAddr, tx_backlog: usize, tcp_max_connections: usize) -> Sta
             retry_interval: Duration::from_millis(100),
             pending: 64,
         },
-        reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(5) },
-        reassembly_v6: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(5) },
+        reassembly_v6: reassembly.clone(),
+        reassembly,
         icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 10 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
         tx_backlog,
-        tx_offloads: TxOffloads::empty(),
         tcp_max_connections,
         // A quarter of the smallest benchmark pool (16384 buffers).
         tcp_rx_mbufs: 4096,
+        ..sim(mac)
     }
 }

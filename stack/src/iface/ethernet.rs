@@ -23,14 +23,7 @@ impl Stack {
         for i in 0..self.cfg.ipv4.len() {
             let a = self.cfg.ipv4[i].address();
             // RFC 5227 §3: an ARP announcement is a request with SPA = TPA = ours.
-            let r = ArpRepr {
-                operation: ArpOperation::Request,
-                source_hardware_addr: self.cfg.mac,
-                source_protocol_addr: a,
-                target_hardware_addr: MacAddr::UNSPECIFIED,
-                target_protocol_addr: a,
-            };
-            if self.send_arp(&r, MacAddr::BROADCAST) {
+            if self.send_arp_request_from(a, a) {
                 self.stats.events.arp_announcements_sent += 1;
             }
         }
@@ -158,6 +151,13 @@ impl Stack {
 
     pub(crate) fn send_arp_request(&mut self, target: Ipv4Addr) {
         let Some(src) = self.src_v4_for(&target) else { return };
+        if self.send_arp_request_from(src, target) {
+            self.stats.events.arp_requests_sent += 1;
+        }
+    }
+
+    /// Broadcasts an ARP request for `target` from `src`.
+    fn send_arp_request_from(&mut self, src: Ipv4Addr, target: Ipv4Addr) -> bool {
         let r = ArpRepr {
             operation: ArpOperation::Request,
             source_hardware_addr: self.cfg.mac,
@@ -165,9 +165,7 @@ impl Stack {
             target_hardware_addr: MacAddr::UNSPECIFIED,
             target_protocol_addr: target,
         };
-        if self.send_arp(&r, MacAddr::BROADCAST) {
-            self.stats.events.arp_requests_sent += 1;
-        }
+        self.send_arp(&r, MacAddr::BROADCAST)
     }
 
     pub(crate) fn transmit(&mut self, m: Mbuf) {

@@ -8,12 +8,26 @@ use std::net::Ipv6Addr;
 use pmd::{MacAddr, Mbuf, TxFlags};
 
 use super::{Stack, SW, V4, V6};
+use crate::checksum;
 use crate::wire::{self, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Repr, Ipv6Repr};
 
 /// RFC 1812 §4.3.2.3: an ICMPv4 error carries as much of the datagram as fits in 576 bytes.
 const ICMP4_ERR_MAX: usize = 576;
 /// RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
 const ICMP6_ERR_MAX: usize = 1280;
+
+/// Turns an ICMP / ICMPv6 echo request (`icmp` holds its message) into its
+/// reply in place: the type changes from `request` to `reply`, the code is
+/// echoed as it came (see `Icmpv4Repr::parse`), and the checksum is updated
+/// incrementally (RFC 1624). Swapping the IP addresses leaves the ICMPv6
+/// pseudo-header sum unchanged, so this is all either family needs.
+pub(crate) fn echo_reply_in_place(icmp: &mut [u8], request: u8, reply: u8) {
+    let old = u16::from_be_bytes([icmp[2], icmp[3]]);
+    let code = u16::from(icmp[1]);
+    icmp[0] = reply;
+    let c = checksum::update_u16(old, u16::from(request) << 8 | code, u16::from(reply) << 8 | code);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+}
 
 /// Token bucket for ICMP errors: `rate` per second, `burst` deep, in units of
 /// 1e-9 token so integer arithmetic is exact.

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use pmd::{MacAddr, Mbuf, RxFlags, TxFlags};
 
+use super::icmp::echo_reply_in_place;
 use super::{Stack, SW, V4};
-use crate::checksum;
 use crate::reassembly::{FragV4, Fragment, ReasmKey};
 use crate::socket::echo::EchoReply;
 use crate::wire::{self, ChecksumCaps, EtherType, Icmpv4Packet, Icmpv4Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr};
@@ -120,15 +120,7 @@ impl Stack {
         // Echo reply in place (RFC 792): type 8 -> 0, checksum updated per RFC 1624;
         // IP options (if any) are not echoed: the header is rebuilt as 20 bytes.
         m.adj(hlen);
-        {
-            let d = m.data_mut();
-            let old = u16::from_be_bytes([d[2], d[3]]);
-            // The code is echoed as it came (see `Icmpv4Repr::parse`).
-            let code = u16::from(d[1]);
-            d[0] = wire::icmpv4::msg_type::ECHO_REPLY;
-            let c = checksum::update_u16(old, u16::from(wire::icmpv4::msg_type::ECHO_REQUEST) << 8 | code, code);
-            d[2..4].copy_from_slice(&c.to_be_bytes());
-        }
+        echo_reply_in_place(m.data_mut(), wire::icmpv4::msg_type::ECHO_REQUEST, wire::icmpv4::msg_type::ECHO_REPLY);
         let icmp_len = m.len();
         let out = Ipv4Repr::new(repr.dst_addr, repr.src_addr, IpProtocol::Icmp, icmp_len, self.cfg.ttl);
         self.stats.events.echo_replies_sent += 1;

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use pmd::{MacAddr, Mbuf, TxFlags};
 
+use super::icmp::echo_reply_in_place;
 use super::{Stack, SW, V6};
-use crate::checksum;
 use crate::reassembly::{FragV6, Fragment, Reasm6Key, V6Header};
 use crate::socket::echo::EchoReply;
 use crate::wire::ipv6::OptionAction;
@@ -161,14 +161,11 @@ impl Stack {
                 // Echo reply in place (RFC 4443 §4.2): type 128 -> 129. The pseudo-header
                 // sum is unchanged by swapping addresses, so only the type word changes.
                 m.adj(l4);
-                {
-                    let d = m.data_mut();
-                    let old = u16::from_be_bytes([d[2], d[3]]);
-                    let code = u16::from(d[1]);
-                    d[0] = wire::icmpv6::msg_type::ECHO_REPLY;
-                    let c = checksum::update_u16(old, 128 << 8 | code, 129 << 8 | code);
-                    d[2..4].copy_from_slice(&c.to_be_bytes());
-                }
+                echo_reply_in_place(
+                    m.data_mut(),
+                    wire::icmpv6::msg_type::ECHO_REQUEST,
+                    wire::icmpv6::msg_type::ECHO_REPLY,
+                );
                 let out = Ipv6Repr::new(dst, src, IpProtocol::Icmpv6, m.len(), self.cfg.ttl);
                 self.stats.events.echo_replies_sent += 1;
                 self.emit_v6_and_send_to(m, &out, src_mac, TxFlags::empty());

@@ -76,7 +76,7 @@ use pmd::{MacAddr, Mbuf, Mempool, RxFlags, TxOffloads};
 
 use crate::config::StackConfig;
 use crate::error::ConfigError;
-use crate::neighbor::{NeighborCache, Retry};
+use crate::neighbor::NeighborCache;
 use crate::reassembly::{FragV4, FragV6, Reasm6Key, ReasmKey, Reassembler};
 use crate::socket::echo::EchoSock;
 use crate::socket::tcp::TcpTable;
@@ -317,28 +317,14 @@ impl Stack {
         self.timers.advance(self.now, &mut expired);
         for t in expired.drain(..) {
             match t {
-                StackTimer::Arp(ip) => match self.arp.on_timer(&ip) {
-                    Retry::Again => {
-                        self.send_arp_request(ip);
-                        self.arm_neighbor_timer(IpAddr::V4(ip));
-                    }
-                    Retry::GiveUp(q) => {
-                        self.stats.drops.neighbor_unresolved += q.len() as u64;
-                        self.tcp_neighbor_failed(IpAddr::V4(ip));
-                    }
-                    Retry::Nothing => {}
-                },
-                StackTimer::Ndp(ip) => match self.ndp.on_timer(&ip) {
-                    Retry::Again => {
-                        self.send_ns(ip);
-                        self.arm_neighbor_timer(IpAddr::V6(ip));
-                    }
-                    Retry::GiveUp(q) => {
-                        self.stats.drops.neighbor_unresolved += q.len() as u64;
-                        self.tcp_neighbor_failed(IpAddr::V6(ip));
-                    }
-                    Retry::Nothing => {}
-                },
+                StackTimer::Arp(ip) => {
+                    let r = self.arp.on_timer(&ip);
+                    self.neighbor_retry(IpAddr::V4(ip), r);
+                }
+                StackTimer::Ndp(ip) => {
+                    let r = self.ndp.on_timer(&ip);
+                    self.neighbor_retry(IpAddr::V6(ip), r);
+                }
                 StackTimer::Reasm(k) => self.reasm.on_timeout(&k, &mut self.stats.drops),
                 StackTimer::Reasm6(k) => self.reasm6.on_timeout(&k, &mut self.stats.drops),
                 StackTimer::TcpConn(i, g) => self.tcp_conn_timer(i, g),

@@ -10,7 +10,7 @@ use pmd::{MacAddr, Mbuf, TxFlags};
 
 use super::{Stack, StackTimer, ETH, V4, V6};
 use crate::error::StackError;
-use crate::neighbor::Enqueued;
+use crate::neighbor::{Enqueued, Retry};
 use crate::wire::{
     EtherType, EthernetFrame, EthernetRepr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
 };
@@ -149,11 +149,7 @@ impl Stack {
                 if matches!(res, Enqueued::SendRequestDropped(_)) {
                     self.stats.drops.neighbor_pending_full += 1;
                 }
-                match next_hop {
-                    IpAddr::V4(a) => self.send_arp_request(a),
-                    IpAddr::V6(a) => self.send_ns(a),
-                }
-                self.arm_neighbor_timer(next_hop);
+                self.solicit(next_hop);
             }
             Enqueued::PendingFull(_) => self.stats.drops.neighbor_pending_full += 1,
             Enqueued::CacheFull(_) => self.stats.drops.neighbor_cache_full += 1,
@@ -215,5 +211,30 @@ impl Stack {
             None => self.output_to(m, next_hop),
         }
         true
+    }
+}
+
+impl Stack {
+    /// Asks the link for `ip`'s MAC (ARP request or neighbour solicitation)
+    /// and arms the retry timer.
+    fn solicit(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(a) => self.send_arp_request(a),
+            IpAddr::V6(a) => self.send_ns(a),
+        }
+        self.arm_neighbor_timer(ip);
+    }
+
+    /// A neighbour's retry timer fired: ask again, or give up on it (its
+    /// waiting packets are dropped, connections opening through it fail).
+    pub(crate) fn neighbor_retry(&mut self, ip: IpAddr, r: Retry) {
+        match r {
+            Retry::Again => self.solicit(ip),
+            Retry::GiveUp(q) => {
+                self.stats.drops.neighbor_unresolved += q.len() as u64;
+                self.tcp_neighbor_failed(ip);
+            }
+            Retry::Nothing => {}
+        }
     }
 }
