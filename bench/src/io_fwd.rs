@@ -11,6 +11,17 @@
 //! `DPDK_TESTPMD` the peer (default `dpdk-testpmd`). `BENCH_CASES` (comma-
 //! separated case names) runs only those and prints them without writing the
 //! results files: a quick A/B while working, never a result to quote.
+//!
+//! The rate rounds run as before, without cycle accounting. After them, one
+//! more run per side with `--record-core-cycles` (DPDK's flag; ours is the
+//! same accounting, one TSC read per poll, DPDK's two per burst that
+//! received: on this VM a read costs about 8 ns, a quarter of a 32-frame
+//! `ring` burst, so it stays out of the rate rows): the forwarding core's
+//! busy cycles over the packets it forwarded give each case a CPU-cost row
+//! (busy ns per packet, lower is better), which stays meaningful where the
+//! rate is limited by something else. dpdk-testpmd prints its figure when it
+//! stops; its process CPU time (`/proc/PID/stat`, a spinning core counts
+//! whole) over the same run is in the JSON beside it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -54,7 +65,15 @@ pub fn main_core(core: usize) -> usize {
     pmd::runtime::available_cores().into_iter().find(|&c| c != core).unwrap_or(core)
 }
 
-fn ours(bin: &str, case: &Case, core: usize, secs: u32, extra: &[String]) -> Result<Vec<f64>, String> {
+/// One run of one side: per-second Mpps after the first second, busy ns per
+/// packet, and (the peer) process CPU ns per packet.
+struct Run {
+    samples: Vec<f64>,
+    busy_ns_per_pkt: f64,
+    cpu_ns_per_pkt: Option<f64>,
+}
+
+fn ours(bin: &str, case: &Case, core: usize, secs: u32, extra: &[String], record: bool) -> Result<Run, String> {
     let mut args = vec![
         "--port".to_string(),
         case.ours_port.to_string(),
@@ -70,6 +89,9 @@ fn ours(bin: &str, case: &Case, core: usize, secs: u32, extra: &[String]) -> Res
         "1".into(),
         "--json".into(),
     ];
+    if record {
+        args.push("--record-core-cycles".into());
+    }
     args.extend(extra.iter().cloned());
     if case.tx_first {
         args.push("--tx-first".into());
@@ -89,13 +111,14 @@ fn ours(bin: &str, case: &Case, core: usize, secs: u32, extra: &[String]) -> Res
         .filter_map(|s| s["forward_pps"].as_f64())
         .map(|pps| pps / 1e6)
         .collect();
-    Ok(samples.into_iter().skip(1).collect())
+    let busy_ns_per_pkt = v["core_cycles"]["busy_ns_per_packet"].as_f64().unwrap_or(f64::NAN);
+    Ok(Run { samples: samples.into_iter().skip(1).collect(), busy_ns_per_pkt, cpu_ns_per_pkt: None })
 }
 
 /// Runs dpdk-testpmd until it has printed `secs + 1` throughput readings, then
 /// stops it with SIGINT (its normal way out) and returns the readings after the
 /// first, in Mpps.
-fn dpdk(bin: &str, case: &Case, core: usize, secs: u32) -> Result<Vec<f64>, String> {
+fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool) -> Result<Run, String> {
     let main_core = main_core(core);
     let mut args = vec![
         "-l".to_string(),
@@ -122,6 +145,9 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32) -> Result<Vec<f64>, Stri
         "--auto-start".into(),
         "--total-num-mbufs=16384".into(),
     ];
+    if record {
+        args.push("--record-core-cycles".into());
+    }
     if case.tx_first {
         args.push("--tx-first".into());
     }
@@ -136,8 +162,16 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32) -> Result<Vec<f64>, Stri
     let stdout = child.stdout.take().expect("piped");
     let deadline = Instant::now() + Duration::from_secs(secs as u64 + 60);
     let mut samples = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    let pid = child.id();
+    // Process CPU time from the first reading to the stop.
+    let mut cpu0 = None;
+    let t0 = Instant::now();
+    for line in lines.by_ref() {
         let Ok(line) = line else { break };
+        if cpu0.is_none() && line.trim().starts_with("Tx-pps:") {
+            cpu0 = crate::process_cpu_ns(pid).map(|c| (c, Instant::now()));
+        }
         // "  Tx-pps:     40840624          Tx-bps:            0"
         if let Some(rest) = line.trim().strip_prefix("Tx-pps:") {
             if let Some(v) = rest.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()) {
@@ -148,7 +182,12 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32) -> Result<Vec<f64>, Stri
             break;
         }
     }
+    let cpu1 = crate::process_cpu_ns(pid);
+    let _ = t0;
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    // Its final statistics (with the cycles line) come as it stops; a thread
+    // reads them so that a hung child cannot block us (killing it ends the read).
+    let tail = std::thread::spawn(move || lines.map_while(Result::ok).find_map(|l| crate::dpdk_cycles_line(&l)));
     let waited = Instant::now();
     loop {
         if child.try_wait().map_err(|e| e.to_string())?.is_some() {
@@ -164,7 +203,21 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32) -> Result<Vec<f64>, Stri
     if samples.len() <= secs as usize {
         return Err(format!("{bin} printed only {} throughput readings", samples.len()));
     }
-    Ok(samples.into_iter().skip(1).collect())
+    let busy_ns_per_pkt = tail.join().ok().flatten().unwrap_or_else(|| {
+        if record {
+            eprintln!("{bin} printed no CPU cycles/packet line");
+        }
+        f64::NAN
+    });
+    // Packets over the CPU-time interval: the readings after the first one.
+    let cpu_ns_per_pkt = match (cpu0, cpu1) {
+        (Some((c0, _)), Some(c1)) => {
+            let pkts: f64 = samples.iter().skip(1).sum::<f64>() * 1e6;
+            (pkts > 0.0).then(|| c1.saturating_sub(c0) as f64 / pkts)
+        }
+        _ => None,
+    };
+    Ok(Run { samples: samples.into_iter().skip(1).collect(), busy_ns_per_pkt, cpu_ns_per_pkt })
 }
 
 fn fmt(s: &Summary) -> String {
@@ -182,6 +235,9 @@ pub fn run(b: &IoFwd) {
 
     let mut rows = Vec::new();
     let mut md_rows = Vec::new();
+    let mut cpu_rows = Vec::new();
+    let load_before = crate::load_average();
+    let c2c = crate::core_to_core_ns((main_core(core), core));
     let mut series = Vec::new();
     let mut detail = serde_json::Map::new();
     let only: Option<Vec<String>> =
@@ -191,12 +247,30 @@ pub fn run(b: &IoFwd) {
             continue;
         }
         let (mut o, mut d) = (Vec::new(), Vec::new());
+        let (mut oc, mut dc, mut dp) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..rounds {
             eprintln!("{}: {} round {}/{rounds}: ours", b.name, case.name, r + 1);
-            o.extend(ours(&ours_bin, case, core, secs, &extra).unwrap_or_else(|e| panic!("{e}")));
+            o.extend(ours(&ours_bin, case, core, secs, &extra, false).unwrap_or_else(|e| panic!("{e}")).samples);
             eprintln!("{}: {} round {}/{rounds}: dpdk-testpmd", b.name, case.name, r + 1);
-            d.extend(dpdk(&dpdk_bin, case, core, secs).unwrap_or_else(|e| panic!("{e}")));
+            d.extend(dpdk(&dpdk_bin, case, core, secs, false).unwrap_or_else(|e| panic!("{e}")).samples);
         }
+        // CPU cost: one more run per side, recording core cycles.
+        eprintln!("{}: {}: ours and dpdk-testpmd with --record-core-cycles", b.name, case.name);
+        let ro = ours(&ours_bin, case, core, secs, &extra, true).unwrap_or_else(|e| panic!("{e}"));
+        let rd = dpdk(&dpdk_bin, case, core, secs, true).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{}: {}: busy ns/pkt ours {:.3}, dpdk-testpmd {:.3} (process CPU {:?} ns/pkt)",
+            b.name, case.name, ro.busy_ns_per_pkt, rd.busy_ns_per_pkt, rd.cpu_ns_per_pkt
+        );
+        oc.push(ro.busy_ns_per_pkt);
+        dc.push(rd.busy_ns_per_pkt);
+        dp.extend(rd.cpu_ns_per_pkt);
+        let med = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let (ocm, dcm) = (med(&oc), med(&dc));
         let (so, sd) = (summarize(&o, 1000.0), summarize(&d, 1000.0));
         eprintln!(
             "{}: {}: ours {} Mpps, dpdk {} Mpps, ratio {:.3}",
@@ -218,7 +292,10 @@ pub fn run(b: &IoFwd) {
         ));
         detail.insert(
             case.name.to_string(),
-            serde_json::json!({ "ours": so, "peer": sd, "ours_samples": o, "peer_samples": d }),
+            serde_json::json!({
+                "ours": so, "peer": sd, "ours_samples": o, "peer_samples": d,
+                "ours_busy_ns_per_pkt": oc, "peer_busy_ns_per_pkt": dc, "peer_process_cpu_ns_per_pkt": dp,
+            }),
         );
         series.push(Series {
             label: format!("{} ours", case.name),
@@ -229,30 +306,58 @@ pub fn run(b: &IoFwd) {
             points: d.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, *v)).collect(),
         });
         rows.push(row);
+        let cpu_row = Row::new(&format!("{} cpu", case.name), "busy ns/pkt", "lower", ocm, "dpdk-testpmd", dcm);
+        cpu_rows.push(format!(
+            "| {} | {:.3} | {:.3} | {:.3} | {} |",
+            case.name,
+            ocm,
+            dcm,
+            cpu_row.ratio,
+            if dp.is_empty() { "–".to_string() } else { format!("{:.3}", med(&dp)) }
+        ));
+        rows.push(cpu_row);
     }
     if only.is_some() {
         eprintln!("{}: BENCH_CASES set: results printed above, files not written", b.name);
         return;
     }
     let dpdk_version = crate::command_line("pkg-config", &["--modversion", "libdpdk"]);
+    let load_after = crate::load_average();
     let env = serde_json::json!({
         "cpu": crate::cpu_model(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "kernel": crate::command_line("uname", &["-r"]),
         "dpdk": dpdk_version,
         "forwarding_core": core,
         "rounds": rounds,
         "seconds_per_round": secs,
     });
-    let json = write_json(b.name, &rows, serde_json::json!({ "env": env, "detail": detail }));
+    let json = write_json(
+        b.name,
+        &rows,
+        serde_json::json!({
+            "cpu_model": crate::cpu_model(), "core_to_core_ns": crate::round3(c2c), "env": env, "detail": detail,
+        }),
+    );
     let svg = plot_series(b.name, b.plot_title, "sample (s)", "Mpps", &series);
     let md = format!(
         "{}\n\n| case | {} | dpdk-testpmd {dpdk_version} | ratio | samples |\n|---|---|---|---|---|\n{}\n\n\
-         - CPU: {} (2 vCPUs, shared VM), kernel {}; forwarding core {core}.\n{}\
+         CPU cost per packet (lower is better): the forwarding core's busy cycles (polls that received) over \
+         the packets forwarded, in one more run per side with `--record-core-cycles` (the rate rows run without \
+         it: a TSC read per poll costs about 8 ns here); dpdk-testpmd's \
+         own process CPU time (`/proc/PID/stat`, its spinning core counts whole) per packet beside it.\n\n\
+         | case | ours (busy ns/pkt) | dpdk-testpmd (busy ns/pkt) | ratio | dpdk-testpmd process CPU ns/pkt |\n\
+         |---|---|---|---|---|\n{}\n\n\
+         - CPU: {} (2 vCPUs, shared VM), kernel {}; forwarding core {core}; core-to-core cache-line latency \
+         {c2c:.0} ns one way (forwarding core to the main core); load average {load_before} before, {load_after} \
+         after.\n{}\
          - Plot: [`{n}.svg`]({n}.svg). Raw samples: [`{n}.json`]({n}.json).\n\
          - Reproduce: `scripts/bench.sh {n}` (env BENCH_ROUNDS, BENCH_SECS, BENCH_CORE).\n",
         (b.md_intro)(rounds, secs),
         b.ours_column,
         md_rows.join("\n"),
+        cpu_rows.join("\n"),
         crate::cpu_model(),
         crate::command_line("uname", &["-r"]),
         (b.md_commands)(core, main_core(core)),

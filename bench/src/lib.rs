@@ -187,8 +187,133 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The load average (`/proc/loadavg`'s first three fields), to note with
+/// results: the machine is shared.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The one-way latency of moving a cache line between two cores (ns): two
+/// pinned threads bounce a counter for 100 ms; half the mean round trip.
+///
+/// On a VM it depends on where the host runs the two vCPUs (on the
+/// development VM it switched between about 50–80 and 200–350 ns within
+/// seconds), and ratios against a peer on another host move with it, so every
+/// result file names it.
+pub fn core_to_core_ns(cores: (usize, usize)) -> f64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let ping = Arc::new(AtomicU64::new(0));
+    let pong = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ping2, pong2, stop2) = (ping.clone(), pong.clone(), stop.clone());
+    let echo = std::thread::spawn(move || {
+        pin(cores.1);
+        let mut seen = 0;
+        while !stop2.load(Ordering::Relaxed) {
+            let v = ping2.load(Ordering::Acquire);
+            if v != seen {
+                seen = v;
+                pong2.store(v, Ordering::Release);
+            }
+        }
+    });
+    let probe = std::thread::spawn(move || {
+        pin(cores.0);
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(100) {
+            for _ in 0..256 {
+                n += 1;
+                ping.store(n, Ordering::Release);
+                while pong.load(Ordering::Acquire) != n {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        start.elapsed().as_nanos() as f64 / n as f64 / 2.0
+    });
+    let ns = probe.join().expect("probe thread");
+    stop.store(true, Ordering::Relaxed);
+    echo.join().expect("echo thread");
+    ns
+}
+
+/// Pins the calling thread to `core` (as the runtime pins its lcores).
+pub fn pin(core: usize) {
+    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+}
+
+/// Clock ticks per second of `/proc/*/stat` times (`getconf CLK_TCK`; 100 on
+/// Debian).
+pub fn clock_ticks() -> u64 {
+    static TCK: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| command_line("getconf", &["CLK_TCK"]).trim().parse().unwrap_or(100))
+}
+
+/// utime + stime of a `/proc/.../stat` file, in nanoseconds.
+fn stat_cpu_ns(path: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let (u, s): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((u + s) * 1_000_000_000 / clock_ticks())
+}
+
+/// CPU time (user + system) a process has used, ns (`/proc/PID/stat`; clock-tick
+/// resolution, 10 ms on Debian: measure over seconds).
+pub fn process_cpu_ns(pid: u32) -> Option<u64> {
+    stat_cpu_ns(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user + system) one thread of this process has used, ns.
+pub fn thread_cpu_ns(tid: u32) -> Option<u64> {
+    stat_cpu_ns(&format!("/proc/self/task/{tid}/stat"))
+}
+
+/// The calling thread's id (for [`thread_cpu_ns`] from another thread).
+pub fn current_tid() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
+}
+
+/// CPU µs per operation from nanoseconds of CPU and a count.
+pub fn us_per_op(cpu_ns: f64, ops: f64) -> f64 {
+    if ops > 0.0 {
+        cpu_ns / 1e3 / ops
+    } else {
+        f64::NAN
+    }
+}
+
+/// DPDK testpmd's `CPU cycles/packet=10.34 (busy cycles=... / total io
+/// packets=...) at 2596 MHz Clock`, as ns per packet.
+pub fn dpdk_cycles_line(line: &str) -> Option<f64> {
+    let rest = line.trim().strip_prefix("CPU cycles/packet=")?;
+    let cycles: f64 = rest.split_whitespace().next()?.parse().ok()?;
+    let mhz: f64 = rest.split(" at ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+    (mhz > 0.0).then(|| cycles / mhz * 1e3)
+}
+
 /// The stack configuration of the benchmarks' two in-memory hosts: one IPv4
 /// address, no offloads, neighbours that never expire within a run.
 pub fn stack_config(mac: pmd::MacAddr, v4: &str, tx_backlog: usize, max_conns: usize) -> stack::StackConfig {
     stack::StackConfig { ipv4: vec![v4.parse().unwrap()], ..stack::profiles::bench(mac, tx_backlog, max_conns) }
+}
+
+/// A test of [`dpdk_cycles_line`] on dpdk-testpmd 22.11's output.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dpdk_testpmd_cycles_line_parses() {
+        let l = "  CPU cycles/packet=10.34 (busy cycles=5192570630 / total io packets=501956608) at 2596 MHz Clock";
+        let ns = super::dpdk_cycles_line(l).unwrap();
+        assert!((ns - 10.34 / 2596.0 * 1e3).abs() < 1e-9);
+        assert_eq!(super::dpdk_cycles_line("Rx-pps: 5"), None);
+    }
 }

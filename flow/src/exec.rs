@@ -14,6 +14,13 @@
 //! }
 //! ```
 //!
+//! Every iteration is timed with pmd's busy/idle accounting
+//! ([`pmd::runtime::CycleMeter`]: one time-stamp counter read per
+//! iteration): busy if it polled a task, fired a timer or the reactor did
+//! I/O, idle otherwise (an epoll reactor's sleep counts as idle). A task
+//! reads its core's counters with [`core_cycles`]; other threads through
+//! [`core_cycles_handle`].
+//!
 //! A [`Reactor`] is the I/O side: our stack's poll loop (which never parks: poll
 //! mode), mio's epoll (parks until the next timer), or a simulation that jumps
 //! virtual time to the next deadline when nothing is runnable. Timers live on the
@@ -38,6 +45,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use pmd::runtime::{CoreCycles, CycleMeter, SharedCycles};
 use pmd::Clock;
 use slab::Slab;
 
@@ -47,11 +55,12 @@ use crate::FlowError;
 pub trait Reactor {
     /// The clock timers run on (virtual in a simulation).
     fn clock(&self) -> Arc<dyn Clock>;
-    /// Does I/O and wakes the tasks it made ready. `park` is `None` when tasks are
+    /// Does I/O and wakes the tasks it made ready; returns how much work it
+    /// did (frames moved, events handled, tasks woken; 0 = an empty turn). `park` is `None` when tasks are
     /// runnable (do not wait), or `Some(deadline)` (ns on [`clock`](Self::clock),
     /// `u64::MAX` for no timer) up to which the reactor may wait for I/O. An error
     /// ends the executor's run (e.g. a simulation in which nothing can happen).
-    fn turn(&mut self, park: Option<u64>) -> Result<(), FlowError>;
+    fn turn(&mut self, park: Option<u64>) -> Result<usize, FlowError>;
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
@@ -84,6 +93,7 @@ struct Shared {
     ready: Arc<Mutex<VecDeque<usize>>>,
     timers: RefCell<BTreeMap<(u64, u64), Waker>>,
     timer_seq: Cell<u64>,
+    cycles: SharedCycles,
 }
 
 thread_local! {
@@ -113,6 +123,7 @@ impl<R: Reactor> Executor<R> {
             ready: Arc::new(Mutex::new(VecDeque::new())),
             timers: RefCell::new(BTreeMap::new()),
             timer_seq: Cell::new(0),
+            cycles: SharedCycles::default(),
         });
         Executor { shared, reactor }
     }
@@ -144,8 +155,11 @@ impl<R: Reactor> Executor<R> {
             *out2.borrow_mut() = Some(v);
         });
         let mut batch = Vec::with_capacity(64);
+        let mut meter = CycleMeter::new();
+        meter.cycles = self.shared.cycles.load();
         loop {
             batch.extend(self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
+            let mut work = batch.len();
             for id in batch.drain(..) {
                 self.poll_task(id);
             }
@@ -153,9 +167,13 @@ impl<R: Reactor> Executor<R> {
                 return Ok(v);
             }
             let now = self.shared.clock.now_ns();
-            let next = self.fire_timers(now);
+            let (fired, next) = self.fire_timers(now);
+            work += fired;
             let idle = self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
-            self.reactor.turn(idle.then_some(next.unwrap_or(u64::MAX)))?;
+            work += self.reactor.turn(idle.then_some(next.unwrap_or(u64::MAX)))?;
+            meter.tick(work > 0);
+            // Plain stores to a line only this thread writes.
+            self.shared.cycles.publish(&meter.cycles);
         }
     }
 
@@ -183,8 +201,8 @@ impl<R: Reactor> Executor<R> {
         }
     }
 
-    /// Wakes the sleepers due at `now`; returns the next deadline.
-    fn fire_timers(&mut self, now: u64) -> Option<u64> {
+    /// Wakes the sleepers due at `now`; returns how many and the next deadline.
+    fn fire_timers(&mut self, now: u64) -> (usize, Option<u64>) {
         let mut due = Vec::new();
         {
             let mut t = self.shared.timers.borrow_mut();
@@ -195,10 +213,16 @@ impl<R: Reactor> Executor<R> {
                 due.push(e.remove());
             }
         }
+        let fired = due.len();
         for w in due {
             w.wake();
         }
-        self.shared.timers.borrow().first_key_value().map(|(k, _)| k.0)
+        (fired, self.shared.timers.borrow().first_key_value().map(|(k, _)| k.0))
+    }
+
+    /// This executor's busy/idle cycles so far (across `block_on` calls).
+    pub fn core_cycles(&self) -> CoreCycles {
+        self.shared.cycles.load()
     }
 
     /// Tasks alive (including the main one while it runs).
@@ -264,6 +288,18 @@ pub fn spawn<F: Future + 'static>(fut: F) -> JoinHandle<F::Output> {
 /// Now, in nanoseconds on the running executor's clock.
 pub fn now_ns() -> u64 {
     with_current(|s| s.clock.now_ns())
+}
+
+/// The running executor's busy/idle cycles so far (published every
+/// iteration).
+pub fn core_cycles() -> CoreCycles {
+    with_current(|s| s.cycles.load())
+}
+
+/// The running executor's counters, readable from any thread while (and
+/// after) it runs.
+pub fn core_cycles_handle() -> SharedCycles {
+    with_current(|s| s.cycles.clone())
 }
 
 /// The running executor's clock.
@@ -431,11 +467,11 @@ impl Reactor for TimerReactor {
     fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
     }
-    fn turn(&mut self, park: Option<u64>) -> Result<(), FlowError> {
+    fn turn(&mut self, park: Option<u64>) -> Result<usize, FlowError> {
         if let Some(v) = &self.virt {
             v.advance_ns(self.step_ns);
         }
-        let Some(deadline) = park else { return Ok(()) };
+        let Some(deadline) = park else { return Ok(0) };
         if deadline == u64::MAX {
             return Err(FlowError::invalid("executor stalled: no task runnable and no timer armed"));
         }
@@ -446,7 +482,7 @@ impl Reactor for TimerReactor {
                 std::thread::sleep(Duration::from_nanos(deadline.saturating_sub(now)));
             }
         }
-        Ok(())
+        Ok(0)
     }
 }
 
@@ -492,6 +528,31 @@ mod tests {
         // The abandoned 5 s sleep was cancelled: nothing left armed, and time
         // stopped at the last deadline that mattered.
         assert_eq!(clock.now_ns(), 11_000_000);
+    }
+
+    #[test]
+    fn iterations_that_run_tasks_are_busy_empty_polls_idle() {
+        let clock = pmd::VirtualClock::new();
+        let mut ex = Executor::new(TimerReactor::virtual_time(clock, 0));
+        ex.block_on(async {
+            for _ in 0..10 {
+                yield_now().await;
+            }
+        })
+        .unwrap();
+        let c = ex.core_cycles();
+        // Each yield is a busy iteration (a task ran); nothing else happened.
+        assert!(c.busy_iters >= 10, "{c:?}");
+        assert_eq!(c.idle_iters, 0, "{c:?}");
+        let inside = ex.block_on(async { core_cycles() }).unwrap();
+        assert!(inside.busy_iters >= c.busy_iters);
+        // A reactor that polls without sleeping, waiting 5 ms for a timer:
+        // its empty polls are idle iterations.
+        let mut ex = Executor::new(crate::kernel::KernelReactor::busy().unwrap());
+        ex.block_on(async { sleep(Duration::from_millis(5)).await }).unwrap();
+        let c = ex.core_cycles();
+        assert!(c.idle_iters > c.busy_iters, "{c:?}");
+        assert!(c.busy_iters >= 1, "the timer firing is work: {c:?}");
     }
 
     #[test]

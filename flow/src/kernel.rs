@@ -108,7 +108,7 @@ impl Reactor for KernelReactor {
         self.clock.clone()
     }
 
-    fn turn(&mut self, park: Option<u64>) -> Result<(), FlowError> {
+    fn turn(&mut self, park: Option<u64>) -> Result<usize, FlowError> {
         let timeout = match park {
             _ if self.busy => Some(Duration::ZERO),
             None => Some(Duration::ZERO),
@@ -121,7 +121,7 @@ impl Reactor for KernelReactor {
         };
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(0),
             Err(e) => return Err(e.into()),
         }
         let mut wake = Vec::new();
@@ -137,10 +137,11 @@ impl Reactor for KernelReactor {
                 }
             }
         }
+        let events = self.events.iter().count();
         for w in wake {
             w.wake();
         }
-        Ok(())
+        Ok(events)
     }
 }
 

@@ -35,7 +35,9 @@ use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
 pub use error::FlowError;
-pub use exec::{now_ns, race, sleep, spawn, timeout, Either, Executor, JoinHandle, Reactor};
+pub use exec::{
+    core_cycles, core_cycles_handle, now_ns, race, sleep, spawn, timeout, Either, Executor, JoinHandle, Reactor,
+};
 
 pub use runtime::{Core, Runtime};
 pub use stack::tcp::{CongestionControl, Keepalive, ListenConfig, RtoConfig, SynCookies, TcpConfig};

@@ -101,7 +101,7 @@ impl Reactor for UserReactor {
         self.clock.clone()
     }
 
-    fn turn(&mut self, park: Option<u64>) -> Result<(), FlowError> {
+    fn turn(&mut self, park: Option<u64>) -> Result<usize, FlowError> {
         if let Some(v) = &self.virt {
             v.advance_ns(self.step_ns);
         }
@@ -145,7 +145,7 @@ impl Reactor for UserReactor {
                 v.set_ns(to);
             }
         }
-        Ok(())
+        Ok(work)
     }
 }
 

@@ -7,6 +7,24 @@
 //! pays one `try_recv` per that many iterations. A worker that finds nothing to do
 //! still polls (that is the point of poll mode), unless the caller opts into
 //! [`IdlePolicy::Backoff`] for machines where burning a core is not wanted.
+//!
+//! # Busy/idle accounting
+//!
+//! A poll-mode core is always 100 % busy to the OS, so CPU time says nothing
+//! about what the work cost. With [`RecordCycles::On`] (testpmd's
+//! `--record-core-cycles`, DPDK's name) a worker reads the time-stamp counter
+//! once per loop iteration ([`tsc`], `rdtsc`: a few ns, no fence) and adds the
+//! iteration's cycles to `busy` if its poll did any work (moved a packet, ran
+//! a task) and to `idle` otherwise ([`CoreCycles`]). That is one counter read
+//! and four adds per iteration, never per packet; the totals are published
+//! for other threads ([`SharedCycles`]) at each control check (every
+//! [`CONTROL_CHECK_EVERY`] iterations) and at stop. `busy / packets` is the
+//! CPU cost per packet DPDK's testpmd reports, and it stays meaningful when
+//! the load generator, not this core, limits the rate. The flow executor
+//! (`flow::exec`) keeps the same counters with the same [`CycleMeter`].
+
+use std::sync::atomic::AtomicU64;
+use std::sync::OnceLock;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,11 +32,187 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use serde::Serialize;
 
 use crate::PmdError;
 
 /// Polls between two looks at the control channel.
 pub const CONTROL_CHECK_EVERY: u32 = 256;
+
+/// The CPU's time-stamp counter (cycles at a constant rate, [`tsc_hz`] a
+/// second); elsewhere than x86-64, nanoseconds since the first call.
+#[inline(always)]
+pub fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC only reads the time-stamp counter: no memory is
+        // touched and every x86-64 CPU has the instruction.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        static START: OnceLock<Instant> = OnceLock::new();
+        START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+/// Ticks of [`tsc`] per second, measured once (against the monotonic clock
+/// over 50 ms) and cached.
+pub fn tsc_hz() -> u64 {
+    static HZ: OnceLock<u64> = OnceLock::new();
+    *HZ.get_or_init(|| {
+        if cfg!(not(target_arch = "x86_64")) {
+            return 1_000_000_000;
+        }
+        let (t0, c0) = (Instant::now(), tsc());
+        std::thread::sleep(Duration::from_millis(50));
+        let (t1, c1) = (Instant::now(), tsc());
+        ((c1 - c0) as f64 / (t1 - t0).as_secs_f64()).round().max(1.0) as u64
+    })
+}
+
+/// Where a poll loop's time went, in [`tsc`] cycles: iterations that did
+/// some work (busy) and iterations that found nothing to do (idle).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CoreCycles {
+    /// Cycles spent in iterations that did work.
+    pub busy: u64,
+    /// Cycles spent in empty iterations (including idle back-off sleeps).
+    pub idle: u64,
+    /// Iterations that did work.
+    pub busy_iters: u64,
+    /// Empty iterations.
+    pub idle_iters: u64,
+}
+
+impl CoreCycles {
+    /// Adds one iteration of `cycles`.
+    #[inline(always)]
+    pub fn add(&mut self, cycles: u64, worked: bool) {
+        // Branch-free: the outcome of a poll is not predictable.
+        let b = worked as u64;
+        self.busy = self.busy.wrapping_add(cycles * b);
+        self.idle = self.idle.wrapping_add(cycles * (1 - b));
+        self.busy_iters += b;
+        self.idle_iters += 1 - b;
+    }
+
+    /// All cycles.
+    pub fn total(&self) -> u64 {
+        self.busy + self.idle
+    }
+
+    /// What was added since `earlier` (a snapshot of the same counters).
+    pub fn since(&self, earlier: &CoreCycles) -> CoreCycles {
+        CoreCycles {
+            busy: self.busy.saturating_sub(earlier.busy),
+            idle: self.idle.saturating_sub(earlier.idle),
+            busy_iters: self.busy_iters.saturating_sub(earlier.busy_iters),
+            idle_iters: self.idle_iters.saturating_sub(earlier.idle_iters),
+        }
+    }
+
+    /// The sum of two cores' counters.
+    pub fn plus(&self, o: &CoreCycles) -> CoreCycles {
+        CoreCycles {
+            busy: self.busy + o.busy,
+            idle: self.idle + o.idle,
+            busy_iters: self.busy_iters + o.busy_iters,
+            idle_iters: self.idle_iters + o.idle_iters,
+        }
+    }
+
+    /// Busy time in nanoseconds.
+    pub fn busy_ns(&self) -> f64 {
+        self.busy as f64 * 1e9 / tsc_hz() as f64
+    }
+
+    /// Busy share of all cycles (0 when nothing was counted).
+    pub fn busy_fraction(&self) -> f64 {
+        if self.total() == 0 {
+            0.0
+        } else {
+            self.busy as f64 / self.total() as f64
+        }
+    }
+
+    /// The counters as xstats name/value pairs.
+    pub fn xstats(&self) -> Vec<(String, u64)> {
+        vec![
+            ("core_busy_cycles".into(), self.busy),
+            ("core_idle_cycles".into(), self.idle),
+            ("core_busy_iterations".into(), self.busy_iters),
+            ("core_idle_iterations".into(), self.idle_iters),
+            ("core_tsc_hz".into(), tsc_hz()),
+        ]
+    }
+}
+
+/// A poll loop's meter: [`tick`](Self::tick) once at the end of every
+/// iteration.
+#[derive(Clone, Copy, Debug)]
+pub struct CycleMeter {
+    last: u64,
+    /// What was counted so far.
+    pub cycles: CoreCycles,
+}
+
+impl Default for CycleMeter {
+    fn default() -> Self {
+        CycleMeter::new()
+    }
+}
+
+impl CycleMeter {
+    /// A meter whose first iteration starts now.
+    pub fn new() -> CycleMeter {
+        CycleMeter { last: tsc(), cycles: CoreCycles::default() }
+    }
+
+    /// Ends an iteration (and starts the next): its cycles go to busy if it
+    /// `worked`, to idle otherwise.
+    #[inline(always)]
+    pub fn tick(&mut self, worked: bool) {
+        let now = tsc();
+        self.cycles.add(now.wrapping_sub(self.last), worked);
+        self.last = now;
+    }
+}
+
+/// A core's [`CoreCycles`] as published for other threads (single writer:
+/// the core; each counter is read whole, the four not as one snapshot).
+#[derive(Clone, Debug, Default)]
+pub struct SharedCycles(Arc<[AtomicU64; 4]>);
+
+impl SharedCycles {
+    /// Publishes `c`.
+    #[inline]
+    pub fn publish(&self, c: &CoreCycles) {
+        self.0[0].store(c.busy, Ordering::Relaxed);
+        self.0[1].store(c.idle, Ordering::Relaxed);
+        self.0[2].store(c.busy_iters, Ordering::Relaxed);
+        self.0[3].store(c.idle_iters, Ordering::Relaxed);
+    }
+
+    /// The last published counters.
+    pub fn load(&self) -> CoreCycles {
+        CoreCycles {
+            busy: self.0[0].load(Ordering::Relaxed),
+            idle: self.0[1].load(Ordering::Relaxed),
+            busy_iters: self.0[2].load(Ordering::Relaxed),
+            idle_iters: self.0[3].load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Whether workers keep [`CoreCycles`] (off: the loop reads no clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordCycles {
+    /// No accounting.
+    Off,
+    /// Busy/idle cycles per iteration.
+    On,
+}
 
 /// The work of one core.
 pub trait Lcore: Send + 'static {
@@ -54,6 +248,7 @@ struct Worker<L: Lcore> {
     core: usize,
     ctl: Sender<Control<L::Snapshot>>,
     join: JoinHandle<L>,
+    cycles: SharedCycles,
 }
 
 /// Running workers.
@@ -110,14 +305,34 @@ pub fn check_cores(cores: &[usize]) -> Result<(), PmdError> {
     Ok(())
 }
 
-fn run<L: Lcore>(mut lcore: L, ctl: Receiver<Control<L::Snapshot>>, idle: IdlePolicy) -> L {
+fn run<L: Lcore>(
+    mut lcore: L,
+    ctl: Receiver<Control<L::Snapshot>>,
+    idle: IdlePolicy,
+    record: RecordCycles,
+    shared: &SharedCycles,
+) -> L {
+    let mut meter = CycleMeter::new();
     let IdlePolicy::Backoff { idle_polls: limit, max_sleep } = idle else {
         // Spinning: nothing but the polls between control checks (the idle
-        // bookkeeping below costs more than a fast burst's own overhead).
+        // bookkeeping below costs more than a fast burst's own overhead),
+        // plus one counter read per poll when recording.
+        if record == RecordCycles::Off {
+            loop {
+                for _ in 0..CONTROL_CHECK_EVERY {
+                    lcore.poll();
+                }
+                if control(&mut lcore, &ctl) {
+                    return lcore;
+                }
+            }
+        }
         loop {
             for _ in 0..CONTROL_CHECK_EVERY {
-                lcore.poll();
+                let work = lcore.poll();
+                meter.tick(work > 0);
             }
+            shared.publish(&meter.cycles);
             if control(&mut lcore, &ctl) {
                 return lcore;
             }
@@ -127,7 +342,8 @@ fn run<L: Lcore>(mut lcore: L, ctl: Receiver<Control<L::Snapshot>>, idle: IdlePo
     let mut sleep = Duration::from_micros(1);
     loop {
         for _ in 0..CONTROL_CHECK_EVERY {
-            if lcore.poll() > 0 {
+            let work = lcore.poll();
+            if work > 0 {
                 idle_polls = 0;
                 sleep = Duration::from_micros(1);
             } else {
@@ -137,7 +353,11 @@ fn run<L: Lcore>(mut lcore: L, ctl: Receiver<Control<L::Snapshot>>, idle: IdlePo
                     sleep = (sleep * 2).min(max_sleep);
                 }
             }
+            if record == RecordCycles::On {
+                meter.tick(work > 0);
+            }
         }
+        shared.publish(&meter.cycles);
         if control(&mut lcore, &ctl) {
             return lcore;
         }
@@ -158,10 +378,15 @@ fn control<L: Lcore>(lcore: &mut L, ctl: &Receiver<Control<L::Snapshot>>) -> boo
 }
 
 impl<L: Lcore> Runtime<L> {
-    /// Starts one thread per `(core, lcore)` pair, pinned to that core. Fails if a
-    /// core is unavailable or listed twice, or if pinning fails; then no worker is
+    /// Starts one thread per `(core, lcore)` pair, pinned to that core, each
+    /// keeping busy/idle cycles if `record` says so. Fails if a core is
+    /// unavailable or listed twice, or if pinning fails; then no worker is
     /// left running.
-    pub fn launch(assignments: Vec<(usize, L)>, idle: IdlePolicy) -> Result<Runtime<L>, PmdError> {
+    pub fn launch(
+        assignments: Vec<(usize, L)>,
+        idle: IdlePolicy,
+        record: RecordCycles,
+    ) -> Result<Runtime<L>, PmdError> {
         let cores: Vec<usize> = assignments.iter().map(|(c, _)| *c).collect();
         let mut sorted = cores.clone();
         sorted.sort_unstable();
@@ -173,6 +398,8 @@ impl<L: Lcore> Runtime<L> {
         for (core, lcore) in assignments {
             let (tx, rx) = bounded::<Control<L::Snapshot>>(16);
             let (ready_tx, ready_rx) = bounded::<bool>(1);
+            let cycles = SharedCycles::default();
+            let published = cycles.clone();
             let join = std::thread::Builder::new()
                 .name(format!("lcore-{core}"))
                 .spawn(move || {
@@ -181,11 +408,11 @@ impl<L: Lcore> Runtime<L> {
                     if !pinned {
                         return lcore;
                     }
-                    run(lcore, rx, idle)
+                    run(lcore, rx, idle, record, &published)
                 })
                 .map_err(|e| PmdError::Io { context: format!("spawning the thread for core {core}"), source: e })?;
             let pinned = ready_rx.recv().unwrap_or(false);
-            rt.workers.push(Worker { core, ctl: tx, join });
+            rt.workers.push(Worker { core, ctl: tx, join, cycles });
             if !pinned {
                 let _ = rt.stop();
                 return Err(PmdError::CoreUnavailable {
@@ -200,6 +427,19 @@ impl<L: Lcore> Runtime<L> {
     /// The cores in use, in launch order.
     pub fn cores(&self) -> Vec<usize> {
         self.workers.iter().map(|w| w.core).collect()
+    }
+
+    /// Every worker's busy/idle cycles as last published (every
+    /// [`CONTROL_CHECK_EVERY`] polls, and at stop), in launch order; all zero
+    /// unless launched with [`RecordCycles::On`].
+    pub fn core_cycles(&self) -> Vec<CoreCycles> {
+        self.workers.iter().map(|w| w.cycles.load()).collect()
+    }
+
+    /// The workers' published counters, to read after [`stop`](Self::stop)
+    /// (then final).
+    pub fn cycle_handles(&self) -> Vec<SharedCycles> {
+        self.workers.iter().map(|w| w.cycles.clone()).collect()
     }
 
     /// A snapshot from every worker, in launch order (`None` for a worker that did
@@ -311,7 +551,7 @@ mod tests {
     #[test]
     fn workers_run_snapshot_and_stop() {
         let core = available_cores()[0];
-        let rt = Runtime::launch(vec![(core, Count(0))], IdlePolicy::Spin).unwrap();
+        let rt = Runtime::launch(vec![(core, Count(0))], IdlePolicy::Spin, RecordCycles::Off).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let snap = rt.snapshot();
         assert!(snap[0].unwrap() > 0);
@@ -335,7 +575,7 @@ mod tests {
     fn idle_backoff_sleeps_instead_of_spinning_and_still_stops() {
         let core = available_cores()[0];
         let idle = IdlePolicy::Backoff { idle_polls: 10, max_sleep: Duration::from_millis(2) };
-        let rt = Runtime::launch(vec![(core, Idle(0))], idle).unwrap();
+        let rt = Runtime::launch(vec![(core, Idle(0))], idle, RecordCycles::Off).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let polls = rt.snapshot()[0].unwrap();
         let done = rt.stop().unwrap();
@@ -347,10 +587,76 @@ mod tests {
 
     #[test]
     fn unavailable_core_is_an_error_naming_it() {
-        let e = Runtime::launch(vec![(4096, Count(0))], IdlePolicy::Spin).err().unwrap();
+        let e = Runtime::launch(vec![(4096, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
         assert!(e.to_string().contains("core 4096"), "{e}");
         let c = available_cores()[0];
-        let e = Runtime::launch(vec![(c, Count(0)), (c, Count(0))], IdlePolicy::Spin).err().unwrap();
+        let e = Runtime::launch(vec![(c, Count(0)), (c, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
         assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    /// Forwards in io mode on `spec` for a while with cycle recording `rec`;
+    /// returns the core's final counters and the frames it forwarded.
+    fn forward_on(spec: &str, rec: RecordCycles) -> (CoreCycles, u64) {
+        use crate::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
+        use crate::{Mempool, MempoolConfig, PortConfig};
+        let pool = Mempool::new(&MempoolConfig::new(format!("cyc{spec}{rec:?}"), 4096, 2048, 128, 64)).unwrap();
+        let mut p = crate::open(spec).unwrap();
+        p.configure(&PortConfig::new(1, 1, 512, 512, pool.clone())).unwrap();
+        p.start().unwrap();
+        let mac = p.info().mac;
+        let s = Stream::new(0, 0, 0, p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap(), mac, mac);
+        let counters = s.counters();
+        let cfg = FwdConfig {
+            mode: FwdMode::Io,
+            burst: 32,
+            txpkts: 64,
+            flows: 1,
+            tx_first: 0,
+            nb_pkts: None,
+            pool: pool.clone(),
+            verify: false,
+        };
+        let core = available_cores()[0];
+        let rt = Runtime::launch(vec![(core, FwdLcore::new(cfg, vec![s]))], IdlePolicy::Spin, rec).unwrap();
+        let handles = rt.cycle_handles();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(rt.stop().unwrap());
+        let _ = p.stop();
+        (handles[0].load(), counters.stats().tx)
+    }
+
+    #[test]
+    fn cycles_are_busy_with_traffic_idle_without_and_absent_when_off() {
+        // `null` hands out a full burst on every poll: every iteration works.
+        let (c, sent) = forward_on("null", RecordCycles::On);
+        assert!(sent > 0);
+        assert!(c.busy_iters > 0 && c.busy > 0, "{c:?}");
+        assert_eq!(c.idle_iters, 0, "{c:?}");
+        // A ring that loops back to itself, never seeded: nothing to do.
+        let (c, sent) = forward_on("ring:cycles_idle", RecordCycles::On);
+        assert_eq!(sent, 0);
+        assert!(c.idle_iters > 0 && c.idle > 0, "{c:?}");
+        assert_eq!((c.busy_iters, c.busy), (0, 0), "{c:?}");
+        // Not recording: no clock read, nothing published.
+        let (c, _) = forward_on("null", RecordCycles::Off);
+        assert_eq!(c, CoreCycles::default());
+    }
+
+    #[test]
+    fn cycle_arithmetic() {
+        let mut m = CycleMeter::new();
+        m.tick(true);
+        m.tick(false);
+        m.tick(true);
+        let c = m.cycles;
+        assert_eq!((c.busy_iters, c.idle_iters), (2, 1));
+        assert_eq!(c.total(), c.busy + c.idle);
+        let d = c.plus(&c).since(&c);
+        assert_eq!(d, c);
+        assert!(tsc_hz() > 0);
+        assert!(c.busy_fraction() >= 0.0 && c.busy_fraction() <= 1.0);
+        let shared = SharedCycles::default();
+        shared.publish(&c);
+        assert_eq!(shared.load(), c);
     }
 }

@@ -145,6 +145,51 @@ fn sigterm_stops_cleanly_with_final_stats() {
     assert!(rest.contains("Forward statistics for port 0"), "{rest}");
 }
 
+#[test]
+fn record_core_cycles_prints_and_reports_busy_cycles_per_packet() {
+    let c = core();
+    // Table output: DPDK's line and ours per core.
+    let out = testpmd(&["--port", "null", "--fwd", "io", "--cores", &c, "--duration", "0.2", "--record-core-cycles"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = String::from_utf8_lossy(&out.stdout);
+    for needle in ["CPU cycles/packet=", "(busy cycles=", "total io packets=", "MHz Clock", "idle cycles="] {
+        assert!(s.contains(needle), "missing '{needle}' in:\n{s}");
+    }
+    // JSON: the same numbers, consistent with each other.
+    let v = json(&testpmd(&[
+        "--port",
+        "null",
+        "--fwd",
+        "io",
+        "--cores",
+        &c,
+        "--duration",
+        "0.2",
+        "--record-core-cycles",
+        "--json",
+    ]));
+    let cy = &v["core_cycles"];
+    assert!(u(cy, "tsc_hz") > 0, "{cy}");
+    let core0 = &cy["cores"][0];
+    assert_eq!(core0["core"].as_u64().map(|x| x.to_string()), Some(c.clone()));
+    assert!(u(core0, "busy_iterations") > 0, "{cy}");
+    assert_eq!(u(core0, "busy_cycles") + u(core0, "idle_cycles"), u(core0, "total_cycles"));
+    assert_eq!(u(cy, "busy_cycles"), u(core0, "busy_cycles"));
+    let pkts = u(cy, "packets");
+    assert_eq!(pkts, u(&v["ports"][0], "fwd_tx"));
+    let per = cy["busy_cycles_per_packet"].as_f64().unwrap();
+    assert!((per - u(cy, "busy_cycles") as f64 / pkts as f64).abs() < 1e-6 * per.max(1.0), "{cy}");
+    assert!(cy["busy_ns_per_packet"].as_f64().unwrap() > 0.0);
+    // Without the flag: no accounting, an explicit null.
+    let v = json(&testpmd(&["--port", "null", "--fwd", "io", "--cores", &c, "--duration", "0.1", "--json"]));
+    assert!(v["core_cycles"].is_null(), "{v}");
+    // A value for the flag is a usage error naming it.
+    usage_error(
+        &["--port", "null", "--fwd", "io", "--cores", &c, "--duration", "0.1", "--record-core-cycles=yes"],
+        &["--record-core-cycles"],
+    );
+}
+
 fn usage_error(args: &[&str], needles: &[&str]) {
     let out = testpmd(args);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -50,6 +50,14 @@ pub struct ServerStats {
     pub sockperf_messages: u64,
     /// sockperf answers sent.
     pub sockperf_replies: u64,
+    /// This core's executor loop: cycles (TSC) in iterations that did work.
+    pub core_busy_cycles: u64,
+    /// Cycles in empty iterations (an epoll reactor's sleep included).
+    pub core_idle_cycles: u64,
+    /// Iterations that did work.
+    pub core_busy_iterations: u64,
+    /// Empty iterations.
+    pub core_idle_iterations: u64,
 }
 
 impl ServerStats {
@@ -63,6 +71,10 @@ impl ServerStats {
         self.udp_datagrams += o.udp_datagrams;
         self.sockperf_messages += o.sockperf_messages;
         self.sockperf_replies += o.sockperf_replies;
+        self.core_busy_cycles += o.core_busy_cycles;
+        self.core_idle_cycles += o.core_idle_cycles;
+        self.core_busy_iterations += o.core_busy_iterations;
+        self.core_idle_iterations += o.core_idle_iterations;
     }
 
     /// `name=value` pairs.
@@ -76,6 +88,10 @@ impl ServerStats {
             ("udp_datagrams", self.udp_datagrams),
             ("sockperf_messages", self.sockperf_messages),
             ("sockperf_replies", self.sockperf_replies),
+            ("core_busy_cycles", self.core_busy_cycles),
+            ("core_idle_cycles", self.core_idle_cycles),
+            ("core_busy_iterations", self.core_busy_iterations),
+            ("core_idle_iterations", self.core_idle_iterations),
         ]
     }
 }
@@ -138,7 +154,17 @@ where
     };
     match flow::race(flow::race(accept_loop, udp_loop), stopped(stop)).await {
         Either::Left(Either::Left(Err(e))) => Err(e),
-        _ => Ok(stats.get()),
+        _ => {
+            // The core's busy/idle accounting (pmd::runtime::CoreCycles) with
+            // the server's counters.
+            let c = flow::core_cycles();
+            let mut s = stats.get();
+            s.core_busy_cycles = c.busy;
+            s.core_idle_cycles = c.idle;
+            s.core_busy_iterations = c.busy_iters;
+            s.core_idle_iterations = c.idle_iters;
+            Ok(s)
+        }
     }
 }
 

@@ -70,10 +70,10 @@ fn main() {
             format!(
                 "- EAL main lcore {main_core} on both sides.\n\
                  - ours: `target/release/testpmd --port dpdk:net_null0|dpdk:net_ring0[?checks=none] --fwd io --cores {core} --burst 32 \
-                 --stats-period 1 --json [--tx-first] --eal \"-l M --no-huge -m 1024 --no-pci --no-shconf --no-telemetry\"` \
+                 --stats-period 1 --json [--record-core-cycles] [--tx-first] --eal \"-l M --no-huge -m 1024 --no-pci --no-shconf --no-telemetry\"` \
                  (built with `--features dpdk`)\n\
                  - peer: `dpdk-testpmd -l M,{core} --no-huge -m 1024 --no-pci --vdev net_null0|net_ring0 -- \
-                 --forward-mode=io --nb-cores=1 --burst=32 --stats-period 1 --auto-start --total-num-mbufs=16384 \
+                 --forward-mode=io --nb-cores=1 --burst=32 --stats-period 1 --auto-start --total-num-mbufs=16384 [--record-core-cycles] \
                  [--tx-first]`\n"
             )
         },

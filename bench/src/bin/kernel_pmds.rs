@@ -16,6 +16,10 @@
 //! * `rxonly/tap`: the same generator on `af_packet:<tap ifname>` makes the kernel
 //!   transmit on the TAP, i.e. deliver to the port's descriptor.
 //!
+//! Both run with `--record-core-cycles` and report the port core's busy
+//! cycles per packet (polls that moved frames, including the system calls
+//! into the kernel they make), the `cpu` rows (busy ns/pkt, lower is better).
+//!
 //! Both report a rate per second (first second dropped); medians over
 //! `BENCH_ROUNDS` alternating rounds (default 2) of `BENCH_SECS` (default 5) go
 //! into the results. Needs root (namespaces); run as `scripts/bench.sh kernel_pmds`.
@@ -63,11 +67,14 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Per-second Mpps and busy ns per packet of one side.
+type Side = (Vec<f64>, f64);
+
 /// Our testpmd inside the namespace; per-second rates from `--stats-period`.
-fn ours(bin: &str, port: &str, fwd: &str, core: usize, secs: u32, before_measure: impl FnOnce()) -> Vec<f64> {
+fn ours(bin: &str, port: &str, fwd: &str, core: usize, secs: u32, before_measure: impl FnOnce()) -> Side {
     let child = in_ns(bin)
         .args(["--port", port, "--fwd", fwd, "--cores", &core.to_string(), "--duration", &(secs + 2).to_string()])
-        .args(["--stats-period", "1", "--json"])
+        .args(["--stats-period", "1", "--json", "--record-core-cycles"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,19 +91,20 @@ fn ours(bin: &str, port: &str, fwd: &str, core: usize, secs: u32, before_measure
         .filter_map(|s| s["forward_pps"].as_f64())
         .map(|x| x / 1e6)
         .collect();
+    let busy = v["core_cycles"]["busy_ns_per_packet"].as_f64().expect("core_cycles in our JSON");
     // Drop the first second (start-up, generator attaching) and the last (stop).
-    s.iter().copied().skip(1).take(secs as usize).collect()
+    (s.iter().copied().skip(1).take(secs as usize).collect(), busy)
 }
 
 /// dpdk-testpmd inside the namespace; the `metric` lines (`Rx-pps:`/`Tx-pps:`).
-fn dpdk(vdev: &str, fwd: &str, core: usize, secs: u32, metric: &str, before_measure: impl FnOnce()) -> Vec<f64> {
+fn dpdk(vdev: &str, fwd: &str, core: usize, secs: u32, metric: &str, before_measure: impl FnOnce()) -> Side {
     let main = if core == 0 { 1 } else { 0 };
     let mut child = in_ns("stdbuf")
         .args(["-oL", "dpdk-testpmd", "-l", &format!("{main},{core}"), "--main-lcore", &main.to_string()])
         .args(["--no-huge", "-m", "512", "--no-pci", "--no-shconf", "--no-telemetry", "--log-level=lib.eal:error"])
         .args(["--file-prefix", &format!("kpmd{}", std::process::id()), "--vdev", vdev, "--"])
         .args([&format!("--forward-mode={fwd}"), "--nb-cores=1", "--burst=32", "--stats-period", "1", "--auto-start"])
-        .args(["--total-num-mbufs=16384"])
+        .args(["--total-num-mbufs=16384", "--record-core-cycles"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -105,7 +113,8 @@ fn dpdk(vdev: &str, fwd: &str, core: usize, secs: u32, metric: &str, before_meas
     let mut before = Some(before_measure);
     let mut samples = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(secs as u64 + 60);
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let Ok(line) = line else { break };
         if let Some(rest) = line.trim().strip_prefix(metric) {
             // The first reading means the port runs: start the generator then.
@@ -120,9 +129,12 @@ fn dpdk(vdev: &str, fwd: &str, core: usize, secs: u32, metric: &str, before_meas
             break;
         }
     }
+    // Its final statistics (with the cycles line) come as it stops.
+    let tail = std::thread::spawn(move || lines.map_while(Result::ok).find_map(|l| bench::dpdk_cycles_line(&l)));
     stop(&mut child);
+    let busy = tail.join().ok().flatten().unwrap_or(f64::NAN);
     // Drop the first reading (0 before traffic) and the second (generator start).
-    samples.into_iter().skip(2).take(secs as usize).collect()
+    (samples.into_iter().skip(2).take(secs as usize).collect(), busy)
 }
 
 /// Starts the shared generator: our testpmd txonly on `af_packet:IFNAME`, core 0.
@@ -169,7 +181,7 @@ fn main() {
         .into_owned();
     let _tb = Testbed::up();
 
-    type Run = Box<dyn Fn(u32) -> (Vec<f64>, Vec<f64>)>;
+    type Run = Box<dyn Fn(u32) -> (Side, Side)>;
     let b = bin.clone();
     let tx_af: Run = Box::new(move |s| {
         (
@@ -217,16 +229,30 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut md_rows = Vec::new();
+    let mut cpu_rows = Vec::new();
+    let load_before = bench::load_average();
+    let c2c = bench::core_to_core_ns((gen_core, core));
     let mut series = Vec::new();
     let mut detail = serde_json::Map::new();
     for (name, run) in &cases {
         let (mut o, mut d) = (Vec::new(), Vec::new());
+        let (mut oc, mut dc) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             eprintln!("kernel_pmds: {name} round {}/{rounds}", r + 1);
-            let (a, b) = run(secs);
+            let ((a, ac), (b, bc)) = run(secs);
+            eprintln!("kernel_pmds: {name} round {}: busy ns/pkt ours {ac:.1}, dpdk-testpmd {bc:.1}", r + 1);
             o.extend(a);
             d.extend(b);
+            oc.push(ac);
+            dc.push(bc);
         }
+        let med = |v: &[f64]| {
+            let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let cpu_row = Row::new(&format!("{name} cpu"), "busy ns/pkt", "lower", med(&oc), "dpdk-testpmd", med(&dc));
+        cpu_rows.push(format!("| {name} | {:.1} | {:.1} | {:.2} |", cpu_row.ours, cpu_row.peer_value, cpu_row.ratio));
         assert!(!o.is_empty() && !d.is_empty(), "{name}: no samples (ours {o:?}, dpdk {d:?})");
         let (so, sd) = (summarize(&o, 1000.0), summarize(&d, 1000.0));
         eprintln!("kernel_pmds: {name}: ours {} Mpps, dpdk {} Mpps", fmt(&so), fmt(&sd));
@@ -234,7 +260,10 @@ fn main() {
         md_rows.push(format!("| {name} | {} | {} | {:.2} | {} / {} |", fmt(&so), fmt(&sd), row.ratio, so.n, sd.n));
         detail.insert(
             name.to_string(),
-            serde_json::json!({ "ours": so, "peer": sd, "ours_samples": o, "peer_samples": d }),
+            serde_json::json!({
+                "ours": so, "peer": sd, "ours_samples": o, "peer_samples": d,
+                "ours_busy_ns_per_pkt": oc, "peer_busy_ns_per_pkt": dc,
+            }),
         );
         series.push(Series {
             label: format!("{name} ours"),
@@ -245,14 +274,23 @@ fn main() {
             points: d.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, *v)).collect(),
         });
         rows.push(row);
+        rows.push(cpu_row);
     }
+    let load_after = bench::load_average();
     let env = serde_json::json!({
         "cpu": bench::cpu_model(),
         "kernel": bench::command_line("uname", &["-r"]),
         "dpdk": bench::command_line("pkg-config", &["--modversion", "libdpdk"]),
         "port_core": core, "generator_core": gen_core, "rounds": rounds, "seconds_per_round": secs,
     });
-    write_json("kernel_pmds", &rows, serde_json::json!({ "env": env, "detail": detail }));
+    write_json(
+        "kernel_pmds",
+        &rows,
+        serde_json::json!({
+            "cpu_model": bench::cpu_model(), "core_to_core_ns": bench::round3(c2c),
+            "load_average_before": load_before, "load_average_after": load_after, "env": env, "detail": detail,
+        }),
+    );
     plot_series(
         "kernel_pmds",
         "kernel-backed PMDs: per-second rate (rounds concatenated)",
@@ -268,11 +306,16 @@ fn main() {
          the kernel side: k0 for the veth, the TAP interface itself for tap) on core {gen_core}; the port under \
          test on core {core}.\n\n\
          | case | ours | dpdk-testpmd | ratio | samples |\n|---|---|---|---|---|\n{}\n\n\
-         - ours: `ip netns exec {NS} target/release/testpmd --port af_packet:p0|tap:IF --fwd rxonly|txonly --cores {core} --stats-period 1 --json`\n\
-         - peer: `ip netns exec {NS} dpdk-testpmd -l M,{core} --no-huge -m 512 --no-pci --vdev net_af_packet0,iface=p0|net_tap0,iface=IF -- --forward-mode=rxonly|txonly --nb-cores=1 --stats-period 1 --auto-start`\n\
-         - CPU: {} (2 vCPUs, shared VM), kernel {}.\n\
+         CPU cost per packet (lower is better): the port core's busy cycles (polls that moved frames, with the \
+         system calls they make) over its packets, both with `--record-core-cycles`, median of the rounds.\n\n\
+         | case | ours (busy ns/pkt) | dpdk-testpmd (busy ns/pkt) | ratio |\n|---|---|---|---|\n{}\n\n\
+         - ours: `ip netns exec {NS} target/release/testpmd --port af_packet:p0|tap:IF --fwd rxonly|txonly --cores {core} --stats-period 1 --json --record-core-cycles`\n\
+         - peer: `ip netns exec {NS} dpdk-testpmd -l M,{core} --no-huge -m 512 --no-pci --vdev net_af_packet0,iface=p0|net_tap0,iface=IF -- --forward-mode=rxonly|txonly --nb-cores=1 --stats-period 1 --auto-start --record-core-cycles`\n\
+         - CPU: {} (2 vCPUs, shared VM), kernel {}; core-to-core cache-line latency {c2c:.0} ns one way \
+         (generator core to port core); load average {load_before} before, {load_after} after.\n\
          - Plot: [`kernel_pmds.svg`](kernel_pmds.svg). Raw: [`kernel_pmds.json`](kernel_pmds.json). Reproduce: `scripts/bench.sh kernel_pmds`.\n",
         md_rows.join("\n"),
+        cpu_rows.join("\n"),
         bench::cpu_model(),
         bench::command_line("uname", &["-r"]),
     );

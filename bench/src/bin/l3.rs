@@ -17,13 +17,21 @@
 //! neither, which is the point of the framework, but the ratio should be read as
 //! "bypass stack vs kernel sockets on this machine", not as a like-for-like NIC
 //! comparison. Environment: `BENCH_ROUNDS` (default 3), `BENCH_SECS` (default 5).
+//!
+//! CPU cost per operation (`cpu_*` rows, µs per exchange or echo, both sides
+//! together, lower is better): ours from the two poll loops' busy time
+//! (`pmd::runtime::CoreCycles`: cycles of iterations that moved frames); the
+//! kernel's UDP from its two threads' CPU time (`/proc/self/task/TID/stat`,
+//! they block when idle), `ping -f` from the CPU time of the child process
+//! (`cutime` + `cstime` of `/proc/self/stat` once it has been waited for; the
+//! loopback's receive work runs in its context).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
-use pmd::runtime::{available_cores, IdlePolicy, Lcore, Runtime};
+use pmd::runtime::{available_cores, IdlePolicy, Lcore, RecordCycles, Runtime};
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig};
 use stack::{EchoHandle, UdpConfig, UdpHandle};
 
@@ -139,7 +147,9 @@ impl Lcore for Server {
 }
 
 /// One run of ours: per-second reply rates, and RTT samples (µs) in Rtt mode.
-fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, Vec<f64>) {
+/// One run of ours: (per-second rates, RTT samples µs, busy ns of both
+/// cores over the measured seconds).
+fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, Vec<f64>, f64) {
     let pool = Mempool::new(&MempoolConfig::new(format!("l3b{round}{mode:?}"), 16384, 2048, 128, 256)).unwrap();
     let (na, nb) = (format!("l3a{round}{mode:?}"), format!("l3b{round}{mode:?}"));
     let mut pa = pmd::open(&format!("ring:{na}?peer={nb}")).unwrap();
@@ -186,17 +196,20 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
     };
     let server = Server { s: sb, udp: sudp, got: Vec::with_capacity(64), back: Vec::with_capacity(64) };
     // Two different Lcore types: run them as two runtimes, one core each.
-    let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin).expect("server core");
-    let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin).expect("client core");
+    let rs = Runtime::launch(vec![(cores.1, server)], IdlePolicy::Spin, RecordCycles::On).expect("server core");
+    let rc = Runtime::launch(vec![(cores.0, client)], IdlePolicy::Spin, RecordCycles::On).expect("client core");
     let mut rates = Vec::new();
     std::thread::sleep(Duration::from_millis(300)); // resolution, warm-up
     let mut last = rc.snapshot()[0].unwrap_or(0);
+    let busy = || rs.core_cycles()[0].plus(&rc.core_cycles()[0]);
+    let b0 = busy();
     for _ in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
         let v = rc.snapshot()[0].unwrap_or(last);
         rates.push((v - last) as f64);
         last = v;
     }
+    let busy_ns = busy().since(&b0).busy_ns();
     let mut c = rc.stop().unwrap();
     let s = rs.stop().unwrap();
     let rtts = c[0].rtts_ns.drain(..).skip(1000).map(|n| n as f64 / 1000.0).collect();
@@ -204,17 +217,20 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
     drop(s);
     drop((pa, pb));
     assert_eq!(pool.available(), pool.count(), "l3 bench leaked mbufs");
-    (rates, rtts)
+    (rates, rtts, busy_ns)
 }
 
-/// The kernel over loopback: UDP ping-pong (window 1) or windowed echo.
-fn kernel_udp(window: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
+/// The kernel over loopback: UDP ping-pong (window 1) or windowed echo:
+/// (per-second rates, RTT samples µs, CPU ns of both threads per echo).
+fn kernel_udp(window: usize, secs: u32) -> (Vec<f64>, Vec<f64>, f64) {
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let srv = std::thread::spawn(move || {
+        let _ = tid_tx.send(bench::current_tid().unwrap_or(0));
         let mut buf = [0u8; 2048];
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
             if let Ok((n, peer)) = server.recv_from(&mut buf) {
@@ -232,6 +248,9 @@ fn kernel_udp(window: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
     let end = warm + Duration::from_secs(secs as u64);
     let mut next_tick = warm + Duration::from_secs(1);
     let mut count = 0u64;
+    let (stid, ctid) = (tid_rx.recv().unwrap_or(0), bench::current_tid().unwrap_or(0));
+    let cpu = || bench::thread_cpu_ns(stid).unwrap_or(0) + bench::thread_cpu_ns(ctid).unwrap_or(0);
+    let (mut cpu0, mut all) = (None, 0u64);
     loop {
         let t0 = Instant::now();
         if t0 >= end {
@@ -249,6 +268,11 @@ fn kernel_udp(window: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
         }
         let t1 = Instant::now();
         if t0 >= warm {
+            if cpu0.is_none() {
+                cpu0 = Some(cpu());
+            } else {
+                all += got as u64;
+            }
             count += got as u64;
             if window == 1 && got == 1 {
                 rtts.push((t1 - t0).as_nanos() as f64 / 1000.0);
@@ -260,13 +284,26 @@ fn kernel_udp(window: usize, secs: u32) -> (Vec<f64>, Vec<f64>) {
             }
         }
     }
+    let cpu_ns = cpu().saturating_sub(cpu0.unwrap_or(0)) as f64;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     srv.join().unwrap();
-    (rates, rtts)
+    (rates, rtts, if all > 0 { cpu_ns / all as f64 } else { f64::NAN })
 }
 
-/// `ping -f -l WINDOW` to 127.0.0.1 for `secs`: replies per second.
-fn kernel_ping(secs: u32) -> Vec<f64> {
+/// CPU time of this process's waited-for children (`cutime` + `cstime`), ns.
+fn children_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = text.rfind(')').map(|i| &text[i + 1..]).unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // After the state (not a number): fields 4.. ; cutime and cstime are fields 16 and 17.
+    let (cu, cs) = (f.get(12).copied().unwrap_or(0), f.get(13).copied().unwrap_or(0));
+    (cu + cs) * 1_000_000_000 / bench::clock_ticks()
+}
+
+/// `ping -f -l WINDOW` to 127.0.0.1 for `secs`: (replies per second, CPU ns
+/// per reply).
+fn kernel_ping(secs: u32) -> (Vec<f64>, f64) {
+    let cpu0 = children_cpu_ns();
     let out = std::process::Command::new("ping")
         .args([
             "-f",
@@ -280,7 +317,8 @@ fn kernel_ping(secs: u32) -> Vec<f64> {
             "127.0.0.1",
         ])
         .output();
-    let Ok(out) = out else { return vec![] };
+    let Ok(out) = out else { return (vec![], f64::NAN) };
+    let cpu_ns = children_cpu_ns().saturating_sub(cpu0) as f64;
     let text = String::from_utf8_lossy(&out.stdout);
     // "N packets transmitted, M received, ..., time Tms"
     let line = text.lines().find(|l| l.contains("received")).unwrap_or("");
@@ -291,7 +329,7 @@ fn kernel_ping(secs: u32) -> Vec<f64> {
         .next()
         .and_then(|t| t.trim_end_matches("ms").trim().parse().ok())
         .unwrap_or(1000.0 * secs as f64);
-    vec![received / (ms / 1000.0)]
+    (vec![received / (ms / 1000.0)], if received > 0.0 { cpu_ns / received } else { f64::NAN })
 }
 
 fn fmt(s: &Summary, unit: f64) -> String {
@@ -308,17 +346,48 @@ fn main() {
     }
     let (mut o_rtt, mut k_rtt) = (Vec::new(), Vec::new());
     let (mut o_udp, mut k_udp, mut o_icmp, mut k_icmp) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // CPU per operation: ours (busy ns, operations) summed over rounds; the
+    // kernel's per-round figures (their median is reported).
+    let mut o_cost = [(0.0f64, 0.0f64); 3];
+    let mut k_cost: [Vec<f64>; 3] = Default::default();
+    let load_before = bench::load_average();
+    let mut c2c = Vec::new();
     for r in 0..rounds {
+        c2c.push(bench::core_to_core_ns(cores));
         eprintln!("l3: round {}/{rounds}: udp rtt (ours, kernel)", r + 1);
-        o_rtt.extend(ours(Mode::Rtt, secs, r, cores).1);
-        k_rtt.extend(kernel_udp(1, secs).1);
+        let (rates, rtts, busy) = ours(Mode::Rtt, secs, r, cores);
+        o_cost[0].0 += busy;
+        o_cost[0].1 += rates.iter().sum::<f64>();
+        o_rtt.extend(rtts);
+        let (_, rtts, cpu) = kernel_udp(1, secs);
+        k_rtt.extend(rtts);
+        k_cost[0].push(cpu);
         eprintln!("l3: round {}/{rounds}: udp echo window {WINDOW} (ours, kernel)", r + 1);
-        o_udp.extend(ours(Mode::UdpFlood, secs, r, cores).0);
-        k_udp.extend(kernel_udp(WINDOW, secs).0);
+        let (rates, _, busy) = ours(Mode::UdpFlood, secs, r, cores);
+        o_cost[1].0 += busy;
+        o_cost[1].1 += rates.iter().sum::<f64>();
+        o_udp.extend(rates);
+        let (rates, _, cpu) = kernel_udp(WINDOW, secs);
+        k_udp.extend(rates);
+        k_cost[1].push(cpu);
         eprintln!("l3: round {}/{rounds}: icmp echo window {WINDOW} (ours, kernel ping -f)", r + 1);
-        o_icmp.extend(ours(Mode::IcmpFlood, secs, r, cores).0);
-        k_icmp.extend(kernel_ping(secs));
+        let (rates, _, busy) = ours(Mode::IcmpFlood, secs, r, cores);
+        o_cost[2].0 += busy;
+        o_cost[2].1 += rates.iter().sum::<f64>();
+        o_icmp.extend(rates);
+        let (rates, cpu) = kernel_ping(secs);
+        k_icmp.extend(rates);
+        k_cost[2].push(cpu);
     }
+    let load_after = bench::load_average();
+    let med = |v: &[f64]| {
+        let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let c2c_med = med(&c2c);
+    let o_us = o_cost.map(|(ns, ops)| bench::us_per_op(ns, ops));
+    let k_us = [med(&k_cost[0]) / 1e3, med(&k_cost[1]) / 1e3, med(&k_cost[2]) / 1e3];
     let (so_rtt, sk_rtt) = (summarize(&o_rtt, 100.0), summarize(&k_rtt, 100.0));
     let (so_udp, sk_udp) = (summarize(&o_udp, 1.0), summarize(&k_udp, 1.0));
     let (so_icmp, sk_icmp) = (summarize(&o_icmp, 1.0), summarize(&k_icmp, 1.0));
@@ -327,6 +396,9 @@ fn main() {
         Row::new("udp_rtt_p99", "us", "lower", so_rtt.p99, "kernel UDP loopback", sk_rtt.p99),
         Row::new("icmp_echo_pps", "kpps", "higher", so_icmp.p50 / 1e3, "kernel ping -f loopback", sk_icmp.p50 / 1e3),
         Row::new("udp_echo_pps", "kpps", "higher", so_udp.p50 / 1e3, "kernel UDP loopback", sk_udp.p50 / 1e3),
+        Row::new("cpu_udp_rtt", "cpu us/exchange", "lower", o_us[0], "kernel UDP loopback (CPU time)", k_us[0]),
+        Row::new("cpu_udp_echo", "cpu us/echo", "lower", o_us[1], "kernel UDP loopback (CPU time)", k_us[1]),
+        Row::new("cpu_icmp_echo", "cpu us/echo", "lower", o_us[2], "kernel ping -f loopback (CPU time)", k_us[2]),
     ];
     let md_rows: Vec<String> = rows
         .iter()
@@ -346,7 +418,15 @@ fn main() {
         "window": WINDOW,
         "payload_bytes": PAYLOAD,
     });
-    let json = write_json("l3", &rows, serde_json::json!({ "env": env, "detail": detail }));
+    let json = write_json(
+        "l3",
+        &rows,
+        serde_json::json!({
+            "cpu_model": bench::cpu_model(), "core_to_core_ns": bench::round3(c2c_med), "core_to_core_ns_probes": c2c,
+            "load_average_before": load_before, "load_average_after": load_after,
+            "env": env, "detail": detail,
+        }),
+    );
     let per_sec = |v: &[f64]| v.iter().enumerate().map(|(i, x)| (i as f64 + 1.0, x / 1e3)).collect::<Vec<_>>();
     let svg = plot_series(
         "l3",
@@ -365,7 +445,13 @@ fn main() {
          - UDP RTT: ours {} µs, kernel {} µs (p50, p10–p90); {} / {} samples.\n\
          - UDP echo: window {WINDOW}, {PAYLOAD}-byte payload; ours {} kpps, kernel {} kpps (per-second medians).\n\
          - ICMP echo: window {WINDOW}; ours {} kpps (server answers in the request's buffer); kernel `ping -f -l {WINDOW}` {} kpps.\n\
-         - CPU: {} ; kernel {}; cores {:?}; {rounds} round(s) of {secs} s.\n\
+         - CPU cost rows: µs of CPU per exchange/echo, both sides together. Ours: the two poll loops' busy time \
+         (cycles of iterations that moved frames; empty polls excluded). Kernel UDP: its two threads' CPU time \
+         (`/proc/self/task/TID/stat`; they block when idle); `ping -f`: the child's CPU time (`cutime`+`cstime`, \
+         the loopback's receive work runs in its context), median of the rounds.\n\
+         - CPU: {}; core-to-core cache-line latency {c2c_med:.0} ns one way (median of the probes before each \
+         round); load average {load_before} before, {load_after} after; kernel {}; cores {:?}; {rounds} round(s) \
+         of {secs} s.\n\
          - Plot: [`l3.svg`](l3.svg). Raw: [`l3.json`](l3.json). Reproduce: `scripts/bench.sh l3` \
          (`BENCH_ROUNDS`, `BENCH_SECS`).\n",
         md_rows.join("\n"),

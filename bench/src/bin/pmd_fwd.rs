@@ -32,9 +32,9 @@ fn main() {
         md_commands: |core, _| {
             format!(
                 "- ours: `target/release/testpmd --port null|ring:bench0[?checks=none] --fwd io --cores {core} --burst 32 \
-                 --stats-period 1 --json [--tx-first]`\n\
+                 --stats-period 1 --json [--record-core-cycles] [--tx-first]`\n\
                  - peer: `dpdk-testpmd -l M,{core} --no-huge -m 1024 --no-pci --vdev net_null0|net_ring0 -- \
-                 --forward-mode=io --nb-cores=1 --burst=32 --stats-period 1 --auto-start --total-num-mbufs=16384 \
+                 --forward-mode=io --nb-cores=1 --burst=32 --stats-period 1 --auto-start --total-num-mbufs=16384 [--record-core-cycles] \
                  [--tx-first]`\n"
             )
         },

@@ -259,7 +259,11 @@ fn back_end(bin: &str, sock: &Path, mode: &str, core: usize, main: usize, tag: &
     r
 }
 
-fn ours(bin: &str, case: &Case, sock: &Path, core: usize, secs: u32, meter: &Meter) -> Vec<Sample> {
+/// One front end's run: per-second samples and busy ns per packet
+/// (`--record-core-cycles`).
+type Run = (Vec<Sample>, f64);
+
+fn ours(bin: &str, case: &Case, sock: &Path, core: usize, secs: u32, meter: &Meter) -> Run {
     let mut args = vec![
         "--port".to_string(),
         format!("virtio-user:{}?qsize=256{}", sock.display(), case.ours_opts),
@@ -278,6 +282,7 @@ fn ours(bin: &str, case: &Case, sock: &Path, core: usize, secs: u32, meter: &Met
         "--stats-period".into(),
         "1".into(),
         "--json".into(),
+        "--record-core-cycles".into(),
     ];
     if case.front == "io" {
         args.push("--tx-first".into());
@@ -295,9 +300,10 @@ fn ours(bin: &str, case: &Case, sock: &Path, core: usize, secs: u32, meter: &Met
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from our testpmd");
     assert_eq!(v["mbufs_leaked"].as_u64(), Some(0), "our testpmd leaked buffers: {v}");
     assert_eq!(v["ports"][0]["xstats"]["tx_copies"].as_u64(), Some(0), "zero copy: {v}");
+    let busy = v["core_cycles"]["busy_ns_per_packet"].as_f64().unwrap_or(f64::NAN);
     // Sample times are from the start of forwarding, a little after the
     // process started: close enough for second-long windows.
-    v["samples"]
+    let samples = v["samples"]
         .as_array()
         .expect("samples")
         .iter()
@@ -308,10 +314,11 @@ fn ours(bin: &str, case: &Case, sock: &Path, core: usize, secs: u32, meter: &Met
             let start = end.checked_sub(Duration::from_secs(1)).unwrap_or(t0);
             Sample { mpps: pps / 1e6, interference: meter.interference(start, end) }
         })
-        .collect()
+        .collect();
+    (samples, busy)
 }
 
-fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32, meter: &Meter) -> Vec<Sample> {
+fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32, meter: &Meter) -> Run {
     let mut args = vec![
         "-l".to_string(),
         format!("{main},{core}"),
@@ -337,6 +344,7 @@ fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32
         "--stats-period".into(),
         "1".into(),
         "--total-num-mbufs=16384".into(),
+        "--record-core-cycles".into(),
     ];
     if case.front == "io" {
         args.push("--tx-first".into());
@@ -356,7 +364,8 @@ fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32
     let deadline = Instant::now() + Duration::from_secs(secs as u64 + 60);
     let mut samples = Vec::new();
     let mut last = Instant::now();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
         let Ok(line) = line else { break };
         if let Some(rest) = line.trim().strip_prefix(key) {
             if let Some(v) = rest.split_whitespace().next().and_then(|x| x.parse::<f64>().ok()) {
@@ -372,12 +381,19 @@ fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32
         }
     }
     let _ = Command::new("kill").args(["-INT", &r.0.id().to_string()]).status();
+    // Its final statistics (with the cycles line) come as it stops.
+    let tail = std::thread::spawn(move || lines.map_while(Result::ok).find_map(|l| bench::dpdk_cycles_line(&l)));
     let t0 = Instant::now();
     while r.0.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
     }
+    if r.0.try_wait().ok().flatten().is_none() {
+        let _ = r.0.kill();
+        let _ = r.0.wait();
+    }
     assert!(samples.len() > secs as usize, "{bin} printed only {} throughput readings", samples.len());
-    samples.into_iter().skip(1).collect()
+    let busy = tail.join().ok().flatten().unwrap_or(f64::NAN);
+    (samples.into_iter().skip(1).collect(), busy)
 }
 
 fn fmt(s: &Summary) -> String {
@@ -444,6 +460,9 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut md_rows = Vec::new();
+    let mut cpu_rows = Vec::new();
+    let mut cpu_rows_json = Vec::new();
+    let c2c = bench::core_to_core_ns((other, core));
     let mut series = Vec::new();
     let mut detail = serde_json::Map::new();
     let only: Option<Vec<String>> =
@@ -455,6 +474,7 @@ fn main() {
     let mut interference_all = Vec::new();
     for case in CASES.iter().filter(|c| wanted(c)) {
         let (mut o, mut d) = (Vec::new(), Vec::new());
+        let (mut oc, mut dc) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             // Back end forwards on `other`, front end on `core`; main lcores on
             // the other core of each (they sleep between stats). Who goes first
@@ -463,9 +483,13 @@ fn main() {
                 eprintln!("virtio: {} round {}/{rounds}: {side}", case.name, r + 1);
                 let mut be = back_end(&dpdk_bin, &sock, case.back, other, core, &format!("{side}{r}"), &meter);
                 if side == "ours" {
-                    o.extend(ours(&ours_bin, case, &sock, core, secs, &meter));
+                    let (v, c) = ours(&ours_bin, case, &sock, core, secs, &meter);
+                    o.extend(v);
+                    oc.push(c);
                 } else {
-                    d.extend(dpdk(&dpdk_bin, case, &sock, core, other, secs, &meter));
+                    let (v, c) = dpdk(&dpdk_bin, case, &sock, core, other, secs, &meter);
+                    d.extend(v);
+                    dc.push(c);
                 }
                 let _ = be.0.stdin.take().map(|mut s| s.write_all(b"\n"));
             }
@@ -504,8 +528,21 @@ fn main() {
                 "ours": head.ours, "peer": head.peer,
                 "ours_all": all.ours, "peer_all": all.peer,
                 "ours_samples": o, "peer_samples": d,
+                "ours_busy_ns_per_pkt": oc, "peer_busy_ns_per_pkt": dc,
             }),
         );
+        let med = |v: &[f64]| {
+            let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let cpu_row =
+            Row::new(&format!("{} cpu", case.name), "busy ns/pkt", "lower", med(&oc), "dpdk-testpmd", med(&dc));
+        cpu_rows.push(format!(
+            "| {} | {:.2} | {:.2} | {:.2} |",
+            case.name, cpu_row.ours, cpu_row.peer_value, cpu_row.ratio
+        ));
+        cpu_rows_json.push(cpu_row);
         if !case.name.contains("in_order=0") {
             // Sorted per-second rates: the spread of each side at a glance.
             for (side, s) in [("ours", &o), ("dpdk", &d)] {
@@ -520,6 +557,7 @@ fn main() {
         }
         rows.push(row);
     }
+    rows.extend(cpu_rows_json);
     meter.stop.store(true, Ordering::Relaxed);
     let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
@@ -543,7 +581,13 @@ fn main() {
         "loadavg_before": load_before.trim(),
         "loadavg_after": load_after.trim(),
     });
-    let json = write_json("virtio", &rows, serde_json::json!({ "env": env, "detail": detail }));
+    let json = write_json(
+        "virtio",
+        &rows,
+        serde_json::json!({
+            "cpu_model": bench::cpu_model(), "core_to_core_ns": bench::round3(c2c), "env": env, "detail": detail,
+        }),
+    );
     let svg = plot_series(
         "virtio",
         "virtio-user front ends on dpdk-testpmd's vhost back end: per-second rates, sorted",
@@ -561,17 +605,21 @@ fn main() {
          | case | ours (testpmd, virtio-user:) | dpdk-testpmd {dpdk_version} net_virtio_user | ratio | from (interference) | \
          seconds (ours / dpdk) | ours, all s | dpdk, all s | ratio, all s |\n\
          |---|---|---|---|---|---|---|---|---|\n{}\n\n\
+         CPU cost per packet of the front ends (lower is better): the forwarding core's busy cycles (polls that \
+         moved frames) over its packets, both with `--record-core-cycles`, median of the rounds (all seconds).\n\n\
+         | case | ours (busy ns/pkt) | dpdk-testpmd (busy ns/pkt) | ratio |\n|---|---|---|---|\n{}\n\n\
          - Machine during the run: load average {} before, {} after; {:.0} % of the seconds were quiet, median \
          interference {:.1} % of the two CPUs.\n\
-         - CPU: {} (2 vCPUs, shared VM), kernel {}; front end forwards on core {core}, back end on core {other}.\n\
+         - CPU: {} (2 vCPUs, shared VM), kernel {}; front end forwards on core {core}, back end on core {other}; \
+         core-to-core cache-line latency {c2c:.0} ns one way (between them, at the start).\n\
          - back end (fresh per run): `dpdk-testpmd -l {core},{other} --main-lcore {core} --no-huge -m 1024 --no-pci \
          --vdev net_vhost0,iface=SOCK,queues=1 -- --forward-mode=rxonly|txonly|io --nb-cores=1 --burst=32`\n\
          - ours: `target/release/testpmd --port 'virtio-user:SOCK?qsize=256&in_order=1|0' --fwd txonly|rxonly|io \
-         --cores {core} --burst 32 --rxd 256 --txd 256 --stats-period 1 --json [--tx-first]` (memfd pool, no \
+         --cores {core} --burst 32 --rxd 256 --txd 256 --stats-period 1 --json --record-core-cycles [--tx-first]` (memfd pool, no \
          hugepages)\n\
          - DPDK: `dpdk-testpmd -l {other},{core} --main-lcore {other} --in-memory --single-file-segments -m 512 \
          --no-pci --vdev net_virtio_user0,path=SOCK,queue_size=256[,in_order=0] -- --forward-mode=txonly|rxonly|io \
-         --nb-cores=1 --burst=32 --rxd=256 --txd=256 --stats-period 1 [--tx-first]` (2 MB hugepages: DPDK's \
+         --nb-cores=1 --burst=32 --rxd=256 --txd=256 --stats-period 1 --record-core-cycles [--tx-first]` (2 MB hugepages: DPDK's \
          virtio-user can only share hugepage memory with the back end). Both sides negotiate VIRTIO_F_IN_ORDER \
          in the first three rows (both defaults) and neither does in the `(in_order=0)` rows.\n\
          - Plot: [`virtio.svg`](virtio.svg) (sorted per-second rates of the first three cases). Raw samples with \
@@ -580,6 +628,7 @@ fn main() {
          BENCH_CASES, BENCH_CORE).\n",
         quiet_max * 100.0,
         md_rows.join("\n"),
+        cpu_rows.join("\n"),
         load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         load_after.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         quiet_share * 100.0,

@@ -28,7 +28,9 @@ use serde::Serialize;
 use pmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream, StreamStats, MIN_TXPKTS};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::port::MacAddr;
-use pmd::runtime::{parse_core_list, IdlePolicy, Lcore, Runtime, StopSignal};
+use pmd::runtime::{
+    parse_core_list, tsc_hz, CoreCycles, IdlePolicy, Lcore, RecordCycles, Runtime, SharedCycles, StopSignal,
+};
 use pmd::{Mempool, MempoolConfig, PmdError, Port, PortConfig, PortStats};
 
 #[derive(Parser, Debug)]
@@ -94,6 +96,11 @@ struct Args {
     /// Sleep when idle instead of spinning
     #[arg(long = "idle-backoff")]
     idle_backoff: bool,
+    /// Count each forwarding core's cycles in polls that moved frames (busy)
+    /// and in empty ones (idle), and print busy cycles per packet (DPDK's
+    /// flag; one time-stamp counter read per poll)
+    #[arg(long = "record-core-cycles")]
+    record_core_cycles: bool,
     /// Capture every frame received and sent on every port to this pcap file
     #[arg(long, value_name = "FILE", requires = "pcap_limit")]
     pcap: Option<std::path::PathBuf>,
@@ -145,6 +152,33 @@ struct Sample {
     forward_pps: f64,
 }
 
+/// One forwarding core's cycles (`--record-core-cycles`).
+#[derive(Serialize)]
+struct CoreReport {
+    core: usize,
+    busy_cycles: u64,
+    idle_cycles: u64,
+    total_cycles: u64,
+    busy_iterations: u64,
+    idle_iterations: u64,
+    busy_percent: f64,
+}
+
+/// `--record-core-cycles`: every core's cycles and the cost per packet.
+#[derive(Serialize)]
+struct Cycles {
+    tsc_hz: u64,
+    cores: Vec<CoreReport>,
+    busy_cycles: u64,
+    total_cycles: u64,
+    /// Frames the cost is counted over: sent, or received for rxonly (as
+    /// DPDK's testpmd: received, or sent in txonly/flowgen).
+    packets: u64,
+    busy_cycles_per_packet: f64,
+    total_cycles_per_packet: f64,
+    busy_ns_per_packet: f64,
+}
+
 #[derive(Serialize)]
 struct Report {
     fwd: String,
@@ -157,6 +191,8 @@ struct Report {
     mbufs_total: usize,
     mbufs_leaked: usize,
     stopped_by_signal: bool,
+    /// With --record-core-cycles; null otherwise.
+    core_cycles: Option<Cycles>,
 }
 
 enum Failure {
@@ -303,7 +339,12 @@ impl<L: Lcore> Running for Runtime<L> {
 /// Starts the forwarding cores. When every stream is DPDK queue to DPDK queue,
 /// the engine runs over the concrete queue types, so the burst calls are
 /// direct and inlined (see `pmd::fwd`); otherwise over trait objects.
-fn launch(used: Vec<(usize, Vec<Stream>)>, cfg: &FwdConfig, idle: IdlePolicy) -> Result<Box<dyn Running>, PmdError> {
+fn launch(
+    used: Vec<(usize, Vec<Stream>)>,
+    cfg: &FwdConfig,
+    idle: IdlePolicy,
+    record: RecordCycles,
+) -> Result<(Box<dyn Running>, Vec<SharedCycles>), PmdError> {
     #[cfg(feature = "dpdk")]
     {
         use pmd::drivers::dpdk::{DpdkRx, DpdkTx};
@@ -315,11 +356,15 @@ fn launch(used: Vec<(usize, Vec<Stream>)>, cfg: &FwdConfig, idle: IdlePolicy) ->
                     (c, FwdLcore::new(cfg.clone(), s.collect()))
                 })
                 .collect();
-            return Ok(Box::new(Runtime::launch(lcores, idle)?));
+            let rt = Runtime::launch(lcores, idle, record)?;
+            let cycles = rt.cycle_handles();
+            return Ok((Box::new(rt), cycles));
         }
     }
     let lcores: Vec<(usize, FwdLcore)> = used.into_iter().map(|(c, s)| (c, FwdLcore::new(cfg.clone(), s))).collect();
-    Ok(Box::new(Runtime::launch(lcores, idle)?))
+    let rt = Runtime::launch(lcores, idle, record)?;
+    let cycles = rt.cycle_handles();
+    Ok((Box::new(rt), cycles))
 }
 
 fn peer_of(p: usize, n: usize) -> usize {
@@ -477,7 +522,12 @@ fn run(a: &Args) -> Result<i32, Failure> {
     let snap = |counters: &Vec<Vec<std::sync::Arc<pmd::fwd::StreamCounters>>>| -> Vec<Vec<StreamStats>> {
         counters.iter().map(|l| l.iter().map(|c| c.stats()).collect()).collect()
     };
-    let rt = launch(used, &cfg, idle)?;
+    let record = if a.record_core_cycles { RecordCycles::On } else { RecordCycles::Off };
+    if a.record_core_cycles {
+        // Calibrated before the cores start, off the measured interval.
+        tsc_hz();
+    }
+    let (rt, cycle_handles) = launch(used, &cfg, idle, record)?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(a.duration);
     let mut samples = Vec::new();
@@ -509,6 +559,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
     // Stop the cores first so every counter below is final and exact.
     let lcores = rt.stop().map_err(|e| Failure::Run(e.to_string()))?;
     let elapsed = t0.elapsed().as_secs_f64();
+    let per_core: Vec<CoreCycles> = cycle_handles.iter().map(|h| h.load()).collect();
     let final_snap = snap(&counters);
     let port_stats: Vec<PortStats> = ports.iter().map(|p| p.stats()).collect();
     let xstats: Vec<_> = ports.iter().map(|p| p.xstats()).collect();
@@ -573,6 +624,33 @@ fn run(a: &Args) -> Result<i32, Failure> {
     }
     drop(sink);
     let leaked = pool.in_use();
+    let packets = forwarded(a.fwd, &final_snap);
+    let core_cycles = a.record_core_cycles.then(|| {
+        let sum = per_core.iter().fold(CoreCycles::default(), |acc, c| acc.plus(c));
+        let per = |x: f64| if packets > 0 { x / packets as f64 } else { 0.0 };
+        Cycles {
+            tsc_hz: tsc_hz(),
+            cores: core_list
+                .iter()
+                .zip(&per_core)
+                .map(|(&core, c)| CoreReport {
+                    core,
+                    busy_cycles: c.busy,
+                    idle_cycles: c.idle,
+                    total_cycles: c.total(),
+                    busy_iterations: c.busy_iters,
+                    idle_iterations: c.idle_iters,
+                    busy_percent: c.busy_fraction() * 100.0,
+                })
+                .collect(),
+            busy_cycles: sum.busy,
+            total_cycles: sum.total(),
+            packets,
+            busy_cycles_per_packet: per(sum.busy as f64),
+            total_cycles_per_packet: per(sum.total() as f64),
+            busy_ns_per_packet: per(sum.busy_ns()),
+        }
+    });
     let report = Report {
         fwd: a.fwd.to_string(),
         duration_s: elapsed,
@@ -584,6 +662,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
         mbufs_total: pool.count(),
         mbufs_leaked: leaked,
         stopped_by_signal: by_signal,
+        core_cycles,
     };
     if a.json {
         println!("{}", serde_json::to_string(&report).expect("report serialises"));
@@ -660,6 +739,27 @@ fn print_tables(r: &Report) {
         println!("  Rx-pps: {:>14.0}          Rx-bps: {:>14.0}", p.rx_pps, p.rx_bytes as f64 * 8.0 / r.duration_s);
         println!("  Tx-pps: {:>14.0}          Tx-bps: {:>14.0}", p.tx_pps, p.tx_bytes as f64 * 8.0 / r.duration_s);
         println!("  ############################################################################");
+    }
+    if let Some(c) = &r.core_cycles {
+        for k in &c.cores {
+            println!(
+                "\n  Core {}: busy cycles={} idle cycles={} ({:.1}% busy), busy iterations={} idle iterations={}",
+                k.core, k.busy_cycles, k.idle_cycles, k.busy_percent, k.busy_iterations, k.idle_iterations
+            );
+        }
+        // DPDK testpmd's line, then the total-cycle variant.
+        println!(
+            "\n  CPU cycles/packet={:.2} (busy cycles={} / total {} packets={}) at {} MHz Clock",
+            c.busy_cycles_per_packet,
+            c.busy_cycles,
+            r.fwd,
+            c.packets,
+            c.tsc_hz / 1_000_000
+        );
+        println!(
+            "  Total cycles/packet={:.2} (total cycles={}); busy ns/packet={:.2}",
+            c.total_cycles_per_packet, c.total_cycles, c.busy_ns_per_packet
+        );
     }
     println!(
         "\nForward rate: {:.3} Mpps over {:.2} s; buffers leaked: {}",
