@@ -13,7 +13,7 @@
 //!   a [`Reactor`](exec::Reactor) (the stack's poll loop, or epoll) wakes tasks,
 //!   and [`sleep`](exec::sleep) / [`timeout`](exec::timeout) run on the reactor's
 //!   clock, so a simulation runs in virtual time.
-//! * [`runtime`]: one pinned thread per core, each with its executor and its
+//! * [`runtime`] (over [`cores`]): one pinned thread per core, each with its executor and its
 //!   stack: `Runtime::user(..)` / `Runtime::kernel(..)`, then
 //!   `run(|core| async { .. })`.
 //!
@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cores;
 pub mod error;
 pub mod exec;
 pub mod kernel;
@@ -39,7 +40,8 @@ pub use exec::{
     core_cycles, core_cycles_handle, now_ns, race, sleep, spawn, timeout, Either, Executor, JoinHandle, Reactor,
 };
 
-pub use runtime::{Core, Runtime};
+pub use cores::Core;
+pub use runtime::Runtime;
 pub use stack::tcp::{CongestionControl, Keepalive, ListenConfig, RtoConfig, SynCookies, TcpConfig};
 pub use stack::UdpConfig;
 

@@ -24,8 +24,8 @@ use std::task::{Context, Poll, Waker};
 use pmd::{Clock, Mempool, MempoolConfig, PortConfig, VirtualClock};
 use stack::{StackConfig, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
 
+use crate::cores::{check_cores, on_cores, Core};
 use crate::exec::{Executor, Reactor};
-use crate::runtime::{on_cores, Core};
 use crate::{Datagram, Flow, FlowError, ListenConfig, Listener, Net, TcpConfig, UdpConfig};
 
 /// The stack type a runtime builds over a port chosen by spec.
@@ -443,7 +443,7 @@ enum MacFrom {
 }
 
 /// The user-stack runtime: a port opened from its spec with one queue pair per
-/// core, one [`Stack`] per core on it.
+/// core, one [`Stack`](stack::Stack) per core on it.
 pub struct UserRuntime {
     spec: String,
     cfg: StackConfig,
@@ -484,7 +484,7 @@ impl UserRuntime {
 
     /// Checks every value before anything is opened; the error names it.
     pub fn check(self) -> Result<Self, FlowError> {
-        crate::runtime::check_cores(&self.cores)?;
+        check_cores(&self.cores)?;
         if self.mbufs == 0 {
             return Err(FlowError::invalid("mbufs: the pool needs buffers"));
         }
