@@ -23,7 +23,7 @@ fi
 scripts/setup.sh bench
 features=()
 # Benchmarks of the DPDK driver need our testpmd built with it.
-[[ "$name" == dpdk_* ]] && features=(--features pmd/dpdk)
+[[ "$name" == dpdk_* ]] && features=(--features testpmd/dpdk)
 cargo build --release --workspace --bins "${features[@]}"
 # Honour CARGO_TARGET_DIR (shared machines build outside the work tree); the
 # benchmark finds our testpmd through TESTPMD.

@@ -47,16 +47,17 @@ doc_tests() {
 # process). Tests run one at a time and share the two cores, so they run
 # single-threaded to keep timings sane. Only what the feature changes runs
 # again: the dpdk driver's own unit tests, the port registry's (it gains the
-# dpdk: scheme), the dpdk_* test binaries and the testpmd CLI tests (the binary
-# gains --eal); every other test ran above, once.
+# dpdk: scheme), and testpmd's dpdk_* and CLI tests (the binary gains --eal);
+# every other test ran above, once.
 dpdk_tests() {
     if [[ $nextest == 1 ]]; then
-        cargo nextest run -p pmd --features dpdk --locked --no-fail-fast --test-threads=1 \
-            -E '(kind(lib) & (test(/^drivers::dpdk::/) | test(/^registry::/))) | binary(/^dpdk_/) | binary(testpmd_cli)'
+        cargo nextest run -p pmd -p testpmd --features testpmd/dpdk --locked --no-fail-fast --test-threads=1 \
+            -E '(package(pmd) & kind(lib) & (test(/^drivers::dpdk::/) | test(/^registry::/))) | (package(pmd) & binary(/^dpdk_/)) | (package(testpmd) & (binary(/^dpdk_/) | binary(testpmd_cli)))'
     else
         cargo test -p pmd --features dpdk --locked --no-fail-fast --lib -- --test-threads=1 drivers::dpdk:: registry:: &&
-            for t in dpdk_peers dpdk_testpmd dpdk_zero_copy testpmd_cli; do
-                cargo test -p pmd --features dpdk --locked --no-fail-fast --test "$t" -- --test-threads=1 || return 1
+            cargo test -p pmd --features dpdk --locked --no-fail-fast --test dpdk_zero_copy -- --test-threads=1 &&
+            for t in dpdk_peers dpdk_testpmd testpmd_cli; do
+                cargo test -p testpmd --features dpdk --locked --no-fail-fast --test "$t" -- --test-threads=1 || return 1
             done
     fi
 }
@@ -64,10 +65,10 @@ dpdk_tests() {
 stage "setup (scripts/setup.sh test)" scripts/setup.sh test
 stage "cargo fmt --check" cargo fmt --all --check
 stage "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-stage "cargo clippy --features dpdk" cargo clippy -p pmd --features dpdk --all-targets --locked -- -D warnings
+stage "cargo clippy --features dpdk" cargo clippy -p pmd -p testpmd --features testpmd/dpdk --all-targets --locked -- -D warnings
 stage "tests" unit_and_integration
 stage "doc tests" doc_tests
-stage "tests: pmd --features dpdk" dpdk_tests
+stage "tests: --features dpdk" dpdk_tests
 # The fuzz targets are their own workspace (cargo-fuzz): they must still build
 # against the stack, from their committed lock file.
 stage "fuzz targets build (stack/fuzz)" cargo check --locked --manifest-path stack/fuzz/Cargo.toml

@@ -14,8 +14,11 @@
 //! * [`impair`]: seeded loss, duplication, reordering, corruption, delay and rate
 //!   shaping as a decorator over any port;
 //! * [`runtime`]: one pinned thread per core running a poll loop, with a control
-//!   channel for stop and stats, and clean stop on SIGINT/SIGTERM;
-//! * [`fwd`]: the forwarding engines behind the `testpmd` binary.
+//!   channel for stop and stats, clean stop on SIGINT/SIGTERM, and busy/idle
+//!   cycle accounting.
+//!
+//! The `testpmd` tool (forwarding engines, the conformance checklist and the
+//! binary) is its own crate, `tools/testpmd`, built on this one.
 //!
 //! `unsafe` in this crate is confined to buffer memory ([`mbuf`], [`mempool`]),
 //! the SPSC ring ([`spsc`]) and the drivers (system calls, shared ring memory,
@@ -26,10 +29,8 @@
 
 pub mod checksum;
 pub mod clock;
-pub mod conformance;
 pub mod drivers;
 mod error;
-pub mod fwd;
 pub mod impair;
 pub mod mbuf;
 pub mod mempool;

@@ -594,54 +594,6 @@ mod tests {
         assert!(e.to_string().contains("twice"), "{e}");
     }
 
-    /// Forwards in io mode on `spec` for a while with cycle recording `rec`;
-    /// returns the core's final counters and the frames it forwarded.
-    fn forward_on(spec: &str, rec: RecordCycles) -> (CoreCycles, u64) {
-        use crate::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
-        use crate::{Mempool, MempoolConfig, PortConfig};
-        let pool = Mempool::new(&MempoolConfig::new(format!("cyc{spec}{rec:?}"), 4096, 2048, 128, 64)).unwrap();
-        let mut p = crate::open(spec).unwrap();
-        p.configure(&PortConfig::new(1, 1, 512, 512, pool.clone())).unwrap();
-        p.start().unwrap();
-        let mac = p.info().mac;
-        let s = Stream::new(0, 0, 0, p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap(), mac, mac);
-        let counters = s.counters();
-        let cfg = FwdConfig {
-            mode: FwdMode::Io,
-            burst: 32,
-            txpkts: 64,
-            flows: 1,
-            tx_first: 0,
-            nb_pkts: None,
-            pool: pool.clone(),
-            verify: false,
-        };
-        let core = available_cores()[0];
-        let rt = Runtime::launch(vec![(core, FwdLcore::new(cfg, vec![s]))], IdlePolicy::Spin, rec).unwrap();
-        let handles = rt.cycle_handles();
-        std::thread::sleep(Duration::from_millis(30));
-        drop(rt.stop().unwrap());
-        let _ = p.stop();
-        (handles[0].load(), counters.stats().tx)
-    }
-
-    #[test]
-    fn cycles_are_busy_with_traffic_idle_without_and_absent_when_off() {
-        // `null` hands out a full burst on every poll: every iteration works.
-        let (c, sent) = forward_on("null", RecordCycles::On);
-        assert!(sent > 0);
-        assert!(c.busy_iters > 0 && c.busy > 0, "{c:?}");
-        assert_eq!(c.idle_iters, 0, "{c:?}");
-        // A ring that loops back to itself, never seeded: nothing to do.
-        let (c, sent) = forward_on("ring:cycles_idle", RecordCycles::On);
-        assert_eq!(sent, 0);
-        assert!(c.idle_iters > 0 && c.idle > 0, "{c:?}");
-        assert_eq!((c.busy_iters, c.busy), (0, 0), "{c:?}");
-        // Not recording: no clock read, nothing published.
-        let (c, _) = forward_on("null", RecordCycles::Off);
-        assert_eq!(c, CoreCycles::default());
-    }
-
     #[test]
     fn cycle_arithmetic() {
         let mut m = CycleMeter::new();

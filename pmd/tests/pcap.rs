@@ -81,13 +81,3 @@ fn pcap_options_are_checked() {
         assert!(e.contains(needle), "{spec}: {e}");
     }
 }
-
-#[test]
-fn testpmd_pcap_flag_needs_its_limit() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testpmd"))
-        .args(["--port", "null", "--fwd", "io", "--cores", "0", "--duration", "0.1", "--pcap", "/tmp/x.pcap"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--pcap-limit"));
-}

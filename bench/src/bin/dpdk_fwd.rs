@@ -14,7 +14,7 @@
 //!   burst, whose type proves they are `rte_mbuf`s, so not even the address
 //!   check memory safety otherwise needs is run; and with every port `dpdk:`,
 //!   our testpmd runs its engine over the concrete queue types (no dynamic
-//!   call per burst, see `pmd::fwd`).
+//!   call per burst, see `testpmd::fwd`).
 //!
 //! Both sides run EAL without hugepages (`--no-huge -m 1024 --no-pci`), the
 //! main lcore on another core than the forwarding one. Each side runs `ROUNDS`

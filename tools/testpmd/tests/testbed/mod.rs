@@ -25,7 +25,7 @@ pub fn available(programs: &[&str]) -> bool {
 }
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed.sh")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/testbed.sh")
 }
 
 /// A namespace from `scripts/testbed.sh up`, removed on drop.

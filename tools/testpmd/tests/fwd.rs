@@ -1,11 +1,15 @@
-//! Forwarding engines over `ring` wires, driven in-process: exact counts.
+//! Forwarding engines over `ring` and `null` ports, driven in-process: exact
+//! counts, the engine over concrete queue types, and the runtime's busy/idle
+//! accounting of a forwarding core.
 
 mod common;
 use common::*;
 
-use pmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
-use pmd::runtime::Lcore;
-use pmd::Port;
+use std::time::Duration;
+
+use pmd::runtime::{available_cores, CoreCycles, IdlePolicy, Lcore, RecordCycles, Runtime};
+use pmd::{Mempool, MempoolConfig, Port, PortConfig};
+use testpmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
 
 fn cfg(mode: FwdMode, pool: &pmd::Mempool, nb_pkts: Option<u64>, tx_first: u32) -> FwdConfig {
     FwdConfig { mode, burst: 32, txpkts: 64, flows: 16, tx_first, nb_pkts, pool: pool.clone(), verify: false }
@@ -94,9 +98,9 @@ fn arp_request(src: pmd::MacAddr) -> Vec<u8> {
 }
 
 fn icmp_request(src: pmd::MacAddr, dst: pmd::MacAddr) -> Vec<u8> {
-    let mut f = pmd::fwd::udp_template(64, src, dst);
+    let mut f = testpmd::fwd::udp_template(64, src, dst);
     f[23] = 1; // protocol ICMP
-    let c = pmd::fwd::ipv4_checksum(&f[14..34]);
+    let c = testpmd::fwd::ipv4_checksum(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
     f[34..42].copy_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1]);
     let mut sum = 0u32;
@@ -126,7 +130,7 @@ fn icmpecho_answers_arp_and_echo_requests_and_drops_the_rest() {
     let mut out = vec![
         frame(&pool, &arp_request(b_mac)),
         frame(&pool, &icmp_request(b_mac, a_mac)),
-        frame(&pool, &pmd::fwd::udp_template(64, b_mac, a_mac)),
+        frame(&pool, &testpmd::fwd::udp_template(64, b_mac, a_mac)),
         frame(&pool, &[1, 2, 3]),
     ];
     assert_eq!(btx.tx_burst(&mut out), 4);
@@ -150,4 +154,92 @@ fn icmpecho_answers_arp_and_echo_requests_and_drops_the_rest() {
     drop(got);
     drop((l, btx, brx, pa, pb));
     assert_eq!(pool.available(), 256);
+}
+
+#[test]
+fn boxed_queues_downcast_to_their_own_type_only_and_forward_as_before() {
+    use pmd::drivers::null::{NullRx, NullTx};
+    use pmd::drivers::ring::RingRx;
+    use pmd::runtime::Lcore;
+    let pool = pool("null_downcast", 256);
+    let mut p = up("null:n2?size=64", &pool, 64);
+    let (rx, tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    // The wrong type gives the handle back, still working.
+    let mut rx = pmd::downcast_rx::<RingRx>(rx).err().expect("not a ring queue");
+    let mut v = Vec::new();
+    assert_eq!(rx.rx_burst(&mut v, 8), 8);
+    pmd::free_bulk(&mut v);
+    let mac = pmd::MacAddr([2, 0, 0, 0, 0, 1]);
+    let stream = Stream::new(0, 0, 0, rx, tx, mac, mac);
+    assert!(stream.is::<NullRx, NullTx>());
+    let stream = stream.downcast::<NullRx, NullTx>().ok().expect("null queues");
+    let cfg = FwdConfig {
+        mode: FwdMode::Io,
+        burst: 32,
+        txpkts: 64,
+        flows: 1,
+        tx_first: 0,
+        nb_pkts: None,
+        pool: pool.clone(),
+        verify: false,
+    };
+    // The engine over the concrete types forwards and counts as over boxes.
+    let counters = stream.counters();
+    let mut core = FwdLcore::new(cfg, vec![stream]);
+    for _ in 0..10 {
+        assert_eq!(core.poll(), 32);
+    }
+    let st = counters.stats();
+    assert_eq!((st.rx, st.tx, st.tx_dropped), (320, 320, 0));
+    drop(core);
+    let s = p.stats();
+    assert_eq!((s.ipackets, s.opackets), (328, 320));
+    drop(p);
+    assert_eq!(pool.available(), 256);
+}
+
+/// Forwards in io mode on `spec` for a while with cycle recording `rec`;
+/// returns the core's final counters and the frames it forwarded.
+fn forward_on(spec: &str, rec: RecordCycles) -> (CoreCycles, u64) {
+    let pool = Mempool::new(&MempoolConfig::new(format!("cyc{spec}{rec:?}"), 4096, 2048, 128, 64)).unwrap();
+    let mut p = pmd::open(spec).unwrap();
+    p.configure(&PortConfig::new(1, 1, 512, 512, pool.clone())).unwrap();
+    p.start().unwrap();
+    let mac = p.info().mac;
+    let s = Stream::new(0, 0, 0, p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap(), mac, mac);
+    let counters = s.counters();
+    let cfg = FwdConfig {
+        mode: FwdMode::Io,
+        burst: 32,
+        txpkts: 64,
+        flows: 1,
+        tx_first: 0,
+        nb_pkts: None,
+        pool: pool.clone(),
+        verify: false,
+    };
+    let core = available_cores()[0];
+    let rt = Runtime::launch(vec![(core, FwdLcore::new(cfg, vec![s]))], IdlePolicy::Spin, rec).unwrap();
+    let handles = rt.cycle_handles();
+    std::thread::sleep(Duration::from_millis(30));
+    drop(rt.stop().unwrap());
+    let _ = p.stop();
+    (handles[0].load(), counters.stats().tx)
+}
+
+#[test]
+fn cycles_are_busy_with_traffic_idle_without_and_absent_when_off() {
+    // `null` hands out a full burst on every poll: every iteration works.
+    let (c, sent) = forward_on("null", RecordCycles::On);
+    assert!(sent > 0);
+    assert!(c.busy_iters > 0 && c.busy > 0, "{c:?}");
+    assert_eq!(c.idle_iters, 0, "{c:?}");
+    // A ring that loops back to itself, never seeded: nothing to do.
+    let (c, sent) = forward_on("ring:cycles_idle", RecordCycles::On);
+    assert_eq!(sent, 0);
+    assert!(c.idle_iters > 0 && c.idle > 0, "{c:?}");
+    assert_eq!((c.busy_iters, c.busy), (0, 0), "{c:?}");
+    // Not recording: no clock read, nothing published.
+    let (c, _) = forward_on("null", RecordCycles::Off);
+    assert_eq!(c, CoreCycles::default());
 }

@@ -265,3 +265,13 @@ fn conformance_on_dpdk_ports_needs_eal_and_says_so() {
         &["--eal needs a testpmd built with the dpdk feature"],
     );
 }
+
+#[test]
+fn testpmd_pcap_flag_needs_its_limit() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_testpmd"))
+        .args(["--port", "null", "--fwd", "io", "--cores", "0", "--duration", "0.1", "--pcap", "/tmp/x.pcap"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--pcap-limit"));
+}

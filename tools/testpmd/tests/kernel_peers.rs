@@ -8,9 +8,9 @@ mod testbed;
 
 use std::path::PathBuf;
 
-use pmd::fwd::{ipv4_checksum, udp_template, TX_IP_SRC};
 use pmd::port::MacAddr;
 use testbed::{core, json, pcap_frames, testpmd, Guarded, Testbed};
+use testpmd::fwd::{ipv4_checksum, udp_template, TX_IP_SRC};
 
 const TAP_MAC: &str = "02:00:00:00:01:01";
 const PINGS: usize = 5;

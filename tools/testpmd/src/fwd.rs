@@ -20,9 +20,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::port::{Counter, MacAddr};
-use crate::runtime::Lcore;
-use crate::{free_bulk, Mbuf, Mempool, RxQueue, TxQueue};
+use pmd::port::{Counter, MacAddr};
+use pmd::runtime::Lcore;
+use pmd::{free_bulk, Mbuf, Mempool, RxQueue, TxQueue};
 
 /// What a forwarding core does with frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +191,7 @@ impl Stream {
             return Err(self);
         }
         let Stream { rx_port, tx_port, queue, rx, tx, tx_mac, peer_mac, counters, remaining, flow } = self;
-        let (Ok(rx), Ok(tx)) = (crate::downcast_rx::<R>(rx), crate::downcast_tx::<T>(tx)) else {
+        let (Ok(rx), Ok(tx)) = (pmd::downcast_rx::<R>(rx), pmd::downcast_tx::<T>(tx)) else {
             unreachable!("types checked")
         };
         Ok(Stream { rx_port, tx_port, queue, rx, tx, tx_mac, peer_mac, counters, remaining, flow })

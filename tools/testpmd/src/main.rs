@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde::Serialize;
 
-use pmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream, StreamStats, MIN_TXPKTS};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::port::MacAddr;
 use pmd::runtime::{
     parse_core_list, tsc_hz, CoreCycles, IdlePolicy, Lcore, RecordCycles, Runtime, SharedCycles, StopSignal,
 };
 use pmd::{Mempool, MempoolConfig, PmdError, Port, PortConfig, PortStats};
+use testpmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream, StreamStats, MIN_TXPKTS};
 
 #[derive(Parser, Debug)]
 #[command(name = "testpmd", version, about = "Poll-mode forwarding test tool (DPDK testpmd style)", after_help = pmd::registry::help())]
@@ -227,16 +227,16 @@ struct ConformanceArgs {
     #[arg(long, default_value_t = 1.0)]
     timeout: f64,
     /// Receive descriptors per queue
-    #[arg(long, default_value_t = pmd::conformance::DESC)]
+    #[arg(long, default_value_t = testpmd::conformance::DESC)]
     rxd: u16,
     /// Transmit descriptors per queue
-    #[arg(long, default_value_t = pmd::conformance::DESC)]
+    #[arg(long, default_value_t = testpmd::conformance::DESC)]
     txd: u16,
     /// Buffers in the mempool
     #[arg(long = "total-num-mbufs", default_value_t = 8192)]
     total_num_mbufs: usize,
     /// Data room of each buffer in bytes (the jumbo check needs 9 KiB)
-    #[arg(long = "mbuf-size", default_value_t = pmd::conformance::DATA_ROOM)]
+    #[arg(long = "mbuf-size", default_value_t = testpmd::conformance::DATA_ROOM)]
     mbuf_size: usize,
     /// Per-core mempool cache size
     #[arg(long, default_value_t = 0)]
@@ -253,7 +253,7 @@ fn conformance(argv: Vec<String>) -> ExitCode {
         eprintln!("testpmd conformance: --timeout must be in (0, 60] seconds, got {}", a.timeout);
         return ExitCode::from(2);
     }
-    let mut cfg = pmd::conformance::ConformanceConfig::new(&a.port, a.peer.as_deref());
+    let mut cfg = testpmd::conformance::ConformanceConfig::new(&a.port, a.peer.as_deref());
     cfg.burst = a.burst as usize;
     cfg.timeout = Duration::from_secs_f64(a.timeout);
     cfg.rx_desc = a.rxd;
@@ -280,15 +280,15 @@ fn conformance(argv: Vec<String>) -> ExitCode {
         }
     }
     println!("Conformance of {}{}", a.port, a.peer.as_ref().map(|p| format!(" (peer {p})")).unwrap_or_default());
-    match pmd::conformance::run(&cfg) {
+    match testpmd::conformance::run(&cfg) {
         Ok(results) => {
             let mut failed = 0;
             for r in &results {
                 println!("{r}");
-                failed += matches!(r.verdict, pmd::conformance::Verdict::Fail(_)) as usize;
+                failed += matches!(r.verdict, testpmd::conformance::Verdict::Fail(_)) as usize;
             }
             let unsupported =
-                results.iter().filter(|r| matches!(r.verdict, pmd::conformance::Verdict::Unsupported(_))).count();
+                results.iter().filter(|r| matches!(r.verdict, testpmd::conformance::Verdict::Unsupported(_))).count();
             println!("{} passed, {failed} failed, {unsupported} unsupported", results.len() - failed - unsupported);
             let _ = std::io::stdout().flush();
             if failed > 0 {
@@ -519,7 +519,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
     };
     let core_list: Vec<usize> = used.iter().map(|(c, _)| *c).collect();
     let counters: Vec<Vec<_>> = used.iter().map(|(_, s)| s.iter().map(|s| s.counters()).collect()).collect();
-    let snap = |counters: &Vec<Vec<std::sync::Arc<pmd::fwd::StreamCounters>>>| -> Vec<Vec<StreamStats>> {
+    let snap = |counters: &Vec<Vec<std::sync::Arc<testpmd::fwd::StreamCounters>>>| -> Vec<Vec<StreamStats>> {
         counters.iter().map(|l| l.iter().map(|c| c.stats()).collect()).collect()
     };
     let record = if a.record_core_cycles { RecordCycles::On } else { RecordCycles::Off };

@@ -23,9 +23,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::mempool::DEFAULT_HEADROOM;
-use crate::port::MacAddr;
-use crate::{
+use pmd::mempool::DEFAULT_HEADROOM;
+use pmd::port::MacAddr;
+use pmd::{
     Mbuf, MbufMeta, Mempool, MempoolConfig, PmdError, Port, PortConfig, RxFlags, RxQueue, TxFlags, TxOffloads, TxQueue,
 };
 
@@ -382,7 +382,7 @@ pub fn run(cfg: &ConformanceConfig) -> Result<Vec<CheckResult>, PmdError> {
         None => {
             // A vhost-user back end maps the buffers of virtio-user ports.
             let shared =
-                std::iter::once(&cfg.port).chain(cfg.peer.as_ref()).any(|s| crate::registry::needs_shared_pool(s));
+                std::iter::once(&cfg.port).chain(cfg.peer.as_ref()).any(|s| pmd::registry::needs_shared_pool(s));
             if shared {
                 Mempool::new_shared(&cfg.pool_config)?
             } else {
@@ -392,10 +392,10 @@ pub fn run(cfg: &ConformanceConfig) -> Result<Vec<CheckResult>, PmdError> {
     };
     let run_id = std::process::id() ^ (Instant::now().elapsed().subsec_nanos() << 8) ^ 0x5a5a_0000;
     let mut results = Vec::new();
-    let mut port = crate::open(&cfg.port)?;
+    let mut port = pmd::open(&cfg.port)?;
     let orig_mtu = port.info().mtu;
     let mut peer = match &cfg.peer {
-        Some(s) => Some(crate::open(s)?),
+        Some(s) => Some(pmd::open(s)?),
         None => None,
     };
     let peer_mtu = peer.as_ref().map(|q| q.info().mtu);

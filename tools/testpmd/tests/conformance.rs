@@ -3,8 +3,8 @@
 
 mod testbed;
 
-use pmd::conformance::{run, ConformanceConfig, Verdict};
 use testbed::{Guarded, Testbed};
+use testpmd::conformance::{run, ConformanceConfig, Verdict};
 
 fn verdicts(port: &str, peer: Option<&str>) -> Vec<(String, Verdict)> {
     let r = run(&ConformanceConfig::new(port, peer)).expect("conformance runs");

@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use pmd::mempool::DEFAULT_HEADROOM;
+use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig};
+
+pub fn pool(name: &str, count: usize) -> Mempool {
+    Mempool::new(&MempoolConfig::new(name, count, 2048, DEFAULT_HEADROOM, 32)).unwrap()
+}
+
+/// Opens, configures (1 rx, 1 tx queue, `desc` descriptors), sets promiscuous and starts.
+pub fn up(spec: &str, pool: &Mempool, desc: u16) -> Box<dyn Port> {
+    let mut p = pmd::open(spec).unwrap();
+    p.configure(&PortConfig::new(1, 1, desc, desc, pool.clone())).unwrap();
+    p.set_promiscuous(true).unwrap();
+    p.start().unwrap();
+    p
+}
+
+/// `n` frames of `len` bytes whose first 4 payload bytes hold the sequence number.
+pub fn frames(pool: &Mempool, first: u32, n: usize, len: usize) -> Vec<Mbuf> {
+    (0..n)
+        .map(|i| {
+            let mut m = pool.alloc().unwrap();
+            let d = m.append(len).unwrap();
+            d.fill(0);
+            d[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xaa]);
+            d[14..18].copy_from_slice(&(first + i as u32).to_be_bytes());
+            m
+        })
+        .collect()
+}
+
+pub fn seq(m: &Mbuf) -> u32 {
+    let d = m.data();
+    u32::from_be_bytes([d[14], d[15], d[16], d[17]])
+}
