@@ -303,40 +303,7 @@ pub fn dpdk_cycles_line(line: &str) -> Option<f64> {
 /// The stack configuration of the benchmarks' two in-memory hosts: one IPv4
 /// address, no offloads, neighbours that never expire within a run.
 pub fn stack_config(mac: pmd::MacAddr, v4: &str, tx_backlog: usize, max_conns: usize) -> stack::StackConfig {
-    stack::StackConfig {
-        mac,
-        mtu: 1500,
-        ipv4: vec![v4.parse().unwrap()],
-        ipv6: vec![],
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: stack::NeighborConfig {
-            capacity: 16,
-            lifetime: std::time::Duration::from_secs(3600),
-            retries: 3,
-            retry_interval: std::time::Duration::from_millis(100),
-            pending: 64,
-        },
-        reassembly: stack::ReassemblyConfig {
-            max_bytes: 1 << 20,
-            max_datagrams: 16,
-            timeout: std::time::Duration::from_secs(5),
-        },
-        reassembly_v6: stack::ReassemblyConfig {
-            max_bytes: 1 << 20,
-            max_datagrams: 16,
-            timeout: std::time::Duration::from_secs(5),
-        },
-        icmp: stack::IcmpConfig { error_rate_per_sec: 100, error_burst: 10 },
-        timer_tick: std::time::Duration::from_millis(1),
-        burst: 32,
-        tx_backlog,
-        tx_offloads: pmd::TxOffloads::empty(),
-        tcp_max_connections: max_conns,
-        // A quarter of the smallest benchmark pool (16384 buffers).
-        tcp_rx_mbufs: 4096,
-    }
+    stack::StackConfig { ipv4: vec![v4.parse().unwrap()], ..stack::profiles::bench(mac, tx_backlog, max_conns) }
 }
 
 /// A test of [`dpdk_cycles_line`] on dpdk-testpmd 22.11's output.

@@ -54,6 +54,12 @@ impl From<io::Error> for FlowError {
     }
 }
 
+impl From<stack::ConfigError> for FlowError {
+    fn from(e: stack::ConfigError) -> Self {
+        FlowError::invalid(e.to_string())
+    }
+}
+
 impl From<stack::StackError> for FlowError {
     fn from(e: stack::StackError) -> Self {
         match e {

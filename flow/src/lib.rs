@@ -17,7 +17,7 @@
 //!   through a registry of schemes and a typed context; [`dns`]: the stub
 //!   resolver; [`happy_eyeballs`]: RFC 8305 as a sans-IO machine; [`tls`]:
 //!   TLS (rustls) over any `Flow`.
-//! * [`runtime`]: one pinned thread per core, each with its executor and its
+//! * [`runtime`] (over [`cores`]): one pinned thread per core, each with its executor and its
 //!   stack: `Runtime::user(..)` / `Runtime::kernel(..)`, then
 //!   `run(|core| async { .. })`.
 //!
@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod connect;
+pub mod cores;
 pub mod dns;
 pub mod error;
 pub mod exec;
@@ -48,7 +49,8 @@ pub use exec::{
     core_cycles, core_cycles_handle, now_ns, race, sleep, spawn, timeout, Either, Executor, JoinHandle, Reactor,
 };
 
-pub use runtime::{Core, Runtime};
+pub use cores::Core;
+pub use runtime::Runtime;
 pub use stack::tcp::{CongestionControl, Keepalive, ListenConfig, RtoConfig, SynCookies, TcpConfig};
 pub use stack::UdpConfig;
 

@@ -21,15 +21,15 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use pmd::{Clock, Mempool, MempoolConfig, PortConfig, RxQueue, TxQueue, VirtualClock};
-use stack::{Stack, StackConfig, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
+use pmd::{Clock, Mempool, MempoolConfig, PortConfig, VirtualClock};
+use stack::{StackConfig, TcpHandle, TcpListenerHandle, TcpSocketError, UdpDatagram, UdpHandle};
 
+use crate::cores::{check_cores, on_cores, Core};
 use crate::exec::{Executor, Reactor};
-use crate::runtime::{on_cores, Core};
 use crate::{Datagram, Flow, FlowError, ListenConfig, Listener, Net, TcpConfig, UdpConfig};
 
 /// The stack type a runtime builds over a port chosen by spec.
-pub type DynStack = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+pub type DynStack = stack::DynDriver;
 
 /// Longest single jump of virtual time when idle.
 pub const MAX_JUMP_NS: u64 = 10_000_000;
@@ -122,7 +122,7 @@ impl Reactor for UserReactor {
             if !i.udp.is_empty() {
                 let stack = &i.stack;
                 i.udp.retain(|h, w| {
-                    if stack.udp_queued(*h).unwrap_or(1) > 0 {
+                    if stack.udp_ref().queued(*h).unwrap_or(1) > 0 {
                         self.wake.push(w.clone());
                         false
                     } else {
@@ -152,7 +152,7 @@ impl Reactor for UserReactor {
 // ---- TCP ----
 
 fn tcp_take_ready(s: &mut DynStack, out: &mut Vec<u64>) {
-    s.tcp_take_ready(out)
+    s.tcp().take_ready(out)
 }
 
 fn next_timer_ns(s: &DynStack) -> Option<u64> {
@@ -200,7 +200,7 @@ impl Flow for UserFlow {
             return Poll::Ready(Err(FlowError::Closed));
         }
         let mut g = self.net.inner.borrow_mut();
-        match g.stack.tcp_recv(self.h, buf) {
+        match g.stack.tcp().recv(self.h, buf) {
             Ok(n) => Poll::Ready(Ok(n)),
             Err(TcpSocketError::WouldBlock) => {
                 g.park(self.h.token(), cx.waker(), false);
@@ -218,7 +218,7 @@ impl Flow for UserFlow {
             return Poll::Ready(Ok(0));
         }
         let mut g = self.net.inner.borrow_mut();
-        match g.stack.tcp_send(self.h, buf) {
+        match g.stack.tcp().send(self.h, buf) {
             Ok(0) | Err(TcpSocketError::WouldBlock) => {
                 g.park(self.h.token(), cx.waker(), true);
                 Poll::Pending
@@ -232,7 +232,7 @@ impl Flow for UserFlow {
         if !self.open {
             return Poll::Ready(Err(FlowError::Closed));
         }
-        Poll::Ready(self.net.inner.borrow_mut().stack.tcp_shutdown(self.h).map_err(sock_err))
+        Poll::Ready(self.net.inner.borrow_mut().stack.tcp().shutdown(self.h).map_err(sock_err))
     }
 
     fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
@@ -241,11 +241,11 @@ impl Flow for UserFlow {
     }
 
     fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
-        self.net.inner.borrow().stack.tcp_peer_addr(self.h).map_err(sock_err)
+        self.net.inner.borrow().stack.tcp_ref().peer_addr(self.h).map_err(sock_err)
     }
 
     fn local_addr(&self) -> Result<SocketAddr, FlowError> {
-        self.net.inner.borrow().stack.tcp_local_addr(self.h).map_err(sock_err)
+        self.net.inner.borrow().stack.tcp_ref().local_addr(self.h).map_err(sock_err)
     }
 }
 
@@ -254,7 +254,7 @@ impl UserFlow {
         if std::mem::take(&mut self.open) {
             let mut g = self.net.inner.borrow_mut();
             // Graceful: queued data still goes out, the stack finishes the close.
-            g.stack.tcp_close(self.h);
+            g.stack.tcp().close(self.h);
             g.tcp.remove(&self.h.token());
         }
     }
@@ -279,11 +279,11 @@ impl Listener for UserListener {
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<Result<(UserFlow, SocketAddr), FlowError>> {
         let mut g = self.net.inner.borrow_mut();
         loop {
-            match g.stack.tcp_accept(self.l) {
-                Ok(h) => match g.stack.tcp_peer_addr(h) {
+            match g.stack.tcp().accept(self.l) {
+                Ok(h) => match g.stack.tcp().peer_addr(h) {
                     Ok(peer) => return Poll::Ready(Ok((UserFlow { net: self.net.clone(), h, open: true }, peer))),
                     // Gone between the handshake and accept: take the next.
-                    Err(_) => g.stack.tcp_close(h),
+                    Err(_) => g.stack.tcp().close(h),
                 },
                 Err(TcpSocketError::WouldBlock) => {
                     g.park(self.l.token(), cx.waker(), false);
@@ -302,7 +302,7 @@ impl Listener for UserListener {
 impl Drop for UserListener {
     fn drop(&mut self) {
         let mut g = self.net.inner.borrow_mut();
-        g.stack.tcp_unlisten(self.l);
+        g.stack.tcp().unlisten(self.l);
         g.tcp.remove(&self.l.token());
     }
 }
@@ -323,7 +323,7 @@ impl Datagram for UserUdp {
         let i = &mut *g;
         for &h in &self.hs {
             i.scratch.clear();
-            match i.stack.udp_recv(h, &mut i.scratch, 1) {
+            match i.stack.udp().recv(h, &mut i.scratch, 1) {
                 Ok(1) => {
                     let d = i.scratch.pop().expect("one datagram");
                     // The one copy this API demands: into the caller's buffer.
@@ -345,7 +345,7 @@ impl Datagram for UserUdp {
     fn poll_send_to(&mut self, _cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<Result<(), FlowError>> {
         let mut g = self.net.inner.borrow_mut();
         let h = if self.hs.len() == 2 && to.is_ipv4() { self.hs[1] } else { self.hs[0] };
-        match g.stack.udp_send_slice(h, buf, to) {
+        match g.stack.udp().send_slice(h, buf, to) {
             // A full transmit backlog drops the datagram, as a NIC queue would.
             Ok(()) | Err(stack::StackError::TxFull) | Err(stack::StackError::PendingFull) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e.into())),
@@ -362,7 +362,7 @@ impl Drop for UserUdp {
         let mut g = self.net.inner.borrow_mut();
         for h in self.hs.drain(..) {
             g.udp.remove(&h);
-            let _ = g.stack.udp_close(h);
+            let _ = g.stack.udp().close(h);
         }
     }
 }
@@ -380,17 +380,17 @@ impl Net for UserNet {
         let mut cfg = cfg.clone();
         cfg.addr = addr;
         cfg.validate().map_err(|e| FlowError::invalid(e.to_string()))?;
-        let l = self.inner.borrow_mut().stack.tcp_listen(cfg)?;
+        let l = self.inner.borrow_mut().stack.tcp().listen(cfg)?;
         Ok(UserListener { net: self.clone(), l, addr })
     }
 
     async fn connect(&self, addr: SocketAddr, cfg: &TcpConfig) -> Result<UserFlow, FlowError> {
-        let h = self.inner.borrow_mut().stack.tcp_connect(addr, cfg.clone())?;
+        let h = self.inner.borrow_mut().stack.tcp().connect(addr, cfg.clone())?;
         // From here the flow owns the handle: dropping it (a timeout) closes it.
         let f = UserFlow { net: self.clone(), h, open: true };
         std::future::poll_fn(|cx| {
             let mut g = f.net.inner.borrow_mut();
-            match g.stack.tcp_connected(f.h) {
+            match g.stack.tcp().connected(f.h) {
                 Ok(true) => Poll::Ready(Ok(())),
                 Ok(false) => {
                     g.park(f.h.token(), cx.waker(), true);
@@ -405,15 +405,15 @@ impl Net for UserNet {
 
     fn udp_bind(&self, addr: SocketAddr, cfg: &UdpConfig) -> Result<UserUdp, FlowError> {
         let mut g = self.inner.borrow_mut();
-        let h = g.stack.udp_bind(addr, cfg.clone())?;
-        let local = g.stack.udp_local_addr(h)?;
+        let h = g.stack.udp().bind(addr, cfg.clone())?;
+        let local = g.stack.udp().local_addr(h)?;
         let mut hs = vec![h];
         if addr.ip() == std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
             let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), local.port());
-            match g.stack.udp_bind(v4, cfg.clone()) {
+            match g.stack.udp().bind(v4, cfg.clone()) {
                 Ok(h4) => hs.push(h4),
                 Err(e) => {
-                    let _ = g.stack.udp_close(h);
+                    let _ = g.stack.udp().close(h);
                     return Err(e.into());
                 }
             }
@@ -443,7 +443,7 @@ enum MacFrom {
 }
 
 /// The user-stack runtime: a port opened from its spec with one queue pair per
-/// core, one [`Stack`] per core on it.
+/// core, one [`Stack`](stack::Stack) per core on it.
 pub struct UserRuntime {
     spec: String,
     cfg: StackConfig,
@@ -484,7 +484,7 @@ impl UserRuntime {
 
     /// Checks every value before anything is opened; the error names it.
     pub fn check(self) -> Result<Self, FlowError> {
-        crate::runtime::check_cores(&self.cores)?;
+        check_cores(&self.cores)?;
         if self.mbufs == 0 {
             return Err(FlowError::invalid("mbufs: the pool needs buffers"));
         }
@@ -544,7 +544,7 @@ impl UserRuntime {
             let (rx, tx) =
                 queues[index].lock().unwrap_or_else(|e| e.into_inner()).take().expect("one queue pair per core");
             let clock: Arc<dyn Clock> = Arc::new(pmd::MonotonicClock);
-            let stack = Stack::new(cfg.clone(), rx, tx, pool.clone(), clock.clone())?;
+            let stack = stack::Driver::new(cfg.clone(), rx, tx, pool.clone(), clock.clone())?;
             let mut r = UserReactor::new(clock);
             let net = r.add(stack);
             let mut ex = Executor::new(r);

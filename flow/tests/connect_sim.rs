@@ -101,7 +101,7 @@ fn two_stacks(name: &str, imp_a: &str) -> Sim {
         port.start().unwrap();
         let cfg = stack_config(port.info().mac, ip4, ip6);
         let (rx, tx) = (port.take_rx_queue(0).unwrap(), port.take_tx_queue(0).unwrap());
-        let s = stack::Stack::new(cfg, rx, tx, pool.clone(), Arc::new(clock.clone())).unwrap();
+        let s = stack::Driver::new(cfg, rx, tx, pool.clone(), Arc::new(clock.clone())).unwrap();
         nets.push(r.add(s));
         ports.push(port);
     }
@@ -178,7 +178,7 @@ fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed
             let peer = f.peer_addr().unwrap();
             // The IPv6 attempt is gone: only the winner on a (one poll later).
             flow::sleep(Duration::from_micros(100)).await;
-            let st = a.with_stack(|s| s.tcp_connections());
+            let st = a.with_stack(|s| s.tcp_ref().connections());
             assert_eq!(st, 1, "a half-open IPv6 attempt was left behind");
             f.write_all(b"hello").await.unwrap();
             let mut back = [0u8; 5];
@@ -190,8 +190,8 @@ fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed
             drop(f);
             server.await;
             flow::sleep(Duration::from_secs(1)).await; // TIME-WAIT (100 ms in tcp_config)
-            assert_eq!(a.with_stack(|s| s.tcp_connections()), 0);
-            assert_eq!(b.with_stack(|s| s.tcp_connections()), 0);
+            assert_eq!(a.with_stack(|s| s.tcp_ref().connections()), 0);
+            assert_eq!(b.with_stack(|s| s.tcp_ref().connections()), 0);
             (elapsed, peer)
         })
         .unwrap();
@@ -258,8 +258,8 @@ fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
             assert!(matches!(e, FlowError::Tls(TlsError::Protocol(_))), "{e:?}");
             srv.await;
             flow::sleep(Duration::from_secs(1)).await;
-            assert_eq!(a.with_stack(|s| s.tcp_connections()), 0);
-            assert_eq!(b.with_stack(|s| s.tcp_connections()), 0);
+            assert_eq!(a.with_stack(|s| s.tcp_ref().connections()), 0);
+            assert_eq!(b.with_stack(|s| s.tcp_ref().connections()), 0);
         })
         .unwrap();
     sim.finish();

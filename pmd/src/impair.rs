@@ -8,7 +8,7 @@
 //!    checksums an offload left undone (a transmit request, a received
 //!    `L4_CKSUM_PARTIAL`) has them finished first, and its receive verdicts
 //!    (`*_CKSUM_GOOD`, `L4_CKSUM_PARTIAL`) are cleared, so the receiver verifies it
-//!    and catches the corruption as a NIC would flag it ([`crate::cksum`]);
+//!    and catches the corruption as a NIC would flag it ([`crate::checksum`]);
 //! 3. **dup**: a copy (from the frame's own pool) follows it with probability `dup`;
 //! 4. **delay / rate**: released `delay_us` later, and no faster than `rate_mbps`
 //!    / `rate_pps` (a shaper, as netem's `rate`); at most `limit` frames wait,
@@ -323,10 +323,10 @@ impl Impairer {
             }
             if self.chance(self.cfg.corrupt) {
                 if self.tx {
-                    crate::cksum::finish_tx(&mut m);
-                    crate::cksum::unmark(&mut m);
+                    crate::checksum::finish_tx(&mut m);
+                    crate::checksum::unmark(&mut m);
                 } else {
-                    crate::cksum::finish_rx_and_unmark(&mut m);
+                    crate::checksum::finish_rx_and_unmark(&mut m);
                 }
                 let bits = m.len() as u64 * 8;
                 let bit = self.rng.next_u64() % bits.max(1);

@@ -27,7 +27,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod cksum;
+pub mod checksum;
 pub mod clock;
 pub mod drivers;
 mod error;

@@ -16,7 +16,7 @@
 //! Checksums are written as the wire carries them: a sent frame whose checksums
 //! are left to the device (`TxFlags::*_CKSUM`) and a received one whose L4
 //! checksum is partial (`RxFlags::L4_CKSUM_PARTIAL`, e.g. `ring:..?csum=1`) are
-//! written from a copy with them finished ([`crate::cksum`]), so `tshark -r` with
+//! written from a copy with them finished ([`crate::checksum`]), so `tshark -r` with
 //! checksum validation sees valid frames; the frames themselves are untouched.
 //! Writing goes through a buffered file behind a mutex taken once per burst; this is
 //! a debugging tool, not a data-path feature. The buffer is flushed when the last
@@ -119,13 +119,13 @@ impl PcapSink {
             let mut d = m.data();
             let tx_flags = m.meta().tx_flags;
             let partial = m.meta().rx_flags.contains(crate::RxFlags::L4_CKSUM_PARTIAL);
-            if (sent && crate::cksum::tx_pending(m)) || (!sent && partial) {
+            if (sent && crate::checksum::tx_pending(m)) || (!sent && partial) {
                 finished.clear();
                 finished.extend_from_slice(d);
                 if sent {
-                    crate::cksum::finish_tx_in(&mut finished, tx_flags);
+                    crate::checksum::finish_tx_in(&mut finished, tx_flags);
                 } else {
-                    crate::cksum::finish_partial(&mut finished);
+                    crate::checksum::finish_partial(&mut finished);
                 }
                 d = &finished;
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pmd::{MacAddr, TxOffloads};
 
-use crate::error::StackError;
+use crate::error::ConfigError;
 use crate::wire::{Ipv4Cidr, Ipv6Cidr};
 
 /// The ARP/NDP neighbour cache.
@@ -131,8 +131,8 @@ const KEYS: &[&str] = &[
 
 impl StackConfig {
     /// Checks every value; the error names the first bad field.
-    pub fn validate(&self) -> Result<(), StackError> {
-        let bad = |f: &str, r: &str| Err(StackError::config(f, r));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |f: &str, r: &str| Err(ConfigError::invalid(f, r));
         if self.mac.is_multicast() || self.mac == MacAddr([0; 6]) {
             return bad("mac", "must be a unicast, non-zero address");
         }
@@ -211,7 +211,7 @@ impl StackConfig {
     /// Parses `key = value` lines (`#` starts a comment). Every key of
     /// [`to_text`](Self::to_text) is required; lists are comma-separated, and
     /// `none` is an empty list / no gateway / no offload.
-    pub fn parse(text: &str) -> Result<StackConfig, StackError> {
+    pub fn parse(text: &str) -> Result<StackConfig, ConfigError> {
         let mut vals: Vec<(&str, &str)> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -219,47 +219,51 @@ impl StackConfig {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
-                return Err(StackError::config(format!("line {}", n + 1), "expected KEY = VALUE"));
+                return Err(ConfigError::invalid(format!("line {}", n + 1), "expected KEY = VALUE"));
             };
             let (k, v) = (k.trim(), v.trim());
             if !KEYS.contains(&k) {
-                return Err(StackError::config(k, format!("unknown key; valid keys: {}", KEYS.join(", "))));
+                return Err(ConfigError::invalid(k, format!("unknown key; valid keys: {}", KEYS.join(", "))));
             }
             if vals.iter().any(|(x, _)| *x == k) {
-                return Err(StackError::config(k, "given twice"));
+                return Err(ConfigError::invalid(k, "given twice"));
             }
             vals.push((k, v));
         }
-        let get = |k: &'static str| -> Result<&str, StackError> {
-            vals.iter().find(|(x, _)| *x == k).map(|(_, v)| *v).ok_or_else(|| StackError::missing(k))
+        let get = |k: &'static str| -> Result<&str, ConfigError> {
+            vals.iter().find(|(x, _)| *x == k).map(|(_, v)| *v).ok_or_else(|| ConfigError::missing(k))
         };
-        fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, StackError> {
-            v.parse().map_err(|_| StackError::config(k, format!("'{v}' is not a valid number")))
+        fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, ConfigError> {
+            v.parse().map_err(|_| ConfigError::invalid(k, format!("'{v}' is not a valid number")))
         }
-        let list = |k: &'static str| -> Result<Vec<&str>, StackError> {
+        let list = |k: &'static str| -> Result<Vec<&str>, ConfigError> {
             let v = get(k)?;
             Ok(if v == "none" { Vec::new() } else { v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect() })
         };
-        let ms = |k: &'static str| -> Result<Duration, StackError> { Ok(Duration::from_millis(num(k, get(k)?)?)) };
+        let ms = |k: &'static str| -> Result<Duration, ConfigError> { Ok(Duration::from_millis(num(k, get(k)?)?)) };
         let mac = get("mac")?;
         let cfg = StackConfig {
-            mac: mac.parse().map_err(|e: String| StackError::config("mac", e))?,
+            mac: mac.parse().map_err(|e: String| ConfigError::invalid("mac", e))?,
             mtu: num("mtu", get("mtu")?)?,
             ipv4: list("ipv4")?
                 .into_iter()
-                .map(|s| s.parse().map_err(|_| StackError::config("ipv4", format!("'{s}' is not ADDRESS/PREFIX"))))
+                .map(|s| s.parse().map_err(|_| ConfigError::invalid("ipv4", format!("'{s}' is not ADDRESS/PREFIX"))))
                 .collect::<Result<_, _>>()?,
             ipv6: list("ipv6")?
                 .into_iter()
-                .map(|s| s.parse().map_err(|_| StackError::config("ipv6", format!("'{s}' is not ADDRESS/PREFIX"))))
+                .map(|s| s.parse().map_err(|_| ConfigError::invalid("ipv6", format!("'{s}' is not ADDRESS/PREFIX"))))
                 .collect::<Result<_, _>>()?,
             gateway_v4: match get("gateway_v4")? {
                 "none" => None,
-                s => Some(s.parse().map_err(|_| StackError::config("gateway_v4", format!("'{s}' is not an address")))?),
+                s => Some(
+                    s.parse().map_err(|_| ConfigError::invalid("gateway_v4", format!("'{s}' is not an address")))?,
+                ),
             },
             gateway_v6: match get("gateway_v6")? {
                 "none" => None,
-                s => Some(s.parse().map_err(|_| StackError::config("gateway_v6", format!("'{s}' is not an address")))?),
+                s => Some(
+                    s.parse().map_err(|_| ConfigError::invalid("gateway_v6", format!("'{s}' is not an address")))?,
+                ),
             },
             ttl: num("ttl", get("ttl")?)?,
             neighbor: NeighborConfig {
@@ -296,7 +300,7 @@ impl StackConfig {
                         "udp" => TxOffloads::UDP_CKSUM,
                         "tcp" => TxOffloads::TCP_CKSUM,
                         other => {
-                            return Err(StackError::config(
+                            return Err(ConfigError::invalid(
                                 "tx_checksum_offload",
                                 format!("'{other}' is not one of ipv4, udp, tcp, none"),
                             ))
@@ -372,9 +376,9 @@ pub struct UdpConfig {
 
 impl UdpConfig {
     /// Checks the values; the error names the bad field.
-    pub fn validate(&self) -> Result<(), StackError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.rx_queue_len == 0 {
-            return Err(StackError::config("udp.rx_queue_len", "must be at least 1"));
+            return Err(ConfigError::invalid("udp.rx_queue_len", "must be at least 1"));
         }
         Ok(())
     }
@@ -423,7 +427,7 @@ mod tests {
         let text: String =
             sample().to_text().lines().filter(|l| !l.starts_with("neighbor.retries")).collect::<Vec<_>>().join("\n");
         let e = StackConfig::parse(&text).unwrap_err();
-        assert_eq!(e, StackError::missing("neighbor.retries"));
+        assert_eq!(e, ConfigError::missing("neighbor.retries"));
         assert!(e.to_string().contains("neighbor.retries"));
     }
 
@@ -432,7 +436,7 @@ mod tests {
         for key in ["reassembly_v6.max_bytes", "reassembly_v6.max_datagrams", "reassembly_v6.timeout_ms"] {
             let text: String =
                 sample().to_text().lines().filter(|l| !l.starts_with(key)).collect::<Vec<_>>().join("\n");
-            assert_eq!(StackConfig::parse(&text).unwrap_err(), StackError::missing(key));
+            assert_eq!(StackConfig::parse(&text).unwrap_err(), ConfigError::missing(key));
         }
     }
 

@@ -24,7 +24,7 @@
 //! retransmission and delayed-ACK timers) and the crates that exist are tied to
 //! an async runtime's clock.
 
-use crate::error::StackError;
+use crate::error::ConfigError;
 
 /// Slots per level.
 pub const SLOTS: usize = 64;
@@ -65,9 +65,9 @@ pub struct TimerWheel<T> {
 
 impl<T> TimerWheel<T> {
     /// A wheel with a tick of `tick_ns` nanoseconds, starting at `now_ns`.
-    pub fn new(tick_ns: u64, now_ns: u64) -> Result<Self, StackError> {
+    pub fn new(tick_ns: u64, now_ns: u64) -> Result<Self, ConfigError> {
         if tick_ns == 0 {
-            return Err(StackError::config("timer.tick_ns", "must be at least 1 ns"));
+            return Err(ConfigError::invalid("timer.tick_ns", "must be at least 1 ns"));
         }
         Ok(TimerWheel {
             tick_ns,

@@ -13,14 +13,13 @@ use common::{dissect, Dissected, L3, L4};
 use pcap_file::pcap::PcapReader;
 use stack::wire::icmpv4::unreachable;
 use stack::wire::{
-    ArpOperation, ArpPacket, ChecksumCaps, EtherType, EthernetAddress, EthernetFrame, Icmpv4Packet, Icmpv4Repr,
-    Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv6Packet, QuotedIpv4, TcpPacket, TcpTimestamp,
-    UdpPacket,
+    ArpOperation, ArpPacket, ChecksumCaps, EtherType, EthernetFrame, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet,
+    Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv6Packet, MacAddr, QuotedIpv4, TcpPacket, TcpTimestamp, UdpPacket,
 };
 
 const SW: ChecksumCaps = ChecksumCaps::software();
-const MAC_A: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
-const MAC_B: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+const MAC_A: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const MAC_B: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
 const A4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const B4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
@@ -158,7 +157,7 @@ fn kernel_ndp_and_icmpv6_echo_with_fragment_headers() {
     };
     assert_eq!(ip.hop_limit, 255);
     assert_eq!(ip.dst_addr, "ff02::1:ff00:2".parse::<Ipv6Addr>().unwrap());
-    assert_eq!(d[0].eth.dst_addr, EthernetAddress::ipv6_multicast(&ip.dst_addr));
+    assert_eq!(d[0].eth.dst_addr, MacAddr::ipv6_multicast(&ip.dst_addr));
     assert_eq!(*target, b6());
     assert_eq!(options.source_lladdr(), Some(MAC_A));
 

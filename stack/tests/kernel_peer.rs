@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PmdError, PortConfig, TxOffloads};
-use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig, UdpConfig};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PmdError, PortConfig};
+use stack::{StackConfig, UdpConfig};
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -89,29 +89,9 @@ impl Drop for Bed {
 
 fn config(mac: pmd::MacAddr, o4: Ipv4Addr, o6: Ipv6Addr) -> StackConfig {
     StackConfig {
-        mac,
-        mtu: 1500,
         ipv4: vec![format!("{o4}/24").parse().unwrap()],
         ipv6: vec![format!("{o6}/64").parse().unwrap()],
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: NeighborConfig {
-            capacity: 64,
-            lifetime: Duration::from_secs(30),
-            retries: 3,
-            retry_interval: Duration::from_secs(1),
-            pending: 16,
-        },
-        reassembly: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
-        reassembly_v6: ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 64, timeout: Duration::from_secs(30) },
-        icmp: IcmpConfig { error_rate_per_sec: 100, error_burst: 20 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
-        tx_backlog: 1024,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: 4096,
-        tcp_rx_mbufs: 512,
+        ..stack::profiles::kernel_peer(mac)
     }
 }
 
@@ -194,20 +174,21 @@ fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
     let thread = std::thread::spawn(move || -> Result<(), String> {
         let start = pool.available();
         {
-            let mut s = Stack::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| e.to_string())?;
+            let mut s =
+                stack::Driver::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| e.to_string())?;
             let mut socks = Vec::new();
             if let Some(p) = udp_echo {
                 for any in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {
-                    socks.push(s.udp_bind(SocketAddr::new(any, p), UdpConfig { rx_queue_len: 64 }).unwrap());
+                    socks.push(s.udp().bind(SocketAddr::new(any, p), UdpConfig { rx_queue_len: 64 }).unwrap());
                 }
             }
             let mut got = Vec::new();
             while !stop2.load(Ordering::Acquire) {
                 s.poll();
                 for &h in &socks {
-                    s.udp_recv(h, &mut got, 64).unwrap();
+                    s.udp().recv(h, &mut got, 64).unwrap();
                     let mut back: Vec<_> = got.drain(..).map(|d: stack::UdpDatagram| (d.payload, d.peer)).collect();
-                    s.udp_send_batch(h, &mut back).unwrap();
+                    s.udp().send_batch(h, &mut back).unwrap();
                 }
                 std::thread::sleep(Duration::from_micros(50));
             }

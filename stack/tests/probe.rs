@@ -44,7 +44,7 @@ fn framed(p: &Probe, ip: &[u8]) -> Vec<u8> {
 #[test]
 fn rfc791_3_2_reassembles_out_of_order_fragments() {
     let mut p = Probe::new("pr_reasm", |_| {});
-    let s = p.s.udp_bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+    let s = p.s.udp().bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
     // Buffers are single-segment (2048 bytes of data room here), so the whole
     // datagram must fit one: 1800 bytes in three fragments.
     let (payload, frags) = fragments(77, 1800, 608);
@@ -60,7 +60,7 @@ fn rfc791_3_2_reassembles_out_of_order_fragments() {
     let f = framed(&p, &frags[1]);
     p.send(vec![f]);
     let mut v = Vec::new();
-    p.s.udp_recv(s, &mut v, 4).unwrap();
+    p.s.udp().recv(s, &mut v, 4).unwrap();
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].payload.data(), &payload[..]);
     assert_eq!(p.s.stats().events.reassembled, 1);
@@ -138,7 +138,7 @@ fn send_with_flags(p: &mut Probe, frame: Vec<u8>, flags: RxFlags) {
 #[test]
 fn rx_checksum_offload_trusts_the_nic_verdict_and_verifies_only_when_unchecked() {
     let mut p = Probe::new("pr_rxoff", |_| {});
-    let s = p.s.udp_bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 16 }).unwrap();
+    let s = p.s.udp().bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 16 }).unwrap();
     let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"hello");
     let mut bad_l4 = good.clone();
     bad_l4[14 + 20 + 6] ^= 0x55; // UDP checksum
@@ -152,14 +152,14 @@ fn rx_checksum_offload_trusts_the_nic_verdict_and_verifies_only_when_unchecked()
     send_with_flags(&mut p, bad_l4.clone(), RxFlags::L4_CKSUM_GOOD);
     send_with_flags(&mut p, bad_l4.clone(), RxFlags::L4_CKSUM_PARTIAL);
     send_with_flags(&mut p, bad_ip.clone(), RxFlags::IP_CKSUM_GOOD);
-    assert_eq!(p.s.udp_queued(s).unwrap(), 3);
+    assert_eq!(p.s.udp().queued(s).unwrap(), 3);
     // The NIC says bad: dropped without looking.
     send_with_flags(&mut p, good.clone(), RxFlags::L4_CKSUM_BAD);
     send_with_flags(&mut p, good.clone(), RxFlags::IP_CKSUM_BAD);
     assert_eq!(p.s.stats().drops.nic_l4_checksum_bad, 1);
     assert_eq!(p.s.stats().drops.nic_ip_checksum_bad, 1);
     assert_eq!(p.s.stats().malformed_count(wire::Error::BadChecksum), 2);
-    assert_eq!(p.s.udp_queued(s).unwrap(), 3);
+    assert_eq!(p.s.udp().queued(s).unwrap(), 3);
     p.finish();
 }
 
@@ -179,8 +179,8 @@ fn tx_checksum_offload_leaves_enabled_checksums_to_the_nic() {
         // The probe asks for the stack's MAC: the stack learns the probe's (RFC 826).
         p.send(vec![arp_request(PROBE_MAC, probe_v4(), b4())]);
         drop(take_sent(&mut p));
-        let c = p.s.udp_bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 1 }).unwrap();
-        p.s.udp_send_slice(c, b"payload", std::net::SocketAddr::new(IpAddr::V4(probe_v4()), 9)).unwrap();
+        let c = p.s.udp().bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 1 }).unwrap();
+        p.s.udp().send_slice(c, b"payload", std::net::SocketAddr::new(IpAddr::V4(probe_v4()), 9)).unwrap();
         let sent = take_sent(&mut p);
         assert_eq!(sent.len(), 1);
         let m = &sent[0];
@@ -212,11 +212,11 @@ fn rfc826_arp_request_for_us_is_answered_in_place() {
     let sent = take_sent(&mut p);
     assert_eq!(sent.len(), 1);
     let f = EthernetFrame::new_checked(sent[0].data()).unwrap();
-    assert_eq!(f.dst_addr(), e(PROBE_MAC));
+    assert_eq!(f.dst_addr(), PROBE_MAC);
     let r = ArpRepr::parse(&ArpPacket::new_checked(f.payload()).unwrap()).unwrap();
     assert_eq!(r.operation, ArpOperation::Reply);
     assert_eq!(r.source_protocol_addr, b4());
-    assert_eq!(r.source_hardware_addr, e(p.mac));
+    assert_eq!(r.source_hardware_addr, p.mac);
     assert_eq!(r.target_protocol_addr, probe_v4());
     assert_eq!(p.s.neighbor(IpAddr::V4(probe_v4())), Some(PROBE_MAC));
     assert_eq!(p.s.neighbor("198.18.0.3".parse().unwrap()), None);
@@ -244,7 +244,7 @@ fn rfc4861_7_2_4_solicitation_for_us_gets_solicited_override_advert() {
         Icmpv6Repr::NeighborAdvert { solicited, override_, target, options, .. } => {
             assert!(solicited && override_);
             assert_eq!(target, b6());
-            assert_eq!(options.target_lladdr(), Some(e(p.mac)));
+            assert_eq!(options.target_lladdr(), Some(p.mac));
         }
         other => panic!("{other:?}"),
     }
@@ -441,10 +441,10 @@ fn tcp_listener_cfg() -> stack::TcpConfig {
 fn rfc8200_4_2_unrecognized_option_actions_are_honoured() {
     let mut p = Probe::new("pr_hbh", |_| {});
     drop(take_sent(&mut p));
-    p.s.set_tcp_secret([7; 16]);
+    p.s.tcp().set_secret([7; 16]);
     let addr: std::net::SocketAddr = "[::]:80".parse().unwrap();
     let lc = stack::ListenConfig::new(addr, 16, 16, 5_000_000_000, stack::SynCookies::WhenFull, tcp_listener_cfg());
-    p.s.tcp_listen(lc).unwrap();
+    p.s.tcp().listen(lc).unwrap();
     // The stack learns our MAC from a solicitation (its SYN-ACKs are routed).
     p.send(vec![ns_frame(PROBE_MAC, a6(), b6())]);
     drop(take_sent(&mut p));
@@ -519,14 +519,14 @@ fn framed6(p: &Probe, ip: &[u8]) -> Vec<u8> {
 /// A probe with a UDP socket on port 5000; sends `frags` in `order` and
 /// returns the datagrams delivered.
 fn deliver6(p: &mut Probe, frags: &[Vec<u8>], order: &[usize]) -> Vec<Vec<u8>> {
-    let s = p.s.udp_bind("[::]:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+    let s = p.s.udp().bind("[::]:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
     for &i in order {
         let f = framed6(p, &frags[i]);
         p.send(vec![f]);
     }
     let mut v = Vec::new();
-    p.s.udp_recv(s, &mut v, 4).unwrap();
-    p.s.udp_close(s).unwrap();
+    p.s.udp().recv(s, &mut v, 4).unwrap();
+    p.s.udp().close(s).unwrap();
     v.iter().map(|d| d.payload.data().to_vec()).collect()
 }
 
@@ -643,10 +643,10 @@ fn rfc8200_4_5_tcp_data_in_three_ipv6_fragments_is_delivered() {
     // The probe's exact case: 600 bytes of TCP data in three IPv6 fragments.
     let mut p = Probe::new("pr_r6_tcp", |_| {});
     drop(take_sent(&mut p));
-    p.s.set_tcp_secret([7; 16]);
+    p.s.tcp().set_secret([7; 16]);
     let addr: std::net::SocketAddr = "[::]:80".parse().unwrap();
     let lc = stack::ListenConfig::new(addr, 4, 4, 5_000_000_000, stack::SynCookies::Off, tcp_listener_cfg());
-    let l = p.s.tcp_listen(lc).unwrap();
+    let l = p.s.tcp().listen(lc).unwrap();
     p.send(vec![ns_frame(PROBE_MAC, a6(), b6())]);
     drop(take_sent(&mut p));
     let syn = tcp6_segment(1000, 0, wire::TcpFlags::SYN, &[]);
@@ -662,7 +662,7 @@ fn rfc8200_4_5_tcp_data_in_three_ipv6_fragments_is_delivered() {
     drop(sent);
     let ack = tcp6_segment(1001, iss.wrapping_add(1), wire::TcpFlags::ACK, &[]);
     p.send(vec![framed6(&p, &ipv6(a6(), b6(), IpProtocol::Tcp, 64, &ack))]);
-    let h = p.s.tcp_accept(l).expect("accepted");
+    let h = p.s.tcp().accept(l).expect("accepted");
     let data: Vec<u8> = (0..600u32).map(|i| (i * 13 + 1) as u8).collect();
     let seg = tcp6_segment(1001, iss.wrapping_add(1), wire::TcpFlags::ACK | wire::TcpFlags::PSH, &data);
     let mut frags = Vec::new();
@@ -679,11 +679,11 @@ fn rfc8200_4_5_tcp_data_in_three_ipv6_fragments_is_delivered() {
     assert_eq!(frags.len(), 3);
     p.send(frags);
     let mut buf = [0u8; 1024];
-    let n = p.s.tcp_recv(h, &mut buf).unwrap();
+    let n = p.s.tcp().recv(h, &mut buf).unwrap();
     assert_eq!(&buf[..n], &data[..]);
     assert_eq!(p.s.stats().events.reassembled_v6, 1);
     drop(take_sent(&mut p));
-    p.s.tcp_abort(h);
+    p.s.tcp().abort(h);
     drop(take_sent(&mut p));
     p.finish();
 }

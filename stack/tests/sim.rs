@@ -14,15 +14,15 @@ const MS: Duration = Duration::from_millis(1);
 
 /// Pings `dst` from `a` `n` times, one per `gap`, and returns the replies seen.
 fn ping_n(p: &mut Pair, dst: IpAddr, n: u16, gap: Duration) -> Vec<stack::EchoReply> {
-    let h = p.a.echo_open(0x4242, 1024).unwrap();
+    let h = p.a.echo().open(0x4242, 1024).unwrap();
     for seq in 0..n {
-        p.a.ping(h, dst, seq, b"0123456789abcdef").unwrap();
+        p.a.echo().ping(h, dst, seq, b"0123456789abcdef").unwrap();
         p.run(gap);
     }
     p.run(Duration::from_secs(5));
     let mut out = Vec::new();
-    p.a.echo_recv(h, &mut out);
-    p.a.echo_close(h);
+    p.a.echo().recv(h, &mut out);
+    p.a.echo().close(h);
     out
 }
 
@@ -68,8 +68,8 @@ fn rfc4861_ndp_resolution_and_rfc4443_echo_v6() {
 /// back); a sends `n` datagrams and checks every reply's payload.
 fn udp_echo(p: &mut Pair, dst_ip: IpAddr, n: usize) -> usize {
     let any: IpAddr = if dst_ip.is_ipv4() { "0.0.0.0".parse().unwrap() } else { "::".parse().unwrap() };
-    let server = p.b.udp_bind(SocketAddr::new(any, 7), UdpConfig { rx_queue_len: 256 }).unwrap();
-    let client = p.a.udp_bind(SocketAddr::new(any, 0), UdpConfig { rx_queue_len: 256 }).unwrap();
+    let server = p.b.udp().bind(SocketAddr::new(any, 7), UdpConfig { rx_queue_len: 256 }).unwrap();
+    let client = p.a.udp().bind(SocketAddr::new(any, 0), UdpConfig { rx_queue_len: 256 }).unwrap();
     let dst = SocketAddr::new(dst_ip, 7);
     let mut sent_ptrs = Vec::new();
     let mut got = Vec::new();
@@ -83,16 +83,16 @@ fn udp_echo(p: &mut Pair, dst_ip: IpAddr, n: usize) -> usize {
                 let mut m = pool.alloc().unwrap();
                 m.extend_from_slice(format!("datagram {next:04}").as_bytes()).unwrap();
                 sent_ptrs.push(m.data_ptr() as usize);
-                a.udp_send_to(client, m, dst).unwrap();
+                a.udp().send_to(client, m, dst).unwrap();
                 next += 1;
             }
         }
         let mut v: Vec<UdpDatagram> = Vec::new();
-        b.udp_recv(server, &mut v, 64).unwrap();
+        b.udp().recv(server, &mut v, 64).unwrap();
         let mut back: Vec<_> = v.into_iter().map(|d| (d.payload, d.peer)).collect();
-        b.udp_send_batch(server, &mut back).unwrap();
+        b.udp().send_batch(server, &mut back).unwrap();
         let mut r = Vec::new();
-        a.udp_recv(client, &mut r, 64).unwrap();
+        a.udp().recv(client, &mut r, 64).unwrap();
         for d in r {
             // The ring hands buffers over, so a zero-copy path end to end means the
             // reply's payload is the very bytes the client filled.
@@ -109,8 +109,8 @@ fn udp_echo(p: &mut Pair, dst_ip: IpAddr, n: usize) -> usize {
         assert!(g.starts_with("datagram "), "{g}");
     }
     assert!(zero_copy >= got.len(), "every echoed payload travelled in its original buffer");
-    p.a.udp_close(client).unwrap();
-    p.b.udp_close(server).unwrap();
+    p.a.udp().close(client).unwrap();
+    p.b.udp().close(server).unwrap();
     got.len()
 }
 
@@ -162,9 +162,9 @@ fn rfc1122_2_3_2_1_arp_retries_under_loss_then_resolves() {
         // Let the start-up announcements pass first: b's gratuitous ARP / unsolicited
         // NA would otherwise resolve a's entries (RFC 826 merge) without any retry.
         p.run(Duration::from_millis(10));
-        let h = p.a.echo_open(1, 16).unwrap();
-        p.a.ping(h, IpAddr::V4(b4()), 0, b"x").unwrap();
-        p.a.ping(h, IpAddr::V6(b6()), 0, b"x").unwrap();
+        let h = p.a.echo().open(1, 16).unwrap();
+        p.a.echo().ping(h, IpAddr::V4(b4()), 0, b"x").unwrap();
+        p.a.echo().ping(h, IpAddr::V6(b6()), 0, b"x").unwrap();
         p.run(Duration::from_secs(12));
         let s = p.a.stats().events.clone();
         assert!(s.arp_requests_sent >= 1 && s.ndp_solicits_sent >= 1);
@@ -175,7 +175,7 @@ fn rfc1122_2_3_2_1_arp_retries_under_loss_then_resolves() {
         assert!(resolved6 || s.ndp_solicits_sent == 11, "seed {seed}: {s:?}");
         assert_eq!(p.a.pending_resolution(), 0);
         requests += s.arp_requests_sent + s.ndp_solicits_sent;
-        p.a.echo_close(h);
+        p.a.echo().close(h);
         p.finish();
     }
     assert!(requests > 10, "some first requests were lost and retried ({requests} for 10 resolutions)");
@@ -184,12 +184,12 @@ fn rfc1122_2_3_2_1_arp_retries_under_loss_then_resolves() {
 #[test]
 fn rfc4861_7_3_3_unanswered_resolution_retries_then_drops_queue() {
     let mut p = Pair::new("sim_unres", "", "");
-    let h = p.a.echo_open(9, 16).unwrap();
+    let h = p.a.echo().open(9, 16).unwrap();
     let ghost4: IpAddr = "198.18.0.99".parse().unwrap();
     let ghost6: IpAddr = "2001:2::99".parse().unwrap();
     for seq in 0..3 {
-        p.a.ping(h, ghost4, seq, b"x").unwrap();
-        p.a.ping(h, ghost6, seq, b"x").unwrap();
+        p.a.echo().ping(h, ghost4, seq, b"x").unwrap();
+        p.a.echo().ping(h, ghost6, seq, b"x").unwrap();
     }
     p.run(MS);
     assert_eq!(p.a.pending_resolution(), 6);
@@ -208,15 +208,15 @@ fn rfc4861_7_3_3_unanswered_resolution_retries_then_drops_queue() {
 #[test]
 fn rfc4861_7_2_2_pending_queue_is_bounded() {
     let mut p = Pair::with("sim_pending", "", "", |c| c.neighbor.pending = 2, |_| {});
-    let h = p.a.echo_open(9, 16).unwrap();
+    let h = p.a.echo().open(9, 16).unwrap();
     for seq in 0..5 {
-        p.a.ping(h, IpAddr::V4(b4()), seq, b"x").unwrap();
+        p.a.echo().ping(h, IpAddr::V4(b4()), seq, b"x").unwrap();
     }
     assert_eq!(p.a.pending_resolution(), 2);
     assert_eq!(p.a.stats().drops.neighbor_pending_full, 3);
     p.run(Duration::from_millis(10));
     let mut out = Vec::new();
-    p.a.echo_recv(h, &mut out);
+    p.a.echo().recv(h, &mut out);
     assert_eq!(out.len(), 2);
     p.finish();
 }
@@ -225,11 +225,11 @@ fn rfc4861_7_2_2_pending_queue_is_bounded() {
 fn rfc792_rfc4443_port_unreachable_is_rate_limited() {
     // b: 10 errors/s, burst 5.
     let mut p = Pair::new("sim_unreach", "", "");
-    let c4 = p.a.udp_bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 8 }).unwrap();
-    let c6 = p.a.udp_bind("[::]:0".parse().unwrap(), UdpConfig { rx_queue_len: 8 }).unwrap();
+    let c4 = p.a.udp().bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 8 }).unwrap();
+    let c6 = p.a.udp().bind("[::]:0".parse().unwrap(), UdpConfig { rx_queue_len: 8 }).unwrap();
     for _ in 0..4 {
-        p.a.udp_send_slice(c4, b"knock", SocketAddr::new(IpAddr::V4(b4()), 9999)).unwrap();
-        p.a.udp_send_slice(c6, b"knock", SocketAddr::new(IpAddr::V6(b6()), 9999)).unwrap();
+        p.a.udp().send_slice(c4, b"knock", SocketAddr::new(IpAddr::V4(b4()), 9999)).unwrap();
+        p.a.udp().send_slice(c6, b"knock", SocketAddr::new(IpAddr::V6(b6()), 9999)).unwrap();
     }
     p.run(MS);
     let b = p.b.stats().events.clone();
@@ -239,8 +239,8 @@ fn rfc792_rfc4443_port_unreachable_is_rate_limited() {
     assert_eq!(p.a.stats().events.icmp_other_received, 5, "a received the unreachables");
     // 100 ms later one more token (10/s).
     p.run(Duration::from_millis(100));
-    p.a.udp_send_slice(c4, b"knock", SocketAddr::new(IpAddr::V4(b4()), 9999)).unwrap();
-    p.a.udp_send_slice(c4, b"knock", SocketAddr::new(IpAddr::V4(b4()), 9999)).unwrap();
+    p.a.udp().send_slice(c4, b"knock", SocketAddr::new(IpAddr::V4(b4()), 9999)).unwrap();
+    p.a.udp().send_slice(c4, b"knock", SocketAddr::new(IpAddr::V4(b4()), 9999)).unwrap();
     p.run(MS);
     assert_eq!(p.b.stats().events.unreachables_sent, 6);
     assert_eq!(p.b.stats().events.icmp_rate_limited, 4);
@@ -250,32 +250,32 @@ fn rfc792_rfc4443_port_unreachable_is_rate_limited() {
 #[test]
 fn udp_receive_queue_length_is_enforced() {
     let mut p = Pair::new("sim_rxq", "", "");
-    let s = p.b.udp_bind(SocketAddr::new(IpAddr::V4(b4()), 5000), UdpConfig { rx_queue_len: 3 }).unwrap();
-    let c = p.a.udp_bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 3 }).unwrap();
+    let s = p.b.udp().bind(SocketAddr::new(IpAddr::V4(b4()), 5000), UdpConfig { rx_queue_len: 3 }).unwrap();
+    let c = p.a.udp().bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 3 }).unwrap();
     for i in 0..5u8 {
-        p.a.udp_send_slice(c, &[i], SocketAddr::new(IpAddr::V4(b4()), 5000)).unwrap();
+        p.a.udp().send_slice(c, &[i], SocketAddr::new(IpAddr::V4(b4()), 5000)).unwrap();
     }
     p.run(MS);
-    assert_eq!(p.b.udp_queued(s).unwrap(), 3);
+    assert_eq!(p.b.udp().queued(s).unwrap(), 3);
     assert_eq!(p.b.stats().drops.udp_queue_full, 2);
     let mut v = Vec::new();
-    assert_eq!(p.b.udp_recv(s, &mut v, 2).unwrap(), 2);
+    assert_eq!(p.b.udp().recv(s, &mut v, 2).unwrap(), 2);
     assert_eq!(v[0].payload.data(), &[0]);
     assert_eq!(v[1].payload.data(), &[1]);
     drop(v);
     // Binding rules.
-    let e = p.b.udp_bind(SocketAddr::new(IpAddr::V4(b4()), 5000), UdpConfig { rx_queue_len: 3 }).unwrap_err();
+    let e = p.b.udp().bind(SocketAddr::new(IpAddr::V4(b4()), 5000), UdpConfig { rx_queue_len: 3 }).unwrap_err();
     assert!(matches!(e, stack::StackError::AddrInUse(_)));
-    let e = p.b.udp_bind("198.19.0.1:1".parse().unwrap(), UdpConfig { rx_queue_len: 3 }).unwrap_err();
+    let e = p.b.udp().bind("198.19.0.1:1".parse().unwrap(), UdpConfig { rx_queue_len: 3 }).unwrap_err();
     assert!(matches!(e, stack::StackError::AddrNotAvailable(_)));
-    let e = p.b.udp_bind("0.0.0.0:1".parse().unwrap(), UdpConfig { rx_queue_len: 0 }).unwrap_err();
+    let e = p.b.udp().bind("0.0.0.0:1".parse().unwrap(), UdpConfig { rx_queue_len: 0 }).unwrap_err();
     assert!(e.to_string().contains("udp.rx_queue_len"));
-    let e = p.a.udp_send_slice(c, b"x", "198.19.9.9:1".parse().unwrap()).unwrap_err();
+    let e = p.a.udp().send_slice(c, b"x", "198.19.9.9:1".parse().unwrap()).unwrap_err();
     assert!(matches!(e, stack::StackError::NoRoute(_)));
-    let e = p.a.udp_send_slice(c, &[0u8; 1500], SocketAddr::new(IpAddr::V4(b4()), 5000)).unwrap_err();
+    let e = p.a.udp().send_slice(c, &[0u8; 1500], SocketAddr::new(IpAddr::V4(b4()), 5000)).unwrap_err();
     assert!(matches!(e, stack::StackError::TooBig { .. }));
-    p.b.udp_close(s).unwrap();
-    assert!(matches!(p.b.udp_queued(s), Err(stack::StackError::BadSocket)));
+    p.b.udp().close(s).unwrap();
+    assert!(matches!(p.b.udp().queued(s), Err(stack::StackError::InvalidHandle)));
     p.finish();
 }
 
@@ -283,10 +283,10 @@ fn udp_receive_queue_length_is_enforced() {
 fn default_gateway_is_resolved_for_off_link_destinations() {
     // a has 198.18.0.1/24 and gateway b (198.18.0.2); 198.19.5.5 is off-link, so a resolves b and sends to b's MAC.
     let mut p = Pair::with("sim_gw", "", "", |c| c.gateway_v4 = Some("198.18.0.2".parse().unwrap()), |_| {});
-    let c = p.a.udp_bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 1 }).unwrap();
+    let c = p.a.udp().bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 1 }).unwrap();
     p.run(MS);
     let before = p.b.stats().drops.not_for_us;
-    p.a.udp_send_slice(c, b"via gw", "198.19.5.5:53".parse().unwrap()).unwrap();
+    p.a.udp().send_slice(c, b"via gw", "198.19.5.5:53".parse().unwrap()).unwrap();
     p.run(Duration::from_millis(5));
     assert_eq!(p.a.neighbor(IpAddr::V4(b4())), Some(p.ports[1].port.info().mac));
     // b received it at L2 but the IP destination is not its own.

@@ -52,8 +52,8 @@ fn input() -> impl Strategy<Value = Input> {
 #[test]
 fn arbitrary_frames_never_panic_and_never_leak() {
     let mut p = Probe::new("nopanic", |c| c.icmp.error_rate_per_sec = 1_000_000);
-    let s = p.s.udp_bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
-    let s6 = p.s.udp_bind("[::]:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+    let s = p.s.udp().bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
+    let s6 = p.s.udp().bind("[::]:5000".parse().unwrap(), UdpConfig { rx_queue_len: 4 }).unwrap();
     let seeds = seeds(&p);
     let mac = p.mac;
     let mut runner = TestRunner::new(Config { cases: 3000, failure_persistence: None, ..Config::default() });
@@ -83,13 +83,14 @@ fn arbitrary_frames_never_panic_and_never_leak() {
             let mut m: Mbuf = pool.alloc().unwrap();
             m.extend_from_slice(&bytes).unwrap();
             let mut v = vec![m];
-            p.s.input(&mut v);
+            let now = p.s.now_ns();
+            p.s.input(now, &mut v);
             p.s.flush();
             let mut out = Vec::new();
             p.probe.rx.as_mut().unwrap().rx_burst(&mut out, 64);
             let mut got = Vec::new();
-            p.s.udp_recv(s, &mut got, 4).unwrap();
-            p.s.udp_recv(s6, &mut got, 4).unwrap();
+            p.s.udp().recv(s, &mut got, 4).unwrap();
+            p.s.udp().recv(s6, &mut got, 4).unwrap();
             Ok(())
         })
         .unwrap();

@@ -43,8 +43,8 @@ fn tcp_cfg() -> TcpConfig {
 
 fn listen(p: &mut Pair, port: u16, backlog: usize) -> TcpListenerHandle {
     let addr: SocketAddr = format!("[::]:{port}").parse().unwrap();
-    p.b.set_tcp_secret([7; 16]);
-    p.b.tcp_listen(ListenConfig::new(addr, backlog, 64, 5 * SEC, SynCookies::WhenFull, tcp_cfg())).unwrap()
+    p.b.tcp().set_secret([7; 16]);
+    p.b.tcp().listen(ListenConfig::new(addr, backlog, 64, 5 * SEC, SynCookies::WhenFull, tcp_cfg())).unwrap()
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -55,8 +55,8 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 /// back; both close when done. Returns what the client got back.
 fn echo_transfer(p: &mut Pair, server_ip: IpAddr, data: &[u8], limit: Duration) -> Vec<u8> {
     let l = listen(p, 7, 16);
-    p.a.set_tcp_secret([3; 16]);
-    let c = p.a.tcp_connect(SocketAddr::new(server_ip, 7), tcp_cfg()).unwrap();
+    p.a.tcp().set_secret([3; 16]);
+    let c = p.a.tcp().connect(SocketAddr::new(server_ip, 7), tcp_cfg()).unwrap();
     let mut server: Option<TcpHandle> = None;
     let mut sent = 0;
     let mut back = Vec::new();
@@ -71,7 +71,7 @@ fn echo_transfer(p: &mut Pair, server_ip: IpAddr, data: &[u8], limit: Duration) 
         p.b.poll();
         // Client: write what fits, read the echo.
         if sent < data.len() && !client_closed {
-            match p.a.tcp_send(c, &data[sent..]) {
+            match p.a.tcp().send(c, &data[sent..]) {
                 Ok(n) => sent += n,
                 Err(TcpSocketError::WouldBlock) => {}
                 Err(e) => panic!("client send: {e}"),
@@ -79,7 +79,7 @@ fn echo_transfer(p: &mut Pair, server_ip: IpAddr, data: &[u8], limit: Duration) 
         }
         if !client_closed {
             loop {
-                match p.a.tcp_recv(c, &mut buf) {
+                match p.a.tcp().recv(c, &mut buf) {
                     Ok(0) => break,
                     Ok(n) => back.extend_from_slice(&buf[..n]),
                     Err(TcpSocketError::WouldBlock) => break,
@@ -88,18 +88,18 @@ fn echo_transfer(p: &mut Pair, server_ip: IpAddr, data: &[u8], limit: Duration) 
             }
         }
         if back.len() == data.len() && !client_closed {
-            p.a.tcp_close(c);
+            p.a.tcp().close(c);
             client_closed = true;
         }
         // Server: accept, echo, close at end of stream.
         if server.is_none() {
-            if let Ok(s) = p.b.tcp_accept(l) {
+            if let Ok(s) = p.b.tcp().accept(l) {
                 server = Some(s);
             }
         }
         if let (Some(s), false) = (server, server_done) {
             while !pending.is_empty() {
-                match p.b.tcp_send(s, &pending) {
+                match p.b.tcp().send(s, &pending) {
                     Ok(n) => {
                         pending.drain(..n);
                     }
@@ -108,9 +108,9 @@ fn echo_transfer(p: &mut Pair, server_ip: IpAddr, data: &[u8], limit: Duration) 
                 }
             }
             if pending.is_empty() {
-                match p.b.tcp_recv(s, &mut buf) {
+                match p.b.tcp().recv(s, &mut buf) {
                     Ok(0) => {
-                        p.b.tcp_close(s);
+                        p.b.tcp().close(s);
                         server_done = true;
                     }
                     Ok(n) => pending.extend_from_slice(&buf[..n]),
@@ -119,14 +119,14 @@ fn echo_transfer(p: &mut Pair, server_ip: IpAddr, data: &[u8], limit: Duration) 
                 }
             }
         }
-        if client_closed && server_done && p.a.tcp_connections() == 0 && p.b.tcp_connections() == 0 {
+        if client_closed && server_done && p.a.tcp().connections() == 0 && p.b.tcp().connections() == 0 {
             break;
         }
     }
     assert!(client_closed && server_done, "transfer incomplete: sent {sent}, echoed {}", back.len());
-    assert_eq!(p.a.tcp_connections(), 0, "client connection never reached CLOSED (TIME-WAIT expiry)");
-    assert_eq!(p.b.tcp_connections(), 0, "server connection never reached CLOSED");
-    p.b.tcp_unlisten(l);
+    assert_eq!(p.a.tcp().connections(), 0, "client connection never reached CLOSED (TIME-WAIT expiry)");
+    assert_eq!(p.b.tcp().connections(), 0, "server connection never reached CLOSED");
+    p.b.tcp().unlisten(l);
     back
 }
 
@@ -194,24 +194,24 @@ fn unread_stream(p: &mut Pair, port: u16, data: &[u8]) -> (TcpHandle, TcpHandle)
     let mut cfg = tcp_cfg();
     cfg.recv_buffer = 2 << 20;
     cfg.send_buffer = 2 << 20;
-    let l = p.b.tcp_listen(ListenConfig::new(addr, 4, 4, 5 * SEC, SynCookies::WhenFull, cfg.clone())).unwrap();
-    let c = p.a.tcp_connect(SocketAddr::new(IpAddr::V4(b4()), port), cfg).unwrap();
+    let l = p.b.tcp().listen(ListenConfig::new(addr, 4, 4, 5 * SEC, SynCookies::WhenFull, cfg.clone())).unwrap();
+    let c = p.a.tcp().connect(SocketAddr::new(IpAddr::V4(b4()), port), cfg).unwrap();
     let mut sent = 0;
     let mut server = None;
     let end = p.clock.now_ns() + 60 * SEC;
     while p.clock.now_ns() < end && (sent < data.len() || server.is_none()) {
         p.run(Duration::from_millis(1));
         if sent < data.len() {
-            sent += p.a.tcp_send(c, &data[sent..]).unwrap_or(0);
+            sent += p.a.tcp().send(c, &data[sent..]).unwrap_or(0);
         }
         if server.is_none() {
-            server = p.b.tcp_accept(l).ok();
+            server = p.b.tcp().accept(l).ok();
         }
     }
     let s = server.expect("accepted");
     // Let everything that fits the window arrive.
     let end = p.clock.now_ns() + 60 * SEC;
-    while p.clock.now_ns() < end && p.b.tcp_recv_available(s).unwrap() < data.len() {
+    while p.clock.now_ns() < end && p.b.tcp().recv_available(s).unwrap() < data.len() {
         p.run(Duration::from_millis(1));
     }
     (c, s)
@@ -229,9 +229,9 @@ fn unread_received_data_cannot_exhaust_the_pool() {
     let mut ends = Vec::new();
     for (i, d) in streams.iter().enumerate() {
         ends.push(unread_stream(&mut p, 9000 + i as u16, d));
-        assert!(p.b.tcp_rx_mbufs_held() <= cap, "held {} > {cap}", p.b.tcp_rx_mbufs_held());
+        assert!(p.b.tcp().rx_mbufs_held() <= cap, "held {} > {cap}", p.b.tcp().rx_mbufs_held());
     }
-    assert_eq!(p.b.tcp_rx_mbufs_held(), cap, "the cap was reached");
+    assert_eq!(p.b.tcp().rx_mbufs_held(), cap, "the cap was reached");
     assert!(p.b.stats().events.tcp_rx_mbuf_limit > 0, "payloads beyond the cap were copied");
     assert!(p.pool.available() >= POOL - cap - 64, "the pool still serves the port");
     // The port still carries new connections and data while all that waits.
@@ -242,17 +242,17 @@ fn unread_received_data_cannot_exhaust_the_pool() {
     let mut buf = vec![0u8; 100_000];
     for ((c, s), d) in ends.into_iter().zip(&streams) {
         let mut got = Vec::new();
-        while let Ok(n) = p.b.tcp_recv(s, &mut buf) {
+        while let Ok(n) = p.b.tcp().recv(s, &mut buf) {
             if n == 0 {
                 break;
             }
             got.extend_from_slice(&buf[..n]);
         }
         assert_eq!(&got, d);
-        p.a.tcp_close(c);
-        p.b.tcp_close(s);
+        p.a.tcp().close(c);
+        p.b.tcp().close(s);
     }
-    assert_eq!(p.b.tcp_rx_mbufs_held(), 0);
+    assert_eq!(p.b.tcp().rx_mbufs_held(), 0);
     p.run(Duration::from_secs(3));
     p.finish();
 }
@@ -265,7 +265,7 @@ fn rx_mbufs_over_half_the_pool_is_refused_naming_the_field() {
     let mut cfg = config(e.port.info().mac, &[A4], &[]);
     cfg.tcp_rx_mbufs = POOL / 2 + 1;
     let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
-    let err = stack::Stack::new(cfg, e.rx.take().unwrap(), e.tx.take().unwrap(), pool.clone(), clock).err().unwrap();
+    let err = stack::Driver::new(cfg, e.rx.take().unwrap(), e.tx.take().unwrap(), pool.clone(), clock).err().unwrap();
     assert!(err.to_string().contains("tcp.rx_mbufs"), "{err}");
 }
 
@@ -286,28 +286,28 @@ proptest! {
 #[test]
 fn rfc9293_3_10_7_1_connect_to_closed_port_is_refused() {
     let mut p = Pair::new("tcpref", "", "");
-    let c = p.a.tcp_connect(SocketAddr::new(IpAddr::V4(b4()), 9), tcp_cfg()).unwrap();
-    assert_eq!(p.a.tcp_connected(c), Ok(false));
+    let c = p.a.tcp().connect(SocketAddr::new(IpAddr::V4(b4()), 9), tcp_cfg()).unwrap();
+    assert_eq!(p.a.tcp().connected(c), Ok(false));
     p.run(Duration::from_millis(50));
-    assert_eq!(p.a.tcp_connected(c), Err(TcpSocketError::Refused));
-    assert_eq!(p.a.tcp_recv(c, &mut [0; 8]), Err(TcpSocketError::Refused));
+    assert_eq!(p.a.tcp().connected(c), Err(TcpSocketError::Refused));
+    assert_eq!(p.a.tcp().recv(c, &mut [0; 8]), Err(TcpSocketError::Refused));
     assert_eq!(p.b.stats().drops.tcp_no_socket, 1);
     assert_eq!(p.b.stats().events.tcp_resets_sent, 1);
-    p.a.tcp_close(c);
+    p.a.tcp().close(c);
     p.run(Duration::from_millis(10));
-    assert_eq!(p.a.tcp_connections(), 0);
+    assert_eq!(p.a.tcp().connections(), 0);
     p.finish();
 }
 
 #[test]
 fn connect_to_silent_neighbor_is_unreachable() {
     let mut p = Pair::new("tcpunr", "", "");
-    let c = p.a.tcp_connect("198.18.0.77:80".parse().unwrap(), tcp_cfg()).unwrap();
+    let c = p.a.tcp().connect("198.18.0.77:80".parse().unwrap(), tcp_cfg()).unwrap();
     p.run(Duration::from_secs(5));
-    assert_eq!(p.a.tcp_connected(c), Err(TcpSocketError::Unreachable));
-    p.a.tcp_close(c);
+    assert_eq!(p.a.tcp().connected(c), Err(TcpSocketError::Unreachable));
+    p.a.tcp().close(c);
     p.run(Duration::from_millis(10));
-    assert_eq!(p.a.tcp_connections(), 0);
+    assert_eq!(p.a.tcp().connections(), 0);
     p.finish();
 }
 
@@ -315,17 +315,17 @@ fn connect_to_silent_neighbor_is_unreachable() {
 fn connect_to_host_that_stops_answering_times_out() {
     let mut p = Pair::new("tcpto", "", "");
     // Resolve b first, then stop polling it: SYNs go unanswered.
-    let h = p.a.echo_open(1, 4).unwrap();
-    p.a.ping(h, IpAddr::V4(b4()), 1, b"x").unwrap();
+    let h = p.a.echo().open(1, 4).unwrap();
+    p.a.echo().ping(h, IpAddr::V4(b4()), 1, b"x").unwrap();
     p.run(Duration::from_millis(10));
-    let c = p.a.tcp_connect(SocketAddr::new(IpAddr::V4(b4()), 80), tcp_cfg()).unwrap();
+    let c = p.a.tcp().connect(SocketAddr::new(IpAddr::V4(b4()), 80), tcp_cfg()).unwrap();
     let end = p.clock.now_ns() + 120 * SEC;
-    while p.clock.now_ns() < end && p.a.tcp_connected(c) == Ok(false) {
+    while p.clock.now_ns() < end && p.a.tcp().connected(c) == Ok(false) {
         p.clock.advance_ns(10 * MS);
         p.a.poll();
     }
-    assert_eq!(p.a.tcp_connected(c), Err(TcpSocketError::TimedOut));
-    p.a.tcp_close(c);
+    assert_eq!(p.a.tcp().connected(c), Err(TcpSocketError::TimedOut));
+    p.a.tcp().close(c);
     p.a.poll();
     p.b.poll();
     p.finish();
@@ -334,25 +334,25 @@ fn connect_to_host_that_stops_answering_times_out() {
 #[test]
 fn no_route_and_bad_remote_fail_at_once_and_mss_is_clamped_to_the_link() {
     let mut p = Pair::new("tcpnr", "", "");
-    let e = p.a.tcp_connect("198.19.5.5:80".parse().unwrap(), tcp_cfg()).unwrap_err();
+    let e = p.a.tcp().connect("198.19.5.5:80".parse().unwrap(), tcp_cfg()).unwrap_err();
     assert!(matches!(e, StackError::NoRoute(_)), "{e}");
-    let e = p.a.tcp_connect("198.18.0.2:0".parse().unwrap(), tcp_cfg()).unwrap_err();
+    let e = p.a.tcp().connect("198.18.0.2:0".parse().unwrap(), tcp_cfg()).unwrap_err();
     assert!(e.to_string().contains("remote"), "{e}");
     let mut big = tcp_cfg();
     big.mss = 9000;
     let l = listen(&mut p, 80, 4);
-    let c = p.a.tcp_connect("[2001:2::2]:80".parse().unwrap(), big).unwrap();
+    let c = p.a.tcp().connect("[2001:2::2]:80".parse().unwrap(), big).unwrap();
     p.run(Duration::from_millis(20));
-    let s = p.b.tcp_accept(l).unwrap();
+    let s = p.b.tcp().accept(l).unwrap();
     // Both ends clamp to the link (1500 - 40 - 20), minus 12 for timestamps.
-    assert_eq!(p.a.tcp_connection(c).unwrap().send_mss(), 1428);
-    assert_eq!(p.b.tcp_connection(s).unwrap().send_mss(), 1428);
-    p.a.tcp_abort(c);
-    p.b.tcp_abort(s);
+    assert_eq!(p.a.tcp_ref().connection(c).unwrap().send_mss(), 1428);
+    assert_eq!(p.b.tcp_ref().connection(s).unwrap().send_mss(), 1428);
+    p.a.tcp().abort(c);
+    p.b.tcp().abort(s);
     p.run(Duration::from_millis(20));
     let mut tiny = tcp_cfg();
     tiny.mss = 10;
-    let e = p.a.tcp_connect("198.18.0.2:80".parse().unwrap(), tiny).unwrap_err();
+    let e = p.a.tcp().connect("198.18.0.2:80".parse().unwrap(), tiny).unwrap_err();
     assert!(e.to_string().contains("tcp.mss"), "{e}");
     p.finish();
 }
@@ -362,11 +362,11 @@ fn listen_validates_and_rejects_clashes() {
     let mut p = Pair::new("tcplv", "", "");
     let _l = listen(&mut p, 80, 4);
     let again = ListenConfig::new("198.18.0.2:80".parse().unwrap(), 4, 4, SEC, SynCookies::Off, tcp_cfg());
-    assert!(matches!(p.b.tcp_listen(again), Err(StackError::AddrInUse(_))));
+    assert!(matches!(p.b.tcp().listen(again), Err(StackError::AddrInUse(_))));
     let foreign = ListenConfig::new("198.18.0.9:81".parse().unwrap(), 4, 4, SEC, SynCookies::Off, tcp_cfg());
-    assert!(matches!(p.b.tcp_listen(foreign), Err(StackError::AddrNotAvailable(_))));
+    assert!(matches!(p.b.tcp().listen(foreign), Err(StackError::AddrNotAvailable(_))));
     let zero = ListenConfig::new("198.18.0.2:81".parse().unwrap(), 0, 4, SEC, SynCookies::Off, tcp_cfg());
-    assert!(p.b.tcp_listen(zero).unwrap_err().to_string().contains("backlog"));
+    assert!(p.b.tcp().listen(zero).unwrap_err().to_string().contains("backlog"));
     p.finish();
 }
 
@@ -374,23 +374,23 @@ fn listen_validates_and_rejects_clashes() {
 fn accept_queue_is_bounded_by_backlog_and_data_before_accept_is_kept() {
     let mut p = Pair::new("tcpbl", "", "");
     let addr: SocketAddr = "198.18.0.2:80".parse().unwrap();
-    let l = p.b.tcp_listen(ListenConfig::new(addr, 2, 8, 10 * SEC, SynCookies::Off, tcp_cfg())).unwrap();
-    let clients: Vec<TcpHandle> = (0..5).map(|_| p.a.tcp_connect(addr, tcp_cfg()).unwrap()).collect();
+    let l = p.b.tcp().listen(ListenConfig::new(addr, 2, 8, 10 * SEC, SynCookies::Off, tcp_cfg())).unwrap();
+    let clients: Vec<TcpHandle> = (0..5).map(|_| p.a.tcp().connect(addr, tcp_cfg()).unwrap()).collect();
     for (i, c) in clients.iter().enumerate() {
-        p.a.tcp_send(*c, format!("hello {i}").as_bytes()).unwrap();
+        p.a.tcp().send(*c, format!("hello {i}").as_bytes()).unwrap();
     }
     p.run(Duration::from_millis(100));
     let mut ready = Vec::new();
-    p.b.tcp_take_ready(&mut ready);
+    p.b.tcp().take_ready(&mut ready);
     assert!(ready.contains(&l.token()), "listener readiness");
     // Only `backlog` connections wait; the other handshakes stay half-open.
-    let stats = p.b.tcp_listener_stats(l).unwrap();
+    let stats = p.b.tcp().listener_stats(l).unwrap();
     assert!(stats.accept_queue_full > 0, "{stats:?}");
     let mut got = Vec::new();
     let end = p.clock.now_ns() + 30 * SEC;
     while got.len() < 5 && p.clock.now_ns() < end {
         p.run(Duration::from_millis(10));
-        while let Ok(s) = p.b.tcp_accept(l) {
+        while let Ok(s) = p.b.tcp().accept(l) {
             got.push(s);
         }
     }
@@ -398,22 +398,22 @@ fn accept_queue_is_bounded_by_backlog_and_data_before_accept_is_kept() {
     let mut msgs: Vec<String> = Vec::new();
     for s in &got {
         let mut buf = [0u8; 64];
-        let n = p.b.tcp_recv(*s, &mut buf).unwrap();
+        let n = p.b.tcp().recv(*s, &mut buf).unwrap();
         msgs.push(String::from_utf8(buf[..n].to_vec()).unwrap());
-        assert_eq!(p.b.tcp_state(*s), Ok(TcpState::Established));
+        assert_eq!(p.b.tcp().state(*s), Ok(TcpState::Established));
     }
     msgs.sort();
     assert_eq!(msgs, (0..5).map(|i| format!("hello {i}")).collect::<Vec<_>>());
     for c in clients {
-        p.a.tcp_abort(c);
+        p.a.tcp().abort(c);
     }
     p.run(Duration::from_millis(10));
     for s in got {
-        assert_eq!(p.b.tcp_recv(s, &mut [0; 4]), Err(TcpSocketError::Reset));
-        p.b.tcp_close(s);
+        assert_eq!(p.b.tcp().recv(s, &mut [0; 4]), Err(TcpSocketError::Reset));
+        p.b.tcp().close(s);
     }
     p.run(Duration::from_millis(10));
-    assert_eq!(p.a.tcp_connections() + p.b.tcp_connections(), 0);
+    assert_eq!(p.a.tcp().connections() + p.b.tcp().connections(), 0);
     p.finish();
 }
 
@@ -421,42 +421,42 @@ fn accept_queue_is_bounded_by_backlog_and_data_before_accept_is_kept() {
 fn readiness_tokens_report_data_and_stale_handles_are_errors() {
     let mut p = Pair::new("tcprdy", "", "");
     let l = listen(&mut p, 80, 4);
-    let c = p.a.tcp_connect("[2001:2::2]:80".parse().unwrap(), tcp_cfg()).unwrap();
+    let c = p.a.tcp().connect("[2001:2::2]:80".parse().unwrap(), tcp_cfg()).unwrap();
     p.run(Duration::from_millis(20));
     let mut ready = Vec::new();
-    p.a.tcp_take_ready(&mut ready);
+    p.a.tcp().take_ready(&mut ready);
     assert!(ready.contains(&c.token()), "connected is a readiness change");
-    assert_eq!(p.a.tcp_connected(c), Ok(true));
-    let s = p.b.tcp_accept(l).unwrap();
-    assert_eq!(p.b.tcp_peer_addr(s).unwrap(), p.a.tcp_local_addr(c).unwrap());
-    assert_eq!(p.b.tcp_accept(l), Err(TcpSocketError::WouldBlock));
+    assert_eq!(p.a.tcp().connected(c), Ok(true));
+    let s = p.b.tcp().accept(l).unwrap();
+    assert_eq!(p.b.tcp().peer_addr(s).unwrap(), p.a.tcp().local_addr(c).unwrap());
+    assert_eq!(p.b.tcp().accept(l), Err(TcpSocketError::WouldBlock));
     ready.clear();
-    p.b.tcp_take_ready(&mut ready);
-    p.a.tcp_send(c, b"ping").unwrap();
+    p.b.tcp().take_ready(&mut ready);
+    p.a.tcp().send(c, b"ping").unwrap();
     p.run(Duration::from_millis(20));
     ready.clear();
-    p.b.tcp_take_ready(&mut ready);
+    p.b.tcp().take_ready(&mut ready);
     assert_eq!(ready, vec![s.token()]);
     // Half-close: the server reads, then end of stream, and can still write.
-    p.a.tcp_shutdown(c).unwrap();
+    p.a.tcp().shutdown(c).unwrap();
     p.run(Duration::from_millis(20));
     let mut buf = [0u8; 16];
-    assert_eq!(p.b.tcp_recv(s, &mut buf), Ok(4));
-    assert_eq!(p.b.tcp_recv(s, &mut buf), Ok(0));
-    assert_eq!(p.b.tcp_state(s), Ok(TcpState::CloseWait));
-    p.b.tcp_send(s, b"pong").unwrap();
-    p.b.tcp_close(s);
+    assert_eq!(p.b.tcp().recv(s, &mut buf), Ok(4));
+    assert_eq!(p.b.tcp().recv(s, &mut buf), Ok(0));
+    assert_eq!(p.b.tcp().state(s), Ok(TcpState::CloseWait));
+    p.b.tcp().send(s, b"pong").unwrap();
+    p.b.tcp().close(s);
     p.run(Duration::from_millis(20));
-    assert_eq!(p.a.tcp_recv(c, &mut buf), Ok(4));
-    assert_eq!(p.a.tcp_recv(c, &mut buf), Ok(0));
-    assert_eq!(p.a.tcp_state(c), Ok(TcpState::TimeWait));
-    p.a.tcp_close(c);
-    assert_eq!(p.a.tcp_send(c, b"x"), Err(TcpSocketError::InvalidHandle));
-    assert_eq!(p.b.tcp_send(s, b"x"), Err(TcpSocketError::InvalidHandle));
+    assert_eq!(p.a.tcp().recv(c, &mut buf), Ok(4));
+    assert_eq!(p.a.tcp().recv(c, &mut buf), Ok(0));
+    assert_eq!(p.a.tcp().state(c), Ok(TcpState::TimeWait));
+    p.a.tcp().close(c);
+    assert_eq!(p.a.tcp().send(c, b"x"), Err(TcpSocketError::InvalidHandle));
+    assert_eq!(p.b.tcp().send(s, b"x"), Err(TcpSocketError::InvalidHandle));
     p.run(Duration::from_secs(3));
-    assert_eq!(p.a.tcp_connections() + p.b.tcp_connections(), 0);
-    p.b.tcp_unlisten(l);
-    assert_eq!(p.b.tcp_accept(l), Err(TcpSocketError::InvalidHandle));
+    assert_eq!(p.a.tcp().connections() + p.b.tcp().connections(), 0);
+    p.b.tcp().unlisten(l);
+    assert_eq!(p.b.tcp().accept(l), Err(TcpSocketError::InvalidHandle));
     p.finish();
 }
 
@@ -465,22 +465,22 @@ fn connection_limit_is_enforced_both_ways() {
     let mut p = Pair::with("tcplim", "", "", |a| a.tcp_max_connections = 2, |b| b.tcp_max_connections = 1);
     let l = listen(&mut p, 80, 8);
     let addr: SocketAddr = "198.18.0.2:80".parse().unwrap();
-    let c1 = p.a.tcp_connect(addr, tcp_cfg()).unwrap();
-    let c2 = p.a.tcp_connect(addr, tcp_cfg()).unwrap();
-    assert!(matches!(p.a.tcp_connect(addr, tcp_cfg()), Err(StackError::ConnectionLimit(2))));
+    let c1 = p.a.tcp().connect(addr, tcp_cfg()).unwrap();
+    let c2 = p.a.tcp().connect(addr, tcp_cfg()).unwrap();
+    assert!(matches!(p.a.tcp().connect(addr, tcp_cfg()), Err(StackError::ConnectionLimit(2))));
     p.run(Duration::from_millis(50));
     // The server holds one; the second handshake was reset.
-    assert_eq!(p.b.tcp_connections(), 1);
+    assert_eq!(p.b.tcp().connections(), 1);
     assert_eq!(p.b.stats().drops.tcp_connection_limit, 1);
-    let states = [p.a.tcp_connected(c1), p.a.tcp_connected(c2)];
+    let states = [p.a.tcp().connected(c1), p.a.tcp().connected(c2)];
     assert!(states.contains(&Ok(true)) && states.iter().any(|s| s.is_err()), "{states:?}");
-    let s = p.b.tcp_accept(l).unwrap();
-    p.a.tcp_abort(c1);
-    p.a.tcp_abort(c2);
+    let s = p.b.tcp().accept(l).unwrap();
+    p.a.tcp().abort(c1);
+    p.a.tcp().abort(c2);
     p.run(Duration::from_millis(10));
-    p.b.tcp_close(s);
+    p.b.tcp().close(s);
     p.run(Duration::from_millis(10));
-    assert_eq!(p.a.tcp_connections() + p.b.tcp_connections(), 0);
+    assert_eq!(p.a.tcp().connections() + p.b.tcp().connections(), 0);
     p.finish();
 }
 
@@ -493,12 +493,12 @@ fn mempool_exhaustion_stalls_then_recovers_without_loss() {
     while let Ok(m) = p.pool.alloc() {
         hoard.push(m);
     }
-    let c = p.a.tcp_connect("198.18.0.2:80".parse().unwrap(), tcp_cfg()).unwrap();
+    let c = p.a.tcp().connect("198.18.0.2:80".parse().unwrap(), tcp_cfg()).unwrap();
     let data = pattern(100_000, 9);
-    let mut sent = p.a.tcp_send(c, &data).unwrap();
+    let mut sent = p.a.tcp().send(c, &data).unwrap();
     p.run(Duration::from_millis(50));
     assert!(p.a.stats().drops.no_buffers > 0, "the stack noticed the empty pool");
-    assert_eq!(p.a.tcp_connected(c), Ok(false));
+    assert_eq!(p.a.tcp().connected(c), Ok(false));
     drop(hoard);
     let mut got = Vec::new();
     let mut s = None;
@@ -507,13 +507,13 @@ fn mempool_exhaustion_stalls_then_recovers_without_loss() {
     while got.len() < data.len() && p.clock.now_ns() < end {
         p.run(Duration::from_millis(1));
         if sent < data.len() {
-            sent += p.a.tcp_send(c, &data[sent..]).unwrap_or(0);
+            sent += p.a.tcp().send(c, &data[sent..]).unwrap_or(0);
         }
         if s.is_none() {
-            s = p.b.tcp_accept(l).ok();
+            s = p.b.tcp().accept(l).ok();
         }
         if let Some(s) = s {
-            while let Ok(n) = p.b.tcp_recv(s, &mut buf) {
+            while let Ok(n) = p.b.tcp().recv(s, &mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -522,8 +522,8 @@ fn mempool_exhaustion_stalls_then_recovers_without_loss() {
         }
     }
     assert_eq!(got, data);
-    p.a.tcp_abort(c);
-    p.b.tcp_abort(s.unwrap());
+    p.a.tcp().abort(c);
+    p.b.tcp().abort(s.unwrap());
     p.run(Duration::from_millis(10));
     p.finish();
 }

@@ -158,7 +158,7 @@ impl TcpArgs {
             challenge_ack_limit: self.challenge_ack_limit,
             default_peer_mss: self.default_peer_mss,
         };
-        c.validate().map_err(|e| Fail::usage(format!("--{}: {}", e.field.replace('_', "-"), e.reason)))?;
+        c.validate().map_err(|e| Fail::usage(format!("--{}: {}", e.field().replace('_', "-"), e.reason())))?;
         Ok(c)
     }
 }
@@ -477,7 +477,7 @@ pub fn listen_config(a: &ServerArgs, addr: SocketAddr) -> Result<ListenConfig, F
         },
         tcp,
     );
-    c.validate().map_err(|e| Fail::usage(format!("--{}: {}", e.field.replace('_', "-"), e.reason)))?;
+    c.validate().map_err(|e| Fail::usage(format!("--{}: {}", e.field().replace('_', "-"), e.reason())))?;
     Ok(c)
 }
 

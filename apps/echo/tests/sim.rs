@@ -45,7 +45,7 @@ fn sim(name: &str, imp_a: &str, imp_b: &str) -> Sim {
         cfg.ipv4.push(ip4.parse().unwrap());
         cfg.ipv6.push(ip6.parse().unwrap());
         let (rx, tx) = (port.take_rx_queue(0).unwrap(), port.take_tx_queue(0).unwrap());
-        let s = stack::Stack::new(cfg, rx, tx, pool.clone(), Arc::new(clock.clone())).unwrap();
+        let s = stack::Driver::new(cfg, rx, tx, pool.clone(), Arc::new(clock.clone())).unwrap();
         nets.push(r.add(s));
         ports.push(port);
     }

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 
 use bench::{env_or, plot_series, stack_config, summarize, write_json, write_md, Row, Series, Summary};
 use pmd::runtime::{available_cores, IdlePolicy, Lcore, Lcores, RecordCycles};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxQueue};
-use stack::{EchoHandle, Stack, UdpConfig, UdpHandle};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig};
+use stack::{EchoHandle, UdpConfig, UdpHandle};
 
-type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+type S = stack::DynDriver;
 
 const WINDOW: usize = 32;
 const PAYLOAD: usize = 64;
@@ -71,11 +71,11 @@ impl Lcore for Client {
         let got = match self.mode {
             Mode::IcmpFlood => {
                 self.echoes.clear();
-                self.s.echo_recv(self.echo, &mut self.echoes)
+                self.s.echo().recv(self.echo, &mut self.echoes)
             }
             _ => {
                 self.got.clear();
-                self.s.udp_recv(self.udp, &mut self.got, 64).unwrap_or(0)
+                self.s.udp().recv(self.udp, &mut self.got, 64).unwrap_or(0)
             }
         };
         let now = Instant::now();
@@ -96,11 +96,13 @@ impl Lcore for Client {
             for _ in 0..window {
                 self.seq = self.seq.wrapping_add(1);
                 let ok = match self.mode {
-                    Mode::IcmpFlood => self.s.ping(self.echo, self.dst.ip(), self.seq, &[0x5a; PAYLOAD - 8]).is_ok(),
+                    Mode::IcmpFlood => {
+                        self.s.echo().ping(self.echo, self.dst.ip(), self.seq, &[0x5a; PAYLOAD - 8]).is_ok()
+                    }
                     _ => match self.s.pool().alloc() {
                         Ok(mut m) => {
                             m.append(PAYLOAD).expect("room").fill(0x5a);
-                            self.s.udp_send_to(self.udp, m, self.dst).is_ok()
+                            self.s.udp().send_to(self.udp, m, self.dst).is_ok()
                         }
                         Err(_) => false,
                     },
@@ -131,9 +133,9 @@ impl Lcore for Server {
 
     fn poll(&mut self) -> usize {
         let n = self.s.poll();
-        if self.s.udp_recv(self.udp, &mut self.got, 64).unwrap_or(0) > 0 {
+        if self.s.udp().recv(self.udp, &mut self.got, 64).unwrap_or(0) > 0 {
             self.back.extend(self.got.drain(..).map(|d| (d.payload, d.peer)));
-            let _ = self.s.udp_send_batch(self.udp, &mut self.back);
+            let _ = self.s.udp().send_batch(self.udp, &mut self.back);
             self.s.flush();
         }
         n
@@ -157,7 +159,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         p.start().unwrap();
     }
     let clock = Arc::new(MonotonicClock);
-    let mut sa = Stack::new(
+    let mut sa = stack::Driver::new(
         stack_config(pa.info().mac, "198.18.0.1/24", 4096, 4096),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
@@ -165,7 +167,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         clock.clone(),
     )
     .unwrap();
-    let mut sb = Stack::new(
+    let mut sb = stack::Driver::new(
         stack_config(pb.info().mac, "198.18.0.2/24", 4096, 4096),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),
@@ -173,9 +175,9 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize)) -> (Vec<f64>, 
         clock,
     )
     .unwrap();
-    let udp = sa.udp_bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
-    let echo = sa.echo_open(1, 4096).unwrap();
-    let sudp = sb.udp_bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
+    let udp = sa.udp().bind("0.0.0.0:0".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
+    let echo = sa.echo().open(1, 4096).unwrap();
+    let sudp = sb.udp().bind("0.0.0.0:7".parse().unwrap(), UdpConfig { rx_queue_len: 4096 }).unwrap();
     let now = Instant::now();
     let client = Client {
         s: sa,

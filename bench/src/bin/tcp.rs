@@ -93,13 +93,12 @@ use bench::{
     Summary,
 };
 use pmd::runtime::{available_cores, CycleMeter, IdlePolicy, Lcore, Lcores, RecordCycles, SharedCycles};
-use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, RxQueue, TxOffloads, TxQueue};
+use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig, TxOffloads};
 use stack::{
-    CongestionControl, ListenConfig, RtoConfig, Stack, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle,
-    TcpSocketError,
+    CongestionControl, ListenConfig, RtoConfig, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle, TcpSocketError,
 };
 
-type S = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+type S = stack::DynDriver;
 const MSG: usize = 64;
 /// Echo ports. `conns_per_s` spreads its connections over all of them (a
 /// count prime to our 16384 ephemeral ports, so a local port meets every
@@ -211,17 +210,19 @@ impl Lcore for Server {
             let s = &self.s;
             let c = self.conns.first().map(|c| c.0);
             d.tick(s, n, || match c {
-                Some(h) => format!("rq {} held {}", s.tcp_recv_available(h).unwrap_or(0), s.tcp_rx_mbufs_held()),
+                Some(h) => {
+                    format!("rq {} held {}", s.tcp_ref().recv_available(h).unwrap_or(0), s.tcp_ref().rx_mbufs_held())
+                }
                 None => String::new(),
             });
             self.dbg = Some(d);
         }
         for &l in &self.echo {
-            while let Ok(h) = self.s.tcp_accept(l) {
+            while let Ok(h) = self.s.tcp().accept(l) {
                 self.conns.push((h, true, Vec::new()));
             }
         }
-        while let Ok(h) = self.s.tcp_accept(self.sink) {
+        while let Ok(h) = self.s.tcp().accept(self.sink) {
             self.conns.push((h, false, Vec::new()));
         }
         let mut i = 0;
@@ -229,7 +230,7 @@ impl Lcore for Server {
             let (h, echo, pending) = &mut self.conns[i];
             let mut done = false;
             loop {
-                match self.s.tcp_recv(*h, &mut self.buf) {
+                match self.s.tcp().recv(*h, &mut self.buf) {
                     Ok(0) => {
                         done = pending.is_empty();
                         break;
@@ -244,13 +245,13 @@ impl Lcore for Server {
                 }
             }
             if !pending.is_empty() {
-                if let Ok(k) = self.s.tcp_send(*h, pending) {
+                if let Ok(k) = self.s.tcp().send(*h, pending) {
                     pending.drain(..k);
                 }
             }
             if done {
                 let (h, _, _) = self.conns.swap_remove(i);
-                self.s.tcp_close(h);
+                self.s.tcp().close(h);
             } else {
                 i += 1;
             }
@@ -293,7 +294,7 @@ impl Lcore for Client {
             Some(h) => h,
             None => {
                 let to = SocketAddr::new(self.to.ip(), port);
-                match self.s.tcp_connect(to, tcp_config()) {
+                match self.s.tcp().connect(to, tcp_config()) {
                     Ok(h) => {
                         self.h = Some(h);
                         return n + 1;
@@ -302,21 +303,21 @@ impl Lcore for Client {
                 }
             }
         };
-        match self.s.tcp_connected(h) {
+        match self.s.tcp().connected(h) {
             Ok(true) => {}
             Ok(false) => return n,
             Err(_) => {
-                self.s.tcp_close(h);
+                self.s.tcp().close(h);
                 self.h = None;
                 return n;
             }
         }
         match self.mode {
             Mode::Bulk => {
-                let sent = self.s.tcp_send(h, &self.chunk).unwrap_or(0);
+                let sent = self.s.tcp().send(h, &self.chunk).unwrap_or(0);
                 if let Some(mut d) = self.dbg.take() {
                     let s = &self.s;
-                    d.tick(s, n, || match s.tcp_connection(h) {
+                    d.tick(s, n, || match s.tcp_ref().connection(h) {
                         Ok(c) => format!(
                             "sbuf {} inflight {} snd_wnd {} backlog {}",
                             (4usize << 20) - c.send_capacity(),
@@ -332,7 +333,7 @@ impl Lcore for Client {
             }
             Mode::Rtt | Mode::Conns => {
                 if !self.in_flight {
-                    if self.s.tcp_send(h, &self.chunk[..MSG]).is_ok() {
+                    if self.s.tcp().send(h, &self.chunk[..MSG]).is_ok() {
                         self.in_flight = true;
                         self.got = 0;
                         self.sent_at = Instant::now();
@@ -341,7 +342,7 @@ impl Lcore for Client {
                     }
                     return n;
                 }
-                while let Ok(k) = self.s.tcp_recv(h, &mut self.buf) {
+                while let Ok(k) = self.s.tcp().recv(h, &mut self.buf) {
                     if k == 0 {
                         break;
                     }
@@ -356,7 +357,7 @@ impl Lcore for Client {
                             self.rtts_ns.push((now - self.sent_at).as_nanos() as u64);
                         }
                     } else {
-                        self.s.tcp_close(h);
+                        self.s.tcp().close(h);
                         self.h = None;
                     }
                     return n + 1;
@@ -400,7 +401,7 @@ fn pair(tag: &str, max_conns: usize, mtu: u16) -> (S, S, Mempool, Vec<Box<dyn pm
         c.tcp_rx_mbufs = count / 4;
         c
     };
-    let sa = Stack::new(
+    let sa = stack::Driver::new(
         config(pa.info().mac, "198.18.0.1/24"),
         pa.take_rx_queue(0).unwrap(),
         pa.take_tx_queue(0).unwrap(),
@@ -408,7 +409,7 @@ fn pair(tag: &str, max_conns: usize, mtu: u16) -> (S, S, Mempool, Vec<Box<dyn pm
         clock.clone(),
     )
     .unwrap();
-    let sb = Stack::new(
+    let sb = stack::Driver::new(
         config(pb.info().mac, "198.18.0.2/24"),
         pb.take_rx_queue(0).unwrap(),
         pb.take_tx_queue(0).unwrap(),
@@ -421,7 +422,7 @@ fn pair(tag: &str, max_conns: usize, mtu: u16) -> (S, S, Mempool, Vec<Box<dyn pm
 
 fn listen(s: &mut S, port: u16) -> TcpListenerHandle {
     let addr: SocketAddr = format!("198.18.0.2:{port}").parse().unwrap();
-    s.tcp_listen(ListenConfig::new(addr, 1024, 1024, 5_000 * MS, SynCookies::WhenFull, tcp_config())).unwrap()
+    s.tcp().listen(ListenConfig::new(addr, 1024, 1024, 5_000 * MS, SynCookies::WhenFull, tcp_config())).unwrap()
 }
 
 /// One run of one side.
@@ -509,7 +510,7 @@ fn ours(mode: Mode, secs: u32, round: u32, cores: (usize, usize), mtu: u16, npor
             s[0].s.stats().drops.pairs().into_iter().filter(|p| p.1 > 0).collect::<Vec<_>>()
         );
         if let Some(h) = c[0].h {
-            if let Ok(conn) = c[0].s.tcp_connection(h) {
+            if let Ok(conn) = c[0].s.tcp_ref().connection(h) {
                 eprintln!("cwnd {} srtt {:?}", conn.cwnd(), conn.srtt_ns());
             }
         }
@@ -842,13 +843,13 @@ fn ours_idle(n: usize) -> f64 {
         let batch = (n - clients.len()).min(256);
         for _ in 0..batch {
             let to = SocketAddr::new("198.18.0.2".parse().unwrap(), 7 + (clients.len() % ls.len()) as u16);
-            clients.push(sa.tcp_connect(to, tcp_config()).unwrap());
+            clients.push(sa.tcp().connect(to, tcp_config()).unwrap());
         }
         for _ in 0..8 {
             sa.poll();
             sb.poll();
             for &l in &ls {
-                while let Ok(h) = sb.tcp_accept(l) {
+                while let Ok(h) = sb.tcp().accept(l) {
                     accepted.push(h);
                 }
             }
@@ -859,7 +860,7 @@ fn ours_idle(n: usize) -> f64 {
         sb.poll();
     }
     let grown = rss_bytes().saturating_sub(before) as f64;
-    assert!(clients.iter().all(|&c| sa.tcp_connected(c) == Ok(true)));
+    assert!(clients.iter().all(|&c| sa.tcp().connected(c) == Ok(true)));
     drop((sa, sb, ports, pool));
     grown / (2 * n) as f64
 }

@@ -43,7 +43,7 @@
 //! in software. The impairment decorator's `corrupt=` finishes such a frame's
 //! checksums before it flips a bit and clears the verdicts, so corruption is
 //! still caught and counted by the receiver, as a NIC would flag it; the capture
-//! decorator writes frames with their checksums finished ([`crate::cksum`]).
+//! decorator writes frames with their checksums finished ([`crate::checksum`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
@@ -417,7 +417,7 @@ impl RingTx {
             let mut rx = RxFlags::empty();
             if f.contains(TxFlags::IP_CKSUM) && f.contains(TxFlags::IPV4) {
                 let l3 = m.meta().l2_len as usize;
-                crate::cksum::fill_ipv4_header(m.data_mut(), l3);
+                crate::checksum::fill_ipv4_header(m.data_mut(), l3);
                 rx |= RxFlags::IP_CKSUM_GOOD;
             }
             if f.intersects(TxFlags::TCP_CKSUM | TxFlags::UDP_CKSUM) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pmd::runtime::StopSignal;
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig};
-use stack::{Stack, StackConfig, UdpConfig, UdpDatagram};
+use stack::{Driver, StackConfig, UdpConfig, UdpDatagram};
 
 #[derive(Parser, Debug)]
 #[command(name = "l3demo", about = "Run the IP stack on a port: answers ARP/NDP, ping, UDP echo")]
@@ -141,12 +141,13 @@ fn run(args: Args) -> Result<bool, (i32, String)> {
     let tx = port.take_tx_queue(0).map_err(|e| (1, e.to_string()))?;
     let addrs: Vec<String> =
         cfg.ipv4.iter().map(|c| c.to_string()).chain(cfg.ipv6.iter().map(|c| c.to_string())).collect();
-    let mut s = Stack::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| usage(e.to_string()))?;
+    let mut s = Driver::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| usage(e.to_string()))?;
     let mut socks = Vec::new();
     for p in &args.udp_echo {
         for any in [IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)] {
             let h = s
-                .udp_bind(SocketAddr::new(any, *p), UdpConfig { rx_queue_len: args.udp_rx_queue })
+                .udp()
+                .bind(SocketAddr::new(any, *p), UdpConfig { rx_queue_len: args.udp_rx_queue })
                 .map_err(|e| usage(e.to_string()))?;
             socks.push(h);
         }
@@ -167,9 +168,9 @@ fn run(args: Args) -> Result<bool, (i32, String)> {
     loop {
         s.poll();
         for &h in &socks {
-            if s.udp_recv(h, &mut got, 64).unwrap_or(0) > 0 {
+            if s.udp().recv(h, &mut got, 64).unwrap_or(0) > 0 {
                 back.extend(got.drain(..).map(|d| (d.payload, d.peer)));
-                let _ = s.udp_send_batch(h, &mut back);
+                let _ = s.udp().send_batch(h, &mut back);
             }
         }
         i += 1;

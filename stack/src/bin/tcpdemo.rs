@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use pmd::runtime::StopSignal;
 use pmd::{Mempool, MempoolConfig, MonotonicClock, PortConfig};
-use stack::{ListenConfig, Stack, StackConfig, SynCookies, TcpConfig, TcpHandle, TcpSocketError};
+use stack::{Driver, ListenConfig, StackConfig, SynCookies, TcpConfig, TcpHandle, TcpListenerHandle, TcpSocketError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Serve {
@@ -155,14 +155,10 @@ enum Client {
     Done,
 }
 
-fn read_all(
-    s: &mut Stack<Box<dyn pmd::RxQueue>, Box<dyn pmd::TxQueue>>,
-    h: TcpHandle,
-    into: &mut Vec<u8>,
-) -> Result<bool, TcpSocketError> {
+fn read_all(s: &mut stack::DynDriver, h: TcpHandle, into: &mut Vec<u8>) -> Result<bool, TcpSocketError> {
     let mut buf = [0u8; 16384];
     loop {
-        match s.tcp_recv(h, &mut buf) {
+        match s.tcp().recv(h, &mut buf) {
             Ok(0) => return Ok(true),
             Ok(n) => into.extend_from_slice(&buf[..n]),
             Err(TcpSocketError::WouldBlock) => return Ok(false),
@@ -171,23 +167,25 @@ fn read_all(
     }
 }
 
-fn send_some(
-    s: &mut Stack<Box<dyn pmd::RxQueue>, Box<dyn pmd::TxQueue>>,
-    h: TcpHandle,
-    data: &[u8],
-) -> Result<usize, TcpSocketError> {
-    match s.tcp_send(h, data) {
+fn send_some(s: &mut stack::DynDriver, h: TcpHandle, data: &[u8]) -> Result<usize, TcpSocketError> {
+    match s.tcp().send(h, data) {
         Ok(n) => Ok(n),
         Err(TcpSocketError::WouldBlock) => Ok(0),
         Err(e) => Err(e),
     }
 }
 
-fn run(args: Args) -> Result<(), Fail> {
-    if args.print_tcp_config {
-        print!("{}", sample_tcp().to_text());
-        return Ok(());
-    }
+/// The pool, the port and the stack driving it, from the files and flags.
+struct Opened {
+    pool: Mempool,
+    start_avail: usize,
+    port: Box<dyn pmd::Port>,
+    s: stack::DynDriver,
+    tcp_cfg: TcpConfig,
+    spec: String,
+}
+
+fn open(args: &Args) -> Result<Opened, Fail> {
     let read = |p: &Option<String>, flag: &str| -> Result<String, Fail> {
         let p = p.as_ref().ok_or_else(|| usage(format!("{flag} is required")))?;
         std::fs::read_to_string(p).map_err(|e| usage(format!("reading {p}: {e}")))
@@ -212,8 +210,17 @@ fn run(args: Args) -> Result<(), Fail> {
     port.start().map_err(|e| (1, e.to_string()))?;
     let rx = port.take_rx_queue(0).map_err(|e| (1, e.to_string()))?;
     let tx = port.take_tx_queue(0).map_err(|e| (1, e.to_string()))?;
-    let mut s = Stack::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| usage(e.to_string()))?;
+    let s = Driver::new(cfg, rx, tx, pool.clone(), Arc::new(MonotonicClock)).map_err(|e| usage(e.to_string()))?;
 
+    Ok(Opened { pool, start_avail, port, s, tcp_cfg, spec })
+}
+
+/// `--listen`: the listener and what it serves.
+fn listen(
+    args: &Args,
+    s: &mut stack::DynDriver,
+    tcp_cfg: &TcpConfig,
+) -> Result<Option<(TcpListenerHandle, Serve)>, Fail> {
     let mut listener = None;
     if let Some(p) = args.listen {
         let serve = args.serve.ok_or_else(|| usage("--serve is required with --listen"))?;
@@ -232,175 +239,225 @@ fn run(args: Args) -> Result<(), Fail> {
             },
             tcp_cfg.clone(),
         );
-        listener = Some((s.tcp_listen(lc).map_err(|e| usage(e.to_string()))?, serve));
+        listener = Some((s.tcp().listen(lc).map_err(|e| usage(e.to_string()))?, serve));
     }
-    let http_body = match &args.http_file {
-        Some(f) => std::fs::read(f).map_err(|e| usage(format!("reading {f}: {e}")))?,
-        None => Vec::new(),
-    };
-    let mut client = if let Some(to) = args.connect {
+    Ok(listener)
+}
+
+/// `--connect` or `--get`: the client connection and what it sends.
+fn connect(args: &Args, s: &mut stack::DynDriver, tcp_cfg: &TcpConfig) -> Result<Client, Fail> {
+    let client = if let Some(to) = args.connect {
         let data = match &args.send_file {
             Some(f) => std::fs::read(f).map_err(|e| usage(format!("reading {f}: {e}")))?,
             None => Vec::new(),
         };
-        let h = s.tcp_connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
+        let h = s.tcp().connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
         Client::Stream { h, data, sent: 0, shut: false, got: Vec::new() }
     } else if let Some(url) = &args.get {
         let rest = url.strip_prefix("http://").ok_or_else(|| usage(format!("--get {url}: only http:// URLs")))?;
         let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
         let to: SocketAddr =
             hostport.parse().map_err(|_| usage(format!("--get {url}: the host must be IP:PORT ([v6]:PORT)")))?;
-        let h = s.tcp_connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
+        let h = s.tcp().connect(to, tcp_cfg.clone()).map_err(|e| (2, format!("connect {to}: {e}")))?;
         let req = format!("GET /{path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: tcpdemo\r\n\r\n").into_bytes();
         Client::Stream { h, data: req, sent: 0, shut: true, got: Vec::new() }
     } else {
         Client::Done
     };
+    Ok(client)
+}
+
+/// One step of a server connection; `Ok(true)` when it is done.
+fn serve_step(
+    serve: Serve,
+    s: &mut stack::DynDriver,
+    c: &mut ServerConn,
+    http_body: &[u8],
+) -> Result<bool, TcpSocketError> {
+    match serve {
+        Serve::Echo => {
+            if !c.eof && c.pending.len() < (1 << 20) {
+                c.eof = read_all(s, c.h, &mut c.pending)?;
+            }
+            let n = send_some(s, c.h, &c.pending)?;
+            c.pending.drain(..n);
+            Ok(c.eof && c.pending.is_empty())
+        }
+        Serve::Sink => {
+            c.eof = read_all(s, c.h, &mut c.got)?;
+            Ok(c.eof)
+        }
+        Serve::Http => {
+            if !c.got.windows(4).any(|w| w == b"\r\n\r\n") {
+                c.eof = read_all(s, c.h, &mut c.got)?;
+                if c.eof && !c.got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    return Ok(true);
+                }
+                if !c.got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    return Ok(false);
+                }
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    http_body.len()
+                );
+                c.pending = head.into_bytes();
+            }
+            let mut scratch = Vec::new();
+            let _ = read_all(s, c.h, &mut scratch)?;
+            while !c.pending.is_empty() {
+                let n = send_some(s, c.h, &c.pending)?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                c.pending.drain(..n);
+            }
+            let n = send_some(s, c.h, &http_body[c.sent..])?;
+            c.sent += n;
+            Ok(c.sent == http_body.len())
+        }
+    }
+}
+
+/// What the loop tracks across iterations.
+#[derive(Default)]
+struct Progress {
+    conns: Vec<ServerConn>,
+    served: u64,
+    failure: Option<String>,
+    client_bytes: usize,
+    finished_at: Option<Instant>,
+}
+
+/// Accepts and serves the listener's connections.
+fn serve_all(
+    args: &Args,
+    s: &mut stack::DynDriver,
+    listener: Option<(TcpListenerHandle, Serve)>,
+    http_body: &[u8],
+    p: &mut Progress,
+) -> Result<(), Fail> {
+    let Some((l, serve)) = listener else { return Ok(()) };
+    while let Ok(h) = s.tcp().accept(l) {
+        p.conns.push(ServerConn { h, pending: Vec::new(), got: Vec::new(), sent: 0, eof: false });
+    }
+    let mut k = 0;
+    while k < p.conns.len() {
+        let step = serve_step(serve, s, &mut p.conns[k], http_body);
+        match step {
+            Ok(false) => k += 1,
+            Ok(true) => {
+                let c = p.conns.swap_remove(k);
+                if serve == Serve::Sink {
+                    if let Some(out) = &args.out {
+                        std::fs::write(out, &c.got).map_err(|e| (1, format!("writing {out}: {e}")))?;
+                    }
+                    eprintln!("tcpdemo: sink connection done, {} bytes", c.got.len());
+                }
+                s.tcp().close(c.h);
+                p.served += 1;
+            }
+            Err(e) => {
+                let c = p.conns.swap_remove(k);
+                p.failure = Some(format!("server connection: {e}"));
+                s.tcp().close(c.h);
+                p.served += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One step of the client: `Ok(true)` when the reply is complete.
+fn client_step(args: &Args, s: &mut stack::DynDriver, client: &mut Client) -> Result<bool, TcpSocketError> {
+    let Client::Stream { h, data, sent, shut, got } = client else { return Ok(false) };
+    if !s.tcp().connected(*h)? {
+        return Ok(false);
+    }
+    if *sent < data.len() {
+        *sent += send_some(s, *h, &data[*sent..])?;
+    }
+    if *sent == data.len() && !*shut && args.get.is_none() {
+        s.tcp().shutdown(*h)?;
+        *shut = true;
+    }
+    read_all(s, *h, got)
+}
+
+/// Runs the client a step and, when it is done or failed, records the outcome.
+fn drive_client(args: &Args, s: &mut stack::DynDriver, client: &mut Client, p: &mut Progress) -> Result<(), Fail> {
+    let step = client_step(args, s, client);
+    let Client::Stream { h, got, .. } = client else { return Ok(()) };
+    let h = *h;
+    match step {
+        Ok(false) => {}
+        Ok(true) => {
+            let body = if args.get.is_some() {
+                let split = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(0);
+                let head = String::from_utf8_lossy(&got[..split]).to_string();
+                if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+                    p.failure = Some(format!("HTTP response: {}", head.lines().next().unwrap_or("(none)")));
+                }
+                got[split..].to_vec()
+            } else {
+                std::mem::take(got)
+            };
+            p.client_bytes = body.len();
+            if let Some(out) = &args.out {
+                std::fs::write(out, &body).map_err(|e| (1, format!("writing {out}: {e}")))?;
+            }
+            s.tcp().close(h);
+            *client = Client::Done;
+            p.finished_at = Some(Instant::now());
+        }
+        Err(e) => {
+            p.failure = Some(format!(
+                "connection to {}: {e}",
+                args.connect.map_or(args.get.clone().unwrap_or_default(), |a| a.to_string())
+            ));
+            s.tcp().close(h);
+            *client = Client::Done;
+            p.finished_at = Some(Instant::now());
+        }
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> Result<(), Fail> {
+    if args.print_tcp_config {
+        print!("{}", sample_tcp().to_text());
+        return Ok(());
+    }
+    let Opened { pool, start_avail, port, mut s, tcp_cfg, spec } = open(&args)?;
+    let info = port.info();
+    let listener = listen(&args, &mut s, &tcp_cfg)?;
+    let http_body = match &args.http_file {
+        Some(f) => std::fs::read(f).map_err(|e| usage(format!("reading {f}: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut client = connect(&args, &mut s, &tcp_cfg)?;
     eprintln!("tcpdemo: {spec} ({}) mac {} up", info.driver, info.mac);
 
     let signal = StopSignal::install().map_err(|e| (1, e.to_string()))?;
     let start = Instant::now();
     let deadline = (args.duration > 0).then(|| start + Duration::from_secs(args.duration));
-    let mut conns: Vec<ServerConn> = Vec::new();
-    let mut served = 0u64;
-    let mut failure: Option<String> = None;
-    let mut client_bytes = 0usize;
-    let mut finished_at: Option<Instant> = None;
+    let mut p = Progress::default();
     let mut i = 0u64;
     loop {
         s.poll();
-        if let Some((l, _)) = listener {
-            while let Ok(h) = s.tcp_accept(l) {
-                conns.push(ServerConn { h, pending: Vec::new(), got: Vec::new(), sent: 0, eof: false });
-            }
-        }
-        let serve = listener.map(|(_, m)| m);
-        let mut k = 0;
-        while k < conns.len() {
-            let c = &mut conns[k];
-            let step = (|| -> Result<bool, TcpSocketError> {
-                match serve.expect("server") {
-                    Serve::Echo => {
-                        if !c.eof && c.pending.len() < (1 << 20) {
-                            c.eof = read_all(&mut s, c.h, &mut c.pending)?;
-                        }
-                        let n = send_some(&mut s, c.h, &c.pending)?;
-                        c.pending.drain(..n);
-                        Ok(c.eof && c.pending.is_empty())
-                    }
-                    Serve::Sink => {
-                        c.eof = read_all(&mut s, c.h, &mut c.got)?;
-                        Ok(c.eof)
-                    }
-                    Serve::Http => {
-                        if !c.got.windows(4).any(|w| w == b"\r\n\r\n") {
-                            c.eof = read_all(&mut s, c.h, &mut c.got)?;
-                            if c.eof && !c.got.windows(4).any(|w| w == b"\r\n\r\n") {
-                                return Ok(true);
-                            }
-                            if !c.got.windows(4).any(|w| w == b"\r\n\r\n") {
-                                return Ok(false);
-                            }
-                            let head = format!(
-                                "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                http_body.len()
-                            );
-                            c.pending = head.into_bytes();
-                        }
-                        let mut scratch = Vec::new();
-                        let _ = read_all(&mut s, c.h, &mut scratch)?;
-                        while !c.pending.is_empty() {
-                            let n = send_some(&mut s, c.h, &c.pending)?;
-                            if n == 0 {
-                                return Ok(false);
-                            }
-                            c.pending.drain(..n);
-                        }
-                        let n = send_some(&mut s, c.h, &http_body[c.sent..])?;
-                        c.sent += n;
-                        Ok(c.sent == http_body.len())
-                    }
-                }
-            })();
-            match step {
-                Ok(false) => k += 1,
-                Ok(true) => {
-                    let c = conns.swap_remove(k);
-                    if serve == Some(Serve::Sink) {
-                        if let Some(out) = &args.out {
-                            std::fs::write(out, &c.got).map_err(|e| (1, format!("writing {out}: {e}")))?;
-                        }
-                        eprintln!("tcpdemo: sink connection done, {} bytes", c.got.len());
-                    }
-                    s.tcp_close(c.h);
-                    served += 1;
-                }
-                Err(e) => {
-                    let c = conns.swap_remove(k);
-                    failure = Some(format!("server connection: {e}"));
-                    s.tcp_close(c.h);
-                    served += 1;
-                }
-            }
-        }
-        if let Client::Stream { h, data, sent, shut, got } = &mut client {
-            let step = (|| -> Result<bool, TcpSocketError> {
-                if !s.tcp_connected(*h)? {
-                    return Ok(false);
-                }
-                if *sent < data.len() {
-                    *sent += send_some(&mut s, *h, &data[*sent..])?;
-                }
-                if *sent == data.len() && !*shut && args.get.is_none() {
-                    s.tcp_shutdown(*h)?;
-                    *shut = true;
-                }
-                read_all(&mut s, *h, got)
-            })();
-            match step {
-                Ok(false) => {}
-                Ok(true) => {
-                    let body = if args.get.is_some() {
-                        let split = got.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(0);
-                        let head = String::from_utf8_lossy(&got[..split]).to_string();
-                        if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-                            failure = Some(format!("HTTP response: {}", head.lines().next().unwrap_or("(none)")));
-                        }
-                        got[split..].to_vec()
-                    } else {
-                        std::mem::take(got)
-                    };
-                    client_bytes = body.len();
-                    if let Some(out) = &args.out {
-                        std::fs::write(out, &body).map_err(|e| (1, format!("writing {out}: {e}")))?;
-                    }
-                    s.tcp_close(*h);
-                    client = Client::Done;
-                    finished_at = Some(Instant::now());
-                }
-                Err(e) => {
-                    failure = Some(format!(
-                        "connection to {}: {e}",
-                        args.connect.map_or(args.get.clone().unwrap_or_default(), |a| a.to_string())
-                    ));
-                    s.tcp_close(*h);
-                    client = Client::Done;
-                    finished_at = Some(Instant::now());
-                }
-            }
-        }
-        if listener.is_some() && args.conns > 0 && served >= args.conns && finished_at.is_none() {
-            finished_at = Some(Instant::now());
+        serve_all(&args, &mut s, listener, &http_body, &mut p)?;
+        drive_client(&args, &mut s, &mut client, &mut p)?;
+        if listener.is_some() && args.conns > 0 && p.served >= args.conns && p.finished_at.is_none() {
+            p.finished_at = Some(Instant::now());
         }
         i += 1;
         if i % 256 == 0 {
             // After the work is done, linger (at most 3 s) so FINs and their ACKs go out.
-            if finished_at.is_some_and(|t| s.tcp_connections() == 0 || t.elapsed() > Duration::from_secs(3)) {
+            if p.finished_at.is_some_and(|t| s.tcp().connections() == 0 || t.elapsed() > Duration::from_secs(3)) {
                 break;
             }
             if signal.raised() || deadline.is_some_and(|d| Instant::now() >= d) {
                 if listener.is_none() || args.conns > 0 {
-                    failure.get_or_insert_with(|| "stopped before the transfer finished".to_string());
+                    p.failure.get_or_insert_with(|| "stopped before the transfer finished".to_string());
                 }
                 break;
             }
@@ -409,13 +466,14 @@ fn run(args: Args) -> Result<(), Fail> {
     let elapsed = start.elapsed().as_secs_f64();
     let ev = s.stats().events.clone();
     let drops = s.stats().drops.clone();
-    for c in &conns {
-        s.tcp_abort(c.h);
+    for c in &p.conns {
+        s.tcp().abort(c.h);
     }
     drop(s);
     drop(port);
     eprintln!(
-        "tcpdemo: {elapsed:.2} s, client received {client_bytes} bytes; segments in {} out {}, resets {}, drops {}",
+        "tcpdemo: {elapsed:.2} s, client received {} bytes; segments in {} out {}, resets {}, drops {}",
+        p.client_bytes,
         ev.tcp_segments_received,
         ev.tcp_segments_sent,
         ev.tcp_resets_sent,
@@ -425,7 +483,7 @@ fn run(args: Args) -> Result<(), Fail> {
     if leaked > 0 {
         return Err((1, format!("{leaked} buffers leaked")));
     }
-    match failure {
+    match p.failure {
         Some(f) => Err((1, f)),
         None => Ok(()),
     }

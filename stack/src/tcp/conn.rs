@@ -31,7 +31,7 @@
 //!   keepalive, Nagle, sender and receiver silly-window avoidance.
 //!
 //! The listener (accept queue, SYN cookies) is [`super::listener`]; the socket
-//! layer that feeds both from the wire is `Stack`'s (`iface/tcp.rs`).
+//! layer that feeds both from the wire is `Stack`'s (`socket/tcp/`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,117 +39,11 @@ use std::sync::Arc;
 use pmd::Mbuf;
 
 use super::cc::{CongestionControl, Cubic};
+use super::config::{TcpConfig, TcpConfigError};
 use super::recv::{Payload, RecvQueue, Segment};
-use super::rtt::{RtoConfig, RttEstimator};
-use crate::copy::ByteRing;
+use super::rtt::RttEstimator;
+use super::send::SendBuffer;
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr, TcpTimestamp};
-
-/// Everything about a connection's behaviour on the wire, stated by the caller.
-/// There is no `Default`: a field left out is a compile error naming it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpConfig {
-    /// Our MSS (payload bytes per segment), also advertised in the SYN.
-    pub mss: u16,
-    /// Send buffer size in bytes.
-    pub send_buffer: usize,
-    /// Receive buffer size in bytes (the most we advertise).
-    pub recv_buffer: usize,
-    /// Retransmission timeout bounds.
-    pub rto: RtoConfig,
-    /// Retransmissions of one segment before the connection times out.
-    pub max_retransmits: u32,
-    /// SYN (or SYN-ACK) retransmissions before giving up.
-    pub syn_retries: u32,
-    /// How long TIME-WAIT lasts (2 MSL), nanoseconds.
-    pub time_wait_ns: u64,
-    /// Our window scale shift (RFC 7323), offered in the SYN; `None` to not offer.
-    pub window_scale: Option<u8>,
-    /// Offer timestamps (RFC 7323).
-    pub timestamps: bool,
-    /// Offer SACK (RFC 2018) and use it for loss recovery (RFC 6675).
-    pub sack: bool,
-    /// Nagle's algorithm: hold small segments while data is unacknowledged.
-    pub nagle: bool,
-    /// Delayed ACK (RFC 1122 4.2.3.2, RFC 5681 4.2): `Some(delay)` acknowledges
-    /// in-order data after at most `delay` nanoseconds or at every second
-    /// full-sized segment, whichever comes first (out-of-order data, filled gaps
-    /// and FINs are still acknowledged at once); `None` acknowledges every
-    /// segment immediately.
-    pub delayed_ack_ns: Option<u64>,
-    /// Keepalive probing of idle connections (RFC 1122 4.2.3.6); `None` never
-    /// probes.
-    pub keepalive: Option<Keepalive>,
-    /// Congestion control algorithm (RFC 5681/6582 NewReno or RFC 9438 CUBIC).
-    pub congestion: CongestionControl,
-    /// Challenge ACKs allowed per second (RFC 5961 7).
-    pub challenge_ack_limit: u32,
-    /// MSS assumed when the peer sends no MSS option (RFC 9293 3.7.1: 536 for
-    /// IPv4, 1220 for IPv6).
-    pub default_peer_mss: u16,
-}
-
-impl TcpConfig {
-    /// Checks the values; the error names the field.
-    pub fn validate(&self) -> Result<(), TcpConfigError> {
-        let bad = |field, reason: &str| Err(TcpConfigError { field, reason: reason.to_string() });
-        if self.mss < 64 {
-            return bad("mss", "must be at least 64");
-        }
-        if self.send_buffer == 0 {
-            return bad("send_buffer", "must be at least 1 byte");
-        }
-        if self.recv_buffer == 0 || self.recv_buffer > (u32::MAX as usize >> 1) {
-            return bad("recv_buffer", "must be between 1 byte and 2 GiB");
-        }
-        if self.window_scale.is_some_and(|s| s > 14) {
-            return bad("window_scale", "RFC 7323 allows shifts up to 14");
-        }
-        if self.rto.min_ns == 0 || self.rto.min_ns > self.rto.max_ns {
-            return bad("rto", "needs 0 < min <= max");
-        }
-        if self.default_peer_mss < 64 {
-            return bad("default_peer_mss", "must be at least 64");
-        }
-        if self.delayed_ack_ns.is_some_and(|d| d == 0 || d >= 500_000_000) {
-            return bad("delayed_ack", "RFC 1122 4.2.3.2: the delay must be above 0 and below 0.5 s");
-        }
-        if let Some(k) = self.keepalive {
-            if k.idle_ns == 0 || k.interval_ns == 0 || k.probes == 0 {
-                return bad("keepalive", "idle, interval and probes must all be above 0");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Keepalive settings: after `idle_ns` without receiving anything, send a probe
-/// every `interval_ns`; after `probes` unanswered probes the connection times out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Keepalive {
-    /// Idle time before the first probe.
-    pub idle_ns: u64,
-    /// Time between probes.
-    pub interval_ns: u64,
-    /// Unanswered probes before giving up.
-    pub probes: u32,
-}
-
-/// A configuration value that cannot work.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TcpConfigError {
-    /// The field at fault.
-    pub field: &'static str,
-    /// Why.
-    pub reason: String,
-}
-
-impl std::fmt::Display for TcpConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid TCP config {}: {}", self.field, self.reason)
-    }
-}
-
-impl std::error::Error for TcpConfigError {}
 
 /// RFC 9293 connection states (LISTEN belongs to the listener, not here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,9 +168,8 @@ pub struct Connection {
     max_snd_wnd: u32,
     snd_wl1: SeqNumber,
     snd_wl2: SeqNumber,
-    /// Unacknowledged and unsent data; `sbuf[0]` has sequence number `sbuf_seq`.
-    sbuf: ByteRing,
-    sbuf_seq: SeqNumber,
+    /// Unacknowledged and unsent data ([`super::send`]).
+    sbuf: SendBuffer,
     /// The application closed its side: a FIN follows the data.
     fin_queued: bool,
     /// Sequence number of our FIN once it has been sent.
@@ -395,8 +288,7 @@ impl Connection {
             max_snd_wnd: 0,
             snd_wl1: SeqNumber(0),
             snd_wl2: iss,
-            sbuf: ByteRing::new(),
-            sbuf_seq: iss + 1,
+            sbuf: SendBuffer::new(iss + 1),
             fin_queued: false,
             fin_seq: None,
             irs: SeqNumber(0),
@@ -499,7 +391,7 @@ impl Connection {
         c.snd_una = iss + 1;
         c.snd_nxt = iss + 1;
         c.snd_max = iss + 1;
-        c.sbuf_seq = iss + 1;
+        c.sbuf.set_start(iss + 1);
         c.peer_mss = peer_mss;
         c.snd_wnd = ack.window_len as u32;
         c.max_snd_wnd = c.snd_wnd;
@@ -596,7 +488,7 @@ impl Connection {
             _ => return Err(TcpError::Closed),
         }
         let n = data.len().min(self.send_capacity());
-        self.sbuf.extend(&data[..n]);
+        self.sbuf.write(&data[..n]);
         Ok(n)
     }
 
@@ -782,7 +674,7 @@ impl Connection {
 
 impl Connection {
     fn has_unsent(&self) -> bool {
-        let sent_data = (self.snd_max - self.sbuf_seq).max(0) as usize;
+        let sent_data = self.sbuf.offset_of(self.snd_max);
         self.sbuf.len() > sent_data || (self.fin_queued && self.fin_seq.is_none())
     }
 
@@ -1087,13 +979,13 @@ impl Connection {
                 None
             }
         } else if self.retransmit_one {
-            Some((if self.snd_una < self.sbuf_seq { self.sbuf_seq } else { self.snd_una }, mss))
+            Some((if self.snd_una < self.sbuf.start() { self.sbuf.start() } else { self.snd_una }, mss))
         } else {
             None
         };
         let retransmit_one = rtx.is_some();
         let seq = rtx.map_or(self.snd_nxt, |(s, _)| s);
-        let offset = (seq - self.sbuf_seq).max(0) as usize;
+        let offset = self.sbuf.offset_of(seq);
         let unsent = self.sbuf.len().saturating_sub(offset);
         let wnd = self.snd_wnd.min(self.cwnd);
         let mut room = match rtx {
@@ -1151,7 +1043,7 @@ impl Connection {
             }
             return None;
         }
-        self.sbuf.copy_out(offset, &mut buf[..len]);
+        self.sbuf.read(offset, &mut buf[..len]);
         let mut flags = TcpFlags::ACK;
         if len > 0 && offset + len == self.sbuf.len() {
             flags |= TcpFlags::PSH;
@@ -1547,9 +1439,7 @@ impl Connection {
             let acked = (ack - self.snd_una) as u32;
             self.sample_rtt(now, seg);
             // Drop acknowledged data (not the SYN or FIN, which are not in sbuf).
-            let data_acked = ((ack - self.sbuf_seq).max(0) as usize).min(self.sbuf.len());
-            self.sbuf.consume(data_acked);
-            self.sbuf_seq = self.sbuf_seq + data_acked as u32;
+            let data_acked = self.sbuf.ack(ack);
             self.snd_una = ack;
             if self.snd_nxt < self.snd_una {
                 self.snd_nxt = self.snd_una;

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use siphasher::sip::SipHasher24;
 
-use super::conn::{Connection, Ports, State, TcpConfig, TcpConfigError, Transmit};
+use super::config::{TcpConfig, TcpConfigError};
+use super::conn::{Connection, Ports, State, Transmit};
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr};
 
 /// A connection's addresses: the demultiplexing key.
@@ -157,7 +158,7 @@ impl ListenConfig {
 
     /// Checks the values; the error names the field.
     pub fn validate(&self) -> Result<(), TcpConfigError> {
-        let bad = |field, reason: &str| Err(TcpConfigError { field, reason: reason.to_string() });
+        let bad = |field, reason: &str| Err(TcpConfigError::Invalid { field, reason: reason.to_string() });
         if self.addr.port() == 0 {
             return bad("addr", "the port must not be 0");
         }

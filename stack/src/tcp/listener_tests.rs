@@ -231,7 +231,7 @@ fn rfc6528_isns_differ_per_flow_and_advance_with_time() {
 
 #[test]
 fn listen_config_errors_name_the_field() {
-    let e = |c: ListenConfig| Listener::new(c, SECRET).err().unwrap().field;
+    let e = |c: ListenConfig| Listener::new(c, SECRET).err().unwrap().field().to_string();
     assert_eq!(e(ListenConfig::new(server_addr(), 0, 4, SEC, SynCookies::Off, cfg())), "backlog");
     assert_eq!(e(ListenConfig::new(server_addr(), 4, 0, SEC, SynCookies::Off, cfg())), "syn_backlog");
     assert_eq!(e(ListenConfig::new(server_addr(), 4, 4, 0, SynCookies::Off, cfg())), "syn_timeout");

@@ -518,10 +518,10 @@ fn nagle_holds_small_segments_while_data_is_unacknowledged() {
 fn config_errors_name_the_field() {
     let mut c = cfg();
     c.window_scale = Some(15);
-    assert_eq!(c.validate().unwrap_err().field, "window_scale");
+    assert_eq!(c.validate().unwrap_err().field(), "window_scale");
     let mut c = cfg();
     c.mss = 10;
-    assert_eq!(Connection::connect(c, A, SeqNumber(1), 0).unwrap_err().field, "mss");
+    assert_eq!(Connection::connect(c, A, SeqNumber(1), 0).unwrap_err().field(), "mss");
 }
 
 /// Deterministic pseudo-random loss: splitmix64 over (seed, segment index).
@@ -791,7 +791,7 @@ fn rfc1122_4_2_3_2_delayed_ack_waits_for_the_timer_or_a_second_full_segment() {
 fn delayed_ack_config_is_bounded_by_rfc1122() {
     let mut c = cfg();
     c.delayed_ack_ns = Some(600 * MS);
-    assert_eq!(c.validate().unwrap_err().field, "delayed_ack");
+    assert_eq!(c.validate().unwrap_err().field(), "delayed_ack");
 }
 
 #[test]

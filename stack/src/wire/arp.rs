@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::{be16, put16, Error, EtherType, EthernetAddress, Result};
+use super::{be16, put16, Error, EtherType, MacAddr, Result};
 
 /// ARP hardware type for Ethernet.
 pub const HTYPE_ETHERNET: u16 = 1;
@@ -216,11 +216,11 @@ pub struct ArpRepr {
     /// Request or reply.
     pub operation: ArpOperation,
     /// Sender MAC.
-    pub source_hardware_addr: EthernetAddress,
+    pub source_hardware_addr: MacAddr,
     /// Sender IPv4 address.
     pub source_protocol_addr: Ipv4Addr,
     /// Target MAC (zero in a request).
-    pub target_hardware_addr: EthernetAddress,
+    pub target_hardware_addr: MacAddr,
     /// Target IPv4 address.
     pub target_protocol_addr: Ipv4Addr,
 }
@@ -241,9 +241,9 @@ impl ArpRepr {
         let v4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
         Ok(ArpRepr {
             operation,
-            source_hardware_addr: EthernetAddress::from_bytes(p.source_hardware_addr()).ok_or(Error::Truncated)?,
+            source_hardware_addr: MacAddr::from_bytes(p.source_hardware_addr()).ok_or(Error::Truncated)?,
             source_protocol_addr: v4(p.source_protocol_addr()),
-            target_hardware_addr: EthernetAddress::from_bytes(p.target_hardware_addr()).ok_or(Error::Truncated)?,
+            target_hardware_addr: MacAddr::from_bytes(p.target_hardware_addr()).ok_or(Error::Truncated)?,
             target_protocol_addr: v4(p.target_protocol_addr()),
         })
     }
@@ -287,9 +287,9 @@ mod tests {
     fn request() -> ArpRepr {
         ArpRepr {
             operation: ArpOperation::Request,
-            source_hardware_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            source_hardware_addr: MacAddr([2, 0, 0, 0, 0, 1]),
             source_protocol_addr: Ipv4Addr::new(198, 18, 0, 1),
-            target_hardware_addr: EthernetAddress::UNSPECIFIED,
+            target_hardware_addr: MacAddr::UNSPECIFIED,
             target_protocol_addr: Ipv4Addr::new(198, 18, 0, 2),
         }
     }

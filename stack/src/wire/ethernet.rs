@@ -13,106 +13,10 @@
 //! The frame check sequence is not part of the buffer (NICs strip it).
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::{be16, put16, Error, Result};
 
-/// A 48-bit IEEE MAC address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct EthernetAddress(pub [u8; 6]);
-
-impl EthernetAddress {
-    /// ff:ff:ff:ff:ff:ff.
-    pub const BROADCAST: EthernetAddress = EthernetAddress([0xff; 6]);
-    /// 00:00:00:00:00:00.
-    pub const UNSPECIFIED: EthernetAddress = EthernetAddress([0; 6]);
-
-    /// From a slice of exactly six bytes.
-    pub fn from_bytes(b: &[u8]) -> Option<EthernetAddress> {
-        <[u8; 6]>::try_from(b).ok().map(EthernetAddress)
-    }
-
-    /// The six bytes.
-    pub fn as_bytes(&self) -> &[u8; 6] {
-        &self.0
-    }
-
-    /// The broadcast address.
-    pub fn is_broadcast(&self) -> bool {
-        *self == Self::BROADCAST
-    }
-
-    /// Group bit set (multicast, including broadcast).
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 0x01 != 0
-    }
-
-    /// Neither multicast nor broadcast.
-    pub fn is_unicast(&self) -> bool {
-        !self.is_multicast()
-    }
-
-    /// Locally administered bit set.
-    pub fn is_local(&self) -> bool {
-        self.0[0] & 0x02 != 0
-    }
-
-    /// The multicast MAC for an IPv6 multicast address (RFC 2464 §7):
-    /// 33:33 followed by the last four bytes.
-    pub fn ipv6_multicast(addr: &std::net::Ipv6Addr) -> EthernetAddress {
-        let o = addr.octets();
-        EthernetAddress([0x33, 0x33, o[12], o[13], o[14], o[15]])
-    }
-
-    /// The multicast MAC for an IPv4 multicast address (RFC 1112 §6.4):
-    /// 01:00:5e followed by the low 23 bits.
-    pub fn ipv4_multicast(addr: &std::net::Ipv4Addr) -> EthernetAddress {
-        let o = addr.octets();
-        EthernetAddress([0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]])
-    }
-}
-
-impl fmt::Display for EthernetAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = &self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
-    }
-}
-
-/// Error from parsing an [`EthernetAddress`] string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseEthernetAddressError;
-
-impl fmt::Display for ParseEthernetAddressError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid MAC address: want six hex bytes separated by ':' or '-'")
-    }
-}
-
-impl std::error::Error for ParseEthernetAddressError {}
-
-impl FromStr for EthernetAddress {
-    type Err = ParseEthernetAddressError;
-
-    /// Parses `02:00:00:00:00:01` or `02-00-00-00-00-01` (one separator
-    /// style throughout, two hex digits per byte).
-    fn from_str(s: &str) -> core::result::Result<Self, Self::Err> {
-        let sep = if s.contains(':') { ':' } else { '-' };
-        let mut out = [0u8; 6];
-        let mut n = 0;
-        for part in s.split(sep) {
-            if n == 6 || part.len() != 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(ParseEthernetAddressError);
-            }
-            out[n] = u8::from_str_radix(part, 16).map_err(|_| ParseEthernetAddressError)?;
-            n += 1;
-        }
-        if n != 6 {
-            return Err(ParseEthernetAddressError);
-        }
-        Ok(EthernetAddress(out))
-    }
-}
+pub use pmd::MacAddr;
 
 /// EtherType values this stack knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -225,13 +129,13 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     }
 
     /// Destination address.
-    pub fn dst_addr(&self) -> EthernetAddress {
-        EthernetAddress::from_bytes(&self.buffer.as_ref()[field::DST]).expect("6 bytes")
+    pub fn dst_addr(&self) -> MacAddr {
+        MacAddr::from_bytes(&self.buffer.as_ref()[field::DST]).expect("6 bytes")
     }
 
     /// Source address.
-    pub fn src_addr(&self) -> EthernetAddress {
-        EthernetAddress::from_bytes(&self.buffer.as_ref()[field::SRC]).expect("6 bytes")
+    pub fn src_addr(&self) -> MacAddr {
+        MacAddr::from_bytes(&self.buffer.as_ref()[field::SRC]).expect("6 bytes")
     }
 
     /// The EtherType (or the TPID of the first VLAN tag).
@@ -247,12 +151,12 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     /// Sets the destination address.
-    pub fn set_dst_addr(&mut self, a: EthernetAddress) {
+    pub fn set_dst_addr(&mut self, a: MacAddr) {
         self.buffer.as_mut()[field::DST].copy_from_slice(&a.0);
     }
 
     /// Sets the source address.
-    pub fn set_src_addr(&mut self, a: EthernetAddress) {
+    pub fn set_src_addr(&mut self, a: MacAddr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&a.0);
     }
 
@@ -370,9 +274,9 @@ impl VlanTag {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EthernetRepr {
     /// Source address.
-    pub src_addr: EthernetAddress,
+    pub src_addr: MacAddr,
     /// Destination address.
-    pub dst_addr: EthernetAddress,
+    pub dst_addr: MacAddr,
     /// VLAN tags, outermost first; `None`s come after all `Some`s.
     pub vlans: [Option<VlanTag>; MAX_VLAN_TAGS],
     /// The EtherType of the payload (after all tags).
@@ -381,7 +285,7 @@ pub struct EthernetRepr {
 
 impl EthernetRepr {
     /// An untagged header.
-    pub fn new(src_addr: EthernetAddress, dst_addr: EthernetAddress, ethertype: EtherType) -> Self {
+    pub fn new(src_addr: MacAddr, dst_addr: MacAddr, ethertype: EtherType) -> Self {
         EthernetRepr { src_addr, dst_addr, vlans: [None; MAX_VLAN_TAGS], ethertype }
     }
 
@@ -477,38 +381,8 @@ impl fmt::Display for EthernetRepr {
 mod tests {
     use super::*;
 
-    const SRC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
-    const DST: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 2]);
-
-    #[test]
-    fn address_display_and_parse() {
-        assert_eq!(SRC.to_string(), "02:00:00:00:00:01");
-        assert_eq!("02:00:00:00:00:01".parse::<EthernetAddress>(), Ok(SRC));
-        assert_eq!("02-00-00-00-00-01".parse::<EthernetAddress>(), Ok(SRC));
-        assert_eq!("FF:ff:FF:ff:FF:ff".parse(), Ok(EthernetAddress::BROADCAST));
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "02:00:00:00:00:01:03",
-            "2:00:00:00:00:01",
-            "zz:00:00:00:00:01",
-            "02:00-00:00:00:01",
-            "+2:00:00:00:00:01",
-        ] {
-            assert!(bad.parse::<EthernetAddress>().is_err(), "{bad}");
-        }
-        assert!(EthernetAddress::BROADCAST.is_broadcast());
-        assert!(EthernetAddress::BROADCAST.is_multicast());
-        assert!(SRC.is_unicast() && SRC.is_local());
-        assert_eq!(
-            EthernetAddress::ipv6_multicast(&"ff02::1:ff00:2".parse().unwrap()),
-            EthernetAddress([0x33, 0x33, 0xff, 0, 0, 2])
-        );
-        assert_eq!(
-            EthernetAddress::ipv4_multicast(&"224.129.2.3".parse().unwrap()),
-            EthernetAddress([1, 0, 0x5e, 1, 2, 3])
-        );
-    }
+    const SRC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 1]);
+    const DST: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 2]);
 
     #[test]
     fn untagged_round_trip() {

@@ -20,7 +20,7 @@
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use super::{be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, EthernetAddress, IpProtocol, Result};
+use super::{be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, IpProtocol, MacAddr, Result};
 use crate::checksum;
 
 /// Length of the type/code/checksum header.
@@ -169,9 +169,9 @@ pub struct NdpPrefixInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NdpOption<'a> {
     /// Source Link-Layer Address (Ethernet).
-    SourceLinkLayerAddr(EthernetAddress),
+    SourceLinkLayerAddr(MacAddr),
     /// Target Link-Layer Address (Ethernet).
-    TargetLinkLayerAddr(EthernetAddress),
+    TargetLinkLayerAddr(MacAddr),
     /// Prefix Information.
     PrefixInfo(NdpPrefixInfo),
     /// MTU.
@@ -199,7 +199,7 @@ impl<'a> NdpOption<'a> {
         let opt = match b[0] {
             option_type::SOURCE_LLADDR | option_type::TARGET_LLADDR => {
                 // Ethernet: one 8-byte unit; longer is a different link layer.
-                let a = EthernetAddress::from_bytes(&body[..6]).ok_or(Error::BadOption)?;
+                let a = MacAddr::from_bytes(&body[..6]).ok_or(Error::BadOption)?;
                 if len != 8 {
                     return Err(Error::BadOption);
                 }
@@ -367,7 +367,7 @@ impl<'a> NdpOptions<'a> {
     }
 
     /// The first Source Link-Layer Address option.
-    pub fn source_lladdr(&self) -> Option<EthernetAddress> {
+    pub fn source_lladdr(&self) -> Option<MacAddr> {
         self.iter().flatten().find_map(|o| match o {
             NdpOption::SourceLinkLayerAddr(a) => Some(a),
             _ => None,
@@ -375,7 +375,7 @@ impl<'a> NdpOptions<'a> {
     }
 
     /// The first Target Link-Layer Address option.
-    pub fn target_lladdr(&self) -> Option<EthernetAddress> {
+    pub fn target_lladdr(&self) -> Option<MacAddr> {
         self.iter().flatten().find_map(|o| match o {
             NdpOption::TargetLinkLayerAddr(a) => Some(a),
             _ => None,
@@ -836,7 +836,7 @@ mod tests {
 
     #[test]
     fn rfc4861_4_3_neighbor_solicit_with_source_lladdr() {
-        let opts = [NdpOption::SourceLinkLayerAddr(EthernetAddress([2, 0, 0, 0, 0, 1]))];
+        let opts = [NdpOption::SourceLinkLayerAddr(MacAddr([2, 0, 0, 0, 0, 1]))];
         let r = Icmpv6Repr::NeighborSolicit { target: "2001:2::2".parse().unwrap(), options: NdpOptions::List(&opts) };
         let buf = round_trip(r);
         assert_eq!(buf.len(), 32);
@@ -845,7 +845,7 @@ mod tests {
         let p = Icmpv6Packet::new_checked(&buf[..]).unwrap();
         match Icmpv6Repr::parse(&p, &s, &d, &SW).unwrap() {
             Icmpv6Repr::NeighborSolicit { options, .. } => {
-                assert_eq!(options.source_lladdr(), Some(EthernetAddress([2, 0, 0, 0, 0, 1])));
+                assert_eq!(options.source_lladdr(), Some(MacAddr([2, 0, 0, 0, 0, 1])));
                 assert_eq!(options.target_lladdr(), None);
             }
             other => panic!("{other:?}"),
@@ -854,7 +854,7 @@ mod tests {
 
     #[test]
     fn rfc4861_4_4_neighbor_advert_flags_and_target_lladdr() {
-        let opts = [NdpOption::TargetLinkLayerAddr(EthernetAddress([2, 0, 0, 0, 0, 2]))];
+        let opts = [NdpOption::TargetLinkLayerAddr(MacAddr([2, 0, 0, 0, 0, 2]))];
         let buf = round_trip(Icmpv6Repr::NeighborAdvert {
             router: false,
             solicited: true,
@@ -868,7 +868,7 @@ mod tests {
     #[test]
     fn rfc4861_4_2_router_advert_with_prefixes_mtu_and_unknown() {
         let opts = [
-            NdpOption::SourceLinkLayerAddr(EthernetAddress([2, 0, 0, 0, 0, 9])),
+            NdpOption::SourceLinkLayerAddr(MacAddr([2, 0, 0, 0, 0, 9])),
             NdpOption::Mtu(1500),
             NdpOption::PrefixInfo(NdpPrefixInfo {
                 prefix_len: 64,

@@ -36,7 +36,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
-pub use ethernet::{EtherType, EthernetAddress, EthernetFrame, EthernetRepr, VlanHeader, VlanTag, MAX_VLAN_TAGS};
+pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr, VlanHeader, VlanTag, MAX_VLAN_TAGS};
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedIpv4};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, NdpOption, NdpOptions, NdpPrefixInfo};
 pub use ipv4::{Ipv4Cidr, Ipv4Packet, Ipv4Repr};

@@ -5,20 +5,16 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pmd::MacAddr;
 use stack::wire::{
-    ArpOperation, ArpPacket, ArpRepr, ChecksumCaps, EtherType, EthernetAddress, EthernetFrame, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
-    NdpOption, NdpOptions, UdpPacket, UdpRepr,
+    ArpOperation, ArpPacket, ArpRepr, ChecksumCaps, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
+    Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdpOption, NdpOptions,
+    UdpPacket, UdpRepr,
 };
 
 pub const SW: ChecksumCaps = ChecksumCaps::software();
 
-pub fn e(m: MacAddr) -> EthernetAddress {
-    EthernetAddress(m.0)
-}
-
 pub fn eth(src: MacAddr, dst: MacAddr, t: EtherType, payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; 14 + payload.len()];
-    EthernetRepr::new(e(src), e(dst), t).emit(&mut EthernetFrame::new_unchecked(&mut f[..14]));
+    EthernetRepr::new(src, dst, t).emit(&mut EthernetFrame::new_unchecked(&mut f[..14]));
     f[14..].copy_from_slice(payload);
     f
 }
@@ -26,9 +22,9 @@ pub fn eth(src: MacAddr, dst: MacAddr, t: EtherType, payload: &[u8]) -> Vec<u8> 
 pub fn arp_request(src: MacAddr, spa: Ipv4Addr, tpa: Ipv4Addr) -> Vec<u8> {
     let r = ArpRepr {
         operation: ArpOperation::Request,
-        source_hardware_addr: e(src),
+        source_hardware_addr: src,
         source_protocol_addr: spa,
-        target_hardware_addr: EthernetAddress::UNSPECIFIED,
+        target_hardware_addr: MacAddr::UNSPECIFIED,
         target_protocol_addr: tpa,
     };
     let mut b = vec![0u8; 28];
@@ -102,10 +98,10 @@ pub fn icmp6(src: Ipv6Addr, dst: Ipv6Addr, r: &Icmpv6Repr<'_>) -> Vec<u8> {
 }
 
 pub fn ns_frame(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
-    let opts = [NdpOption::SourceLinkLayerAddr(e(src_mac))];
+    let opts = [NdpOption::SourceLinkLayerAddr(src_mac)];
     let dst = stack::iface::solicited_node(&target);
     let m = icmp6(src, dst, &Icmpv6Repr::NeighborSolicit { target, options: NdpOptions::List(&opts) });
-    let dst_mac = MacAddr(EthernetAddress::ipv6_multicast(&dst).0);
+    let dst_mac = MacAddr::ipv6_multicast(&dst);
     eth(src_mac, dst_mac, EtherType::Ipv6, &ipv6(src, dst, IpProtocol::Icmpv6, 255, &m))
 }
 

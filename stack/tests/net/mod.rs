@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pmd::{Clock, Mbuf, Mempool, MempoolConfig, OpenEnv, Port, PortConfig, RxQueue, TxOffloads, TxQueue, VirtualClock};
-use stack::{IcmpConfig, NeighborConfig, ReassemblyConfig, Stack, StackConfig};
+use stack::StackConfig;
 
-pub type Dyn = Stack<Box<dyn RxQueue>, Box<dyn TxQueue>>;
+pub type Dyn = stack::DynDriver;
 
 pub const POOL: usize = 4096;
 
@@ -21,29 +21,9 @@ pub fn pool(name: &str) -> Mempool {
 /// A test configuration for a host with the given addresses.
 pub fn config(mac: pmd::MacAddr, v4: &[&str], v6: &[&str]) -> StackConfig {
     StackConfig {
-        mac,
-        mtu: 1500,
         ipv4: v4.iter().map(|s| s.parse().unwrap()).collect(),
         ipv6: v6.iter().map(|s| s.parse().unwrap()).collect(),
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: NeighborConfig {
-            capacity: 64,
-            lifetime: Duration::from_secs(60),
-            retries: 3,
-            retry_interval: Duration::from_millis(1000),
-            pending: 8,
-        },
-        reassembly: ReassemblyConfig { max_bytes: 256 * 2304, max_datagrams: 16, timeout: Duration::from_secs(30) },
-        reassembly_v6: ReassemblyConfig { max_bytes: 256 * 2304, max_datagrams: 16, timeout: Duration::from_secs(30) },
-        icmp: IcmpConfig { error_rate_per_sec: 10, error_burst: 5 },
-        timer_tick: Duration::from_millis(1),
-        burst: 32,
-        tx_backlog: 1024,
-        tx_offloads: TxOffloads::empty(),
-        tcp_max_connections: 4096,
-        tcp_rx_mbufs: POOL / 4,
+        ..stack::profiles::sim(mac)
     }
 }
 
@@ -143,8 +123,8 @@ impl Pair {
         fa(&mut ca);
         fb(&mut cb);
         let ck: Arc<dyn pmd::Clock> = Arc::new(clock.clone());
-        let a = Stack::new(ca, ea.rx.take().unwrap(), ea.tx.take().unwrap(), pool.clone(), ck.clone()).unwrap();
-        let b = Stack::new(cb, eb.rx.take().unwrap(), eb.tx.take().unwrap(), pool.clone(), ck).unwrap();
+        let a = stack::Driver::new(ca, ea.rx.take().unwrap(), ea.tx.take().unwrap(), pool.clone(), ck.clone()).unwrap();
+        let b = stack::Driver::new(cb, eb.rx.take().unwrap(), eb.tx.take().unwrap(), pool.clone(), ck).unwrap();
         Pair { clock, pool, a, b, ports: vec![ea, eb] }
     }
 
@@ -199,7 +179,8 @@ impl Probe {
         let mut c = config(mac, &[B4], &[B6]);
         f(&mut c);
         let s =
-            Stack::new(c, es.rx.take().unwrap(), es.tx.take().unwrap(), pool.clone(), Arc::new(clock.clone())).unwrap();
+            stack::Driver::new(c, es.rx.take().unwrap(), es.tx.take().unwrap(), pool.clone(), Arc::new(clock.clone()))
+                .unwrap();
         Probe { clock, pool, s, probe, mac, ports: vec![es] }
     }
 
