@@ -324,8 +324,18 @@ impl Run {
         if self.send(false, 0, vec![m]) != 1 {
             return Ok(None);
         }
-        let got: Vec<Mbuf> = self.recv(true, 1).into_iter().flatten().collect();
-        Ok(got.iter().find(|g| g.data() == want.as_slice()).map(|g| g.data().to_vec()))
+        // Wait for this very frame: a late frame of an earlier check (same
+        // run) must not end the wait before it arrives.
+        let end = Instant::now() + self.cfg.timeout;
+        loop {
+            let got: Vec<Mbuf> = self.recv(true, 1).into_iter().flatten().collect();
+            if let Some(g) = got.iter().find(|g| g.data() == want.as_slice()) {
+                return Ok(Some(g.data().to_vec()));
+            }
+            if Instant::now() >= end {
+                return Ok(None);
+            }
+        }
     }
 }
 

@@ -568,7 +568,9 @@ fn conformance_passes_on_a_virtio_user_port() {
     let dir = TempDir::new("conf");
     let _peer = Vhost::start(&dir.sock(), "io", 1, false, "vu-conf");
     let out = Command::new(env!("CARGO_BIN_EXE_testpmd"))
-        .args(["conformance", "--port", &spec(&dir.sock(), "")])
+        // The back end is a second busy-polling process on these two cores:
+        // under a loaded test run a frame can take longer than the default 1 s.
+        .args(["conformance", "--port", &spec(&dir.sock(), ""), "--timeout", "3"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
