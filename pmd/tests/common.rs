@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (pmd's, and tools/testpmd's through `#[path]`).
 #![allow(dead_code)]
 
 use pmd::mempool::DEFAULT_HEADROOM;

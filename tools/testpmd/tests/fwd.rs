@@ -2,6 +2,7 @@
 //! counts, the engine over concrete queue types, and the runtime's busy/idle
 //! accounting of a forwarding core.
 
+#[path = "../../../pmd/tests/common.rs"]
 mod common;
 use common::*;
 
