@@ -200,6 +200,18 @@ enum Failure {
     Run(String),
 }
 
+impl Failure {
+    /// Says what failed, as `who: message`; 2 for a usage error, 1 otherwise.
+    fn exit(self, who: &str) -> ExitCode {
+        let (m, code) = match self {
+            Failure::Usage(m) => (m, 2),
+            Failure::Run(m) => (m, 1),
+        };
+        eprintln!("{who}: {m}");
+        ExitCode::from(code)
+    }
+}
+
 impl From<PmdError> for Failure {
     fn from(e: PmdError) -> Self {
         if e.is_usage() {
@@ -259,23 +271,14 @@ fn conformance(argv: Vec<String>) -> ExitCode {
     cfg.rx_desc = a.rxd;
     cfg.tx_desc = a.txd;
     cfg.pool_config = MempoolConfig::new("conformance", a.total_num_mbufs, a.mbuf_size, DEFAULT_HEADROOM, a.mbcache);
-    let ports = std::iter::once(&a.port).chain(a.peer.as_ref());
     match &a.eal {
         Some(eal) => match dpdk_pool(eal, &cfg.pool_config) {
             Ok(p) => cfg.pool = Some(p),
-            Err(Failure::Usage(m)) => {
-                eprintln!("testpmd conformance: {m}");
-                return ExitCode::from(2);
-            }
-            Err(Failure::Run(m)) => {
-                eprintln!("testpmd conformance: {m}");
-                return ExitCode::from(1);
-            }
+            Err(f) => return f.exit("testpmd conformance"),
         },
         None => {
-            if let Some(p) = ports.clone().find(|p| p.trim_start().starts_with("dpdk:")) {
-                eprintln!("testpmd conformance: {}", needs_eal(p));
-                return ExitCode::from(2);
+            if let Some(p) = std::iter::once(&a.port).chain(&a.peer).find(|p| p.trim_start().starts_with("dpdk:")) {
+                return Failure::Usage(needs_eal(p)).exit("testpmd conformance");
             }
         }
     }
@@ -313,14 +316,7 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
-        Err(Failure::Usage(m)) => {
-            eprintln!("testpmd: {m}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Run(m)) => {
-            eprintln!("testpmd: {m}");
-            ExitCode::from(1)
-        }
+        Err(f) => f.exit("testpmd"),
     }
 }
 
