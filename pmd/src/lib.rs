@@ -43,8 +43,8 @@ pub mod spsc;
 
 pub use clock::{Clock, MonotonicClock, VirtualClock};
 pub use error::PmdError;
-pub use mbuf::{free_bulk, Mbuf, MbufMeta, PacketType, RxFlags, TxFlags};
-pub use mempool::{Mempool, MempoolConfig};
+pub use mbuf::{Mbuf, MbufMeta, PacketType, RxFlags, TxFlags};
+pub use mempool::{free_bulk, Mempool, MempoolConfig};
 pub use port::{
     downcast_rx, downcast_tx, Link, MacAddr, Port, PortConfig, PortInfo, PortStats, QueueAny, Received, RssConfig,
     RxOffloads, RxQueue, TxOffloads, TxQueue,

@@ -23,12 +23,18 @@
 //!   frame or per burst, and metadata needs no translation either, because it is
 //!   stored in DPDK's own encoding and decoded only when someone asks for it.
 //!   Each `rte_mbuf` carries an 8-byte private area holding a pointer to our
-//!   [`PoolCore`] (written once, when the pool is made), which is how a buffer of
+//!   `PoolCore` (written once, when the pool is made), which is how a buffer of
 //!   an external pool finds its way home ([`ExternalPool`](crate::mempool::ExternalPool)).
 //!
 //! Native headers mark their `pool` word with bit 0 (a DPDK `rte_mempool *` is
 //! never odd), so freeing a native buffer reads only the header's first cache
 //! line; an external buffer's pool pointer is read from its private area.
+//!
+//! This file is the view over a header and knows no pool: the `pool` word's
+//! encoding and everything that follows it home (drop, [`Mbuf::try_clone`],
+//! [`Mbuf::reset`], [`Mbuf::pool`], [`free_bulk`](crate::free_bulk)) live in
+//! [`mempool`](crate::mempool), so the dependency runs one way, as DPDK's
+//! `rte_mbuf` sits on `rte_mempool`.
 //!
 //! What this costs: anything that needs a frame's length (byte counters, MTU
 //! checks) loads the header's first cache line, which a driver that filled the
@@ -58,8 +64,6 @@ use std::fmt;
 use std::ptr::NonNull;
 
 use bitflags::bitflags;
-
-use crate::mempool::PoolCore;
 
 bitflags! {
     /// Packet type as classified by the driver or NIC (like DPDK's `RTE_PTYPE_*`).
@@ -434,13 +438,6 @@ const _: () = assert!(std::mem::offset_of!(MbufHdr, pool) == 56);
 const _: () = assert!(std::mem::offset_of!(MbufHdr, tx_offload) == 72);
 const _: () = assert!(std::mem::size_of::<Mbuf>() == 8);
 
-/// Bit 0 of a native header's `pool` word.
-const NATIVE_TAG: usize = 1;
-
-/// Where an external buffer keeps its `PoolCore` pointer: the private area
-/// right after the header.
-pub(crate) const EXT_CORE_OFFSET: usize = std::mem::size_of::<MbufHdr>();
-
 /// The fields a buffer gets (bytes 16..48 of the header) each time a pool
 /// hands it out: window at the default headroom with length 0, one segment,
 /// no metadata. One 32-byte store.
@@ -477,8 +474,9 @@ impl Rearm {
 }
 
 impl MbufHdr {
-    /// A native pool's header for a buffer of `buf_len` bytes at `buf`.
-    pub(crate) fn native(buf: NonNull<u8>, buf_len: u16, pool: NonNull<PoolCore>, headroom: u16) -> MbufHdr {
+    /// A header for a buffer of `buf_len` bytes at `buf`, belonging to the pool
+    /// whose `pool` word (see [`crate::mempool`]) is `pool_word`.
+    pub(crate) fn native(buf: NonNull<u8>, buf_len: u16, pool_word: usize, headroom: u16) -> MbufHdr {
         MbufHdr {
             buf_addr: buf.as_ptr(),
             buf_iova: buf.as_ptr() as u64,
@@ -495,7 +493,7 @@ impl MbufHdr {
             hash_hi: 0,
             vlan_tci_outer: 0,
             buf_len,
-            pool: pool.as_ptr() as usize | NATIVE_TAG,
+            pool: pool_word,
             next: std::ptr::null_mut(),
             tx_offload: 0,
             shinfo: std::ptr::null_mut(),
@@ -577,55 +575,6 @@ impl Mbuf {
         self.hdr
     }
 
-    /// Wraps a buffer that lives in an external pool's memory: writes the
-    /// header at `hdr` and the pool pointer after it, and returns the owning
-    /// handle. (The DPDK driver does not use this: DPDK writes its headers.)
-    ///
-    /// # Safety
-    /// * `hdr` is valid for writes of an `MbufHdr` plus 8 bytes after it (the
-    ///   pool pointer, at `size_of::<MbufHdr>()`), 64-byte aligned, and owned by the
-    ///   caller until the returned `Mbuf` is dropped or given back with
-    ///   [`Mbuf::into_external`];
-    /// * `buf` is valid for reads and writes of `buf_len` bytes for that long;
-    /// * `data_off + data_len <= buf_len <= 65535`;
-    /// * `pool` is an external pool whose `free` accepts this header.
-    pub unsafe fn from_external(
-        hdr: NonNull<MbufHdr>,
-        pool: &crate::Mempool,
-        buf: NonNull<u8>,
-        buf_len: u32,
-        data_off: u32,
-        data_len: u32,
-        meta: MbufMeta,
-    ) -> Self {
-        debug_assert!(buf_len <= u16::MAX as u32 && data_off + data_len <= buf_len);
-        let core = pool.core_ptr();
-        // SAFETY: the caller guarantees `hdr` (and the word after it) are valid for
-        // writes and exclusively ours.
-        unsafe {
-            let mut h = MbufHdr::native(buf, buf_len as u16, core, 0);
-            // Untagged (the pool is found through the private area), but
-            // still one value per pool: `free_bulk` groups runs by this word.
-            h.pool = core.as_ptr() as usize;
-            hdr.as_ptr().write(h);
-            Self::init_external_core(hdr, core);
-            let mut m = Mbuf::from_hdr(hdr, data_off, data_len);
-            m.set_meta(meta);
-            m
-        }
-    }
-
-    /// Writes the pool pointer of an external buffer into its private area
-    /// (once, when the external pool is made).
-    ///
-    /// # Safety
-    /// `hdr` is followed by at least 8 writable bytes that nobody else uses.
-    #[inline]
-    pub(crate) unsafe fn init_external_core(hdr: NonNull<MbufHdr>, core: NonNull<PoolCore>) {
-        // SAFETY: forwarded caller guarantee; the private area is 8-aligned.
-        unsafe { ((hdr.as_ptr() as *mut u8).add(EXT_CORE_OFFSET) as *mut NonNull<PoolCore>).write(core) };
-    }
-
     /// Appends a handle for a header a pool or driver has just handed over,
     /// with window `off`/`len`.
     ///
@@ -659,7 +608,7 @@ impl Mbuf {
     }
 
     #[inline(always)]
-    fn hdr_mut(&mut self) -> &mut MbufHdr {
+    pub(crate) fn hdr_mut(&mut self) -> &mut MbufHdr {
         // SAFETY: as above, and `&mut self` makes the access exclusive.
         unsafe { self.hdr.as_mut() }
     }
@@ -669,30 +618,6 @@ impl Mbuf {
     #[inline(always)]
     pub(crate) fn pool_word(&self) -> usize {
         self.hdr().pool
-    }
-
-    /// The pool a header belongs to, from its `pool` word.
-    ///
-    /// # Safety
-    /// `hdr` is a valid header of a live pool.
-    #[inline(always)]
-    pub(crate) unsafe fn core_of(hdr: NonNull<MbufHdr>) -> NonNull<PoolCore> {
-        // SAFETY: forwarded caller guarantee; an untagged (external) header has
-        // its pool pointer in its private area (see `from_external`).
-        unsafe {
-            let w = (*hdr.as_ptr()).pool;
-            if w & NATIVE_TAG != 0 {
-                NonNull::new_unchecked((w & !NATIVE_TAG) as *mut PoolCore)
-            } else {
-                ((hdr.as_ptr() as *const u8).add(EXT_CORE_OFFSET) as *const NonNull<PoolCore>).read()
-            }
-        }
-    }
-
-    #[inline(always)]
-    pub(crate) fn pool_ptr(&self) -> NonNull<PoolCore> {
-        // SAFETY: `self` is a valid buffer of a live pool.
-        unsafe { Self::core_of(self.hdr) }
     }
 
     /// The packet data.
@@ -755,7 +680,7 @@ impl Mbuf {
     }
 
     #[inline(always)]
-    fn set_data_len(&mut self, len: u16) {
+    pub(crate) fn set_data_len(&mut self, len: u16) {
         let h = self.hdr_mut();
         h.data_len = len;
         h.pkt_len = len as u32;
@@ -823,18 +748,6 @@ impl Mbuf {
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Option<()> {
         self.append(bytes.len())?.copy_from_slice(bytes);
         Some(())
-    }
-
-    /// Resets the data window to the pool's default headroom and length 0, and
-    /// clears the metadata.
-    #[inline]
-    pub fn reset(&mut self) {
-        // SAFETY: the pool outlives every buffer it handed out (see `mempool`).
-        let headroom = unsafe { self.pool_ptr().as_ref() }.headroom();
-        let h = self.hdr_mut();
-        h.data_off = (headroom as u16).min(h.buf_len);
-        self.set_data_len(0);
-        self.clear_meta();
     }
 
     /// The metadata, decoded from the header.
@@ -945,33 +858,6 @@ impl Mbuf {
         let h = self.hdr();
         (h.ol_flags & ol::RX_RSS_HASH != 0).then_some(h.rss)
     }
-
-    /// A handle to the pool this buffer belongs to.
-    pub fn pool(&self) -> crate::Mempool {
-        crate::Mempool::from_core(self.pool_ptr())
-    }
-
-    /// Copies data and metadata into a new buffer from the same pool, with the same
-    /// headroom. Fails (no panic) when the pool is exhausted.
-    pub fn try_clone(&self) -> Result<Mbuf, crate::PmdError> {
-        // SAFETY: the pool outlives its buffers.
-        let core = unsafe { self.pool_ptr().as_ref() };
-        let mut m = core.alloc_one()?;
-        let off = (self.headroom() as u16).min(m.hdr().buf_len);
-        m.hdr_mut().data_off = off;
-        m.extend_from_slice(self.data())
-            .ok_or(crate::PmdError::MbufTooSmall { need: self.len(), have: m.tailroom() })?;
-        m.copy_meta_from(self);
-        Ok(m)
-    }
-}
-
-impl Drop for Mbuf {
-    #[inline]
-    fn drop(&mut self) {
-        // SAFETY: the pool outlives its buffers, and we own `hdr` exclusively.
-        unsafe { PoolCore::free_one(self) }
-    }
 }
 
 impl AsRef<[u8]> for Mbuf {
@@ -1026,16 +912,6 @@ pub(crate) unsafe fn forget_front(v: &mut Vec<Mbuf>, n: usize) {
         }
         v.set_len(rest);
     }
-}
-
-/// Frees a batch of buffers, taking each pool's cache once per run of buffers from
-/// the same pool instead of once per buffer.
-#[inline]
-pub fn free_bulk(bufs: &mut Vec<Mbuf>) {
-    if bufs.is_empty() {
-        return;
-    }
-    PoolCore::free_bulk(bufs);
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
 
-use crate::mbuf::{as_hdr_ptrs, Mbuf, MbufHdr, Rearm};
+use crate::mbuf::{as_hdr_ptrs, Mbuf, MbufHdr, MbufMeta, Rearm};
 use crate::PmdError;
 
 /// How many threads can have a private cache per pool at once.
@@ -308,7 +308,7 @@ impl Mempool {
                 let hdr = unsafe {
                     let hdr = obj as *mut MbufHdr;
                     let buf = NonNull::new_unchecked(obj.add(std::mem::size_of::<MbufHdr>()));
-                    hdr.write(MbufHdr::native(buf, buf_len as u16, core, cfg.headroom as u16));
+                    hdr.write(MbufHdr::native(buf, buf_len as u16, native_word(core), cfg.headroom as u16));
                     NonNull::new_unchecked(hdr)
                 };
                 ring.push(hdr);
@@ -613,7 +613,7 @@ impl PoolCore {
 
     /// Frees every buffer in `bufs` (leaving it empty), one cache visit per run of
     /// buffers from the same pool.
-    pub(crate) fn free_bulk(bufs: &mut Vec<Mbuf>) {
+    pub(crate) fn free_bulk_run(bufs: &mut Vec<Mbuf>) {
         let n = bufs.len();
         let all: &[Mbuf] = bufs;
         let mut i = 0;
@@ -682,4 +682,149 @@ impl PoolCore {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// The buffer's life cycle. `mbuf.rs` is the view over a header (window, data,
+// metadata) and knows no pool; everything that finds a buffer's pool — the
+// `pool` word's encoding, freeing on drop, copying into a fresh buffer,
+// resetting to the pool's headroom — lives here, so the two files depend one
+// way (this one on `mbuf`), as DPDK's `rte_mbuf` sits on `rte_mempool`.
+// ---------------------------------------------------------------------------
+
+/// Bit 0 of a native header's `pool` word.
+const NATIVE_TAG: usize = 1;
+
+/// Where an external buffer keeps its `PoolCore` pointer: the private area
+/// right after the header.
+pub(crate) const EXT_CORE_OFFSET: usize = std::mem::size_of::<MbufHdr>();
+
+/// The `pool` word of a native pool's headers: its `PoolCore` with bit 0 set.
+#[inline(always)]
+fn native_word(core: NonNull<PoolCore>) -> usize {
+    core.as_ptr() as usize | NATIVE_TAG
+}
+
+impl Mbuf {
+    /// Wraps a buffer that lives in an external pool's memory: writes the
+    /// header at `hdr` and the pool pointer after it, and returns the owning
+    /// handle. (The DPDK driver does not use this: DPDK writes its headers.)
+    ///
+    /// # Safety
+    /// * `hdr` is valid for writes of an `MbufHdr` plus 8 bytes after it (the
+    ///   pool pointer, at `size_of::<MbufHdr>()`), 64-byte aligned, and owned by the
+    ///   caller until the returned `Mbuf` is dropped or given back with
+    ///   [`Mbuf::into_external`];
+    /// * `buf` is valid for reads and writes of `buf_len` bytes for that long;
+    /// * `data_off + data_len <= buf_len <= 65535`;
+    /// * `pool` is an external pool whose `free` accepts this header.
+    pub unsafe fn from_external(
+        hdr: NonNull<MbufHdr>,
+        pool: &crate::Mempool,
+        buf: NonNull<u8>,
+        buf_len: u32,
+        data_off: u32,
+        data_len: u32,
+        meta: MbufMeta,
+    ) -> Self {
+        debug_assert!(buf_len <= u16::MAX as u32 && data_off + data_len <= buf_len);
+        let core = pool.core_ptr();
+        // SAFETY: the caller guarantees `hdr` (and the word after it) are valid for
+        // writes and exclusively ours.
+        unsafe {
+            let mut h = MbufHdr::native(buf, buf_len as u16, core.as_ptr() as usize, 0);
+            // Untagged (the pool is found through the private area), but
+            // still one value per pool: `free_bulk` groups runs by this word.
+            h.pool = core.as_ptr() as usize;
+            hdr.as_ptr().write(h);
+            Self::init_external_core(hdr, core);
+            let mut m = Mbuf::from_hdr(hdr, data_off, data_len);
+            m.set_meta(meta);
+            m
+        }
+    }
+
+    /// Writes the pool pointer of an external buffer into its private area
+    /// (once, when the external pool is made).
+    ///
+    /// # Safety
+    /// `hdr` is followed by at least 8 writable bytes that nobody else uses.
+    #[inline]
+    pub(crate) unsafe fn init_external_core(hdr: NonNull<MbufHdr>, core: NonNull<PoolCore>) {
+        // SAFETY: forwarded caller guarantee; the private area is 8-aligned.
+        unsafe { ((hdr.as_ptr() as *mut u8).add(EXT_CORE_OFFSET) as *mut NonNull<PoolCore>).write(core) };
+    }
+
+    /// The pool a header belongs to, from its `pool` word.
+    ///
+    /// # Safety
+    /// `hdr` is a valid header of a live pool.
+    #[inline(always)]
+    pub(crate) unsafe fn core_of(hdr: NonNull<MbufHdr>) -> NonNull<PoolCore> {
+        // SAFETY: forwarded caller guarantee; an untagged (external) header has
+        // its pool pointer in its private area (see `from_external`).
+        unsafe {
+            let w = (*hdr.as_ptr()).pool;
+            if w & NATIVE_TAG != 0 {
+                NonNull::new_unchecked((w & !NATIVE_TAG) as *mut PoolCore)
+            } else {
+                ((hdr.as_ptr() as *const u8).add(EXT_CORE_OFFSET) as *const NonNull<PoolCore>).read()
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn pool_ptr(&self) -> NonNull<PoolCore> {
+        // SAFETY: `self` is a valid buffer of a live pool.
+        unsafe { Self::core_of(self.hdr_ptr()) }
+    }
+
+    /// Resets the data window to the pool's default headroom and length 0, and
+    /// clears the metadata.
+    #[inline]
+    pub fn reset(&mut self) {
+        // SAFETY: the pool outlives every buffer it handed out (see `mempool`).
+        let headroom = unsafe { self.pool_ptr().as_ref() }.headroom();
+        let h = self.hdr_mut();
+        h.data_off = (headroom as u16).min(h.buf_len);
+        self.set_data_len(0);
+        self.clear_meta();
+    }
+
+    /// A handle to the pool this buffer belongs to.
+    pub fn pool(&self) -> crate::Mempool {
+        crate::Mempool::from_core(self.pool_ptr())
+    }
+
+    /// Copies data and metadata into a new buffer from the same pool, with the same
+    /// headroom. Fails (no panic) when the pool is exhausted.
+    pub fn try_clone(&self) -> Result<Mbuf, crate::PmdError> {
+        // SAFETY: the pool outlives its buffers.
+        let core = unsafe { self.pool_ptr().as_ref() };
+        let mut m = core.alloc_one()?;
+        let off = (self.headroom() as u16).min(m.hdr().buf_len);
+        m.hdr_mut().data_off = off;
+        m.extend_from_slice(self.data())
+            .ok_or(crate::PmdError::MbufTooSmall { need: self.len(), have: m.tailroom() })?;
+        m.copy_meta_from(self);
+        Ok(m)
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the pool outlives its buffers, and we own `hdr` exclusively.
+        unsafe { PoolCore::free_one(self) }
+    }
+}
+
+/// Frees a batch of buffers, taking each pool's cache once per run of buffers from
+/// the same pool instead of once per buffer.
+#[inline]
+pub fn free_bulk(bufs: &mut Vec<Mbuf>) {
+    if bufs.is_empty() {
+        return;
+    }
+    PoolCore::free_bulk_run(bufs);
 }

@@ -16,7 +16,7 @@ pub mod resolver;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::connect::LocalBoxFuture;
+use crate::connect::dial::LocalBoxFuture;
 use crate::happy_eyeballs::Family;
 
 pub use hosts::Hosts;

@@ -25,7 +25,7 @@ use super::cache::Cache;
 use super::hosts::Hosts;
 use super::message::{self, Verdict};
 use super::{Lookup, ResolveError};
-use crate::connect::{Dialer, LocalBoxFuture};
+use crate::connect::dial::{Dialer, LocalBoxFuture};
 use crate::exec::{now_ns, race, sleep_until, Either};
 use crate::happy_eyeballs::{ConfigError, Family};
 use crate::{Datagram, Flow, FlowError, TcpConfig, UdpConfig};
@@ -233,7 +233,7 @@ impl Resolver {
         (ra.expect("done"), rb.expect("done"))
     }
 
-    fn bind(&self, server: SocketAddr) -> Result<crate::connect::BoxDatagram, FlowError> {
+    fn bind(&self, server: SocketAddr) -> Result<crate::connect::dial::BoxDatagram, FlowError> {
         let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
         // A random source port (RFC 5452 9.2); a taken one is drawn again.
         for _ in 0..8 {

@@ -196,7 +196,7 @@ impl TxQueue for NullTx {
         if errors > 0 {
             self.counters.errors.add(errors);
         }
-        crate::mbuf::free_bulk(pkts);
+        crate::mempool::free_bulk(pkts);
         n
     }
 }

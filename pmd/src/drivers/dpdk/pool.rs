@@ -22,7 +22,7 @@ const _: () = {
     use std::mem::{offset_of, size_of};
     use sys::rte_mbuf as R;
     assert!(size_of::<R>() == size_of::<MbufHdr>());
-    assert!(crate::mbuf::EXT_CORE_OFFSET == size_of::<R>());
+    assert!(crate::mempool::EXT_CORE_OFFSET == size_of::<R>());
     assert!(offset_of!(R, buf_addr) == offset_of!(MbufHdr, buf_addr));
     assert!(offset_of!(R, data_off) == offset_of!(MbufHdr, data_off));
     assert!(offset_of!(R, refcnt) == offset_of!(MbufHdr, refcnt));
