@@ -58,27 +58,14 @@ impl From<ArpOperation> for u16 {
     }
 }
 
-/// A view of an ARP packet. Address getters assume the Ethernet/IPv4 layout
-/// (6-byte hardware, 4-byte protocol addresses); `new_checked` guarantees the
-/// buffer holds the addresses its length fields describe.
-#[derive(Debug, Clone)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an ARP packet. Address getters assume the Ethernet/IPv4 layout
+    /// (6-byte hardware, 4-byte protocol addresses); `new_checked` guarantees the
+    /// buffer holds the addresses its length fields describe.
+    ArpPacket
 }
 
 impl<T: AsRef<[u8]>> ArpPacket<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        ArpPacket { buffer }
-    }
-
-    /// Wraps, checking that the fixed part and the addresses fit.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// `Err(Truncated)` unless the buffer holds the fixed part and the four
     /// addresses of the sizes given by `hlen`/`plen`.
     pub fn check_len(&self) -> Result<()> {
@@ -91,11 +78,6 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Hardware type.

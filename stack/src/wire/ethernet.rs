@@ -95,25 +95,12 @@ pub const VLAN_TAG_LEN: usize = field::VLAN_LEN;
 /// How many stacked VLAN tags [`EthernetRepr`] walks (one, or QinQ).
 pub const MAX_VLAN_TAGS: usize = 2;
 
-/// A view of an Ethernet II frame (the untagged 14-byte header).
-#[derive(Debug, Clone)]
-pub struct EthernetFrame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an Ethernet II frame (the untagged 14-byte header).
+    EthernetFrame
 }
 
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
-    /// Wraps without checking the length.
-    pub fn new_unchecked(buffer: T) -> Self {
-        EthernetFrame { buffer }
-    }
-
-    /// Wraps, checking that the header fits.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let f = Self::new_unchecked(buffer);
-        f.check_len()?;
-        Ok(f)
-    }
-
     /// `Err(Truncated)` if the buffer is shorter than the header.
     pub fn check_len(&self) -> Result<()> {
         if self.buffer.as_ref().len() < field::HEADER_LEN {
@@ -121,11 +108,6 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         } else {
             Ok(())
         }
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Destination address.
@@ -171,29 +153,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
     }
 }
 
-/// A view of one 4-byte VLAN tag: TCI then the next EtherType.
-#[derive(Debug, Clone)]
-pub struct VlanHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of one 4-byte VLAN tag: TCI then the next EtherType.
+    VlanHeader
 }
 
 impl<T: AsRef<[u8]>> VlanHeader<T> {
-    /// Wraps without checking the length.
-    pub fn new_unchecked(buffer: T) -> Self {
-        VlanHeader { buffer }
-    }
-
-    /// Wraps, checking that the tag fits.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < field::VLAN_LEN {
+    /// `Err(Truncated)` if the 4-byte tag does not fit.
+    pub fn check_len(&self) -> Result<()> {
+        if self.buffer.as_ref().len() < field::VLAN_LEN {
             return Err(Error::Truncated);
         }
-        Ok(Self::new_unchecked(buffer))
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
+        Ok(())
     }
 
     /// The whole Tag Control Information field.

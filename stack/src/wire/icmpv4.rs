@@ -52,29 +52,18 @@ pub mod unreachable {
     pub const MAX: u8 = 15;
 }
 
-/// A view of an ICMPv4 message.
-#[derive(Debug, Clone)]
-pub struct Icmpv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an ICMPv4 message.
+    Icmpv4Packet
 }
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Icmpv4Packet { buffer }
-    }
-
-    /// Wraps, checking that the 8-byte header fits.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < HEADER_LEN {
+    /// Checks that the 8-byte header fits.
+    pub fn check_len(&self) -> Result<()> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(Error::Truncated);
         }
-        Ok(Self::new_unchecked(buffer))
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
+        Ok(())
     }
 
     /// Message type.

@@ -64,29 +64,18 @@ pub mod option_type {
     pub const MTU: u8 = 5;
 }
 
-/// A view of an ICMPv6 message.
-#[derive(Debug, Clone)]
-pub struct Icmpv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an ICMPv6 message.
+    Icmpv6Packet
 }
 
 impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Icmpv6Packet { buffer }
-    }
-
-    /// Wraps, checking the 4-byte header fits.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < HEADER_LEN {
+    /// Checks the 4-byte header fits.
+    pub fn check_len(&self) -> Result<()> {
+        if self.buffer.as_ref().len() < HEADER_LEN {
             return Err(Error::Truncated);
         }
-        Ok(Self::new_unchecked(buffer))
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
+        Ok(())
     }
 
     /// Type.

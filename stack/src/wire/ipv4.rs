@@ -21,9 +21,8 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-use super::{be16, put16, ChecksumCaps, ChecksumMode, Error, IpProtocol, Result};
+use super::{be16, check_declared_len, put16, ChecksumCaps, ChecksumMode, Error, IpProtocol, Result};
 use crate::checksum;
 
 mod field {
@@ -44,25 +43,12 @@ pub const HEADER_LEN: usize = 20;
 /// Largest header (IHL = 15).
 pub const MAX_HEADER_LEN: usize = 60;
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv4 packet.
+    Ipv4Packet
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv4Packet { buffer }
-    }
-
-    /// Wraps, checking lengths ([`check_len`](Self::check_len)).
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks that the fixed header, the IHL-sized header and Total Length
     /// all fit in the buffer: `Truncated` if the buffer is short,
     /// `BadHeaderLen` if IHL < 5 (RFC 791 §3.1), `BadTotalLen` if Total
@@ -70,29 +56,9 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// [`Ipv4Repr::parse`].
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let hl = self.header_len();
-        if hl < HEADER_LEN {
-            return Err(Error::BadHeaderLen);
-        }
-        if len < hl {
-            return Err(Error::Truncated);
-        }
-        let tl = usize::from(self.total_len());
-        if tl < hl {
-            return Err(Error::BadTotalLen);
-        }
-        if len < tl {
-            return Err(Error::Truncated);
-        }
+        let hl = check_declared_len(len, HEADER_LEN, || self.header_len(), Error::BadHeaderLen)?;
+        check_declared_len(len, hl, || usize::from(self.total_len()), Error::BadTotalLen)?;
         Ok(())
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Version field (4 for IPv4).
@@ -387,101 +353,22 @@ impl fmt::Display for Ipv4Repr {
 }
 
 /// An IPv4 address with a prefix length, e.g. `198.18.0.1/15`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    address: Ipv4Addr,
-    prefix_len: u8,
-}
+pub type Ipv4Cidr = super::cidr::Cidr<Ipv4Addr>;
 
 impl Ipv4Cidr {
-    /// `None` if `prefix_len > 32`.
-    pub const fn new(address: Ipv4Addr, prefix_len: u8) -> Option<Ipv4Cidr> {
-        if prefix_len > 32 {
-            None
-        } else {
-            Some(Ipv4Cidr { address, prefix_len })
-        }
-    }
-
-    /// The address as given (host bits kept).
-    pub fn address(&self) -> Ipv4Addr {
-        self.address
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    /// The netmask as an integer.
-    fn mask(&self) -> u32 {
-        if self.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix_len))
-        }
-    }
-
     /// The netmask, e.g. 255.254.0.0 for /15.
     pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.mask())
-    }
-
-    /// The network (host bits cleared).
-    pub fn network(&self) -> Ipv4Cidr {
-        Ipv4Cidr { address: Ipv4Addr::from(u32::from(self.address) & self.mask()), prefix_len: self.prefix_len }
+        Ipv4Addr::from(self.mask_bits() as u32)
     }
 
     /// The directed broadcast address (all host bits set); `None` for /31
     /// and /32, which have none (RFC 3021).
     pub fn broadcast(&self) -> Option<Ipv4Addr> {
-        if self.prefix_len >= 31 {
+        if self.prefix_len() >= 31 {
             None
         } else {
-            Some(Ipv4Addr::from(u32::from(self.address) | !self.mask()))
+            Some(Ipv4Addr::from(u32::from(self.address()) | !(self.mask_bits() as u32)))
         }
-    }
-
-    /// True if `addr` is inside this prefix.
-    pub fn contains(&self, addr: &Ipv4Addr) -> bool {
-        (u32::from(*addr) ^ u32::from(self.address)) & self.mask() == 0
-    }
-
-    /// True if `other` is entirely inside this prefix.
-    pub fn contains_subnet(&self, other: &Ipv4Cidr) -> bool {
-        other.prefix_len >= self.prefix_len && self.contains(&other.address)
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix_len)
-    }
-}
-
-/// Error from parsing an [`Ipv4Cidr`] or `Ipv6Cidr` string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParseCidrError;
-
-impl fmt::Display for ParseCidrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("invalid CIDR: want ADDRESS/PREFIX_LEN")
-    }
-}
-
-impl std::error::Error for ParseCidrError {}
-
-impl FromStr for Ipv4Cidr {
-    type Err = ParseCidrError;
-
-    fn from_str(s: &str) -> core::result::Result<Self, Self::Err> {
-        let (a, l) = s.split_once('/').ok_or(ParseCidrError)?;
-        let a: Ipv4Addr = a.parse().map_err(|_| ParseCidrError)?;
-        if l.is_empty() || l.len() > 2 || !l.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(ParseCidrError);
-        }
-        let l: u8 = l.parse().map_err(|_| ParseCidrError)?;
-        Ipv4Cidr::new(a, l).ok_or(ParseCidrError)
     }
 }
 

@@ -21,9 +21,7 @@
 
 use std::fmt;
 use std::net::Ipv6Addr;
-use std::str::FromStr;
 
-use super::ipv4::ParseCidrError;
 use super::{be16, be32, put16, put32, Error, IpProtocol, Result};
 
 mod field {
@@ -45,25 +43,12 @@ pub const MAX_EXT_HEADERS: usize = 8;
 /// Length of the Fragment header.
 pub const FRAGMENT_HEADER_LEN: usize = 8;
 
-/// A view of an IPv6 packet.
-#[derive(Debug, Clone)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv6 packet.
+    Ipv6Packet
 }
 
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6Packet { buffer }
-    }
-
-    /// Wraps, checking that the header and Payload Length fit.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// `Truncated` if the buffer is shorter than 40 + Payload Length.
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
@@ -71,11 +56,6 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             return Err(Error::Truncated);
         }
         Ok(())
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Version field (6).
@@ -258,28 +238,21 @@ impl fmt::Display for Ipv6Repr {
     }
 }
 
-/// A view of a generic extension header (Hop-by-Hop, Routing, Destination
-/// Options): next header, length in 8-octet units not counting the first,
-/// then data.
-#[derive(Debug, Clone)]
-pub struct Ipv6ExtHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a generic extension header (Hop-by-Hop, Routing, Destination
+    /// Options): next header, length in 8-octet units not counting the first,
+    /// then data.
+    Ipv6ExtHeader
 }
 
 impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6ExtHeader { buffer }
-    }
-
-    /// Wraps, checking that the whole header (by its length field) fits.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let h = Self::new_unchecked(buffer);
-        let len = h.buffer.as_ref().len();
-        if len < 2 || len < h.header_len() {
+    /// Checks that the whole header (by its length field) fits.
+    pub fn check_len(&self) -> Result<()> {
+        let len = self.buffer.as_ref().len();
+        if len < 2 || len < self.header_len() {
             return Err(Error::BadLength);
         }
-        Ok(h)
+        Ok(())
     }
 
     /// Next header.
@@ -298,24 +271,18 @@ impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
     }
 }
 
-/// A view of the Fragment header (RFC 8200 §4.5).
-#[derive(Debug, Clone)]
-pub struct Ipv6FragmentHeader<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of the Fragment header (RFC 8200 §4.5).
+    Ipv6FragmentHeader
 }
 
 impl<T: AsRef<[u8]>> Ipv6FragmentHeader<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        Ipv6FragmentHeader { buffer }
-    }
-
-    /// Wraps, checking the 8 bytes fit.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        if buffer.as_ref().len() < FRAGMENT_HEADER_LEN {
+    /// Checks the 8 bytes fit.
+    pub fn check_len(&self) -> Result<()> {
+        if self.buffer.as_ref().len() < FRAGMENT_HEADER_LEN {
             return Err(Error::BadLength);
         }
-        Ok(Self::new_unchecked(buffer))
+        Ok(())
     }
 
     /// Next header of the fragmentable part.
@@ -610,75 +577,7 @@ pub fn walk_ext_headers(next_header: IpProtocol, payload: &[u8]) -> Result<Ipv6U
 }
 
 /// An IPv6 address with a prefix length, e.g. `2001:2::1/64`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv6Cidr {
-    address: Ipv6Addr,
-    prefix_len: u8,
-}
-
-impl Ipv6Cidr {
-    /// `None` if `prefix_len > 128`.
-    pub const fn new(address: Ipv6Addr, prefix_len: u8) -> Option<Ipv6Cidr> {
-        if prefix_len > 128 {
-            None
-        } else {
-            Some(Ipv6Cidr { address, prefix_len })
-        }
-    }
-
-    /// The address as given.
-    pub fn address(&self) -> Ipv6Addr {
-        self.address
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    fn mask(&self) -> u128 {
-        if self.prefix_len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - u32::from(self.prefix_len))
-        }
-    }
-
-    /// The network (host bits cleared).
-    pub fn network(&self) -> Ipv6Cidr {
-        Ipv6Cidr { address: Ipv6Addr::from(u128::from(self.address) & self.mask()), prefix_len: self.prefix_len }
-    }
-
-    /// True if `addr` is inside this prefix.
-    pub fn contains(&self, addr: &Ipv6Addr) -> bool {
-        (u128::from(*addr) ^ u128::from(self.address)) & self.mask() == 0
-    }
-
-    /// True if `other` is entirely inside this prefix.
-    pub fn contains_subnet(&self, other: &Ipv6Cidr) -> bool {
-        other.prefix_len >= self.prefix_len && self.contains(&other.address)
-    }
-}
-
-impl fmt::Display for Ipv6Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix_len)
-    }
-}
-
-impl FromStr for Ipv6Cidr {
-    type Err = ParseCidrError;
-
-    fn from_str(s: &str) -> core::result::Result<Self, Self::Err> {
-        let (a, l) = s.split_once('/').ok_or(ParseCidrError)?;
-        let a: Ipv6Addr = a.parse().map_err(|_| ParseCidrError)?;
-        if l.is_empty() || l.len() > 3 || !l.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(ParseCidrError);
-        }
-        let l: u8 = l.parse().map_err(|_| ParseCidrError)?;
-        Ipv6Cidr::new(a, l).ok_or(ParseCidrError)
-    }
-}
+pub type Ipv6Cidr = super::cidr::Cidr<Ipv6Addr>;
 
 #[cfg(test)]
 mod tests {

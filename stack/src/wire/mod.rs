@@ -26,7 +26,61 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::checksum;
 
+/// Declares a zero-copy view over `T: AsRef<[u8]>` (smoltcp's `Packet<T>`
+/// shape) with the constructors every view shares: `new_unchecked`,
+/// `new_checked` (which runs the type's own `check_len`, the one place that
+/// knows the format's length rules) and `into_inner`. The accessors stay
+/// hand-written in each protocol's file.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps without checking.
+            pub fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            /// Wraps, checking lengths with [`check_len`](Self::check_len).
+            pub fn new_checked(buffer: T) -> Result<Self> {
+                let p = Self::new_unchecked(buffer);
+                p.check_len()?;
+                Ok(p)
+            }
+
+            /// The underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
+/// The length rule of a field that declares a length of at least `min`
+/// (IPv4 IHL and Total Length, TCP Data Offset, UDP Length): `Truncated` if
+/// the buffer of `len` bytes is shorter than `min` or than the declared
+/// length, `bad` if the declared length is below `min`. `declared` is only
+/// read once the first `min` bytes are known to be there.
+fn check_declared_len(len: usize, min: usize, declared: impl FnOnce() -> usize, bad: Error) -> Result<usize> {
+    if len < min {
+        return Err(Error::Truncated);
+    }
+    let d = declared();
+    if d < min {
+        return Err(bad);
+    }
+    if len < d {
+        return Err(Error::Truncated);
+    }
+    Ok(d)
+}
+
 pub mod arp;
+pub mod cidr;
 pub mod ethernet;
 pub mod icmpv4;
 pub mod icmpv6;
@@ -36,6 +90,7 @@ pub mod tcp;
 pub mod udp;
 
 pub use arp::{ArpOperation, ArpPacket, ArpRepr};
+pub use cidr::{Cidr, ParseCidrError};
 pub use ethernet::{EtherType, EthernetFrame, EthernetRepr, MacAddr, VlanHeader, VlanTag, MAX_VLAN_TAGS};
 pub use icmpv4::{Icmpv4Packet, Icmpv4Repr, QuotedIpv4};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, NdpOption, NdpOptions, NdpPrefixInfo};

@@ -24,7 +24,9 @@ use core::cmp::Ordering;
 use core::ops::{Add, BitOr, BitOrAssign, Sub};
 use std::fmt;
 
-use super::{be16, be32, put16, put32, ChecksumCaps, ChecksumMode, Error, IpPair, IpProtocol, Result};
+use super::{
+    be16, be32, check_declared_len, put16, put32, ChecksumCaps, ChecksumMode, Error, IpPair, IpProtocol, Result,
+};
 use crate::checksum;
 
 /// Length of the header without options.
@@ -377,45 +379,18 @@ impl<'a> Iterator for TcpOptionIter<'a> {
     }
 }
 
-/// A view of a TCP segment.
-#[derive(Debug, Clone)]
-pub struct TcpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a TCP segment.
+    TcpPacket
 }
 
 impl<T: AsRef<[u8]>> TcpPacket<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        TcpPacket { buffer }
-    }
-
-    /// Wraps, checking lengths: `Truncated` if the buffer is shorter than 20
+    /// Checks lengths: `Truncated` if the buffer is shorter than 20
     /// or than Data Offset says, `BadHeaderLen` if Data Offset < 5.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
-    /// See [`new_checked`](Self::new_checked).
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let hl = self.header_len();
-        if hl < HEADER_LEN {
-            return Err(Error::BadHeaderLen);
-        }
-        if len < hl {
-            return Err(Error::Truncated);
-        }
+        check_declared_len(len, HEADER_LEN, || self.header_len(), Error::BadHeaderLen)?;
         Ok(())
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.

@@ -13,52 +13,25 @@
 
 use std::fmt;
 
-use super::{be16, put16, ChecksumCaps, ChecksumMode, Error, IpPair, IpProtocol, Result};
+use super::{be16, check_declared_len, put16, ChecksumCaps, ChecksumMode, Error, IpPair, IpProtocol, Result};
 use crate::checksum;
 
 /// Length of the UDP header.
 pub const HEADER_LEN: usize = 8;
 
-/// A view of a UDP datagram. Its length is the Length field, not the buffer
-/// length (the buffer may be longer).
-#[derive(Debug, Clone)]
-pub struct UdpPacket<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a UDP datagram. Its length is the Length field, not the buffer
+    /// length (the buffer may be longer).
+    UdpPacket
 }
 
 impl<T: AsRef<[u8]>> UdpPacket<T> {
-    /// Wraps without checking.
-    pub fn new_unchecked(buffer: T) -> Self {
-        UdpPacket { buffer }
-    }
-
-    /// Wraps, checking lengths: `Truncated` if the buffer is shorter than 8
+    /// Checks lengths: `Truncated` if the buffer is shorter than 8
     /// or than Length, `BadLength` if Length < 8.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
-    /// See [`new_checked`](Self::new_checked).
     pub fn check_len(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let l = usize::from(self.len());
-        if l < HEADER_LEN {
-            return Err(Error::BadLength);
-        }
-        if len < l {
-            return Err(Error::Truncated);
-        }
+        check_declared_len(len, HEADER_LEN, || usize::from(self.len()), Error::BadLength)?;
         Ok(())
-    }
-
-    /// The underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Source port.
