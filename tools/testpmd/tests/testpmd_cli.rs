@@ -7,6 +7,12 @@ fn testpmd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_testpmd")).args(args).output().expect("testpmd runs")
 }
 
+/// A command line written as one string, split at spaces (no argument here
+/// contains one), so a test reads like the command a user would type.
+fn cli(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn core() -> String {
     pmd::runtime::available_cores().last().copied().unwrap_or(0).to_string()
 }
@@ -53,19 +59,8 @@ fn io_and_macswap_over_ring_forward_exact_counts_without_loss_or_leak() {
 #[test]
 fn txonly_nb_pkts_sends_exactly_that_many() {
     let c = core();
-    let v = json(&testpmd(&[
-        "--port",
-        "null",
-        "--fwd",
-        "txonly",
-        "--cores",
-        &c,
-        "--duration",
-        "0.3",
-        "--nb-pkts",
-        "12345",
-        "--json",
-    ]));
+    let v =
+        json(&testpmd(&cli(&format!("--port null --fwd txonly --cores {c} --duration 0.3 --nb-pkts 12345 --json"))));
     assert_eq!(u(&v["ports"][0], "tx_packets"), 12345);
     assert_eq!(u(&v["ports"][0], "tx_bytes"), 12345 * 64);
 }
@@ -73,19 +68,8 @@ fn txonly_nb_pkts_sends_exactly_that_many() {
 #[test]
 fn json_has_the_documented_fields() {
     let c = core();
-    let v = json(&testpmd(&[
-        "--port",
-        "null",
-        "--fwd",
-        "rxonly",
-        "--cores",
-        &c,
-        "--duration",
-        "0.2",
-        "--json",
-        "--stats-period",
-        "0.1",
-    ]));
+    let v =
+        json(&testpmd(&cli(&format!("--port null --fwd rxonly --cores {c} --duration 0.2 --json --stats-period 0.1"))));
     for k in ["fwd", "duration_s", "forward_pps", "ports"] {
         assert!(v.get(k).is_some(), "missing {k}");
     }
@@ -156,18 +140,8 @@ fn record_core_cycles_prints_and_reports_busy_cycles_per_packet() {
         assert!(s.contains(needle), "missing '{needle}' in:\n{s}");
     }
     // JSON: the same numbers, consistent with each other.
-    let v = json(&testpmd(&[
-        "--port",
-        "null",
-        "--fwd",
-        "io",
-        "--cores",
-        &c,
-        "--duration",
-        "0.2",
-        "--record-core-cycles",
-        "--json",
-    ]));
+    let v =
+        json(&testpmd(&cli(&format!("--port null --fwd io --cores {c} --duration 0.2 --record-core-cycles --json"))));
     let cy = &v["core_cycles"];
     assert!(u(cy, "tsc_hz") > 0, "{cy}");
     let core0 = &cy["cores"][0];
@@ -231,21 +205,9 @@ fn bad_flags_and_specs_exit_2_naming_the_problem() {
 #[test]
 fn conformance_takes_the_pool_and_queue_options_of_forwarding() {
     // The same names as forwarding, applied to the checklist's ports and pool.
-    let out = testpmd(&[
-        "conformance",
-        "--port",
-        "ring:cli_conf",
-        "--rxd",
-        "256",
-        "--txd",
-        "128",
-        "--total-num-mbufs",
-        "4096",
-        "--mbuf-size",
-        "9280",
-        "--mbcache",
-        "32",
-    ]);
+    let out = testpmd(&cli(
+        "conformance --port ring:cli_conf --rxd 256 --txd 128 --total-num-mbufs 4096 --mbuf-size 9280 --mbcache 32",
+    ));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("all 4096 buffers back in the pool"), "{text}");

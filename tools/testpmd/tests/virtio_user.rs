@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dpdk_common::{core, failure, json, lacks, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
+use dpdk_common::{cli, core, failure, json, lacks, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RxQueue, TxQueue};
 
@@ -358,25 +358,7 @@ fn our_testpmd_io_loop_through_vhost_exact_counts() {
         let dir = TempDir::new(&format!("tp{mode}"));
         let peer = Vhost::start(&dir.sock(), mode, 1, false, &format!("vu-tp{mode}"));
         let v = json(&testpmd(
-            &[
-                "--port",
-                &spec(&dir.sock(), ""),
-                "--fwd",
-                "io",
-                "--cores",
-                &core(),
-                "--duration",
-                "1",
-                "--tx-first",
-                "2",
-                "--rxd",
-                "256",
-                "--txd",
-                "256",
-                "--txpkts",
-                "300",
-                "--verify-payload",
-            ],
+            &cli(&format!("--port {} --fwd io --cores {} --duration 1 --tx-first 2 --rxd 256 --txd 256 --txpkts 300 --verify-payload", spec(&dir.sock(), ""), core())),
             "",
         ));
         let (prx, ptx, pdrop, text) = peer.finish();
@@ -412,20 +394,11 @@ fn txonly_into_vhost_rxonly_exact_counts() {
     let peer = Vhost::start(&dir.sock(), "rxonly", 1, false, "vu-rxonly");
     let nb = 200_000u64;
     let v = json(&testpmd(
-        &[
-            "--port",
-            &spec(&dir.sock(), ""),
-            "--fwd",
-            "txonly",
-            "--cores",
-            &core(),
-            "--duration",
-            "1.5",
-            "--nb-pkts",
-            &nb.to_string(),
-            "--txpkts",
-            "128",
-        ],
+        &cli(&format!(
+            "--port {} --fwd txonly --cores {} --duration 1.5 --nb-pkts {nb} --txpkts 128",
+            spec(&dir.sock(), ""),
+            core()
+        )),
         "",
     ));
     let (prx, _, _, text) = peer.finish();
@@ -508,21 +481,11 @@ fn in_order_on_and_off_exact_counts_and_intact_payloads() {
         let dir = TempDir::new(&format!("{tag}tp"));
         let peer = Vhost::start(&dir.sock(), "io", 1, false, &format!("vu-{tag}tp"));
         let v = json(&testpmd(
-            &[
-                "--port",
-                &spec(&dir.sock(), opt),
-                "--fwd",
-                "io",
-                "--cores",
-                &core(),
-                "--duration",
-                "1",
-                "--tx-first",
-                "2",
-                "--txpkts",
-                "200",
-                "--verify-payload",
-            ],
+            &cli(&format!(
+                "--port {} --fwd io --cores {} --duration 1 --tx-first 2 --txpkts 200 --verify-payload",
+                spec(&dir.sock(), opt),
+                core()
+            )),
             "",
         ));
         let (prx, ptx, pdrop, text) = peer.finish();
@@ -593,24 +556,11 @@ fn two_queue_pairs_each_carry_traffic() {
     let dir = TempDir::new("mq");
     let peer = Vhost::start(&dir.sock(), "io", 2, false, "vu-mq");
     let v = json(&testpmd(
-        &[
-            "--port",
-            &spec(&dir.sock(), "?queues=2"),
-            "--fwd",
-            "io",
-            "--cores",
-            &core(),
-            "--rxq",
-            "2",
-            "--duration",
-            "1",
-            "--tx-first",
-            "2",
-            "--rxd",
-            "256",
-            "--txd",
-            "256",
-        ],
+        &cli(&format!(
+            "--port {} --fwd io --cores {} --rxq 2 --duration 1 --tx-first 2 --rxd 256 --txd 256",
+            spec(&dir.sock(), "?queues=2"),
+            core()
+        )),
         "",
     ));
     let (prx, ptx, pdrop, text) = peer.finish();
