@@ -32,18 +32,7 @@ const TCPDEMO: &str = env!("CARGO_BIN_EXE_tcpdemo");
 const L3DEMO: &str = env!("CARGO_BIN_EXE_l3demo");
 const TAP_MAC: &str = "02:00:00:00:01:01";
 
-fn sh(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{}` failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+use testkit::sh;
 
 fn testbed() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/testbed.sh")
@@ -234,24 +223,7 @@ fn kernel_socat_client_streams_100mb_into_our_server_under_2pct_loss() {
     let out = bed.path("sunk");
     let srv = bed.ours(
         11,
-        &[
-            "--listen",
-            "7",
-            "--serve",
-            "sink",
-            "--out",
-            &out,
-            "--backlog",
-            "16",
-            "--syn-backlog",
-            "16",
-            "--syn-timeout-ms",
-            "5000",
-            "--syn-cookies",
-            "whenfull",
-            "--conns",
-            "1",
-        ],
+        &testkit::cli(&format!("--listen 7 --serve sink --out {out} --backlog 16 --syn-backlog 16 --syn-timeout-ms 5000 --syn-cookies whenfull --conns 1")),
     );
     std::thread::sleep(Duration::from_millis(500));
     let blob = bed.path("blob");
@@ -297,24 +269,7 @@ fn kernel_curl_downloads_100mb_from_our_http_responder_under_2pct_loss() {
     let blob = bed.path("blob");
     let srv = bed.ours(
         13,
-        &[
-            "--listen",
-            "80",
-            "--serve",
-            "http",
-            "--http-file",
-            &blob,
-            "--backlog",
-            "16",
-            "--syn-backlog",
-            "16",
-            "--syn-timeout-ms",
-            "5000",
-            "--syn-cookies",
-            "whenfull",
-            "--conns",
-            "1",
-        ],
+        &testkit::cli(&format!("--listen 80 --serve http --http-file {blob} --backlog 16 --syn-backlog 16 --syn-timeout-ms 5000 --syn-cookies whenfull --conns 1")),
     );
     std::thread::sleep(Duration::from_millis(500));
     let out = bed.path("curled");
@@ -344,22 +299,9 @@ fn kernel_nc_talks_to_our_echo_server_over_ipv6() {
     let Some(bed) = Bed::new() else { return };
     let srv = bed.ours(
         15,
-        &[
-            "--listen",
-            "7",
-            "--serve",
-            "echo",
-            "--backlog",
-            "4",
-            "--syn-backlog",
-            "4",
-            "--syn-timeout-ms",
-            "5000",
-            "--syn-cookies",
-            "off",
-            "--conns",
-            "1",
-        ],
+        &testkit::cli(
+            "--listen 7 --serve echo --backlog 4 --syn-backlog 4 --syn-timeout-ms 5000 --syn-cookies off --conns 1",
+        ),
     );
     std::thread::sleep(Duration::from_millis(500));
     // 1 MB through nc (-N: half-close after stdin ends), echoed back.
@@ -428,24 +370,7 @@ fn rfc9293_3_8_6_1_a_kernel_reader_that_pauses_and_resumes_gets_the_rest_at_once
     let srv = bed.ours_on(
         &format!("tap:t0?mac={TAP_MAC}"),
         "tcp_zw.conf",
-        &[
-            "--listen",
-            "80",
-            "--serve",
-            "http",
-            "--http-file",
-            &small,
-            "--backlog",
-            "4",
-            "--syn-backlog",
-            "4",
-            "--syn-timeout-ms",
-            "5000",
-            "--syn-cookies",
-            "off",
-            "--conns",
-            "1",
-        ],
+        &testkit::cli(&format!("--listen 80 --serve http --http-file {small} --backlog 4 --syn-backlog 4 --syn-timeout-ms 5000 --syn-cookies off --conns 1")),
     );
     std::thread::sleep(Duration::from_millis(500));
     let script = bed.path("reader.py");

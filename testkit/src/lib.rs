@@ -119,6 +119,32 @@ pub fn require_root(what: &str) -> bool {
     is_root() || skip(&format!("needs root ({what})"))
 }
 
+/// A command line written as one string, split at spaces (no argument in the
+/// tests' command lines contains one), so a test reads like the command a
+/// user would type: `cli("--listen 7 --serve sink --backlog 16")`.
+pub fn cli(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// Runs `args[0]` with the rest as its arguments and returns its stdout; an
+/// error (naming the command, with its stdout and stderr) if it cannot start
+/// or exits non-zero.
+pub fn sh(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

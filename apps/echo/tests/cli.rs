@@ -104,19 +104,7 @@ fn impairment_goes_into_the_port_spec() {
     // (which --impair feeds) refuses it, naming the option.
     let port = format!("ring:{}", unique("ei"));
     let o = echo(
-        &[
-            "server",
-            "--stack",
-            "user",
-            "--port",
-            &port,
-            "--ip",
-            "198.18.0.1/24",
-            "--listen",
-            ":7",
-            "--impair",
-            "loss=0.1",
-        ],
+        &testkit::cli(&format!("server --stack user --port {port} --ip 198.18.0.1/24 --listen :7 --impair loss=0.1")),
         T,
     );
     assert_eq!(o.status.code(), Some(2), "{o:?}");

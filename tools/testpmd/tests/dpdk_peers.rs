@@ -149,18 +149,11 @@ fn txonly_over_virtio_user_into_dpdk_testpmd_vhost_counts_match() {
         prefix("vu")
     );
     let ours = testpmd(
-        &[
-            "--port",
-            &format!("dpdk:net_virtio_user0,path={}", sock.display()),
-            "--fwd",
-            "txonly",
-            "--cores",
-            &core(),
-            "--duration",
-            "2",
-            "--nb-pkts",
-            &nb.to_string(),
-        ],
+        &testkit::cli(&format!(
+            "--port dpdk:net_virtio_user0,path={} --fwd txonly --cores {} --duration 2 --nb-pkts {nb}",
+            sock.display(),
+            core()
+        )),
         &eal,
     );
     // Give the backend a moment to dequeue the last ring-full, then end it the

@@ -34,7 +34,10 @@ fn two_queues_on_net_ring_forward_exact_counts() {
         return;
     }
     let v = json(&testpmd(
-        &cli(&format!("--port dpdk:net_ring0 --fwd io --cores {} --rxq 2 --duration 0.5 --tx-first 2", core())),
+        &testkit::cli(&format!(
+            "--port dpdk:net_ring0 --fwd io --cores {} --rxq 2 --duration 0.5 --tx-first 2",
+            core()
+        )),
         &no_huge_eal("ring-2q"),
     ));
     assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");

@@ -7,11 +7,7 @@ fn testpmd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_testpmd")).args(args).output().expect("testpmd runs")
 }
 
-/// A command line written as one string, split at spaces (no argument here
-/// contains one), so a test reads like the command a user would type.
-fn cli(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
+use testkit::cli;
 
 fn core() -> String {
     pmd::runtime::available_cores().last().copied().unwrap_or(0).to_string()

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dpdk_common::{cli, core, failure, json, lacks, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
+use testkit::cli;
+
+use dpdk_common::{core, failure, json, lacks, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RxQueue, TxQueue};
 

@@ -69,12 +69,6 @@ pub fn testpmd(args: &[&str], eal: &str) -> Output {
     wait_bounded(child, RUN_LIMIT)
 }
 
-/// A command line written as one string, split at spaces (no argument here
-/// contains one), so a test reads like the command a user would type.
-pub fn cli(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
-
 pub fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "status {:?}, stderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)
