@@ -25,35 +25,18 @@ use pmd::{Mempool, MempoolConfig, OpenEnv, PortConfig, VirtualClock};
 const POOL: usize = 4096;
 const MS: u64 = 1_000_000;
 
+/// The simulation profile with room for the TLS and happy-eyeballs runs:
+/// 100 µs timers, a deep transmit backlog, an eighth of the pool for
+/// receive buffers.
 fn stack_config(mac: pmd::MacAddr, ip4: &str, ip6: &str) -> stack::StackConfig {
     stack::StackConfig {
-        mac,
-        mtu: 1500,
         ipv4: vec![ip4.parse().unwrap()],
         ipv6: vec![ip6.parse().unwrap()],
-        gateway_v4: None,
-        gateway_v6: None,
-        ttl: 64,
-        neighbor: stack::NeighborConfig {
-            capacity: 1024,
-            lifetime: Duration::from_secs(30),
-            retries: 3,
-            retry_interval: Duration::from_secs(1),
-            pending: 64,
-        },
-        reassembly: stack::ReassemblyConfig { max_bytes: 1 << 20, max_datagrams: 16, timeout: Duration::from_secs(30) },
-        reassembly_v6: stack::ReassemblyConfig {
-            max_bytes: 1 << 20,
-            max_datagrams: 16,
-            timeout: Duration::from_secs(60),
-        },
-        icmp: stack::IcmpConfig { error_rate_per_sec: 1000, error_burst: 50 },
         timer_tick: Duration::from_micros(100),
-        burst: 32,
         tx_backlog: 8192,
-        tx_offloads: pmd::TxOffloads::empty(),
         tcp_max_connections: 16_384,
         tcp_rx_mbufs: POOL / 8,
+        ..stack::profiles::sim(mac)
     }
 }
 
@@ -204,18 +187,21 @@ fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed
     sim.finish();
 }
 
-#[test]
-fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
-    let mut sim = two_stacks("tlsg", "");
-    let (a, b) = (sim.nets[0].clone(), sim.nets[1].clone());
+/// A self-signed certificate for echo.test, and the server and client
+/// configurations that trust it (the server offering `server_versions`, the
+/// client TLS 1.3 only).
+fn tls_configs(
+    cn: &str,
+    server_versions: Vec<flow::tls::TlsVersion>,
+) -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
     let mut p = rcgen::CertificateParams::new(vec!["echo.test".to_string()]).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "garbage test");
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     let k = rcgen::KeyPair::generate().unwrap();
     let cert = p.self_signed(&k).unwrap();
     let sc = flow::tls::server_config(&flow::tls::ServerSettings {
         chain: vec![cert.der().clone()],
         key: Arc::new(rustls::pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into())),
-        versions: vec![flow::tls::TlsVersion::Tls12, flow::tls::TlsVersion::Tls13],
+        versions: server_versions,
         alpn: vec![],
         client_roots: None,
     })
@@ -227,6 +213,14 @@ fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
         client_cert: None,
     })
     .unwrap();
+    (sc, cc)
+}
+
+#[test]
+fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
+    let mut sim = two_stacks("tlsg", "");
+    let (a, b) = (sim.nets[0].clone(), sim.nets[1].clone());
+    let (sc, cc) = tls_configs("garbage test", vec![flow::tls::TlsVersion::Tls12, flow::tls::TlsVersion::Tls13]);
     sim.ex
         .block_on(async move {
             use flow::tls::{TlsError, TlsFlow};
@@ -269,26 +263,8 @@ fn tls_peers_that_send_garbage_fail_typed_on_our_stack_and_leak_no_buffer() {
 fn back_to_back_tls_handshakes_over_our_stack_never_wait_on_a_timer() {
     let mut sim = two_stacks("tlshs", "");
     let (a, b) = (sim.nets[0].clone(), sim.nets[1].clone());
-    let mut p = rcgen::CertificateParams::new(vec!["echo.test".to_string()]).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "handshake test");
-    let k = rcgen::KeyPair::generate().unwrap();
-    let cert = p.self_signed(&k).unwrap();
-    let mut sc = flow::tls::server_config(&flow::tls::ServerSettings {
-        chain: vec![cert.der().clone()],
-        key: Arc::new(rustls::pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into())),
-        versions: vec![flow::tls::TlsVersion::Tls13],
-        alpn: vec![],
-        client_roots: None,
-    })
-    .unwrap();
+    let (mut sc, cc) = tls_configs("handshake test", vec![flow::tls::TlsVersion::Tls13]);
     Arc::get_mut(&mut sc).unwrap().send_tls13_tickets = 0;
-    let cc = flow::tls::client_config(&flow::tls::ClientSettings {
-        roots: vec![cert.der().clone()],
-        versions: vec![flow::tls::TlsVersion::Tls13],
-        alpn: vec![],
-        client_cert: None,
-    })
-    .unwrap();
     let times = sim
         .ex
         .block_on(async move {

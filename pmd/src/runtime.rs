@@ -534,61 +534,60 @@ mod tests {
         }
     }
 
-    struct Count(u64);
-    impl Lcore for Count {
+    /// Counts its polls; each poll reports `work` packets done.
+    struct Polls {
+        n: u64,
+        work: usize,
+    }
+    impl Lcore for Polls {
         type Snapshot = u64;
         fn poll(&mut self) -> usize {
-            self.0 += 1;
-            1
+            self.n += 1;
+            self.work
         }
         fn snapshot(&self) -> u64 {
-            self.0
+            self.n
         }
     }
 
     #[test]
     fn workers_run_snapshot_and_stop() {
         let core = available_cores()[0];
-        let rt = Lcores::launch(vec![(core, Count(0))], IdlePolicy::Spin, RecordCycles::Off).unwrap();
+        let rt = Lcores::launch(vec![(core, Polls { n: 0, work: 1 })], IdlePolicy::Spin, RecordCycles::Off).unwrap();
         std::thread::sleep(Duration::from_millis(20));
         let snap = rt.snapshot();
         assert!(snap[0].unwrap() > 0);
         let done = rt.stop().unwrap();
-        assert!(done[0].0 >= snap[0].unwrap());
-    }
-
-    struct Idle(u64);
-    impl Lcore for Idle {
-        type Snapshot = u64;
-        fn poll(&mut self) -> usize {
-            self.0 += 1;
-            0
-        }
-        fn snapshot(&self) -> u64 {
-            self.0
-        }
+        assert!(done[0].n >= snap[0].unwrap());
     }
 
     #[test]
     fn idle_backoff_sleeps_instead_of_spinning_and_still_stops() {
         let core = available_cores()[0];
         let idle = IdlePolicy::Backoff { idle_polls: 10, max_sleep: Duration::from_millis(2) };
-        let rt = Lcores::launch(vec![(core, Idle(0))], idle, RecordCycles::Off).unwrap();
+        let rt = Lcores::launch(vec![(core, Polls { n: 0, work: 0 })], idle, RecordCycles::Off).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let polls = rt.snapshot()[0].unwrap();
         let done = rt.stop().unwrap();
         // Spinning would poll millions of times in 100 ms; backing off to 2 ms
         // sleeps allows at most a few hundred (plus the first `idle_polls`).
         assert!(polls > 10 && polls < 5_000, "{polls} polls");
-        assert!(done[0].0 >= polls);
+        assert!(done[0].n >= polls);
     }
 
     #[test]
     fn unavailable_core_is_an_error_naming_it() {
-        let e = Lcores::launch(vec![(4096, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
+        let e =
+            Lcores::launch(vec![(4096, Polls { n: 0, work: 1 })], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
         assert!(e.to_string().contains("core 4096"), "{e}");
         let c = available_cores()[0];
-        let e = Lcores::launch(vec![(c, Count(0)), (c, Count(0))], IdlePolicy::Spin, RecordCycles::Off).err().unwrap();
+        let e = Lcores::launch(
+            vec![(c, Polls { n: 0, work: 1 }), (c, Polls { n: 0, work: 1 })],
+            IdlePolicy::Spin,
+            RecordCycles::Off,
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("twice"), "{e}");
     }
 
