@@ -6,9 +6,22 @@
 //!
 //! Cases: `tls_handshakes_per_s` (new sessions: no resumption, no tickets; each
 //! connect, full handshake, close_notify, close) and `tls_rtt_p50`/`p99` (64-byte
-//! ping-pong inside one established session; hdrhistogram). Writes
+//! ping-pong inside one established session; hdrhistogram), and the
+//! handshake's own latency, `tls_handshake_p50`/`p99`/`max` (each new session
+//! from connect to close). Writes
 //! `bench/results/tls.{json,md}` with the CPU model and the load average. Every
 //! loop is bounded by time (`TLS_BENCH_SECS`, default 3) and stops by itself.
+//!
+//! On a loaded machine ours falls further than the kernel's (measured with
+//! three builds beside it, load 4–5: 47–183 handshakes/s against the kernel's
+//! 168–356, where a quiet machine gives 579 against 518). The handshake
+//! percentiles say why: p50 1.8–10 ms and a maximum of 25–48 ms, never the
+//! 200 ms of a retransmission timeout, so nothing is lost; a handshake is four
+//! or five hand-offs between the two cores, and a spinning poll loop that
+//! shares its core with other runnable threads waits for its time slice at
+//! each, where the kernel's sleeping threads are woken and preempt at once.
+//! Busy polling assumes cores of its own (DPDK's isolated lcores); on shared
+//! cores an idle policy that sleeps until the peer signals would be needed.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -110,6 +123,8 @@ async fn server<N: Net>(net: N, listen: SocketAddr, cfg: Arc<rustls::ServerConfi
 
 struct Side {
     handshakes_per_s: f64,
+    /// Each new session: connect, full handshake, close_notify, close (ns).
+    handshake: Histogram<u64>,
     rtt: Histogram<u64>,
 }
 
@@ -143,9 +158,12 @@ async fn client<N: Net>(
     let dur = (secs * 1e9) as u64;
     let start = flow::now_ns();
     let mut n = 0u64;
+    let mut handshake = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
     while flow::now_ns() < start + dur {
+        let t0 = flow::now_ns();
         let t = connect(&net, to, &cfg).await.expect("handshake");
         let _ = t.close().await;
+        handshake.saturating_record((flow::now_ns() - t0).max(1));
         n += 1;
     }
     let handshakes_per_s = n as f64 / ((flow::now_ns() - start) as f64 / 1e9);
@@ -166,7 +184,7 @@ async fn client<N: Net>(
     // Let the last closes leave the wire while the server still polls.
     flow::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Release);
-    Side { handshakes_per_s, rtt }
+    Side { handshakes_per_s, handshake, rtt }
 }
 
 fn user_rt(spec: &str, ip: &str, core: usize) -> flow::user::UserRuntime {
@@ -237,11 +255,14 @@ fn main() {
             peer_name,
             peer.handshakes_per_s,
         ),
+        Row::new("tls_handshake_p50", "us", "lower", us(&ours.handshake, 0.5), peer_name, us(&peer.handshake, 0.5)),
+        Row::new("tls_handshake_p99", "us", "lower", us(&ours.handshake, 0.99), peer_name, us(&peer.handshake, 0.99)),
+        Row::new("tls_handshake_max", "us", "lower", us(&ours.handshake, 1.0), peer_name, us(&peer.handshake, 1.0)),
         Row::new("tls_rtt_p50", "us", "lower", us(&ours.rtt, 0.5), peer_name, us(&peer.rtt, 0.5)),
         Row::new("tls_rtt_p99", "us", "lower", us(&ours.rtt, 0.99), peer_name, us(&peer.rtt, 0.99)),
     ];
     let hs_ok = rows[0].ratio >= 1.0;
-    let rtt_ok = rows[1].ratio <= 0.5;
+    let rtt_ok = rows.iter().any(|r| r.case == "tls_rtt_p50" && r.ratio <= 0.5);
     write_json(
         "tls",
         &rows,
