@@ -20,7 +20,9 @@
 //! checked config; nothing on the data path is shared between cores.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod maglev;
 
 pub use cli::main_with;
