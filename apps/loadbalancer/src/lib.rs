@@ -24,5 +24,6 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod maglev;
+pub mod proxy_proto;
 
 pub use cli::main_with;
