@@ -43,10 +43,30 @@ pub struct ServerState {
     pub up: bool,
     /// Connections to it from this core now.
     pub conns: usize,
+    /// This core's counters for it.
+    pub stats: ServerCounters,
+    /// Removed at run time: kept (indices held by open sessions stay valid)
+    /// but never picked, found or listed again.
+    pub removed: bool,
     /// Consecutive health successes while down / failures while up.
     streak: u32,
     /// Smooth weighted round robin state.
     current: i64,
+}
+
+/// One server's counters on one core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServerCounters {
+    /// Connections established to it.
+    pub total: u64,
+    /// Connects that failed (refused, unreachable, timed out).
+    pub connect_errors: u64,
+    /// Bytes sent to it (client to server).
+    pub bytes_in: u64,
+    /// Bytes received from it (server to client).
+    pub bytes_out: u64,
+    /// Times it went down.
+    pub downs: u64,
 }
 
 /// What [`Pool::pick`] found.
@@ -82,7 +102,15 @@ impl Pool {
         let servers = spec
             .servers
             .iter()
-            .map(|s| ServerState { spec: s.clone(), up: true, conns: 0, streak: 0, current: 0 })
+            .map(|s| ServerState {
+                spec: s.clone(),
+                up: true,
+                conns: 0,
+                stats: ServerCounters::default(),
+                removed: false,
+                streak: 0,
+                current: 0,
+            })
             .collect();
         let mut p = Pool {
             algorithm: spec.algorithm,
@@ -97,19 +125,34 @@ impl Pool {
         p
     }
 
-    /// The servers.
+    /// The servers, by index (removed ones included, flagged).
     pub fn servers(&self) -> &[ServerState] {
         &self.servers
     }
 
+    /// Server `i`'s counters, to update.
+    pub fn stats_mut(&mut self, i: usize) -> &mut ServerCounters {
+        &mut self.servers[i].stats
+    }
+
+    /// Takes a connection slot on server `i` (a retry on the same server):
+    /// `false` when it is not eligible or at `maxconn`.
+    pub fn take(&mut self, i: usize) -> bool {
+        if !self.eligible(i) || !self.room(i) {
+            return false;
+        }
+        self.servers[i].conns += 1;
+        true
+    }
+
     /// Index of the server called `name`.
     pub fn find(&self, name: &str) -> Option<usize> {
-        self.servers.iter().position(|s| s.spec.name == name)
+        self.servers.iter().position(|s| !s.removed && s.spec.name == name)
     }
 
     fn eligible(&self, i: usize) -> bool {
         let s = &self.servers[i];
-        s.up && !s.spec.drain && s.spec.weight > 0
+        s.up && !s.removed && !s.spec.drain && s.spec.weight > 0
     }
 
     fn room(&self, i: usize) -> bool {
@@ -212,6 +255,7 @@ impl Pool {
         }
         s.up = ok;
         s.streak = 0;
+        s.stats.downs += u64::from(!ok);
         self.rebuild();
         Some(ok)
     }
@@ -223,6 +267,7 @@ impl Pool {
         s.streak = 0;
         if s.up != up {
             s.up = up;
+            s.stats.downs += u64::from(!up);
             self.rebuild();
         }
     }
@@ -242,17 +287,25 @@ impl Pool {
 
     /// Adds a server (up).
     pub fn add(&mut self, spec: ServerSpec) {
-        self.servers.push(ServerState { spec, up: true, conns: 0, streak: 0, current: 0 });
+        self.servers.push(ServerState {
+            spec,
+            up: true,
+            conns: 0,
+            stats: ServerCounters::default(),
+            removed: false,
+            streak: 0,
+            current: 0,
+        });
         self.rebuild();
     }
 
     /// Removes server `i` once it holds no connection; `false` (and nothing
-    /// changes) while it does — drain it first.
+    /// changes) while it does — drain it first. Its index is not reused.
     pub fn remove(&mut self, i: usize) -> bool {
         if self.servers[i].conns > 0 {
             return false;
         }
-        self.servers.remove(i);
+        self.servers[i].removed = true;
         self.rebuild();
         true
     }

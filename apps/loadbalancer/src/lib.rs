@@ -24,6 +24,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod maglev;
+pub mod proxy;
 pub mod proxy_proto;
 
 pub use cli::main_with;

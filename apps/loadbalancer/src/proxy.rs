@@ -1,1 +1,707 @@
-//! proxy
+//! The data path of one core: accept, pick a server, connect, splice.
+//!
+//! [`Lb`] is one core's balancer, generic over the stack (`N: Net`); every
+//! core builds its own from the same [`Checked`] config and shares nothing
+//! with the others (its own [`Pool`]s, Maglev tables, queues and counters).
+//!
+//! A client connection goes through:
+//! 1. **accept**, while the frontend has fewer than `maxconn` connections on
+//!    this core (past it the accept loop waits: new connections wait in the
+//!    listener's backlog, whose size and SYN policy are the frontend's);
+//! 2. **PROXY header** (`accept_proxy`): read within `client_timeout`,
+//!    strictly parsed ([`crate::proxy_proto`]); a bad one is counted and the
+//!    connection reset;
+//! 3. **pick and connect**: [`Pool::pick`]; when every eligible server is at
+//!    `maxconn` the connection waits in the backend's queue (at most
+//!    `queue_max` waiting, each at most `queue_timeout`; a full queue or a
+//!    timeout closes the client). A connect that fails (refused, unreachable,
+//!    or not done within `connect_timeout`) counts toward the server's `fall`
+//!    and is retried up to `retries` times — on another server when
+//!    `redispatch` is on, else on the same one; the client sees nothing of it
+//!    unless every attempt fails;
+//! 4. **splice** both ways through one buffer of `buffer_size` bytes per
+//!    direction: a direction reads only when its buffer is empty, so a slow
+//!    reader stops the other side's reads (TCP's window then stops the
+//!    sender) and nothing piles up; an end of stream is passed on as a
+//!    shutdown (half-close) and the other direction goes on; a reset on
+//!    either side (or a write that fails) resets the other side;
+//! 5. **timeouts** while splicing, on the time since the last byte moved:
+//!    `client_timeout` while we wait for the client (nothing from the server
+//!    yet and the last bytes, if any, came from the server), `server_timeout`
+//!    while we wait for the server's first answer to forwarded client data,
+//!    and `tunnel_timeout` once both sides have spoken. An expired session
+//!    resets both sides (its buffered bytes are dropped, as they would be
+//!    anyway).
+//!
+//! Queued connections are woken together when a slot frees and pick again
+//! in the order the executor runs them (first woken first): the queue is
+//! bounded, and its order is FIFO up to that.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use flow::{Either, Flow, FlowError, Listener, Net};
+use serde::Serialize;
+
+use crate::balance::{Pick, Pool, ServerCounters};
+use crate::config::{BackendSpec, Checked, FrontendSpec, SendProxy};
+use crate::proxy_proto;
+
+/// Upper bounds (µs) of the connect-time histogram buckets; the last bucket
+/// takes the rest.
+pub const CONNECT_BUCKETS_US: [u64; 12] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000, 5_000_000];
+
+/// A frontend's counters on one core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FrontendCounters {
+    /// Client connections open now.
+    pub cur: u64,
+    /// Client connections accepted.
+    pub total: u64,
+    /// Bytes from clients.
+    pub bytes_in: u64,
+    /// Bytes to clients.
+    pub bytes_out: u64,
+    /// PROXY headers refused (bad, truncated, too long, late).
+    pub proxy_errors: u64,
+    /// Sessions closed by the client timeout.
+    pub client_timeouts: u64,
+    /// Sessions a client reset.
+    pub client_resets: u64,
+    /// Sessions that ended with both sides closed in order.
+    pub completed: u64,
+}
+
+/// A backend's counters on one core.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BackendCounters {
+    /// Connections waiting in the queue now.
+    pub queue_cur: u64,
+    /// Connections that waited in the queue.
+    pub queued: u64,
+    /// Refused because the queue was full.
+    pub queue_full: u64,
+    /// Left the queue at `queue_timeout`.
+    pub queue_timeouts: u64,
+    /// Refused because no server was eligible.
+    pub no_server: u64,
+    /// Connect attempts after a failed one.
+    pub retries: u64,
+    /// Retries that went to another server.
+    pub redispatches: u64,
+    /// Clients closed because every connect attempt failed.
+    pub connect_failures: u64,
+    /// Sessions closed by the server timeout.
+    pub server_timeouts: u64,
+    /// Sessions closed by the tunnel (idle) timeout.
+    pub tunnel_timeouts: u64,
+    /// Sessions a server reset.
+    pub server_resets: u64,
+    /// Connect times: counts per [`CONNECT_BUCKETS_US`] bucket, plus one.
+    pub connect_us: Vec<u64>,
+}
+
+/// A limit with tasks waiting for room: the frontend's `maxconn` gate and the
+/// backend's queue.
+#[derive(Default)]
+struct Notify {
+    gen: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    fn notify(&self) {
+        self.gen.set(self.gen.get() + 1);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Completes at the next `notify` after this call.
+    fn wait(&self) -> impl Future<Output = ()> + '_ {
+        let seen = self.gen.get();
+        poll_fn(move |cx| {
+            if self.gen.get() != seen {
+                return Poll::Ready(());
+            }
+            self.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+}
+
+/// One backend on one core.
+pub struct Backend {
+    /// Its checked configuration.
+    pub spec: BackendSpec,
+    /// Its servers.
+    pub pool: RefCell<Pool>,
+    /// Its counters.
+    pub stats: RefCell<BackendCounters>,
+    queue: Notify,
+}
+
+/// One frontend on one core.
+pub struct Frontend {
+    /// Its checked configuration.
+    pub spec: FrontendSpec,
+    /// Its counters.
+    pub stats: RefCell<FrontendCounters>,
+    room: Notify,
+}
+
+/// One core's balancer.
+pub struct Lb<N: Net> {
+    net: N,
+    tcp: flow::TcpConfig,
+    /// Backends, in config order.
+    pub backends: Vec<Rc<Backend>>,
+    /// Frontends, in config order.
+    pub frontends: Vec<Rc<Frontend>>,
+    sessions: Cell<usize>,
+    idle: Notify,
+}
+
+/// Why a session ended (for counters and the tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both directions finished in order.
+    Completed,
+    /// The client reset (or failed).
+    ClientReset,
+    /// The server reset (or failed).
+    ServerReset,
+    /// `client_timeout`.
+    ClientTimeout,
+    /// `server_timeout`.
+    ServerTimeout,
+    /// `tunnel_timeout`.
+    TunnelTimeout,
+    /// The PROXY header was refused.
+    BadProxy,
+    /// No server could be had (none eligible, queue full or timed out, every
+    /// connect failed).
+    NoServer,
+}
+
+/// One server in a [`Snapshot`]: name, up, connections now, counters.
+pub type ServerRow = (String, bool, usize, ServerCounters);
+
+/// Every frontend's listeners: (frontend index, listener).
+pub type Listeners<N> = Vec<(usize, <N as Net>::Listener)>;
+
+/// A snapshot of one core's counters, for `/stats`, `/metrics` and the exit report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Per frontend.
+    pub frontends: Vec<(String, FrontendCounters)>,
+    /// Per backend, with its servers: name, up, current connections, counters.
+    pub backends: Vec<(String, BackendCounters, Vec<ServerRow>)>,
+}
+
+impl<N: Net> Lb<N> {
+    /// This core's balancer for `cfg`.
+    pub fn new(net: N, cfg: &Checked) -> Rc<Lb<N>> {
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| {
+                Rc::new(Backend {
+                    spec: b.clone(),
+                    pool: RefCell::new(Pool::new(b)),
+                    stats: RefCell::new(BackendCounters {
+                        connect_us: vec![0; CONNECT_BUCKETS_US.len() + 1],
+                        ..Default::default()
+                    }),
+                    queue: Notify::default(),
+                })
+            })
+            .collect();
+        let frontends = cfg
+            .frontends
+            .iter()
+            .map(|f| Rc::new(Frontend { spec: f.clone(), stats: RefCell::default(), room: Notify::default() }))
+            .collect();
+        Rc::new(Lb { net, tcp: cfg.tcp.clone(), backends, frontends, sessions: Cell::new(0), idle: Notify::default() })
+    }
+
+    /// Sessions open now on this core.
+    pub fn sessions(&self) -> usize {
+        self.sessions.get()
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            frontends: self.frontends.iter().map(|f| (f.spec.name.clone(), *f.stats.borrow())).collect(),
+            backends: self
+                .backends
+                .iter()
+                .map(|b| {
+                    let servers = b
+                        .pool
+                        .borrow()
+                        .servers()
+                        .iter()
+                        .filter(|s| !s.removed)
+                        .map(|s| (s.spec.name.clone(), s.up, s.conns, s.stats))
+                        .collect();
+                    (b.spec.name.clone(), b.stats.borrow().clone(), servers)
+                })
+                .collect(),
+        }
+    }
+
+    /// Opens every frontend's listeners (an error names the address).
+    pub fn listen(&self) -> Result<Listeners<N>, (SocketAddr, FlowError)> {
+        let mut out = Vec::new();
+        for (i, f) in self.frontends.iter().enumerate() {
+            for (a, lc) in f.spec.listen.iter().zip(&f.spec.listen_cfg) {
+                out.push((i, self.net.listen(*a, lc).map_err(|e| (*a, e))?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Serves on `listeners` until `stop` is raised, then stops accepting
+    /// (the listeners close) and lets open sessions finish for at most
+    /// `grace`; returns how many were still open then.
+    pub async fn serve(
+        self: &Rc<Self>,
+        listeners: Vec<(usize, N::Listener)>,
+        stop: Arc<AtomicBool>,
+        grace: Duration,
+    ) -> usize {
+        let mut loops = Vec::new();
+        for (fe, l) in listeners {
+            let me = self.clone();
+            let stop = stop.clone();
+            loops.push(flow::spawn(async move {
+                let fe = me.frontends[fe].clone();
+                match flow::race(me.accept_loop(fe, l), stopped(stop)).await {
+                    Either::Left(e) => Some(e),
+                    Either::Right(()) => None,
+                }
+            }));
+        }
+        for l in loops {
+            if let Some(e) = l.await {
+                eprintln!("lb: accept: {e}");
+            }
+        }
+        let me = self.clone();
+        let drained = flow::timeout(grace, async move {
+            while me.sessions.get() > 0 {
+                me.idle.wait().await;
+            }
+        })
+        .await;
+        if drained.is_ok() {
+            0
+        } else {
+            self.sessions.get()
+        }
+    }
+
+    async fn accept_loop(self: Rc<Self>, fe: Rc<Frontend>, mut l: N::Listener) -> FlowError {
+        loop {
+            while fe.stats.borrow().cur as usize >= fe.spec.maxconn {
+                fe.room.wait().await;
+            }
+            match l.accept().await {
+                Ok((client, peer)) => {
+                    {
+                        let mut s = fe.stats.borrow_mut();
+                        s.cur += 1;
+                        s.total += 1;
+                    }
+                    self.sessions.set(self.sessions.get() + 1);
+                    let me = self.clone();
+                    let fe = fe.clone();
+                    flow::spawn(async move {
+                        me.session(&fe, client, peer).await;
+                        fe.stats.borrow_mut().cur -= 1;
+                        fe.room.notify();
+                        me.sessions.set(me.sessions.get() - 1);
+                        me.idle.notify();
+                    });
+                }
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// Serves one client connection to its end.
+    pub async fn session(&self, fe: &Frontend, mut client: N::Flow, peer: SocketAddr) -> End {
+        let local = client.local_addr().unwrap_or(peer);
+        let be = self.backends[fe.spec.backend].clone();
+        // 2. The PROXY header, if required.
+        let mut first = Vec::new();
+        let (src, dst) = if fe.spec.accept_proxy {
+            match read_proxy(&mut client, fe.spec.client_timeout, fe.spec.buffer_size).await {
+                Ok((h, rest)) => {
+                    first = rest;
+                    h.unwrap_or((peer, local))
+                }
+                Err(_) => {
+                    fe.stats.borrow_mut().proxy_errors += 1;
+                    client.abort();
+                    return End::BadProxy;
+                }
+            }
+        } else {
+            (peer, local)
+        };
+        // 3. A server.
+        let Some((mut server, idx)) = self.connect(&be, src, dst).await else {
+            let _ = poll_fn(|cx| client.poll_close(cx)).await;
+            return End::NoServer;
+        };
+        let proxy = be.pool.borrow().servers()[idx].spec.send_proxy;
+        let mut to_server = match proxy {
+            SendProxy::Off => Vec::new(),
+            SendProxy::V1 => proxy_proto::encode_v1(src, dst),
+            SendProxy::V2 => proxy_proto::encode_v2(src, dst),
+        };
+        let header = to_server.len() as u64;
+        to_server.extend_from_slice(&first);
+        // 4. and 5.
+        let t =
+            Timeouts { client: fe.spec.client_timeout, server: be.spec.server_timeout, tunnel: be.spec.tunnel_timeout };
+        let mut up = Dir::new(fe.spec.buffer_size, to_server);
+        let mut down = Dir::new(fe.spec.buffer_size, Vec::new());
+        let end = splice(&mut client, &mut server, &mut up, &mut down, t, !first.is_empty()).await;
+        {
+            let mut f = fe.stats.borrow_mut();
+            f.bytes_in += up.bytes_read;
+            f.bytes_out += down.bytes_read;
+            match end {
+                End::Completed => f.completed += 1,
+                End::ClientTimeout => f.client_timeouts += 1,
+                End::ClientReset => f.client_resets += 1,
+                _ => {}
+            }
+        }
+        {
+            let mut b = be.stats.borrow_mut();
+            match end {
+                End::ServerTimeout => b.server_timeouts += 1,
+                End::TunnelTimeout => b.tunnel_timeouts += 1,
+                End::ServerReset => b.server_resets += 1,
+                _ => {}
+            }
+        }
+        {
+            let mut p = be.pool.borrow_mut();
+            let s = p.stats_mut(idx);
+            s.bytes_in += up.bytes_written.saturating_sub(header);
+            s.bytes_out += down.bytes_read;
+        }
+        match end {
+            End::Completed => {
+                let _ = poll_fn(|cx| client.poll_close(cx)).await;
+                let _ = poll_fn(|cx| server.poll_close(cx)).await;
+            }
+            _ => {
+                client.abort();
+                server.abort();
+            }
+        }
+        drop(server);
+        be.pool.borrow_mut().release(idx);
+        be.queue.notify();
+        end
+    }
+
+    /// Picks and connects, with the queue, retries and redispatch; `None`
+    /// when no server could be had (counted).
+    async fn connect(&self, be: &Backend, src: SocketAddr, dst: SocketAddr) -> Option<(N::Flow, usize)> {
+        let spec = &be.spec;
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempts = 0u32;
+        let mut last: Option<usize> = None;
+        let mut queued_since: Option<u64> = None;
+        loop {
+            // Without redispatch a retry goes back to the same server.
+            let pick = match last {
+                Some(i) if !spec.redispatch => {
+                    if be.pool.borrow_mut().take(i) {
+                        Pick::Server(i)
+                    } else {
+                        Pick::Full
+                    }
+                }
+                _ => be.pool.borrow_mut().pick(src, dst, &tried),
+            };
+            let i = match pick {
+                Pick::Server(i) => i,
+                Pick::NoServer => {
+                    let mut s = be.stats.borrow_mut();
+                    if attempts > 0 {
+                        s.connect_failures += 1;
+                    } else {
+                        s.no_server += 1;
+                    }
+                    return None;
+                }
+                Pick::Full => {
+                    let since = match queued_since {
+                        Some(t) => t,
+                        None => {
+                            let mut s = be.stats.borrow_mut();
+                            if s.queue_cur as usize >= spec.queue_max {
+                                s.queue_full += 1;
+                                return None;
+                            }
+                            s.queue_cur += 1;
+                            s.queued += 1;
+                            let t = flow::now_ns();
+                            queued_since = Some(t);
+                            t
+                        }
+                    };
+                    let left = (since + spec.queue_timeout.as_nanos() as u64).saturating_sub(flow::now_ns());
+                    if left == 0 || flow::timeout(Duration::from_nanos(left), be.queue.wait()).await.is_err() {
+                        let mut s = be.stats.borrow_mut();
+                        s.queue_cur -= 1;
+                        s.queue_timeouts += 1;
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            if queued_since.take().is_some() {
+                be.stats.borrow_mut().queue_cur -= 1;
+            }
+            let addr = be.pool.borrow().servers()[i].spec.addr;
+            let t0 = flow::now_ns();
+            let r = flow::timeout(spec.connect_timeout, self.net.connect(addr, &self.tcp)).await;
+            match r {
+                Ok(Ok(f)) => {
+                    let us = (flow::now_ns() - t0) / 1000;
+                    let bucket = CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len());
+                    be.stats.borrow_mut().connect_us[bucket] += 1;
+                    let mut p = be.pool.borrow_mut();
+                    p.report(i, true);
+                    p.stats_mut(i).total += 1;
+                    return Some((f, i));
+                }
+                Ok(Err(_)) | Err(_) => {
+                    {
+                        let mut p = be.pool.borrow_mut();
+                        p.release(i);
+                        p.stats_mut(i).connect_errors += 1;
+                        // Passive health: a failed connect counts toward `fall`.
+                        p.report(i, false);
+                    }
+                    be.queue.notify();
+                    attempts += 1;
+                    if attempts > spec.retries {
+                        be.stats.borrow_mut().connect_failures += 1;
+                        return None;
+                    }
+                    let mut s = be.stats.borrow_mut();
+                    s.retries += 1;
+                    if spec.redispatch {
+                        s.redispatches += 1;
+                        tried.push(i);
+                    }
+                    last = Some(i);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when `stop` is raised (checked every 10 ms on the executor's clock).
+pub async fn stopped(stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        flow::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads a PROXY header within `limit` of time; returns it and the stream
+/// bytes that came after it.
+async fn read_proxy<F: Flow>(
+    f: &mut F,
+    limit: Duration,
+    max: usize,
+) -> Result<(Option<(SocketAddr, SocketAddr)>, Vec<u8>), proxy_proto::ProxyError> {
+    let mut buf = vec![0u8; max];
+    let mut have = 0;
+    let work = async {
+        loop {
+            if let Some(h) = proxy_proto::parse(&buf[..have], max)? {
+                return Ok((h.addrs, buf[h.len..have].to_vec()));
+            }
+            if have == buf.len() {
+                return Err(proxy_proto::ProxyError::TooLong);
+            }
+            match f.read(&mut buf[have..]).await {
+                Ok(0) | Err(_) => return Err(proxy_proto::ProxyError::Truncated),
+                Ok(n) => have += n,
+            }
+        }
+    };
+    flow::timeout(limit, work).await.unwrap_or(Err(proxy_proto::ProxyError::Truncated))
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    client: Duration,
+    server: Duration,
+    tunnel: Duration,
+}
+
+/// One direction: a fixed buffer, read only when empty.
+struct Dir {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    shut: bool,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl Dir {
+    /// `first`: bytes to write before anything is read (a PROXY header and
+    /// the stream bytes that followed the client's).
+    fn new(size: usize, first: Vec<u8>) -> Dir {
+        let end = first.len();
+        let mut buf = first;
+        buf.resize(size.max(end), 0);
+        Dir { buf, start: 0, end, eof: false, shut: false, bytes_read: 0, bytes_written: 0 }
+    }
+}
+
+enum Fault {
+    /// Reading from the source, or writing to the sink, failed.
+    Source,
+    Sink,
+}
+
+/// Moves what it can from `from` to `to` without blocking; returns the bytes
+/// read from `from` in this call.
+fn pump<A: Flow, B: Flow>(cx: &mut Context<'_>, from: &mut A, to: &mut B, d: &mut Dir) -> Result<u64, Fault> {
+    let mut read = 0;
+    loop {
+        while d.start < d.end {
+            match to.poll_write(cx, &d.buf[d.start..d.end]) {
+                Poll::Ready(Ok(n)) => {
+                    d.start += n;
+                    d.bytes_written += n as u64;
+                }
+                Poll::Ready(Err(_)) => return Err(Fault::Sink),
+                Poll::Pending => return Ok(read),
+            }
+        }
+        if d.eof {
+            if !d.shut {
+                match to.poll_shutdown(cx) {
+                    Poll::Ready(Ok(())) => d.shut = true,
+                    Poll::Ready(Err(_)) => return Err(Fault::Sink),
+                    Poll::Pending => return Ok(read),
+                }
+            }
+            return Ok(read);
+        }
+        d.start = 0;
+        d.end = 0;
+        match from.poll_read(cx, &mut d.buf) {
+            Poll::Ready(Ok(0)) => d.eof = true,
+            Poll::Ready(Ok(n)) => {
+                d.end = n;
+                d.bytes_read += n as u64;
+                read += n as u64;
+            }
+            Poll::Ready(Err(_)) => return Err(Fault::Source),
+            Poll::Pending => return Ok(read),
+        }
+    }
+}
+
+/// Splices `client` and `server` until both directions end, one fails, or a
+/// timeout expires (see the module docs for which). `client_spoke`: client
+/// stream bytes are already in `up` (they came with its PROXY header).
+async fn splice<C: Flow, S: Flow>(
+    client: &mut C,
+    server: &mut S,
+    up: &mut Dir,
+    down: &mut Dir,
+    t: Timeouts,
+    mut client_spoke: bool,
+) -> End {
+    let mut last = flow::now_ns();
+    let mut server_spoke = false;
+    // Who we wait for: the server once client bytes were forwarded.
+    let mut awaiting_server = client_spoke;
+    let mut timer: Option<Pin<Box<flow::exec::Sleep>>> = None;
+    poll_fn(move |cx| {
+        let got_up = match pump(cx, client, server, up) {
+            Ok(n) => n,
+            Err(Fault::Source) => return Poll::Ready(End::ClientReset),
+            Err(Fault::Sink) => return Poll::Ready(End::ServerReset),
+        };
+        let got_down = match pump(cx, server, client, down) {
+            Ok(n) => n,
+            Err(Fault::Source) => return Poll::Ready(End::ServerReset),
+            Err(Fault::Sink) => return Poll::Ready(End::ClientReset),
+        };
+        if up.shut && down.shut {
+            return Poll::Ready(End::Completed);
+        }
+        let now = flow::now_ns();
+        if got_up > 0 || got_down > 0 {
+            last = now;
+        }
+        if got_up > 0 {
+            client_spoke = true;
+            awaiting_server = true;
+        }
+        if got_down > 0 {
+            server_spoke = true;
+            awaiting_server = false;
+        }
+        let (limit, end) = if client_spoke && server_spoke {
+            (t.tunnel, End::TunnelTimeout)
+        } else if awaiting_server {
+            (t.server, End::ServerTimeout)
+        } else {
+            (t.client, End::ClientTimeout)
+        };
+        let deadline = last.saturating_add(limit.as_nanos() as u64);
+        if now >= deadline {
+            return Poll::Ready(end);
+        }
+        // Re-arm lazily: only when the deadline moved earlier, or the timer fired.
+        loop {
+            let rearm = match &timer {
+                None => true,
+                Some(s) => s.deadline_ns() > deadline,
+            };
+            if rearm {
+                timer = Some(Box::pin(flow::exec::sleep_until(deadline)));
+            }
+            let s = timer.as_mut().expect("armed above");
+            match s.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    if flow::now_ns() >= deadline {
+                        return Poll::Ready(end);
+                    }
+                    timer = None;
+                }
+            }
+        }
+    })
+    .await
+}
