@@ -299,15 +299,43 @@ impl Pool {
         self.rebuild();
     }
 
-    /// Removes server `i` once it holds no connection; `false` (and nothing
-    /// changes) while it does — drain it first. Its index is not reused.
-    pub fn remove(&mut self, i: usize) -> bool {
-        if self.servers[i].conns > 0 {
-            return false;
-        }
+    /// Removes server `i`: no new connections, open ones finish (and give
+    /// their slot back to the same index, which is never reused).
+    pub fn remove(&mut self, i: usize) {
         self.servers[i].removed = true;
         self.rebuild();
-        true
+    }
+
+    /// A reload: the algorithm, rise and fall of `spec`; its servers matched
+    /// by name (one kept keeps its connections, counters and health and takes
+    /// the new values; a new one starts up; one no longer listed is removed).
+    pub fn reconfigure(&mut self, spec: &BackendSpec) {
+        self.algorithm = spec.algorithm;
+        self.rise = spec.rise;
+        self.fall = spec.fall;
+        for s in &spec.servers {
+            match self.find(&s.name) {
+                Some(i) => self.servers[i].spec = s.clone(),
+                None => self.servers.push(ServerState {
+                    spec: s.clone(),
+                    up: true,
+                    conns: 0,
+                    stats: ServerCounters::default(),
+                    removed: false,
+                    streak: 0,
+                    current: 0,
+                }),
+            }
+        }
+        for st in &mut self.servers {
+            if !spec.servers.iter().any(|s| s.name == st.spec.name) {
+                st.removed = true;
+            }
+        }
+        for st in &mut self.servers {
+            st.current = 0;
+        }
+        self.rebuild();
     }
 }
 
@@ -438,6 +466,20 @@ mod tests {
     }
 
     #[test]
+    fn maglev_keeps_every_source_on_its_server_across_a_reload_that_does_not_touch_it() {
+        let alg = Algorithm::Maglev { size: 65537, key: HashKey::Source };
+        let mut p = Pool::new(&spec(alg, &[1, 1, 1], 0));
+        let vip = VIP.parse().unwrap();
+        let before: Vec<Pick> = (0..1000).map(|k| p.pick(client(k), vip, &[])).collect();
+        let mut next = spec(alg, &[1, 1, 1], 0);
+        next.connect_timeout = Duration::from_secs(9);
+        next.fall = 7;
+        p.reconfigure(&next);
+        let after: Vec<Pick> = (0..1000).map(|k| p.pick(client(k), vip, &[])).collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
     fn a_server_goes_down_after_fall_failures_and_up_after_rise_successes() {
         let mut p = Pool::new(&spec(Algorithm::RoundRobin, &[1, 1], 0));
         assert_eq!(p.report(0, false), None);
@@ -452,17 +494,18 @@ mod tests {
     }
 
     #[test]
-    fn drain_and_weight_zero_take_no_new_connections_and_remove_waits_for_the_last() {
+    fn drain_weight_zero_and_remove_take_no_new_connections_and_keep_open_ones_counted() {
         let mut p = Pool::new(&spec(Algorithm::Maglev { size: 65537, key: HashKey::Source }, &[1, 1, 1], 0));
         let vip = VIP.parse().unwrap();
         let Pick::Server(held) = p.pick(client(1), vip, &[]) else { panic!() };
         p.set_drain(held, true);
         assert!(!picks(&mut p, 200).contains(&held));
-        assert!(!p.remove(held), "still holds a connection");
-        p.release(held);
         let name = p.servers()[held].spec.name.clone();
-        assert!(p.remove(held));
+        p.remove(held);
         assert_eq!(p.find(&name), None);
+        assert_eq!(p.servers()[held].conns, 1, "its open connection still counts");
+        p.release(held);
+        assert_eq!(p.servers()[held].conns, 0);
         p.set_weight(0, 0);
         assert!(picks(&mut p, 200).iter().all(|&i| i == 1));
         p.set_up(1, false);

@@ -140,8 +140,9 @@ impl Notify {
 
 /// One backend on one core.
 pub struct Backend {
-    /// Its checked configuration.
-    pub spec: BackendSpec,
+    /// Its checked configuration (replaced by a reload; its `servers` are
+    /// the pool's at load time, the pool holds the live ones).
+    pub spec: RefCell<BackendSpec>,
     /// Its servers.
     pub pool: RefCell<Pool>,
     /// Its counters.
@@ -151,23 +152,81 @@ pub struct Backend {
 
 /// One frontend on one core.
 pub struct Frontend {
-    /// Its checked configuration.
-    pub spec: FrontendSpec,
+    /// Its checked configuration (replaced by a reload).
+    pub spec: RefCell<FrontendSpec>,
     /// Its counters.
     pub stats: RefCell<FrontendCounters>,
     room: Notify,
 }
 
+/// An accept loop: its frontend, address, listener values and stop flag.
+struct Accepting {
+    frontend: String,
+    addr: SocketAddr,
+    cfg: flow::ListenConfig,
+    stop: Rc<Cell<bool>>,
+}
+
 /// One core's balancer.
 pub struct Lb<N: Net> {
     net: N,
-    tcp: flow::TcpConfig,
-    /// Backends, in config order.
-    pub backends: Vec<Rc<Backend>>,
-    /// Frontends, in config order.
-    pub frontends: Vec<Rc<Frontend>>,
+    tcp: RefCell<flow::TcpConfig>,
+    /// Backends: config order, then any a reload added (never removed, so an
+    /// index held by a session stays valid; one a reload dropped just stops
+    /// being used).
+    pub backends: RefCell<Vec<Rc<Backend>>>,
+    /// Frontends, likewise.
+    pub frontends: RefCell<Vec<Rc<Frontend>>>,
+    accepting: RefCell<Vec<Accepting>>,
     sessions: Cell<usize>,
     idle: Notify,
+}
+
+/// A runtime change to one server (the admin API, or a health verdict
+/// broadcast from the checking core).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Weight 0..=256.
+    SetWeight {
+        /// Backend name.
+        backend: String,
+        /// Server name.
+        server: String,
+        /// New weight.
+        weight: u32,
+    },
+    /// Drain on or off.
+    SetDrain {
+        /// Backend name.
+        backend: String,
+        /// Server name.
+        server: String,
+        /// Drain.
+        drain: bool,
+    },
+    /// Up or down.
+    SetUp {
+        /// Backend name.
+        backend: String,
+        /// Server name.
+        server: String,
+        /// Up.
+        up: bool,
+    },
+    /// A new server.
+    Add {
+        /// Backend name.
+        backend: String,
+        /// The server.
+        server: crate::config::ServerSpec,
+    },
+    /// Remove a server: no new connections, open ones finish.
+    Remove {
+        /// Backend name.
+        backend: String,
+        /// Server name.
+        server: String,
+    },
 }
 
 /// Why a session ended (for counters and the tests).
@@ -195,9 +254,6 @@ pub enum End {
 /// One server in a [`Snapshot`]: name, up, connections now, counters.
 pub type ServerRow = (String, bool, usize, ServerCounters);
 
-/// Every frontend's listeners: (frontend index, listener).
-pub type Listeners<N> = Vec<(usize, <N as Net>::Listener)>;
-
 /// A snapshot of one core's counters, for `/stats`, `/metrics` and the exit report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -205,32 +261,42 @@ pub struct Snapshot {
     pub frontends: Vec<(String, FrontendCounters)>,
     /// Per backend, with its servers: name, up, current connections, counters.
     pub backends: Vec<(String, BackendCounters, Vec<ServerRow>)>,
+    /// Sessions open.
+    pub sessions: usize,
+}
+
+fn new_backend(b: &BackendSpec) -> Rc<Backend> {
+    Rc::new(Backend {
+        spec: RefCell::new(b.clone()),
+        pool: RefCell::new(Pool::new(b)),
+        stats: RefCell::new(BackendCounters {
+            connect_us: vec![0; CONNECT_BUCKETS_US.len() + 1],
+            ..Default::default()
+        }),
+        queue: Notify::default(),
+    })
 }
 
 impl<N: Net> Lb<N> {
-    /// This core's balancer for `cfg`.
+    /// This core's balancer for `cfg` (nothing listens until [`Lb::start`]).
     pub fn new(net: N, cfg: &Checked) -> Rc<Lb<N>> {
-        let backends = cfg
-            .backends
-            .iter()
-            .map(|b| {
-                Rc::new(Backend {
-                    spec: b.clone(),
-                    pool: RefCell::new(Pool::new(b)),
-                    stats: RefCell::new(BackendCounters {
-                        connect_us: vec![0; CONNECT_BUCKETS_US.len() + 1],
-                        ..Default::default()
-                    }),
-                    queue: Notify::default(),
-                })
-            })
-            .collect();
+        let backends = cfg.backends.iter().map(new_backend).collect();
         let frontends = cfg
             .frontends
             .iter()
-            .map(|f| Rc::new(Frontend { spec: f.clone(), stats: RefCell::default(), room: Notify::default() }))
+            .map(|f| {
+                Rc::new(Frontend { spec: RefCell::new(f.clone()), stats: RefCell::default(), room: Notify::default() })
+            })
             .collect();
-        Rc::new(Lb { net, tcp: cfg.tcp.clone(), backends, frontends, sessions: Cell::new(0), idle: Notify::default() })
+        Rc::new(Lb {
+            net,
+            tcp: RefCell::new(cfg.tcp.clone()),
+            backends: RefCell::new(backends),
+            frontends: RefCell::new(frontends),
+            accepting: RefCell::new(Vec::new()),
+            sessions: Cell::new(0),
+            idle: Notify::default(),
+        })
     }
 
     /// Sessions open now on this core.
@@ -241,9 +307,15 @@ impl<N: Net> Lb<N> {
     /// The counters now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            frontends: self.frontends.iter().map(|f| (f.spec.name.clone(), *f.stats.borrow())).collect(),
+            frontends: self
+                .frontends
+                .borrow()
+                .iter()
+                .map(|f| (f.spec.borrow().name.clone(), *f.stats.borrow()))
+                .collect(),
             backends: self
                 .backends
+                .borrow()
                 .iter()
                 .map(|b| {
                     let servers = b
@@ -254,48 +326,52 @@ impl<N: Net> Lb<N> {
                         .filter(|s| !s.removed)
                         .map(|s| (s.spec.name.clone(), s.up, s.conns, s.stats))
                         .collect();
-                    (b.spec.name.clone(), b.stats.borrow().clone(), servers)
+                    (b.spec.borrow().name.clone(), b.stats.borrow().clone(), servers)
                 })
                 .collect(),
+            sessions: self.sessions.get(),
         }
     }
 
-    /// Opens every frontend's listeners (an error names the address).
-    pub fn listen(&self) -> Result<Listeners<N>, (SocketAddr, FlowError)> {
-        let mut out = Vec::new();
-        for (i, f) in self.frontends.iter().enumerate() {
-            for (a, lc) in f.spec.listen.iter().zip(&f.spec.listen_cfg) {
-                out.push((i, self.net.listen(*a, lc).map_err(|e| (*a, e))?));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Serves on `listeners` until `stop` is raised, then stops accepting
-    /// (the listeners close) and lets open sessions finish for at most
-    /// `grace`; returns how many were still open then.
-    pub async fn serve(
-        self: &Rc<Self>,
-        listeners: Vec<(usize, N::Listener)>,
-        stop: Arc<AtomicBool>,
-        grace: Duration,
-    ) -> usize {
-        let mut loops = Vec::new();
-        for (fe, l) in listeners {
-            let me = self.clone();
-            let stop = stop.clone();
-            loops.push(flow::spawn(async move {
-                let fe = me.frontends[fe].clone();
-                match flow::race(me.accept_loop(fe, l), stopped(stop)).await {
-                    Either::Left(e) => Some(e),
-                    Either::Right(()) => None,
+    /// Listens on every frontend address not listened on yet and starts its
+    /// accept loop; an error names the address (those opened before stay).
+    pub fn start(self: &Rc<Self>) -> Result<(), (SocketAddr, FlowError)> {
+        let fes: Vec<Rc<Frontend>> = self.frontends.borrow().clone();
+        for fe in fes {
+            let spec = fe.spec.borrow().clone();
+            for (a, lc) in spec.listen.iter().zip(&spec.listen_cfg) {
+                if self.accepting.borrow().iter().any(|x| x.frontend == spec.name && x.addr == *a) {
+                    continue;
                 }
-            }));
-        }
-        for l in loops {
-            if let Some(e) = l.await {
-                eprintln!("lb: accept: {e}");
+                let l = self.net.listen(*a, lc).map_err(|e| (*a, e))?;
+                let stop = Rc::new(Cell::new(false));
+                self.accepting.borrow_mut().push(Accepting {
+                    frontend: spec.name.clone(),
+                    addr: *a,
+                    cfg: lc.clone(),
+                    stop: stop.clone(),
+                });
+                let (me, fe) = (self.clone(), fe.clone());
+                flow::spawn(async move {
+                    let watch = async {
+                        while !stop.get() {
+                            flow::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    if let Either::Left(e) = flow::race(me.clone().accept_loop(fe, l), watch).await {
+                        eprintln!("lb: accept: {e}");
+                    }
+                });
             }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting (every listener closes within 10 ms) and lets open
+    /// sessions finish for at most `grace`; returns how many were still open.
+    pub async fn drain(self: &Rc<Self>, grace: Duration) -> usize {
+        for a in self.accepting.borrow_mut().drain(..) {
+            a.stop.set(true);
         }
         let me = self.clone();
         let drained = flow::timeout(grace, async move {
@@ -311,9 +387,135 @@ impl<N: Net> Lb<N> {
         }
     }
 
+    /// Serves until `stop` is raised, then [`drain`](Self::drain)s.
+    pub async fn serve(self: &Rc<Self>, stop: Arc<AtomicBool>, grace: Duration) -> usize {
+        stopped(stop).await;
+        self.drain(grace).await
+    }
+
+    /// Applies a new configuration in place: established sessions are
+    /// untouched; backends and servers are matched by name (a server keeps its
+    /// connections, counters and health; a new one starts up; a dropped one
+    /// takes no new connections and its open ones finish); frontends likewise,
+    /// listening on new addresses before closing dropped ones, so no listening
+    /// address is ever without a listener. Returns one line per change that
+    /// could not be applied (a changed backlog on an address already listened
+    /// on keeps the old listener's values).
+    pub fn reload(self: &Rc<Self>, cfg: &Checked) -> Result<Vec<String>, (SocketAddr, FlowError)> {
+        let mut notes = Vec::new();
+        *self.tcp.borrow_mut() = cfg.tcp.clone();
+        // Backends: new indices for the new config's order.
+        let mut index = Vec::new();
+        for b in &cfg.backends {
+            let existing = self.backends.borrow().iter().position(|x| x.spec.borrow().name == b.name);
+            let i = match existing {
+                Some(i) => {
+                    let be = self.backends.borrow()[i].clone();
+                    be.pool.borrow_mut().reconfigure(b);
+                    *be.spec.borrow_mut() = b.clone();
+                    be.queue.notify();
+                    i
+                }
+                None => {
+                    self.backends.borrow_mut().push(new_backend(b));
+                    self.backends.borrow().len() - 1
+                }
+            };
+            index.push(i);
+        }
+        // Frontends.
+        let mut keep = Vec::new();
+        for f in &cfg.frontends {
+            let mut f = f.clone();
+            f.backend = index[f.backend];
+            let existing = self.frontends.borrow().iter().find(|x| x.spec.borrow().name == f.name).cloned();
+            match existing {
+                Some(fe) => {
+                    *fe.spec.borrow_mut() = f.clone();
+                    fe.room.notify();
+                }
+                None => self.frontends.borrow_mut().push(Rc::new(Frontend {
+                    spec: RefCell::new(f.clone()),
+                    stats: RefCell::default(),
+                    room: Notify::default(),
+                })),
+            }
+            for (a, lc) in f.listen.iter().zip(&f.listen_cfg) {
+                keep.push((f.name.clone(), *a));
+                if let Some(x) = self.accepting.borrow().iter().find(|x| x.frontend == f.name && x.addr == *a) {
+                    if x.cfg != *lc {
+                        notes.push(format!(
+                            "frontends.{}: listener values of {a} changed; the open listener keeps the old ones",
+                            f.name
+                        ));
+                    }
+                }
+            }
+        }
+        self.start()?;
+        self.accepting.borrow_mut().retain(|a| {
+            let kept = keep.iter().any(|(n, addr)| *n == a.frontend && *addr == a.addr);
+            if !kept {
+                a.stop.set(true);
+            }
+            kept
+        });
+        Ok(notes)
+    }
+
+    /// Applies a runtime command; the error says what was not found.
+    pub fn apply(&self, cmd: &Command) -> Result<(), String> {
+        let name = match cmd {
+            Command::SetWeight { backend, .. }
+            | Command::SetDrain { backend, .. }
+            | Command::SetUp { backend, .. }
+            | Command::Add { backend, .. }
+            | Command::Remove { backend, .. } => backend,
+        };
+        let be = self
+            .backends
+            .borrow()
+            .iter()
+            .find(|b| b.spec.borrow().name == *name)
+            .cloned()
+            .ok_or_else(|| format!("no backend named '{name}'"))?;
+        let mut pool = be.pool.borrow_mut();
+        let find = |p: &Pool, s: &str| p.find(s).ok_or_else(|| format!("backend {name} has no server named '{s}'"));
+        match cmd {
+            Command::SetWeight { server, weight, .. } => {
+                if *weight > 256 {
+                    return Err("weight must be 0..=256".into());
+                }
+                let i = find(&pool, server)?;
+                pool.set_weight(i, *weight);
+            }
+            Command::SetDrain { server, drain, .. } => {
+                let i = find(&pool, server)?;
+                pool.set_drain(i, *drain);
+            }
+            Command::SetUp { server, up, .. } => {
+                let i = find(&pool, server)?;
+                pool.set_up(i, *up);
+            }
+            Command::Add { server, .. } => {
+                if pool.find(&server.name).is_some() {
+                    return Err(format!("backend {name} already has a server named '{}'", server.name));
+                }
+                pool.add(server.clone());
+            }
+            Command::Remove { server, .. } => {
+                let i = find(&pool, server)?;
+                pool.remove(i);
+            }
+        }
+        drop(pool);
+        be.queue.notify();
+        Ok(())
+    }
+
     async fn accept_loop(self: Rc<Self>, fe: Rc<Frontend>, mut l: N::Listener) -> FlowError {
         loop {
-            while fe.stats.borrow().cur as usize >= fe.spec.maxconn {
+            while fe.stats.borrow().cur as usize >= fe.spec.borrow().maxconn {
                 fe.room.wait().await;
             }
             match l.accept().await {
@@ -342,11 +544,15 @@ impl<N: Net> Lb<N> {
     /// Serves one client connection to its end.
     pub async fn session(&self, fe: &Frontend, mut client: N::Flow, peer: SocketAddr) -> End {
         let local = client.local_addr().unwrap_or(peer);
-        let be = self.backends[fe.spec.backend].clone();
+        let (accept_proxy, client_timeout, buffer_size, backend) = {
+            let f = fe.spec.borrow();
+            (f.accept_proxy, f.client_timeout, f.buffer_size, f.backend)
+        };
+        let be = self.backends.borrow()[backend].clone();
         // 2. The PROXY header, if required.
         let mut first = Vec::new();
-        let (src, dst) = if fe.spec.accept_proxy {
-            match read_proxy(&mut client, fe.spec.client_timeout, fe.spec.buffer_size).await {
+        let (src, dst) = if accept_proxy {
+            match read_proxy(&mut client, client_timeout, buffer_size).await {
                 Ok((h, rest)) => {
                     first = rest;
                     h.unwrap_or((peer, local))
@@ -374,10 +580,12 @@ impl<N: Net> Lb<N> {
         let header = to_server.len() as u64;
         to_server.extend_from_slice(&first);
         // 4. and 5.
-        let t =
-            Timeouts { client: fe.spec.client_timeout, server: be.spec.server_timeout, tunnel: be.spec.tunnel_timeout };
-        let mut up = Dir::new(fe.spec.buffer_size, to_server);
-        let mut down = Dir::new(fe.spec.buffer_size, Vec::new());
+        let t = {
+            let b = be.spec.borrow();
+            Timeouts { client: client_timeout, server: b.server_timeout, tunnel: b.tunnel_timeout }
+        };
+        let mut up = Dir::new(buffer_size, to_server);
+        let mut down = Dir::new(buffer_size, Vec::new());
         let end = splice(&mut client, &mut server, &mut up, &mut down, t, !first.is_empty()).await;
         {
             let mut f = fe.stats.borrow_mut();
@@ -424,7 +632,17 @@ impl<N: Net> Lb<N> {
     /// Picks and connects, with the queue, retries and redispatch; `None`
     /// when no server could be had (counted).
     async fn connect(&self, be: &Backend, src: SocketAddr, dst: SocketAddr) -> Option<(N::Flow, usize)> {
-        let spec = &be.spec;
+        let spec = {
+            let b = be.spec.borrow();
+            Policy {
+                redispatch: b.redispatch,
+                retries: b.retries,
+                queue_max: b.queue_max,
+                queue_timeout: b.queue_timeout,
+                connect_timeout: b.connect_timeout,
+            }
+        };
+        let tcp = self.tcp.borrow().clone();
         let mut tried: Vec<usize> = Vec::new();
         let mut attempts = 0u32;
         let mut last: Option<usize> = None;
@@ -483,7 +701,7 @@ impl<N: Net> Lb<N> {
             }
             let addr = be.pool.borrow().servers()[i].spec.addr;
             let t0 = flow::now_ns();
-            let r = flow::timeout(spec.connect_timeout, self.net.connect(addr, &self.tcp)).await;
+            let r = flow::timeout(spec.connect_timeout, self.net.connect(addr, &tcp)).await;
             match r {
                 Ok(Ok(f)) => {
                     let us = (flow::now_ns() - t0) / 1000;
@@ -552,6 +770,16 @@ async fn read_proxy<F: Flow>(
         }
     };
     flow::timeout(limit, work).await.unwrap_or(Err(proxy_proto::ProxyError::Truncated))
+}
+
+/// What a connect needs of its backend's values, copied at its start.
+#[derive(Clone, Copy)]
+struct Policy {
+    redispatch: bool,
+    retries: u32,
+    queue_max: usize,
+    queue_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 #[derive(Clone, Copy)]

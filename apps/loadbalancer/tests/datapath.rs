@@ -126,10 +126,10 @@ fn servers(net: &MemNet, how: Serve, which: &[usize]) -> Rc<RefCell<[u32; 3]>> {
 /// Starts `lb` on `net` with `cfg`; returns it and its stop flag.
 fn start(net: &MemNet, cfg: &Checked) -> (Rc<Lb<MemNet>>, Arc<AtomicBool>) {
     let lb = Lb::new(net.clone(), cfg);
-    let ls = lb.listen().unwrap();
+    lb.start().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (l2, s2) = (lb.clone(), stop.clone());
-    flow::spawn(async move { l2.serve(ls, s2, Duration::from_secs(1)).await });
+    flow::spawn(async move { l2.serve(s2, Duration::from_secs(1)).await });
     (lb, stop)
 }
 
@@ -439,9 +439,7 @@ fn a_connect_that_hangs_is_abandoned_at_connect_timeout_and_redispatched() {
         cfg.backends[0].retries = 1;
         cfg.backends[0].redispatch = true;
         let lb = Lb::new(net.clone(), &cfg);
-        let ls = lb.listen().unwrap();
-        let l2 = lb.clone();
-        flow::spawn(async move { l2.serve(ls, Arc::new(AtomicBool::new(false)), Duration::ZERO).await });
+        lb.start().unwrap();
         let t0 = flow::now_ns();
         let mut c = mem.connect(sa(VIP), &tcp_config()).await.unwrap();
         c.write_all(b"y").await.unwrap();
@@ -536,10 +534,10 @@ fn stop_closes_the_listeners_and_waits_for_sessions_up_to_the_grace() {
         let net = MemNet::new();
         servers(&net, Serve::Echo, &[0, 1, 2]);
         let lb = Lb::new(net.clone(), &config());
-        let ls = lb.listen().unwrap();
+        lb.start().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (l2, s2) = (lb.clone(), stop.clone());
-        let served = flow::spawn(async move { l2.serve(ls, s2, Duration::from_secs(3)).await });
+        let served = flow::spawn(async move { l2.serve(s2, Duration::from_secs(3)).await });
         let mut open = net.connect(sa(VIP), &tcp_config()).await.unwrap();
         open.write_all(b"z").await.unwrap();
         let mut one = [0u8; 1];
@@ -555,4 +553,96 @@ fn stop_closes_the_listeners_and_waits_for_sessions_up_to_the_grace() {
         assert_eq!(left, 1, "one session outlived the grace");
         assert!((flow::now_ns() - t0) / 1_000_000 <= 3_000);
     });
+}
+
+#[test]
+fn a_reload_changes_servers_and_listeners_while_open_sessions_go_on() {
+    run(async {
+        let net = MemNet::new();
+        let counts = servers(&net, Serve::Echo, &[0, 1, 2]);
+        let cfg = config();
+        let (lb, _stop) = start(&net, &cfg);
+        let vip = sa(VIP);
+        // An open session on s1 (round robin's first pick).
+        let mut open = net.connect(vip, &tcp_config()).await.unwrap();
+        open.write_all(b"1").await.unwrap();
+        let mut one = [0u8; 1];
+        open.read_exact(&mut one).await.unwrap();
+        assert_eq!(counts.borrow()[0], 1);
+        // Reload: s1 gone, s3 weight 3, a second listen address instead of the first.
+        let mut next = config();
+        next.backends[0].servers.remove(0);
+        next.backends[0].servers[1].weight = 3;
+        let new_vip = sa("198.18.1.2:9090");
+        let mut lc = next.frontends[0].listen_cfg[0].clone();
+        lc.addr = new_vip;
+        next.frontends[0].listen = vec![new_vip];
+        next.frontends[0].listen_cfg = vec![lc];
+        assert_eq!(lb.reload(&next).unwrap(), Vec::<String>::new());
+        flow::sleep(Duration::from_millis(50)).await;
+        assert!(matches!(net.connect(vip, &tcp_config()).await, Err(FlowError::Refused)), "old address closed");
+        for _ in 0..8 {
+            let mut c = net.connect(new_vip, &tcp_config()).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            c.shutdown().await.unwrap();
+            assert_eq!(read_all(&mut c).await.unwrap(), b"x");
+        }
+        assert_eq!(*counts.borrow(), [1, 2, 6], "s1 removed, s2:s3 = 1:3");
+        // The session opened before the reload still works.
+        open.write_all(b"2").await.unwrap();
+        open.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"2");
+        let s = lb.snapshot();
+        assert_eq!(s.backends[0].2.len(), 2, "s1 no longer listed");
+    });
+}
+
+#[test]
+fn runtime_commands_set_weight_drain_state_and_add_and_remove_servers() {
+    use loadbalancer::proxy::Command;
+    run(async {
+        let net = MemNet::new();
+        let counts = servers(&net, Serve::Echo, &[0, 1, 2]);
+        let (lb, _stop) = start(&net, &config());
+        let b = || "web".to_string();
+        let name = |s: &str| s.to_string();
+        lb.apply(&Command::SetDrain { backend: b(), server: name("s1"), drain: true }).unwrap();
+        lb.apply(&Command::SetUp { backend: b(), server: name("s2"), up: false }).unwrap();
+        lb.apply(&Command::SetWeight { backend: b(), server: name("s3"), weight: 0 }).unwrap();
+        let mut c = net.connect(sa(VIP), &tcp_config()).await.unwrap();
+        assert_eq!(read_all(&mut c).await.unwrap(), b"", "no eligible server: closed");
+        assert_eq!(lb.snapshot().backends[0].1.no_server, 1);
+        // A fourth server, added at run time, takes everything.
+        let mut extra = cfg_server("s4", "tcp://198.18.2.4:8081");
+        extra.weight = 5;
+        let mut l = net.listen(extra.addr, &flow::kernel::tests_support::listen_config(1)).unwrap();
+        lb.apply(&Command::Add { backend: b(), server: extra.clone() }).unwrap();
+        assert!(lb.apply(&Command::Add { backend: b(), server: extra }).is_err(), "names are unique");
+        let mut c = net.connect(sa(VIP), &tcp_config()).await.unwrap();
+        let (mut f, _) = l.accept().await.unwrap();
+        c.write_all(b"q").await.unwrap();
+        let mut one = [0u8; 1];
+        f.read_exact(&mut one).await.unwrap();
+        lb.apply(&Command::Remove { backend: b(), server: name("s4") }).unwrap();
+        lb.apply(&Command::SetDrain { backend: b(), server: name("s1"), drain: false }).unwrap();
+        // The open session on the removed server goes on; new ones go to s1.
+        f.write_all(b"r").await.unwrap();
+        c.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"r");
+        let mut d = net.connect(sa(VIP), &tcp_config()).await.unwrap();
+        d.write_all(b"s").await.unwrap();
+        d.read_exact(&mut one).await.unwrap();
+        assert_eq!(counts.borrow()[0], 1);
+        assert!(lb.apply(&Command::SetWeight { backend: b(), server: name("s9"), weight: 1 }).is_err());
+        assert!(lb.apply(&Command::SetWeight { backend: b(), server: name("s1"), weight: 257 }).is_err());
+        assert!(lb.apply(&Command::SetWeight { backend: "nope".into(), server: name("s1"), weight: 1 }).is_err());
+    });
+}
+
+fn cfg_server(name: &str, uri: &str) -> loadbalancer::config::ServerSpec {
+    let mut s = config().backends[0].servers[0].clone();
+    s.name = name.into();
+    s.uri = uri.into();
+    s.addr = loadbalancer::config::resolve_uri(uri).unwrap();
+    s
 }
