@@ -22,6 +22,8 @@ enum Cmd {
     Init,
     /// Validate a configuration; exit 2 naming the key at fault.
     Check(CheckArgs),
+    /// Run the balancer.
+    Run(crate::run::RunArgs),
 }
 
 /// `lb check`.
@@ -78,6 +80,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
             Ok(())
         }
         Cmd::Check(a) => check(&a),
+        Cmd::Run(a) => crate::run::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

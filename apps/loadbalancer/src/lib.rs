@@ -13,18 +13,25 @@
 //! uses), [`maglev`] (NSDI'16 §3.4 consistent hashing), [`balance`] (picking a
 //! server: Maglev, smooth weighted round robin, leastconn; per core),
 //! [`proxy`] (accept, pick, connect, splice, every timeout), [`proxy_proto`]
-//! (PROXY protocol v1/v2, sent and strictly parsed), [`cli`].
+//! (PROXY protocol v1/v2, sent and strictly parsed), [`health`] (active
+//! checks on one core, verdicts to all), [`control`] (what crosses cores:
+//! commands, reloads, counters), [`admin`] (`/metrics`, `/stats`, runtime
+//! API), [`cli`].
 //!
 //! Per core, shared-nothing: each core builds its own balancer state (its own
 //! Maglev table copy, connection counts, queue and counters) from the same
 //! checked config; nothing on the data path is shared between cores.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod health;
 pub mod maglev;
 pub mod proxy;
 pub mod proxy_proto;
+pub mod run;
 
 pub use cli::main_with;

@@ -107,6 +107,8 @@ pub struct BackendCounters {
     pub server_resets: u64,
     /// Connect times: counts per [`CONNECT_BUCKETS_US`] bucket, plus one.
     pub connect_us: Vec<u64>,
+    /// Sum of the connect times, µs.
+    pub connect_us_sum: u64,
 }
 
 /// A limit with tasks waiting for room: the frontend's `maxconn` gate and the
@@ -635,6 +637,7 @@ impl<N: Net> Lb<N> {
         let spec = {
             let b = be.spec.borrow();
             Policy {
+                passive: b.check != crate::config::Check::Off,
                 redispatch: b.redispatch,
                 retries: b.retries,
                 queue_max: b.queue_max,
@@ -706,7 +709,11 @@ impl<N: Net> Lb<N> {
                 Ok(Ok(f)) => {
                     let us = (flow::now_ns() - t0) / 1000;
                     let bucket = CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len());
-                    be.stats.borrow_mut().connect_us[bucket] += 1;
+                    {
+                        let mut s = be.stats.borrow_mut();
+                        s.connect_us[bucket] += 1;
+                        s.connect_us_sum += us;
+                    }
                     let mut p = be.pool.borrow_mut();
                     p.report(i, true);
                     p.stats_mut(i).total += 1;
@@ -718,7 +725,9 @@ impl<N: Net> Lb<N> {
                         p.release(i);
                         p.stats_mut(i).connect_errors += 1;
                         // Passive health: a failed connect counts toward `fall`.
-                        p.report(i, false);
+                        if spec.passive {
+                            p.report(i, false);
+                        }
                     }
                     be.queue.notify();
                     attempts += 1;
@@ -775,6 +784,9 @@ async fn read_proxy<F: Flow>(
 /// What a connect needs of its backend's values, copied at its start.
 #[derive(Clone, Copy)]
 struct Policy {
+    /// Failed connects count toward `fall` (only with active checks on,
+    /// which are what bring a server back).
+    passive: bool,
     redispatch: bool,
     retries: u32,
     queue_max: usize,

@@ -103,6 +103,20 @@ pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// The v1 header of a connection with no client behind it (a health check):
+/// `PROXY UNKNOWN\r\n`.
+pub fn encode_v1_unknown() -> Vec<u8> {
+    b"PROXY UNKNOWN\r\n".to_vec()
+}
+
+/// The v2 header of a connection with no client behind it: command LOCAL,
+/// family UNSPEC, no address.
+pub fn encode_v2_local() -> Vec<u8> {
+    let mut out = V2_SIG.to_vec();
+    out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    out
+}
+
 /// Parses the start of a client's stream; `limit` bounds a v2 header's
 /// total size. `Ok(None)`: not enough bytes yet.
 pub fn parse(buf: &[u8], limit: usize) -> Result<Option<Header>, ProxyError> {
@@ -342,6 +356,12 @@ mod tests {
         let mut body = V4_ADDRS.to_vec();
         body.extend_from_slice(&[0x04, 0x00, 0x02, 1, 2]);
         assert_eq!(parse(&v2(0x21, 0x11, &body), 4096).unwrap().unwrap().len, 16 + 17);
+    }
+
+    #[test]
+    fn the_health_check_forms_parse_as_no_address() {
+        assert_eq!(parse(&encode_v1_unknown(), 4096), Ok(Some(Header { addrs: None, len: 15 })));
+        assert_eq!(parse(&encode_v2_local(), 4096), Ok(Some(Header { addrs: None, len: 16 })));
     }
 
     #[test]
