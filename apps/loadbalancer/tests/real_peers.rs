@@ -1,0 +1,453 @@
+//! Real peers: three `nginx` backends (Debian's nginx-light) and `curl` /
+//! `wrk` clients around `lb`, in a namespace the test makes, on the kernel's
+//! stack and on ours over a TAP port (`scripts/testbed.sh up NAME --tap`).
+//!
+//! Addresses (198.18.0.0/15 only): `lb` listens on 198.18.1.1 (`:8080` the
+//! web frontend, `:8090` the one that sends PROXY v2); the backends and the
+//! clients are on 198.18.1.2 (the TAP's kernel side; on `--stack kernel`,
+//! both addresses sit on the namespace's loopback).
+//!
+//! Needs root, `ip`, `nginx`, `curl`, `wrk`, `kill`. Under `CI=true` these
+//! tests run (and fail if they cannot); elsewhere they say why they skip.
+//! Namespaces and processes are removed by guards even when a test fails.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const LB: &str = env!("CARGO_BIN_EXE_lb");
+const TAP_MAC: &str = "02:00:00:00:01:01";
+const NGINX: &str = "nginx";
+
+fn available() -> bool {
+    testkit::require_root("network namespaces, TAP") && testkit::require(&["ip", NGINX, "curl", "wrk", "kill"])
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A namespace: `testbed.sh up NAME --tap` (user stack) or a bare one with
+/// both addresses on loopback (kernel stack); removed on drop.
+struct Ns {
+    name: String,
+    tap: bool,
+}
+
+impl Ns {
+    fn up(tap: bool) -> Ns {
+        let name = unique("lbt");
+        let ns = Ns { name: name.clone(), tap };
+        if tap {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
+            let out = Command::new(script).args(["up", &name, "--tap", "--quiet"]).output().unwrap();
+            assert!(out.status.success(), "testbed: {}", String::from_utf8_lossy(&out.stderr));
+        } else {
+            assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
+            for args in [
+                vec!["link", "set", "lo", "up"],
+                vec!["addr", "add", "198.18.1.1/32", "dev", "lo"],
+                vec!["addr", "add", "198.18.1.2/32", "dev", "lo"],
+            ] {
+                assert!(Command::new("ip").arg("-n").arg(&name).args(&args).status().unwrap().success());
+            }
+        }
+        ns
+    }
+
+    fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        if self.tap {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
+            let _ = Command::new(script).args(["down", &self.name]).status();
+        } else {
+            let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        }
+    }
+}
+
+/// A background child: killed on drop.
+struct Bg(Option<Child>);
+
+impl Bg {
+    fn spawn(cmd: &mut Command) -> Bg {
+        Bg(Some(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn")))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([sig, &self.pid().to_string()]).status();
+    }
+
+    /// SIGTERM, then waits (bounded) for the output.
+    fn stop(mut self) -> Output {
+        self.signal("-TERM");
+        let mut c = self.0.take().expect("running");
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = c.try_wait() {
+                return c.wait_with_output().expect("output");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait_with_output().expect("output")
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A temporary directory, removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Dir {
+        let d = std::env::temp_dir().join(unique("lbpeers"));
+        std::fs::create_dir_all(&d).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A file every backend serves, and whose bytes the test checks.
+fn big_file() -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..(1 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// nginx number `i` (1..=3) on 198.18.1.2:808i, and on :809i with
+/// `proxy_protocol`, logging the PROXY addresses it read. One process
+/// (`master_process off`), so killing it kills the server.
+fn nginx(ns: &Ns, dir: &Dir, i: usize) -> Bg {
+    let root = dir.0.join(format!("www{i}"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("id.txt"), format!("s{i}\n")).unwrap();
+    std::fs::write(root.join("big.bin"), big_file()).unwrap();
+    let d = dir.0.display();
+    let conf = format!(
+        "master_process off;\nworker_processes 1;\npid {d}/nginx{i}.pid;\nerror_log {d}/error{i}.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n access_log off;\n client_body_temp_path {d}/tmp{i};\n\
+         log_format pp '$proxy_protocol_addr $proxy_protocol_port';\n\
+         keepalive_requests 1000000;\n\
+         server {{ listen 198.18.1.2:808{i}; root {root}; }}\n\
+         server {{ listen 198.18.1.2:809{i} proxy_protocol; root {root}; access_log {d}/pp{i}.log pp; }}\n}}\n",
+        root = root.display()
+    );
+    let path = dir.0.join(format!("nginx{i}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let mut c = ns.cmd(NGINX);
+    let early_log = dir.0.join(format!("early{i}.log"));
+    c.args(["-e", early_log.to_str().unwrap(), "-c", path.to_str().unwrap(), "-g", "daemon off;"]);
+    Bg::spawn(&mut c)
+}
+
+/// The test configuration: `lb init` with the addresses above, round robin
+/// 2:1:1, fast health checks, and a second frontend/backend sending PROXY v2.
+fn config(dir: &Dir) -> PathBuf {
+    let init = Command::new(LB).arg("init").output().unwrap();
+    let mut t = String::from_utf8(init.stdout).unwrap();
+    for (from, to) in [
+        ("0.0.0.0:8080", "198.18.1.1:8080"),
+        ("198.18.2.1:8081", "198.18.1.2:8081"),
+        ("198.18.2.2:8081", "198.18.1.2:8082"),
+        ("198.18.2.3:8081", "198.18.1.2:8083"),
+        ("algorithm = \"maglev\"", "algorithm = \"roundrobin\""),
+        ("interval_ms = 2000", "interval_ms = 200"),
+        ("timeout_ms = 1000", "timeout_ms = 100"),
+        ("fall = 3", "fall = 2"),
+        ("weight = 1 ", "weight = 2 "),
+    ] {
+        assert!(t.contains(from), "{from}");
+        t = t.replacen(from, to, 1);
+    }
+    // The PROXY v2 pair: same values, other names and addresses.
+    let front = section(&t, "[frontends.web]").replace("[frontends.web]", "[frontends.pp]");
+    let front = front.replace("198.18.1.1:8080", "198.18.1.1:8090").replace("backend = \"web\"", "backend = \"pp\"");
+    let mut back = String::new();
+    for s in ["[backends.web]", "[backends.web.balance]", "[backends.web.timeouts]", "[backends.web.health]"] {
+        back += &section(&t, s).replace("backends.web", "backends.pp");
+    }
+    back += &section(&t, "[[backends.web.servers]]")
+        .replace("backends.web", "backends.pp")
+        .replace("198.18.1.2:8081", "198.18.1.2:8091")
+        .replace("send_proxy = \"off\"", "send_proxy = \"v2\"");
+    t = t.replace("[admin]", &format!("{front}\n{back}\n[admin]"));
+    let p = dir.0.join("lb.toml");
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+/// The text of a TOML table from its header to the next header.
+fn section(t: &str, header: &str) -> String {
+    let at = t.find(&format!("\n{header}\n")).unwrap_or_else(|| panic!("{header}")) + 1;
+    let rest = &t[at + header.len()..];
+    let end = rest.find("\n[").map(|e| e + 1).unwrap_or(rest.len());
+    format!("{header}{}", &rest[..end])
+}
+
+fn lb(ns: &Ns, cfg: &std::path::Path, user: bool) -> Bg {
+    let mut c = ns.cmd(LB);
+    c.args(["run", "-c", cfg.to_str().unwrap(), "--cores", "0", "--grace-ms", "2000"]);
+    if user {
+        let spec = format!("tap:t0?mac={TAP_MAC}");
+        c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--mbufs", "8192"]);
+    } else {
+        c.args(["--stack", "kernel"]);
+    }
+    Bg::spawn(&mut c)
+}
+
+fn curl(ns: &Ns, args: &[&str]) -> Output {
+    let out = ns.cmd("curl").args(["-sS", "--max-time", "60"]).args(args).output().unwrap();
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Waits until a GET through the balancer works and every server is up.
+fn wait_ready(ns: &Ns) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end {
+        let ok = ns
+            .cmd("curl")
+            .args(["-s", "--max-time", "1", "http://198.18.1.1:8080/id.txt"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok && metric(ns, "lb_server_up{backend=\"web\"").iter().all(|v| *v == 1.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("lb did not come up");
+}
+
+/// Values of the metric lines that start with `prefix`.
+fn metric(ns: &Ns, prefix: &str) -> Vec<f64> {
+    let Ok(o) = ns.cmd("curl").args(["-s", "--max-time", "2", "http://127.0.0.1:9100/metrics"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+        .collect()
+}
+
+fn server_up(ns: &Ns, server: &str) -> Option<bool> {
+    metric(ns, &format!("lb_server_up{{backend=\"web\",server=\"{server}\"}}")).first().map(|v| *v == 1.0)
+}
+
+/// wrk's request count and errors (socket errors + non-2xx/3xx).
+fn wrk(out: &Output) -> (u64, u64, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count from wrk: {text}"));
+    let mut errors = 0;
+    for l in text.lines() {
+        if let Some(rest) = l.trim().strip_prefix("Socket errors:") {
+            errors += rest.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum::<u64>();
+        }
+        if let Some(rest) = l.trim().strip_prefix("Non-2xx or 3xx responses:") {
+            errors += rest.trim().parse::<u64>().unwrap();
+        }
+    }
+    (requests, errors, text)
+}
+
+fn wrk_bg(ns: &Ns, secs: u32, conns: u32) -> Bg {
+    let mut c = ns.cmd("wrk");
+    let d = format!("{secs}s");
+    let cn = conns.to_string();
+    c.args(["-t1", "-c", &cn, "-d", &d, "--timeout", "5s", "-H", "Connection: close", "http://198.18.1.1:8080/id.txt"]);
+    Bg::spawn(&mut c)
+}
+
+fn wait_output(mut b: Bg, limit: Duration) -> Output {
+    let mut c = b.0.take().unwrap();
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = c.try_wait() {
+            return c.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    panic!("still running after {limit:?}");
+}
+
+/// Distribution by weight, a 1 MiB file byte for byte, and PROXY v2 read
+/// by nginx naming the curl client's address and port.
+fn weights_bytes_and_proxy_v2(user: bool) {
+    let ns = Ns::up(user);
+    let dir = Dir::new();
+    let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
+    let cfg = config(&dir);
+    let lbp = lb(&ns, &cfg, user);
+    wait_ready(&ns);
+    // 3,000 requests, one connection each: weights 2:1:1.
+    let out = curl(&ns, &["-H", "Connection: close", "http://198.18.1.1:8080/id.txt?[1-3000]"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |s: &str| text.lines().filter(|l| *l == s).count() as f64;
+    let (a, b, c) = (count("s1"), count("s2"), count("s3"));
+    assert_eq!(a + b + c, 3000.0, "{text}");
+    for (got, want) in [(a, 1500.0), (b, 750.0), (c, 750.0)] {
+        assert!((got - want).abs() <= 0.05 * want, "distribution {a}/{b}/{c} for weights 2:1:1");
+    }
+    // A 1 MiB file through the balancer, byte for byte.
+    let out = curl(&ns, &["http://198.18.1.1:8080/big.bin"]);
+    assert!(out.stdout == big_file(), "big.bin differs ({} bytes)", out.stdout.len());
+    // PROXY v2 to nginx: it must log the curl client's address and port.
+    let out = curl(&ns, &["--interface", "198.18.1.2", "-w", "\n%{local_port}", "http://198.18.1.1:8090/id.txt"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let port = text.lines().last().unwrap().trim().to_string();
+    assert!(text.starts_with("s1\n"), "{text}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = std::fs::read_to_string(dir.0.join("pp1.log")).unwrap_or_default();
+    let want = format!("198.18.1.2 {port}");
+    assert!(log.lines().any(|l| l.trim() == want), "nginx logged {log:?}, want {want:?}");
+    let out = lbp.stop();
+    assert!(out.status.success(), "lb: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn kernel_stack_weights_bytes_and_proxy_v2_with_nginx_and_curl() {
+    if available() {
+        weights_bytes_and_proxy_v2(false);
+    }
+}
+
+#[test]
+fn user_stack_over_tap_weights_bytes_and_proxy_v2_with_nginx_and_curl() {
+    if available() {
+        weights_bytes_and_proxy_v2(true);
+    }
+}
+
+/// A server killed during a `wrk` run (one request per connection): marked
+/// down within fall × interval + timeout; the only failed requests are the
+/// ones in flight on it; refused connects are redispatched, never seen.
+fn killed_server(user: bool) {
+    let ns = Ns::up(user);
+    let dir = Dir::new();
+    let mut servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
+    let cfg = config(&dir);
+    let lbp = lb(&ns, &cfg, user);
+    wait_ready(&ns);
+    let conns = 8;
+    let load = wrk_bg(&ns, 4, conns);
+    std::thread::sleep(Duration::from_secs(1));
+    let killed = Instant::now();
+    drop(servers.pop()); // s3: SIGKILL
+    let mut down_after = None;
+    while killed.elapsed() < Duration::from_secs(3) {
+        if server_up(&ns, "s3") == Some(false) {
+            down_after = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // fall (2) x interval (200 ms) + timeout (100 ms), and the metrics' own
+    // publication tick and polling on top.
+    let down_after = down_after.expect("s3 never marked down");
+    assert!(down_after <= Duration::from_millis(2 * 200 + 100 + 200), "down after {down_after:?}");
+    let (requests, errors, text) = wrk(&wait_output(load, Duration::from_secs(30)));
+    assert!(requests > 100, "{text}");
+    eprintln!("killed server: {requests} requests, {errors} failed (in flight on s3 at most {conns}), down after {down_after:?}");
+    assert!(errors <= u64::from(conns), "{errors} failed requests: more than were in flight\n{text}");
+    let out = lbp.stop();
+    assert!(out.status.success());
+}
+
+#[test]
+fn kernel_stack_a_killed_server_is_marked_down_and_only_its_in_flight_requests_fail() {
+    if available() {
+        killed_server(false);
+    }
+}
+
+#[test]
+fn user_stack_a_killed_server_is_marked_down_and_only_its_in_flight_requests_fail() {
+    if available() {
+        killed_server(true);
+    }
+}
+
+/// A drain over the admin API, a SIGHUP reload with new weights and an
+/// admin reload during a `wrk` run: no failed request.
+fn drain_and_reloads(user: bool) {
+    let ns = Ns::up(user);
+    let dir = Dir::new();
+    let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
+    let cfg = config(&dir);
+    let lbp = lb(&ns, &cfg, user);
+    wait_ready(&ns);
+    let load = wrk_bg(&ns, 4, 8);
+    std::thread::sleep(Duration::from_millis(700));
+    curl(&ns, &["-X", "POST", "http://127.0.0.1:9100/servers/web/s1/drain/on"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen("weight = 2 ", "weight = 3 ", 1);
+    std::fs::write(&cfg, text).unwrap();
+    lbp.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(700));
+    curl(&ns, &["-X", "POST", "http://127.0.0.1:9100/reload"]);
+    let (requests, errors, text) = wrk(&wait_output(load, Duration::from_secs(30)));
+    assert!(requests > 100, "{text}");
+    assert_eq!(errors, 0, "{text}");
+    let out = lbp.stop();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("reloaded").count(), 2, "{err}");
+    assert!(out.status.success(), "{err}");
+}
+
+#[test]
+fn kernel_stack_drain_and_reloads_during_wrk_fail_no_request() {
+    if available() {
+        drain_and_reloads(false);
+    }
+}
+
+#[test]
+fn user_stack_drain_and_reloads_during_wrk_fail_no_request() {
+    if available() {
+        drain_and_reloads(true);
+    }
+}
