@@ -123,8 +123,8 @@ impl Control {
                     Err((a, e)) => eprintln!("lb: reload: core {index}: listen on {a}: {e}"),
                 }
             }
-            self.set_snapshot(index, lb.snapshot());
+            self.set_snapshot(index, lb.core_snapshot());
         }
-        self.set_snapshot(index, lb.snapshot());
+        self.set_snapshot(index, lb.core_snapshot());
     }
 }

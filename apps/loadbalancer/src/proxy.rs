@@ -265,6 +265,15 @@ pub struct Snapshot {
     pub backends: Vec<(String, BackendCounters, Vec<ServerRow>)>,
     /// Sessions open.
     pub sessions: usize,
+    /// This core's executor loop: ns in iterations that did work (a task ran,
+    /// a timer fired, I/O moved), from `flow::core_cycles` and the TSC rate.
+    pub busy_ns: u64,
+    /// ns in empty iterations (an epoll reactor's sleep included).
+    pub idle_ns: u64,
+}
+
+fn cycles_ns(c: u64) -> u64 {
+    (u128::from(c) * 1_000_000_000 / u128::from(pmd::runtime::tsc_hz().max(1))) as u64
 }
 
 fn new_backend(b: &BackendSpec) -> Rc<Backend> {
@@ -306,7 +315,17 @@ impl<N: Net> Lb<N> {
         self.sessions.get()
     }
 
-    /// The counters now.
+    /// The counters now, with the executor's busy/idle time (call it on the
+    /// core, inside its executor).
+    pub fn core_snapshot(&self) -> Snapshot {
+        let c = flow::core_cycles();
+        let mut s = self.snapshot();
+        s.busy_ns = cycles_ns(c.busy);
+        s.idle_ns = cycles_ns(c.idle);
+        s
+    }
+
+    /// The counters now (busy/idle time left 0: see [`Lb::core_snapshot`]).
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             frontends: self
@@ -332,6 +351,8 @@ impl<N: Net> Lb<N> {
                 })
                 .collect(),
             sessions: self.sessions.get(),
+            busy_ns: 0,
+            idle_ns: 0,
         }
     }
 

@@ -123,7 +123,7 @@ async fn core<N: flow::Net>(net: N, index: usize, cfg: Arc<Checked>, ctl: Arc<Co
     }
     flow::spawn(ctl.clone().core_task(lb.clone(), index));
     let left = lb.serve(ctl.stop.clone(), ctl.grace).await;
-    Ok((lb.snapshot(), left))
+    Ok((lb.core_snapshot(), left))
 }
 
 /// Runs until SIGTERM/SIGINT and the grace after it.
@@ -132,6 +132,8 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
     let cores = pmd::runtime::parse_core_list(&a.cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     pmd::runtime::check_cores(&cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     let ctl = Control::new(cores.len(), cfg.clone(), Duration::from_millis(a.grace_ms));
+    // Measured once (50 ms) here, not on a data core's first snapshot.
+    let _ = pmd::runtime::tsc_hz();
     // Signals: SIGTERM/SIGINT stop, SIGHUP reloads.
     let sig = pmd::runtime::StopSignal::install().map_err(|e| Fail::other(e.to_string()))?;
     let hup = Arc::new(AtomicBool::new(false));
@@ -181,6 +183,14 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
         }
         StackKind::User => {
             let port = a.port.clone().ok_or_else(|| Fail::usage("--stack user needs --port SPEC"))?;
+            // A server's replies must reach the core that connected to it;
+            // until the port steers them there (issue 18), one core.
+            if cores.len() > 1 {
+                return Err(Fail::usage(
+                    "--cores: --stack user runs on one core until server replies are steered to the core that \
+                     connected (issue 18); --stack kernel runs on several",
+                ));
+            }
             if a.ips.is_empty() {
                 return Err(Fail::usage("--stack user needs at least one --ip ADDR/PREFIX"));
             }
