@@ -1,6 +1,7 @@
 //! Real peers: three `nginx` backends (Debian's nginx-light) and `curl` /
 //! `wrk` clients around `lb`, in a namespace the test makes, on the kernel's
-//! stack and on ours over a TAP port (`scripts/testbed.sh up NAME --tap`).
+//! stack and on ours over a TAP port (`scripts/testbed.sh up NAME --tap`) or
+//! the testbed's veth through `af_packet`.
 //!
 //! Addresses (198.18.0.0/15 only): `lb` listens on 198.18.1.1 (`:8080` the
 //! web frontend, `:8090` the one that sends PROXY v2); the backends and the
@@ -30,21 +31,40 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A namespace: `testbed.sh up NAME --tap` (user stack) or a bare one with
-/// both addresses on loopback (kernel stack); removed on drop.
+/// Where `lb` runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Via {
+    /// `--stack kernel`: both addresses on the namespace's loopback.
+    Kernel,
+    /// `--stack user` on `tap:t0` (`testbed.sh up NAME --tap`).
+    Tap,
+    /// `--stack user` on `af_packet:p0` (the testbed's veth), 198.18.1.2/24
+    /// added on its kernel end `k0`.
+    AfPacket,
+}
+
+/// A namespace for `via`; removed on drop.
 struct Ns {
     name: String,
     tap: bool,
 }
 
 impl Ns {
-    fn up(tap: bool) -> Ns {
+    fn up(via: Via) -> Ns {
         let name = unique("lbt");
-        let ns = Ns { name: name.clone(), tap };
-        if tap {
+        let ns = Ns { name: name.clone(), tap: via != Via::Kernel };
+        if via != Via::Kernel {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/testbed.sh");
-            let out = Command::new(script).args(["up", &name, "--tap", "--quiet"]).output().unwrap();
+            let mut args = vec!["up", &name, "--quiet"];
+            if via == Via::Tap {
+                args.push("--tap");
+            }
+            let out = Command::new(script).args(&args).output().unwrap();
             assert!(out.status.success(), "testbed: {}", String::from_utf8_lossy(&out.stderr));
+            if via == Via::AfPacket {
+                let ok = Command::new("ip").args(["-n", &name, "addr", "add", "198.18.1.2/24", "dev", "k0"]).status();
+                assert!(ok.unwrap().success());
+            }
         } else {
             assert!(Command::new("ip").args(["netns", "add", &name]).status().unwrap().success());
             for args in [
@@ -220,15 +240,18 @@ fn section(t: &str, header: &str) -> String {
     format!("{header}{}", &rest[..end])
 }
 
-fn lb(ns: &Ns, cfg: &std::path::Path, user: bool) -> Bg {
+fn lb(ns: &Ns, cfg: &std::path::Path, via: Via) -> Bg {
     let mut c = ns.cmd(LB);
     c.args(["run", "-c", cfg.to_str().unwrap(), "--cores", "0", "--grace-ms", "2000"]);
-    if user {
-        let spec = format!("tap:t0?mac={TAP_MAC}");
-        c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--mbufs", "8192"]);
-    } else {
-        c.args(["--stack", "kernel"]);
-    }
+    let spec = match via {
+        Via::Kernel => {
+            c.args(["--stack", "kernel"]);
+            return Bg::spawn(&mut c);
+        }
+        Via::Tap => format!("tap:t0?mac={TAP_MAC}"),
+        Via::AfPacket => "af_packet:p0".to_string(),
+    };
+    c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--mbufs", "8192"]);
     Bg::spawn(&mut c)
 }
 
@@ -316,20 +339,25 @@ fn wait_output(mut b: Bg, limit: Duration) -> Output {
 
 /// Distribution by weight, a 1 MiB file byte for byte, and PROXY v2 read
 /// by nginx naming the curl client's address and port.
-fn weights_bytes_and_proxy_v2(user: bool) {
-    let ns = Ns::up(user);
+fn weights_bytes_and_proxy_v2(via: Via) {
+    let ns = Ns::up(via);
     let dir = Dir::new();
     let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
     let cfg = config(&dir);
-    let lbp = lb(&ns, &cfg, user);
+    let lbp = lb(&ns, &cfg, via);
     wait_ready(&ns);
-    // 3,000 requests, one connection each: weights 2:1:1.
-    let out = curl(&ns, &["-H", "Connection: close", "http://198.18.1.1:8080/id.txt?[1-3000]"]);
+    // 3,000 requests, one connection each: weights 2:1:1. (600 on
+    // af_packet, whose TPACKET_V3 blocks retire after 1 ms: every round trip
+    // waits for it, 3,000 connections would take a minute.)
+    let n = if via == Via::AfPacket { 600 } else { 3000 };
+    let url = format!("http://198.18.1.1:8080/id.txt?[1-{n}]");
+    let out = curl(&ns, &["-H", "Connection: close", &url]);
     let text = String::from_utf8_lossy(&out.stdout);
     let count = |s: &str| text.lines().filter(|l| *l == s).count() as f64;
     let (a, b, c) = (count("s1"), count("s2"), count("s3"));
-    assert_eq!(a + b + c, 3000.0, "{text}");
-    for (got, want) in [(a, 1500.0), (b, 750.0), (c, 750.0)] {
+    let n = f64::from(n);
+    assert_eq!(a + b + c, n, "{text}");
+    for (got, want) in [(a, n / 2.0), (b, n / 4.0), (c, n / 4.0)] {
         assert!((got - want).abs() <= 0.05 * want, "distribution {a}/{b}/{c} for weights 2:1:1");
     }
     // A 1 MiB file through the balancer, byte for byte.
@@ -351,26 +379,33 @@ fn weights_bytes_and_proxy_v2(user: bool) {
 #[test]
 fn kernel_stack_weights_bytes_and_proxy_v2_with_nginx_and_curl() {
     if available() {
-        weights_bytes_and_proxy_v2(false);
+        weights_bytes_and_proxy_v2(Via::Kernel);
     }
 }
 
 #[test]
 fn user_stack_over_tap_weights_bytes_and_proxy_v2_with_nginx_and_curl() {
     if available() {
-        weights_bytes_and_proxy_v2(true);
+        weights_bytes_and_proxy_v2(Via::Tap);
+    }
+}
+
+#[test]
+fn user_stack_over_af_packet_weights_bytes_and_proxy_v2_with_nginx_and_curl() {
+    if available() {
+        weights_bytes_and_proxy_v2(Via::AfPacket);
     }
 }
 
 /// A server killed during a `wrk` run (one request per connection): marked
 /// down within fall × interval + timeout; the only failed requests are the
 /// ones in flight on it; refused connects are redispatched, never seen.
-fn killed_server(user: bool) {
-    let ns = Ns::up(user);
+fn killed_server(via: Via) {
+    let ns = Ns::up(via);
     let dir = Dir::new();
     let mut servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
     let cfg = config(&dir);
-    let lbp = lb(&ns, &cfg, user);
+    let lbp = lb(&ns, &cfg, via);
     wait_ready(&ns);
     let conns = 8;
     let load = wrk_bg(&ns, 4, conns);
@@ -400,25 +435,25 @@ fn killed_server(user: bool) {
 #[test]
 fn kernel_stack_a_killed_server_is_marked_down_and_only_its_in_flight_requests_fail() {
     if available() {
-        killed_server(false);
+        killed_server(Via::Kernel);
     }
 }
 
 #[test]
 fn user_stack_a_killed_server_is_marked_down_and_only_its_in_flight_requests_fail() {
     if available() {
-        killed_server(true);
+        killed_server(Via::Tap);
     }
 }
 
 /// A drain over the admin API, a SIGHUP reload with new weights and an
 /// admin reload during a `wrk` run: no failed request.
-fn drain_and_reloads(user: bool) {
-    let ns = Ns::up(user);
+fn drain_and_reloads(via: Via) {
+    let ns = Ns::up(via);
     let dir = Dir::new();
     let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
     let cfg = config(&dir);
-    let lbp = lb(&ns, &cfg, user);
+    let lbp = lb(&ns, &cfg, via);
     wait_ready(&ns);
     let load = wrk_bg(&ns, 4, 8);
     std::thread::sleep(Duration::from_millis(700));
@@ -441,13 +476,84 @@ fn drain_and_reloads(user: bool) {
 #[test]
 fn kernel_stack_drain_and_reloads_during_wrk_fail_no_request() {
     if available() {
-        drain_and_reloads(false);
+        drain_and_reloads(Via::Kernel);
     }
 }
 
 #[test]
 fn user_stack_drain_and_reloads_during_wrk_fail_no_request() {
     if available() {
-        drain_and_reloads(true);
+        drain_and_reloads(Via::Tap);
     }
+}
+
+/// A bounded SYN flood from spoofed 198.18.1.100-250 sources (raw socket,
+/// python3): `count` SYNs spread evenly over `secs`; prints how many went.
+const FLOOD: &str = r#"
+import random, socket, struct, sys, time
+dst, port, count, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+d = socket.inet_aton(dst); end = time.time() + secs; n = 0
+while n < count and time.time() < end:
+    src = socket.inet_aton('198.18.1.%d' % random.randint(100, 250))
+    tcp = struct.pack('!HHIIBBHHH', random.randint(1024, 65535), port, random.getrandbits(32), 0, 5 << 4, 0x02, 65535, 0, 0)
+    tcp = tcp[:16] + struct.pack('!H', csum(src + d + struct.pack('!BBH', 0, 6, len(tcp)) + tcp)) + tcp[18:]
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(tcp), n & 0xffff, 0, 64, 6, 0, src, d)
+    raw.sendto(ip + tcp, (dst, 0)); n += 1
+    if n % 100 == 0: time.sleep(max(0.0, (n / count) * secs - (secs - (end - time.time()))))
+print(n)
+"#;
+
+/// Our stack with a SYN backlog of 8 under a SYN flood from the client
+/// namespace: with `syn_cookies = "when-full"` every curl still gets its
+/// answer; with `"off"` (the control) the flood starves them.
+fn syn_flood(cookies: &str) -> (usize, usize, u64) {
+    let ns = Ns::up(Via::Tap);
+    let dir = Dir::new();
+    let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
+    let cfg = config(&dir);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("syn_backlog = 4096", "syn_backlog = 8")
+        .replace("syn_cookies = \"when-full\"", &format!("syn_cookies = \"{cookies}\""));
+    std::fs::write(&cfg, text).unwrap();
+    let lbp = lb(&ns, &cfg, Via::Tap);
+    wait_ready(&ns);
+    let mut c = ns.cmd("python3");
+    c.args(["-c", FLOOD, "198.18.1.1", "8080", "20000", "5"]);
+    let flood = Bg::spawn(&mut c);
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut ok, mut tried) = (0, 0);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) && tried < 10 {
+        tried += 1;
+        let o = ns.cmd("curl").args(["-s", "--max-time", "2", "http://198.18.1.1:8080/id.txt"]).output().unwrap();
+        if o.status.success() && o.stdout.starts_with(b"s") {
+            ok += 1;
+        }
+    }
+    let out = wait_output(flood, Duration::from_secs(30));
+    let sent: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    drop(lbp);
+    (ok, tried, sent)
+}
+
+#[test]
+fn user_stack_syn_flood_at_a_full_syn_backlog_curl_still_succeeds_with_syn_cookies() {
+    if !(available() && testkit::require(&["python3"])) {
+        return;
+    }
+    let (ok, tried, sent) = syn_flood("when-full");
+    eprintln!("syn cookies on: {ok} of {tried} curls answered during a flood of {sent} SYNs");
+    assert!(sent >= 5_000, "the flood sent only {sent} SYNs");
+    assert_eq!(ok, tried, "{ok} of {tried} curls answered under the flood");
+    let (ok, tried, sent) = syn_flood("off");
+    eprintln!("syn cookies off: {ok} of {tried} curls answered during a flood of {sent} SYNs");
+    assert!(sent >= 5_000, "the flood sent only {sent} SYNs");
+    assert!(ok < tried, "without cookies the flood should starve some curls ({ok} of {tried} answered)");
 }
