@@ -240,18 +240,21 @@ fn section(t: &str, header: &str) -> String {
     format!("{header}{}", &rest[..end])
 }
 
+/// `lb run` for `via`: on the kernel on two cores (one SO_REUSEPORT listener
+/// and one balancer each) when the machine has them, on our stack on one.
 fn lb(ns: &Ns, cfg: &std::path::Path, via: Via) -> Bg {
     let mut c = ns.cmd(LB);
-    c.args(["run", "-c", cfg.to_str().unwrap(), "--cores", "0", "--grace-ms", "2000"]);
+    c.args(["run", "-c", cfg.to_str().unwrap(), "--grace-ms", "2000"]);
     let spec = match via {
         Via::Kernel => {
-            c.args(["--stack", "kernel"]);
+            let two = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+            c.args(["--stack", "kernel", "--cores", if two { "0,1" } else { "0" }]);
             return Bg::spawn(&mut c);
         }
         Via::Tap => format!("tap:t0?mac={TAP_MAC}"),
         Via::AfPacket => "af_packet:p0".to_string(),
     };
-    c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--mbufs", "8192"]);
+    c.args(["--stack", "user", "--cores", "0", "--port", &spec, "--ip", "198.18.1.1/24", "--mbufs", "8192"]);
     Bg::spawn(&mut c)
 }
 
@@ -359,6 +362,21 @@ fn weights_bytes_and_proxy_v2(via: Via) {
     assert_eq!(a + b + c, n, "{text}");
     for (got, want) in [(a, n / 2.0), (b, n / 4.0), (c, n / 4.0)] {
         assert!((got - want).abs() <= 0.05 * want, "distribution {a}/{b}/{c} for weights 2:1:1");
+    }
+    // On the kernel's stack with two cores, both balancers took connections
+    // (SO_REUSEPORT spreads them), each with its own counters.
+    if via == Via::Kernel && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        std::thread::sleep(Duration::from_millis(100));
+        let o = curl(&ns, &["http://127.0.0.1:9100/stats"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let per_core: Vec<u64> = v["cores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["frontends"][1][1]["total"].as_u64().unwrap() + c["frontends"][0][1]["total"].as_u64().unwrap())
+            .collect();
+        assert_eq!(per_core.len(), 2);
+        assert!(per_core.iter().all(|&t| t > 0), "connections per core: {per_core:?}");
     }
     // A 1 MiB file through the balancer, byte for byte.
     let out = curl(&ns, &["http://198.18.1.1:8080/big.bin"]);
