@@ -22,7 +22,8 @@ const TAP_MAC: &str = "02:00:00:00:01:01";
 const NGINX: &str = "nginx";
 
 fn available() -> bool {
-    testkit::require_root("network namespaces, TAP") && testkit::require(&["ip", NGINX, "curl", "wrk", "kill"])
+    testkit::require_root("network namespaces, TAP")
+        && testkit::require(&["ip", NGINX, "curl", "wrk", "kill", "sysctl"])
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -75,6 +76,11 @@ impl Ns {
                 assert!(Command::new("ip").arg("-n").arg(&name).args(&args).status().unwrap().success());
             }
         }
+        // nginx closes first (Connection: close), so TIME-WAIT lands on its
+        // side, where a reused client port would meet it and wait for a SYN
+        // retransmission: keep none in this namespace.
+        let ok = ns.cmd("sysctl").args(["-qw", "net.ipv4.tcp_max_tw_buckets=0"]).status().unwrap();
+        assert!(ok.success());
         ns
     }
 

@@ -1,4 +1,4 @@
-//! `scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N]` (this binary is
+//! `scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N] [--rounds N]` (this binary is
 //! `lb_bench`, so as not to collide with the `lb` it measures): the
 //! load balancer against Debian's `haproxy`, same clients, same backends.
 //!
@@ -41,6 +41,12 @@ impl Testbed {
         let ok = Command::new("scripts/testbed.sh").args(["up", NS, "--tap", "--quiet"]).status();
         assert!(ok.is_ok_and(|s| s.success()), "scripts/testbed.sh up {NS} failed (root needed)");
         let ok = Command::new("ip").args(["-n", NS, "addr", "add", "198.18.3.1/32", "dev", "lo"]).status();
+        assert!(ok.is_ok_and(|s| s.success()));
+        // nginx closes first (Connection: close), so TIME-WAIT lands on its
+        // side; a balancer reusing a local port soon after then meets it and
+        // its SYN may wait for a retransmission. Keep no TIME-WAIT in the
+        // namespace, for every balancer alike.
+        let ok = in_ns("sysctl").args(["-qw", "net.ipv4.tcp_max_tw_buckets=0"]).status();
         assert!(ok.is_ok_and(|s| s.success()));
         Testbed
     }
@@ -92,11 +98,12 @@ struct Args {
     cores: String,
     client_cores: String,
     secs: u32,
+    rounds: u32,
 }
 
 fn args() -> Args {
     let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let mut a = Args { cores: "1".into(), client_cores: String::new(), secs: 5 };
+    let mut a = Args { cores: "1".into(), client_cores: String::new(), secs: 5, rounds: 3 };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -105,6 +112,9 @@ fn args() -> Args {
             "--cores" => a.cores = v,
             "--client-cores" => a.client_cores = v,
             "--secs" => a.secs = v.parse().unwrap_or_else(|_| usage("--secs must be a number")),
+            "--rounds" => {
+                a.rounds = v.parse().ok().filter(|r| *r > 0).unwrap_or_else(|| usage("--rounds must be 1 or more"))
+            }
             other => usage(&format!("unknown flag {other}")),
         }
         i += 2;
@@ -121,7 +131,9 @@ fn args() -> Args {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("lb bench: {msg}\nusage: scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N]");
+    eprintln!(
+        "lb bench: {msg}\nusage: scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N] [--rounds N]"
+    );
     std::process::exit(2)
 }
 
@@ -289,6 +301,56 @@ fn run_wrk(a: &Args, vip: &str, close: bool, secs: u32) -> Output {
     c.output().expect("wrk")
 }
 
+/// Each field's median over the rounds.
+fn median_run(runs: &[Run]) -> Run {
+    let med = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Run {
+        requests: med(|r| r.requests),
+        rps: med(|r| r.rps),
+        p99_us: med(|r| r.p99_us),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        cpu_ns: med(|r| r.cpu_ns / r.requests) * med(|r| r.requests),
+    }
+}
+
+/// haproxy: keep-alive and one-request-per-connection runs.
+fn haproxy_case(a: &Args, dir: &std::path::Path, cores: &[usize]) -> (Run, Run) {
+    let cfg = haproxy_config(dir, cores);
+    let h = Bg::spawn(in_ns("haproxy").args(["-db", "-f", cfg.to_str().unwrap()]));
+    wait_up("198.18.3.1:8080");
+    let ka = measure(a, "198.18.3.1:8080", false, h.0.id(), false);
+    let cl = measure(a, "198.18.3.1:8080", true, h.0.id(), false);
+    drop(h);
+    std::thread::sleep(Duration::from_millis(500));
+    (ka, cl)
+}
+
+/// lb on the kernel (`user` false) or on our stack over the TAP (one core).
+fn lb_case(a: &Args, lb: &str, dir: &std::path::Path, user: bool) -> (Run, Run) {
+    let vip = if user { "198.18.1.1:8080" } else { "198.18.3.1:8080" };
+    let cfg = lb_config(lb, dir, vip);
+    let mut c = in_ns(lb);
+    c.args(["run", "-c", cfg.to_str().unwrap(), "--grace-ms", "100"]);
+    let spec = format!("tap:t0?mac={TAP_MAC}");
+    let first = pmd::runtime::parse_core_list(&a.cores).unwrap()[0].to_string();
+    if user {
+        c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--cores", &first]);
+    } else {
+        c.args(["--stack", "kernel", "--cores", &a.cores]);
+    }
+    let l = Bg::spawn(&mut c);
+    wait_up(vip);
+    let ka = measure(a, vip, false, l.0.id(), user);
+    let cl = measure(a, vip, true, l.0.id(), user);
+    drop(l);
+    std::thread::sleep(Duration::from_millis(500));
+    (ka, cl)
+}
+
 fn main() {
     let a = args();
     let bal_cores = pmd::runtime::parse_core_list(&a.cores).unwrap();
@@ -303,62 +365,26 @@ fn main() {
     let _nginx: Vec<Bg> = (1..=3).map(|i| nginx(&dir, i, &a.client_cores)).collect();
     std::thread::sleep(Duration::from_millis(300));
 
-    let mut results: Vec<(&str, Run, Run)> = Vec::new();
-    // haproxy.
-    {
-        let cfg = haproxy_config(&dir, &bal_cores);
-        let h = Bg::spawn(in_ns("haproxy").args(["-db", "-f", cfg.to_str().unwrap()]));
-        wait_up("198.18.3.1:8080");
-        let ka = measure(&a, "198.18.3.1:8080", false, h.0.id(), false);
-        let cl = measure(&a, "198.18.3.1:8080", true, h.0.id(), false);
-        results.push(("haproxy", ka, cl));
+    // Rounds alternate the balancers, so that a burst of load from elsewhere
+    // on the machine hits each of them alike; every metric is the median of
+    // its rounds.
+    let mut raw: Vec<(&str, Run, Run)> = Vec::new();
+    for _ in 0..a.rounds {
+        let (k, c) = haproxy_case(&a, &dir, &bal_cores);
+        raw.push(("haproxy", k, c));
+        let (k, c) = lb_case(&a, &lb, &dir, false);
+        raw.push(("lb_kernel", k, c));
+        let (k, c) = lb_case(&a, &lb, &dir, true);
+        raw.push(("lb_user", k, c));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    // lb --stack kernel.
-    {
-        let cfg = lb_config(&lb, &dir, "198.18.3.1:8080");
-        let l = Bg::spawn(in_ns(&lb).args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--stack",
-            "kernel",
-            "--cores",
-            &a.cores,
-            "--grace-ms",
-            "100",
-        ]));
-        wait_up("198.18.3.1:8080");
-        let ka = measure(&a, "198.18.3.1:8080", false, l.0.id(), false);
-        let cl = measure(&a, "198.18.3.1:8080", true, l.0.id(), false);
-        results.push(("lb_kernel", ka, cl));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    // lb --stack user over the TAP, one core.
-    {
-        let cfg = lb_config(&lb, &dir, "198.18.1.1:8080");
-        let spec = format!("tap:t0?mac={TAP_MAC}");
-        let core = bal_cores[0].to_string();
-        let l = Bg::spawn(in_ns(&lb).args([
-            "run",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--stack",
-            "user",
-            "--port",
-            &spec,
-            "--ip",
-            "198.18.1.1/24",
-            "--cores",
-            &core,
-            "--grace-ms",
-            "100",
-        ]));
-        wait_up("198.18.1.1:8080");
-        let ka = measure(&a, "198.18.1.1:8080", false, l.0.id(), true);
-        let cl = measure(&a, "198.18.1.1:8080", true, l.0.id(), true);
-        results.push(("lb_user", ka, cl));
-    }
+    let results: Vec<(&str, Run, Run)> = ["haproxy", "lb_kernel", "lb_user"]
+        .into_iter()
+        .map(|n| {
+            let ks: Vec<Run> = raw.iter().filter(|r| r.0 == n).map(|r| r.1).collect();
+            let cs: Vec<Run> = raw.iter().filter(|r| r.0 == n).map(|r| r.2).collect();
+            (n, median_run(&ks), median_run(&cs))
+        })
+        .collect();
     let load_after = bench::load_average();
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -383,8 +409,8 @@ fn main() {
     let cpu = bench::cpu_model();
     let extra = serde_json::json!({
         "cpu_model": cpu, "load_average_before": load_before, "load_average_after": load_after,
-        "balancer_cores": a.cores, "client_cores": a.client_cores, "secs": a.secs, "errors": errors,
-        "raw": results.iter().map(|(n, k, c)| serde_json::json!({"balancer": n,
+        "balancer_cores": a.cores, "client_cores": a.client_cores, "secs": a.secs, "rounds": a.rounds, "errors": errors,
+        "rounds_raw": raw.iter().map(|(n, k, c)| serde_json::json!({"balancer": n,
             "keepalive": {"requests": k.requests, "rps": k.rps, "p99_us": k.p99_us, "cpu_ns": k.cpu_ns, "errors": k.errors},
             "conn": {"requests": c.requests, "rps": c.rps, "p99_us": c.p99_us, "cpu_ns": c.cpu_ns, "errors": c.errors}})).collect::<Vec<_>>(),
     });
@@ -392,9 +418,9 @@ fn main() {
     let mut md = format!(
         "# lb: the load balancer on our stack and on the kernel's vs Debian's haproxy (mode tcp)\n\n\
          CPU: {cpu}; load average {load_before} before, {load_after} after. Balancer on core(s) {}; \
-         wrk (1 thread, 32 connections) and the three nginx backends on core(s) {}. {} s per case, after a 1 s warm-up.\n\n\
+         wrk (1 thread, 32 connections) and the three nginx backends on core(s) {}. {} s per case after a 1 s warm-up; {} alternating rounds, medians.\n\n\
          | case | unit | ours | haproxy | ratio |\n|---|---|---|---|---|\n",
-        a.cores, a.client_cores, a.secs
+        a.cores, a.client_cores, a.secs, a.rounds
     );
     for r in &rows {
         md += &format!("| {} | {} | {} | {} | {} |\n", r.case, r.metric, r.ours, r.peer_value, r.ratio);
@@ -402,6 +428,7 @@ fn main() {
     md += "\n- Rows without suffix: `lb --stack user` (our stack over `tap:t0`, one core); `_kernel`: `lb --stack kernel`. Peer: `haproxy -db` (2.6, mode tcp, roundrobin, nbthread = balancer core count, cpu-map to them, same timeouts, retries 3, option redispatch, maxconn 1000 per server, no checks; lb's health checks are off too).\n\
          - cost_per_req: the balancer's CPU time over the measured run / requests completed. lb on our stack: its poll loop's busy time (`busy_ns` of `/stats`: iterations that did work; the TAP's system calls included, empty polls excluded). haproxy and lb on the kernel: process utime + stime (`/proc/PID/stat`, 10 ms ticks), which holds their system calls but not softirq work the kernel does for them elsewhere.\n\
          - latency_p99: wrk's p99 (closed loop, 32 connections, keep-alive): the same offered load only if the request rates are equal; read it with req_per_s.\n\
+         - TIME-WAIT off in the namespace (`net.ipv4.tcp_max_tw_buckets=0`): nginx closes first, and its TIME-WAIT entries made reused ports wait for SYN retransmissions, for every balancer, at random.\n\
          - maxconn 9000 on both (haproxy cannot raise its descriptor limit for 10000 here).\n\
          - Tuning: nginx `keepalive_requests 10000000`, access log off, one process each; haproxy as above, nothing else; lb from `lb init` with roundrobin and checks off. The TAP path is the kernel's tun driver on both directions of our stack's traffic: a NIC would take that cost away.\n";
     if errors.is_empty() {
@@ -409,7 +436,7 @@ fn main() {
     } else {
         md += &format!("- Errors: {}.\n", errors.join("; "));
     }
-    md += "- Raw: [`lb.json`](lb.json). Reproduce: `scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N]` (root).\n";
+    md += "- Raw: [`lb.json`](lb.json). Reproduce: `scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N] [--rounds N]` (root).\n";
     write_md("lb", &md);
     print!("{md}");
 }
