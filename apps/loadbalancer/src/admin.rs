@@ -283,6 +283,15 @@ pub fn metrics(cores: &[Snapshot]) -> String {
     for (i, c) in cores.iter().enumerate() {
         let _ = writeln!(o, "lb_core_sessions{{core=\"{i}\"}} {}", c.sessions);
     }
+    family(&mut o, "lb_core_connections_total", "counter", "client connections the core accepted");
+    for (i, c) in cores.iter().enumerate() {
+        let v: u64 = c.frontends.iter().map(|f| f.1.total).sum();
+        let _ = writeln!(o, "lb_core_connections_total{{core=\"{i}\"}} {v}");
+    }
+    family(&mut o, "lb_core_busy_seconds_total", "counter", "time the core's loop spent in iterations that did work");
+    for (i, c) in cores.iter().enumerate() {
+        let _ = writeln!(o, "lb_core_busy_seconds_total{{core=\"{i}\"}} {}", c.busy_ns as f64 / 1e9);
+    }
     o
 }
 
@@ -315,6 +324,8 @@ mod tests {
             "lb_server_up",
             "lb_server_connect_errors_total",
             "lb_core_sessions",
+            "lb_core_connections_total",
+            "lb_core_busy_seconds_total",
         ] {
             assert!(text.contains(&format!("# TYPE {fam} ")), "{fam} missing");
         }

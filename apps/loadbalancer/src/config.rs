@@ -127,6 +127,8 @@ pub struct Frontend {
     pub accept_proxy: bool,
     /// Bytes buffered per direction of a connection (the back-pressure bound).
     pub buffer_size: usize,
+    /// `off` | `tcplog` (one line per connection on stderr, HAProxy's fields).
+    pub log: String,
 }
 
 /// One pool of servers.
@@ -352,6 +354,8 @@ pub struct FrontendSpec {
     pub accept_proxy: bool,
     /// Per-direction buffer.
     pub buffer_size: usize,
+    /// A tcplog line per connection.
+    pub log: bool,
 }
 
 /// The configuration the data path runs on.
@@ -542,6 +546,11 @@ impl Frontend {
         if !(512..=16 << 20).contains(&self.buffer_size) {
             return Err(err(format!("{p}.buffer_size"), "must be 512..=16777216 bytes"));
         }
+        let log = match self.log.as_str() {
+            "off" => false,
+            "tcplog" => true,
+            _ => return Err(err(format!("{p}.log"), "must be \"off\" or \"tcplog\"")),
+        };
         let listen_cfg = listen
             .iter()
             .map(|a| {
@@ -564,6 +573,7 @@ impl Frontend {
             client_timeout,
             accept_proxy: self.accept_proxy,
             buffer_size: self.buffer_size,
+            log,
         })
     }
 }
@@ -783,6 +793,7 @@ mod tests {
             ("congestion = \"cubic\"", "congestion = \"bbr\"", "tcp.congestion"),
             ("window_scale = 7", "window_scale = 15", "tcp.window_scale"),
             ("buffer_size = 16384", "buffer_size = 1", "frontends.web.buffer_size"),
+            ("log = \"off\"", "log = \"syslog\"", "frontends.web.log"),
             ("listen = [\"0.0.0.0:8080\"]", "listen = [\"0.0.0.0\"]", "frontends.web.listen[0]"),
             ("enabled = true", "enabled = true\nlisten2 = 1", "admin.listen2"),
         ] {

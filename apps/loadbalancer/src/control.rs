@@ -124,7 +124,12 @@ impl Control {
                 }
             }
             self.set_snapshot(index, lb.core_snapshot());
+            let log = lb.take_log();
+            if !log.is_empty() {
+                eprint!("{log}");
+            }
         }
         self.set_snapshot(index, lb.core_snapshot());
+        eprint!("{}", lb.take_log());
     }
 }

@@ -182,6 +182,7 @@ pub struct Lb<N: Net> {
     accepting: RefCell<Vec<Accepting>>,
     sessions: Cell<usize>,
     idle: Notify,
+    log: RefCell<String>,
 }
 
 /// A runtime change to one server (the admin API, or a health verdict
@@ -307,6 +308,7 @@ impl<N: Net> Lb<N> {
             accepting: RefCell::new(Vec::new()),
             sessions: Cell::new(0),
             idle: Notify::default(),
+            log: RefCell::new(String::new()),
         })
     }
 
@@ -564,8 +566,71 @@ impl<N: Net> Lb<N> {
         }
     }
 
-    /// Serves one client connection to its end.
-    pub async fn session(&self, fe: &Frontend, mut client: N::Flow, peer: SocketAddr) -> End {
+    /// Serves one client connection to its end (and logs it, with the
+    /// frontend's `log = "tcplog"`).
+    pub async fn session(&self, fe: &Frontend, client: N::Flow, peer: SocketAddr) -> End {
+        let mut tr = Trace { t0: flow::now_ns(), wall: std::time::SystemTime::now(), src: peer, ..Trace::default() };
+        let end = self.session_inner(fe, client, peer, &mut tr).await;
+        if fe.spec.borrow().log {
+            let line = self.tcplog(fe, &tr, end);
+            let mut buf = self.log.borrow_mut();
+            // Bounded: a core that cannot flush (stderr blocked) drops lines.
+            if buf.len() < 1 << 20 {
+                buf.push_str(&line);
+                buf.push('\n');
+            }
+        }
+        end
+    }
+
+    /// Takes the log lines buffered since the last call (the control task
+    /// writes them out every tick, off the data path).
+    pub fn take_log(&self) -> String {
+        std::mem::take(&mut *self.log.borrow_mut())
+    }
+
+    /// HAProxy's `option tcplog` line:
+    /// `%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq`.
+    fn tcplog(&self, fe: &Frontend, tr: &Trace, end: End) -> String {
+        let ms = |ns: Option<u64>| ns.map(|n| (n / 1_000_000) as i64).unwrap_or(-1);
+        let be = self.backends.borrow()[fe.spec.borrow().backend].clone();
+        let pool = be.pool.borrow();
+        let server = tr.server.map(|i| pool.servers()[i].spec.name.clone()).unwrap_or_else(|| "<NOSRV>".into());
+        let beconn: usize = pool.servers().iter().map(|s| s.conns).sum();
+        let srvconn = tr.server.map(|i| pool.servers()[i].conns).unwrap_or(0);
+        let state = match (end, tr.code) {
+            (_, Some(c)) => c,
+            (End::Completed, _) => "--",
+            (End::ClientReset, _) => "CD",
+            (End::ServerReset, _) => "SD",
+            (End::ClientTimeout, _) | (End::TunnelTimeout, _) => "cD",
+            (End::ServerTimeout, _) => "sD",
+            (End::BadProxy, _) => "PR",
+            (End::NoServer, _) => "SC",
+        };
+        format!(
+            "{}:{} [{}] {} {}/{} {}/{}/{} {} {} {}/{}/{}/{}/{} 0/{}",
+            tr.src.ip(),
+            tr.src.port(),
+            haproxy_date(tr.wall),
+            fe.spec.borrow().name,
+            be.spec.borrow().name,
+            server,
+            ms(tr.queued_ns),
+            ms(tr.connect_ns),
+            (flow::now_ns() - tr.t0) / 1_000_000,
+            tr.bytes_out,
+            state,
+            self.sessions.get(),
+            fe.stats.borrow().cur,
+            beconn,
+            srvconn,
+            tr.retries,
+            be.stats.borrow().queue_cur,
+        )
+    }
+
+    async fn session_inner(&self, fe: &Frontend, mut client: N::Flow, peer: SocketAddr, tr: &mut Trace) -> End {
         let local = client.local_addr().unwrap_or(peer);
         let (accept_proxy, client_timeout, buffer_size, backend) = {
             let f = fe.spec.borrow();
@@ -578,7 +643,9 @@ impl<N: Net> Lb<N> {
             match read_proxy(&mut client, client_timeout, buffer_size).await {
                 Ok((h, rest)) => {
                     first = rest;
-                    h.unwrap_or((peer, local))
+                    let (s, d) = h.unwrap_or((peer, local));
+                    tr.src = s;
+                    (s, d)
                 }
                 Err(_) => {
                     fe.stats.borrow_mut().proxy_errors += 1;
@@ -590,7 +657,7 @@ impl<N: Net> Lb<N> {
             (peer, local)
         };
         // 3. A server.
-        let Some((mut server, idx)) = self.connect(&be, src, dst).await else {
+        let Some((mut server, idx)) = self.connect(&be, src, dst, tr).await else {
             let _ = poll_fn(|cx| client.poll_close(cx)).await;
             return End::NoServer;
         };
@@ -609,7 +676,9 @@ impl<N: Net> Lb<N> {
         };
         let mut up = Dir::new(buffer_size, to_server);
         let mut down = Dir::new(buffer_size, Vec::new());
+        tr.server = Some(idx);
         let end = splice(&mut client, &mut server, &mut up, &mut down, t, !first.is_empty()).await;
+        tr.bytes_out = down.bytes_read;
         {
             let mut f = fe.stats.borrow_mut();
             f.bytes_in += up.bytes_read;
@@ -654,7 +723,13 @@ impl<N: Net> Lb<N> {
 
     /// Picks and connects, with the queue, retries and redispatch; `None`
     /// when no server could be had (counted).
-    async fn connect(&self, be: &Backend, src: SocketAddr, dst: SocketAddr) -> Option<(N::Flow, usize)> {
+    async fn connect(
+        &self,
+        be: &Backend,
+        src: SocketAddr,
+        dst: SocketAddr,
+        tr: &mut Trace,
+    ) -> Option<(N::Flow, usize)> {
         let spec = {
             let b = be.spec.borrow();
             Policy {
@@ -692,6 +767,7 @@ impl<N: Net> Lb<N> {
                     } else {
                         s.no_server += 1;
                     }
+                    tr.code = Some("SC");
                     return None;
                 }
                 Pick::Full => {
@@ -701,6 +777,7 @@ impl<N: Net> Lb<N> {
                             let mut s = be.stats.borrow_mut();
                             if s.queue_cur as usize >= spec.queue_max {
                                 s.queue_full += 1;
+                                tr.code = Some("PQ");
                                 return None;
                             }
                             s.queue_cur += 1;
@@ -715,13 +792,16 @@ impl<N: Net> Lb<N> {
                         let mut s = be.stats.borrow_mut();
                         s.queue_cur -= 1;
                         s.queue_timeouts += 1;
+                        tr.queued_ns = Some(flow::now_ns() - since);
+                        tr.code = Some("sQ");
                         return None;
                     }
                     continue;
                 }
             };
-            if queued_since.take().is_some() {
+            if let Some(since) = queued_since.take() {
                 be.stats.borrow_mut().queue_cur -= 1;
+                tr.queued_ns = Some(tr.queued_ns.unwrap_or(0) + flow::now_ns() - since);
             }
             let addr = be.pool.borrow().servers()[i].spec.addr;
             let t0 = flow::now_ns();
@@ -729,6 +809,8 @@ impl<N: Net> Lb<N> {
             match r {
                 Ok(Ok(f)) => {
                     let us = (flow::now_ns() - t0) / 1000;
+                    tr.connect_ns = Some(flow::now_ns() - t0);
+                    tr.queued_ns.get_or_insert(0);
                     let bucket = CONNECT_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(CONNECT_BUCKETS_US.len());
                     {
                         let mut s = be.stats.borrow_mut();
@@ -754,8 +836,10 @@ impl<N: Net> Lb<N> {
                     attempts += 1;
                     if attempts > spec.retries {
                         be.stats.borrow_mut().connect_failures += 1;
+                        tr.code = Some("SC");
                         return None;
                     }
+                    tr.retries += 1;
                     let mut s = be.stats.borrow_mut();
                     s.retries += 1;
                     if spec.redispatch {
@@ -800,6 +884,62 @@ async fn read_proxy<F: Flow>(
         }
     };
     flow::timeout(limit, work).await.unwrap_or(Err(proxy_proto::ProxyError::Truncated))
+}
+
+/// What a session's log line says about it.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    t0: u64,
+    wall: std::time::SystemTime,
+    src: SocketAddr,
+    server: Option<usize>,
+    queued_ns: Option<u64>,
+    connect_ns: Option<u64>,
+    retries: u32,
+    bytes_out: u64,
+    code: Option<&'static str>,
+}
+
+impl Default for Trace {
+    fn default() -> Trace {
+        Trace {
+            t0: 0,
+            wall: std::time::UNIX_EPOCH,
+            src: SocketAddr::from(([0, 0, 0, 0], 0)),
+            server: None,
+            queued_ns: None,
+            connect_ns: None,
+            retries: 0,
+            bytes_out: 0,
+            code: None,
+        }
+    }
+}
+
+/// HAProxy's `%t`: `06/Dec/2026:05:40:39.123` (UTC).
+pub fn haproxy_date(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MON: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02}.{:03}",
+        MON[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
 }
 
 /// What a connect needs of its backend's values, copied at its start.
@@ -965,4 +1105,18 @@ async fn splice<C: Flow, S: Flow>(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haproxy_dates_are_utc_day_month_year_and_milliseconds() {
+        let t = std::time::UNIX_EPOCH + Duration::from_millis(1_796_534_439_123);
+        assert_eq!(haproxy_date(t), "06/Dec/2026:05:20:39.123");
+        assert_eq!(haproxy_date(std::time::UNIX_EPOCH), "01/Jan/1970:00:00:00.000");
+        let leap = std::time::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(haproxy_date(leap), "29/Feb/2000:00:00:00.000");
+    }
 }

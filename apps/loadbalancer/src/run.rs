@@ -123,6 +123,7 @@ async fn core<N: flow::Net>(net: N, index: usize, cfg: Arc<Checked>, ctl: Arc<Co
     }
     flow::spawn(ctl.clone().core_task(lb.clone(), index));
     let left = lb.serve(ctl.stop.clone(), ctl.grace).await;
+    eprint!("{}", lb.take_log());
     Ok((lb.core_snapshot(), left))
 }
 

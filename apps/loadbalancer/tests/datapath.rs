@@ -646,3 +646,39 @@ fn cfg_server(name: &str, uri: &str) -> loadbalancer::config::ServerSpec {
     s.addr = loadbalancer::config::resolve_uri(uri).unwrap();
     s
 }
+
+#[test]
+fn tcplog_lines_carry_haproxys_fields_and_termination_states() {
+    run(async {
+        let net = MemNet::new();
+        servers(&net, Serve::Echo, &[0]);
+        let mut cfg = config();
+        cfg.frontends[0].log = true;
+        cfg.backends[0].servers.truncate(2);
+        cfg.backends[0].retries = 0;
+        cfg.backends[0].redispatch = false;
+        let (lb, _stop) = start(&net, &cfg);
+        // s1 answers; round robin then sends the next to s2, which refuses.
+        let mut c = net.connect(sa(VIP), &tcp_config()).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut c).await.unwrap(), b"hello");
+        let mut c = net.connect(sa(VIP), &tcp_config()).await.unwrap();
+        assert_eq!(read_all(&mut c).await.unwrap(), b"");
+        flow::sleep(Duration::from_millis(10)).await;
+        let log = lb.take_log();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        // ci:cp [date] frontend backend/server Tw/Tc/Tt bytes state ac/fc/bc/sc/rc sq/bq
+        let f: Vec<&str> = lines[0].split(' ').collect();
+        assert!(f[0].starts_with("198.18.1.1:"), "{}", lines[0]);
+        assert!(f[1].starts_with('[') && f[1].ends_with(']'), "{}", lines[0]);
+        assert_eq!((f[2], f[3]), ("web", "web/s1"));
+        assert!(f[4].starts_with("0/0/"), "{}", lines[0]);
+        assert_eq!((f[5], f[6]), ("5", "--"));
+        let f: Vec<&str> = lines[1].split(' ').collect();
+        assert_eq!((f[3], f[6]), ("web/<NOSRV>", "SC"), "{}", lines[1]);
+        assert_eq!(f[4].split('/').nth(1), Some("-1"), "never connected: {}", lines[1]);
+        assert_eq!(lb.take_log(), "", "taken");
+    });
+}

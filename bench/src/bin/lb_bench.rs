@@ -431,6 +431,22 @@ fn main() {
          - TIME-WAIT off in the namespace (`net.ipv4.tcp_max_tw_buckets=0`): nginx closes first, and its TIME-WAIT entries made reused ports wait for SYN retransmissions, for every balancer, at random.\n\
          - maxconn 9000 on both (haproxy cannot raise its descriptor limit for 10000 here).\n\
          - Tuning: nginx `keepalive_requests 10000000`, access log off, one process each; haproxy as above, nothing else; lb from `lb init` with roundrobin and checks off. The TAP path is the kernel's tun driver on both directions of our stack's traffic: a NIC would take that cost away.\n";
+    let ratio = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.ratio).unwrap_or(f64::NAN);
+    let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    let (u_ka, u_cl, k_ka, k_cl) = (
+        ratio("cost_per_req_keepalive"),
+        ratio("cost_per_req_conn"),
+        ratio("cost_per_req_keepalive_kernel"),
+        ratio("cost_per_req_conn_kernel"),
+    );
+    md += &format!(
+        "- Targets: lb on our stack <= 0.5x haproxy's cost per request: {} (keep-alive {u_ka}, per connection {u_cl}); \
+         p99 <= haproxy's: {} ({}); lb on the kernel <= 1x: {} (keep-alive {k_ka}, per connection {k_cl}).\n",
+        verdict(u_ka <= 0.5 && u_cl <= 0.5),
+        verdict(ratio("latency_p99") <= 1.0),
+        ratio("latency_p99"),
+        verdict(k_ka <= 1.0 && k_cl <= 1.0),
+    );
     if errors.is_empty() {
         md += "- Errors: none.\n";
     } else {
