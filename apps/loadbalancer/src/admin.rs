@@ -178,7 +178,7 @@ pub fn metrics(cores: &[Snapshot]) -> String {
     let backs: Vec<String> =
         cores.first().map(|c| c.backends.iter().map(|b| b.0.clone()).collect()).unwrap_or_default();
     type FrontGet = fn(&crate::proxy::FrontendCounters) -> u64;
-    let fm: [(&str, &str, &str, FrontGet); 8] = [
+    let fm: [(&str, &str, &str, FrontGet); 9] = [
         ("lb_frontend_connections", "gauge", "client connections open", |f| f.cur),
         ("lb_frontend_connections_total", "counter", "client connections accepted", |f| f.total),
         ("lb_frontend_bytes_in_total", "counter", "bytes from clients", |f| f.bytes_in),
@@ -187,6 +187,9 @@ pub fn metrics(cores: &[Snapshot]) -> String {
         ("lb_frontend_client_timeouts_total", "counter", "sessions ended by the client timeout", |f| f.client_timeouts),
         ("lb_frontend_client_resets_total", "counter", "sessions a client reset", |f| f.client_resets),
         ("lb_frontend_completed_total", "counter", "sessions that ended in order", |f| f.completed),
+        ("lb_frontend_accept_errors_total", "counter", "accepts that failed (the listener went on)", |f| {
+            f.accept_errors
+        }),
     ];
     for (name, kind, help, get) in fm {
         family(&mut o, name, kind, help);

@@ -78,6 +78,8 @@ pub struct FrontendCounters {
     pub client_resets: u64,
     /// Sessions that ended with both sides closed in order.
     pub completed: u64,
+    /// Accepts that failed (out of descriptors, ...); the listener went on.
+    pub accept_errors: u64,
 }
 
 /// A backend's counters on one core.
@@ -561,7 +563,26 @@ impl<N: Net> Lb<N> {
                         me.idle.notify();
                     });
                 }
-                Err(e) => return e,
+                // The listener itself is gone: this loop ends.
+                Err(e @ FlowError::Closed) => return e,
+                // One connection lost (reset before accept), or the process
+                // out of descriptors or memory: count it and go on — after a
+                // pause for the latter, as HAProxy does — never give up the
+                // listener.
+                Err(e) => {
+                    let pause = matches!(e, FlowError::Io(_));
+                    let n = {
+                        let mut s = fe.stats.borrow_mut();
+                        s.accept_errors += 1;
+                        s.accept_errors
+                    };
+                    if n <= 10 {
+                        eprintln!("lb: accept on frontend {}: {e}", fe.spec.borrow().name);
+                    }
+                    if pause {
+                        flow::sleep(Duration::from_millis(10)).await;
+                    }
+                }
             }
         }
     }

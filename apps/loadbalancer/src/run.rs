@@ -132,6 +132,34 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
     let cfg = Arc::new(Config::load(&a.config).map_err(|e| Fail::usage(format!("{}: {e}", a.config.display())))?);
     let cores = pmd::runtime::parse_core_list(&a.cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     pmd::runtime::check_cores(&cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
+    // The flags against the stack, before anything is opened.
+    match a.stack {
+        StackKind::Kernel => {
+            for (set, flag) in
+                [(a.port.is_some(), "--port"), (!a.ips.is_empty(), "--ip"), (!a.gateway.is_empty(), "--gateway")]
+            {
+                if set {
+                    return Err(Fail::usage(format!("{flag} is for --stack user; the kernel uses its own interfaces")));
+                }
+            }
+        }
+        StackKind::User => {
+            if a.port.is_none() {
+                return Err(Fail::usage("--stack user needs --port SPEC"));
+            }
+            // A server's replies must reach the core that connected to it;
+            // until the port steers them there (issue 18), one core.
+            if cores.len() > 1 {
+                return Err(Fail::usage(
+                    "--cores: --stack user runs on one core until server replies are steered to the core that \
+                     connected (issue 18); --stack kernel runs on several",
+                ));
+            }
+            if a.ips.is_empty() {
+                return Err(Fail::usage("--stack user needs at least one --ip ADDR/PREFIX"));
+            }
+        }
+    }
     let ctl = Control::new(cores.len(), cfg.clone(), Duration::from_millis(a.grace_ms));
     // Measured once (50 ms) here, not on a data core's first snapshot.
     let _ = pmd::runtime::tsc_hz();
@@ -168,33 +196,13 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
         cfg.frontends.iter().flat_map(|f| f.listen.iter().map(move |l| format!("{}={l}", f.name))).collect();
     let banner = format!("lb: {:?} stack on cores {}, listening {}", a.stack, a.cores, listen.join(" "));
     let results: Vec<CoreResult> = match a.stack {
-        StackKind::Kernel => {
-            for (set, flag) in
-                [(a.port.is_some(), "--port"), (!a.ips.is_empty(), "--ip"), (!a.gateway.is_empty(), "--gateway")]
-            {
-                if set {
-                    return Err(Fail::usage(format!("{flag} is for --stack user; the kernel uses its own interfaces")));
-                }
-            }
-            Runtime::kernel()
-                .cores(&cores)
-                .busy_poll(a.busy_poll)
-                .run(|c| core(c.net, c.index, cfg.clone(), ctl.clone(), banner.clone()))
-                .map_err(|e| Fail::other(format!("runtime: {e}")))?
-        }
+        StackKind::Kernel => Runtime::kernel()
+            .cores(&cores)
+            .busy_poll(a.busy_poll)
+            .run(|c| core(c.net, c.index, cfg.clone(), ctl.clone(), banner.clone()))
+            .map_err(|e| Fail::other(format!("runtime: {e}")))?,
         StackKind::User => {
-            let port = a.port.clone().ok_or_else(|| Fail::usage("--stack user needs --port SPEC"))?;
-            // A server's replies must reach the core that connected to it;
-            // until the port steers them there (issue 18), one core.
-            if cores.len() > 1 {
-                return Err(Fail::usage(
-                    "--cores: --stack user runs on one core until server replies are steered to the core that \
-                     connected (issue 18); --stack kernel runs on several",
-                ));
-            }
-            if a.ips.is_empty() {
-                return Err(Fail::usage("--stack user needs at least one --ip ADDR/PREFIX"));
-            }
+            let port = a.port.clone().expect("checked above");
             let rx_mbufs = a.mbufs / 4 / cores.len().max(1);
             let mut sc = stack_config(a.mtu, a.max_connections, rx_mbufs);
             for ip in &a.ips {

@@ -68,3 +68,23 @@ fn a_missing_file_and_a_bad_flag_exit_2() {
     let out = lb().args(["check", "--frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn run_refuses_flags_that_do_not_fit_the_stack_with_one_line_and_status_2() {
+    let p = write("run.toml", &init());
+    for (args, want) in [
+        (vec!["--stack", "kernel", "--cores", "0", "--grace-ms", "1", "--port", "tap:x"], "--port is for --stack user"),
+        (vec!["--stack", "user", "--cores", "0", "--grace-ms", "1"], "--stack user needs --port"),
+        (
+            vec!["--stack", "user", "--cores", "0,1", "--grace-ms", "1", "--port", "tap:x", "--ip", "198.18.0.1/24"],
+            "issue 18",
+        ),
+        (vec!["--stack", "kernel", "--cores", "0"], "--grace-ms"),
+    ] {
+        let out = lb().args(["run", "-c"]).arg(&p).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
