@@ -1051,6 +1051,39 @@ fn pump<A: Flow, B: Flow>(cx: &mut Context<'_>, from: &mut A, to: &mut B, d: &mu
     }
 }
 
+/// The waker one direction of a splice registers with its flows: marks the
+/// direction due, then wakes the session's task.
+struct DirWaker {
+    due: AtomicBool,
+    task: std::sync::Mutex<Option<Waker>>,
+}
+
+impl DirWaker {
+    fn new() -> Arc<DirWaker> {
+        Arc::new(DirWaker { due: AtomicBool::new(true), task: std::sync::Mutex::new(None) })
+    }
+
+    /// Keeps the task's current waker (a clone only when it changed).
+    fn track(&self, w: &Waker) {
+        let mut t = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if !t.as_ref().is_some_and(|x| x.will_wake(w)) {
+            *t = Some(w.clone());
+        }
+    }
+}
+
+impl std::task::Wake for DirWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.due.store(true, Ordering::Release);
+        if let Some(w) = self.task.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
 /// Splices `client` and `server` until both directions end, one fails, or a
 /// timeout expires (see the module docs for which). `client_spoke`: client
 /// stream bytes are already in `up` (they came with its PROXY header).
@@ -1067,16 +1100,31 @@ async fn splice<C: Flow, S: Flow>(
     // Who we wait for: the server once client bytes were forwarded.
     let mut awaiting_server = client_spoke;
     let mut timer: Option<Pin<Box<flow::exec::Sleep>>> = None;
+    // One waker per direction: a wake-up polls only the direction it is for
+    // (a read that would only say "nothing yet" is a system call on the
+    // kernel's stack). Both are due at first.
+    let (up_w, down_w) = (DirWaker::new(), DirWaker::new());
+    let (up_waker, down_waker) = (Waker::from(up_w.clone()), Waker::from(down_w.clone()));
     poll_fn(move |cx| {
-        let got_up = match pump(cx, client, server, up) {
-            Ok(n) => n,
-            Err(Fault::Source) => return Poll::Ready(End::ClientReset),
-            Err(Fault::Sink) => return Poll::Ready(End::ServerReset),
+        up_w.track(cx.waker());
+        down_w.track(cx.waker());
+        let got_up = if up_w.due.swap(false, Ordering::AcqRel) {
+            match pump(&mut Context::from_waker(&up_waker), client, server, up) {
+                Ok(n) => n,
+                Err(Fault::Source) => return Poll::Ready(End::ClientReset),
+                Err(Fault::Sink) => return Poll::Ready(End::ServerReset),
+            }
+        } else {
+            0
         };
-        let got_down = match pump(cx, server, client, down) {
-            Ok(n) => n,
-            Err(Fault::Source) => return Poll::Ready(End::ServerReset),
-            Err(Fault::Sink) => return Poll::Ready(End::ClientReset),
+        let got_down = if down_w.due.swap(false, Ordering::AcqRel) {
+            match pump(&mut Context::from_waker(&down_waker), server, client, down) {
+                Ok(n) => n,
+                Err(Fault::Source) => return Poll::Ready(End::ServerReset),
+                Err(Fault::Sink) => return Poll::Ready(End::ClientReset),
+            }
+        } else {
+            0
         };
         if up.shut && down.shut {
             return Poll::Ready(End::Completed);
