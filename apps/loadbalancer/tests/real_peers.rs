@@ -590,3 +590,60 @@ fn user_stack_syn_flood_at_a_full_syn_backlog_curl_still_succeeds_with_syn_cooki
     assert!(sent >= 5_000, "the flood sent only {sent} SYNs");
     assert!(ok < tried, "without cookies the flood should starve some curls ({ok} of {tried} answered)");
 }
+
+/// Maglev by source address: ten clients (ten source addresses) each keep
+/// their server across a SIGHUP reload that changes other values (a server's
+/// maxconn, the timeouts), and the same config gives the same choices on a
+/// second `lb` process (as several instances behind ECMP must).
+#[test]
+fn kernel_stack_maglev_keeps_each_source_on_its_server_across_a_reload_and_a_restart() {
+    if !available() {
+        return;
+    }
+    let ns = Ns::up(Via::Kernel);
+    for i in 10..20 {
+        let a = format!("198.18.1.{i}/32");
+        assert!(ns.cmd("ip").args(["addr", "add", &a, "dev", "lo"]).status().unwrap().success());
+    }
+    let dir = Dir::new();
+    let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
+    let cfg = config(&dir);
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replacen("algorithm = \"roundrobin\"", "algorithm = \"maglev\"", 1);
+    std::fs::write(&cfg, &text).unwrap();
+    let choices = |ns: &Ns| -> Vec<String> {
+        (10..20)
+            .map(|i| {
+                let src = format!("198.18.1.{i}");
+                let o =
+                    curl(ns, &["--interface", &src, "-H", "Connection: close", "http://198.18.1.1:8080/id.txt?[1-5]"]);
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                let mut seen: Vec<&str> = text.lines().collect();
+                seen.dedup();
+                assert_eq!(seen.len(), 1, "source {src} moved between servers: {text:?}");
+                seen[0].to_string()
+            })
+            .collect()
+    };
+    let lbp = lb(&ns, &cfg, Via::Kernel);
+    wait_ready(&ns);
+    let before = choices(&ns);
+    let mut distinct = before.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() >= 2, "ten sources all on one server: {before:?}");
+    // Reload: s3's maxconn and the backend's timeouts change, not the table.
+    let changed = text.replace("maxconn = 1000\n", "maxconn = 500\n").replace("server_ms = 30000", "server_ms = 20000");
+    assert_ne!(changed, text);
+    std::fs::write(&cfg, changed).unwrap();
+    lbp.signal("-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(choices(&ns), before, "after the reload");
+    let out = lbp.stop();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reloaded"));
+    // Another process with the same config chooses alike.
+    let again = lb(&ns, &cfg, Via::Kernel);
+    wait_ready(&ns);
+    assert_eq!(choices(&ns), before, "a second lb process");
+    drop(again);
+}
