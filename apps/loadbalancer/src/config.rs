@@ -223,7 +223,8 @@ pub struct Server {
 pub struct Admin {
     /// Serve `/metrics`, `/stats` and the runtime API.
     pub enabled: bool,
-    /// `IP:PORT` (on the kernel's loopback in any case).
+    /// `IP:PORT`, on the kernel's sockets whatever the data path's stack
+    /// (the admin listener is control, on its own thread).
     pub listen: String,
 }
 

@@ -16,7 +16,7 @@
 //! (PROXY protocol v1/v2, sent and strictly parsed), [`health`] (active
 //! checks on one core, verdicts to all), [`control`] (what crosses cores:
 //! commands, reloads, counters), [`admin`] (`/metrics`, `/stats`, runtime
-//! API), [`cli`].
+//! API), [`run`] (`lb run`: runtimes, signals, reload), [`cli`].
 //!
 //! Per core, shared-nothing: each core builds its own balancer state (its own
 //! Maglev table copy, connection counts, queue and counters) from the same
