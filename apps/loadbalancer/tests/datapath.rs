@@ -682,3 +682,41 @@ fn tcplog_lines_carry_haproxys_fields_and_termination_states() {
         assert_eq!(lb.take_log(), "", "taken");
     });
 }
+
+#[test]
+fn an_ipv6_frontend_reaches_ipv6_servers_and_passes_v6_addresses_in_proxy_v2() {
+    run(async {
+        let net = MemNet::new();
+        // A PROXY-reading server on [2001:2::10]:8081.
+        let mut cfg = config();
+        cfg.backends[0].servers.truncate(1);
+        let s = &mut cfg.backends[0].servers[0];
+        s.addr = sa("[2001:2::10]:8081");
+        s.send_proxy = SendProxy::V2;
+        let vip6 = sa("[2001:2::1]:8080");
+        cfg.frontends[0].listen = vec![vip6];
+        cfg.frontends[0].listen_cfg[0].addr = vip6;
+        let mut l = net.listen(sa("[2001:2::10]:8081"), &flow::kernel::tests_support::listen_config(1)).unwrap();
+        let server = flow::spawn(async move {
+            let (mut f, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 256];
+            let mut have = 0;
+            loop {
+                have += f.read(&mut buf[have..]).await.unwrap();
+                if let Some(h) = proxy_proto::parse(&buf[..have], 256).unwrap() {
+                    f.write_all(b"ok").await.unwrap();
+                    let _ = f.close().await;
+                    return h.addrs.unwrap();
+                }
+            }
+        });
+        let (_lb, _stop) = start(&net, &cfg);
+        let mut c = net.connect(vip6, &tcp_config()).await.unwrap();
+        let me = c.local_addr().unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(read_all(&mut c).await.unwrap(), b"ok");
+        let (src, dst) = server.await;
+        assert_eq!((src, dst), (me, vip6));
+        assert!(src.is_ipv6());
+    });
+}
