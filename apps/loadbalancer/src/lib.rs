@@ -12,7 +12,9 @@
 //! Rooms: [`config`] (the TOML file, checked into the values the data path
 //! uses), [`maglev`] (NSDI'16 §3.4 consistent hashing), [`balance`] (picking a
 //! server: Maglev, smooth weighted round robin, leastconn; per core),
-//! [`proxy`] (accept, pick, connect, splice, every timeout), [`proxy_proto`]
+//! [`proxy`] (accept, pick, connect, the session), [`splice`] (the data
+//! phase: bounded buffers, half-close, idle timeouts), [`tcplog`],
+//! [`proxy_proto`]
 //! (PROXY protocol v1/v2, sent and strictly parsed), [`health`] (active
 //! checks on one core, verdicts to all), [`control`] (what crosses cores:
 //! commands, reloads, counters), [`admin`] (`/metrics`, `/stats`, runtime
@@ -33,5 +35,7 @@ pub mod maglev;
 pub mod proxy;
 pub mod proxy_proto;
 pub mod run;
+pub mod splice;
+pub mod tcplog;
 
 pub use cli::main_with;
