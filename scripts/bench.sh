@@ -8,14 +8,19 @@ cd "$(dirname "$0")/.."
 name="${1:-}"
 # Benchmarks that are a subcommand of an application (`echo bench`).
 app_benches="echo"
-available="$(ls bench/src/bin/*.rs 2>/dev/null | xargs -n1 basename | sed 's/\.rs$//' | tr '\n' ' ')$app_benches"
+# Benchmarks whose driver binary has another name (`lb`'s would collide with
+# the `lb` it measures): NAME -> bench/src/bin/NAME_bench.rs.
+renamed_benches="lb"
+available="$(ls bench/src/bin/*.rs 2>/dev/null | xargs -n1 basename | sed 's/\.rs$//; s/_bench$//' | tr '\n' ' ')$app_benches"
 if [[ -z "$name" ]]; then
     echo "usage: scripts/bench.sh NAME   (benchmarks: $available)" >&2
     exit 2
 fi
 is_app=0
 [[ " $app_benches " == *" $name "* ]] && is_app=1
-if [[ $is_app == 0 && ! -f "bench/src/bin/$name.rs" ]]; then
+driver="$name"
+[[ " $renamed_benches " == *" $name "* ]] && driver="${name}_bench"
+if [[ $is_app == 0 && ! -f "bench/src/bin/$driver.rs" ]]; then
     echo "scripts/bench.sh: unknown benchmark '$name' (benchmarks: $available)" >&2
     exit 2
 fi
@@ -30,6 +35,6 @@ cargo build --release --workspace --bins "${features[@]}"
 bin="${CARGO_TARGET_DIR:-target}/release"
 export TESTPMD="${TESTPMD:-$bin/testpmd}"
 if [[ $is_app == 1 ]]; then
-    exec "$bin/$name" bench
+    exec "$bin/$name" bench "${@:2}"
 fi
-exec "$bin/$name"
+exec "$bin/$driver" "${@:2}"

@@ -205,7 +205,7 @@ impl Net for KernelNet {
         }
         let mut st = mio::net::TcpStream::from_std(s.into());
         let id = self.shared.register(&mut st)?;
-        let f = KernelFlow { s: st, id, shared: self.shared.clone() };
+        let f = KernelFlow { s: st, id, shared: self.shared.clone(), aborted: false };
         std::future::poll_fn(|cx| match f.s.take_error() {
             Ok(Some(e)) | Err(e) => Poll::Ready(Err(FlowError::from_io(e))),
             Ok(None) => match f.s.peer_addr() {
@@ -238,10 +238,15 @@ pub struct KernelFlow {
     s: mio::net::TcpStream,
     id: usize,
     shared: Rc<Shared>,
+    /// `abort` was called: reads and writes fail, close(2) resets.
+    aborted: bool,
 }
 
 impl Flow for KernelFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, FlowError>> {
+        if self.aborted {
+            return Poll::Ready(Err(FlowError::Closed));
+        }
         loop {
             match self.s.read(buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
@@ -256,6 +261,9 @@ impl Flow for KernelFlow {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, FlowError>> {
+        if self.aborted {
+            return Poll::Ready(Err(FlowError::Closed));
+        }
         loop {
             match self.s.write(buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),
@@ -276,6 +284,14 @@ impl Flow for KernelFlow {
     fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
         // close(2) on drop: the kernel finishes the connection in the background.
         Poll::Ready(Ok(()))
+    }
+
+    fn abort(&mut self) {
+        // SO_LINGER 0: close(2) sends a RST and drops queued data; the reads
+        // and writes that follow fail as they would after a reset.
+        let s = socket2::SockRef::from(&self.s);
+        let _ = s.set_linger(Some(Duration::ZERO));
+        self.aborted = true;
     }
 
     fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
@@ -310,7 +326,7 @@ impl Listener for KernelListener {
                 Ok((mut s, peer)) => {
                     s.set_nodelay(self.nodelay)?;
                     let id = self.shared.register(&mut s)?;
-                    return Poll::Ready(Ok((KernelFlow { s, id, shared: self.shared.clone() }, peer)));
+                    return Poll::Ready(Ok((KernelFlow { s, id, shared: self.shared.clone(), aborted: false }, peer)));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     self.shared.park_reader(self.id, cx.waker());
@@ -420,6 +436,26 @@ mod tests {
     use super::tests_support::*;
     use super::*;
     use crate::exec::{spawn, Executor};
+
+    #[test]
+    fn abort_sends_a_reset_the_peer_reads_as_reset() {
+        let r = KernelReactor::new().unwrap();
+        let net = r.net();
+        let mut ex = Executor::new(r);
+        ex.block_on(async move {
+            let mut l = net.listen("127.0.0.1:0".parse().unwrap(), &listen_config(1)).unwrap();
+            let a = l.local_addr().unwrap();
+            let mut c = net.connect(a, &tcp_config()).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            s.abort();
+            assert!(matches!(s.write(b"x").await, Err(FlowError::Closed)));
+            drop(s);
+            let mut b = [0u8; 1];
+            let r = c.read(&mut b).await;
+            assert!(matches!(r, Err(FlowError::Reset)), "{r:?}");
+        })
+        .unwrap();
+    }
 
     #[test]
     fn loopback_echo_v4_v6_refused() {

@@ -67,6 +67,11 @@ pub trait Flow {
     /// Closes the flow: graceful (queued data is still delivered), the handle is
     /// gone afterwards.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>>;
+    /// Aborts the flow (RFC 9293 §3.10.7.1 ABORT): the peer gets a reset, data
+    /// still queued either way is dropped, and every later read or write fails.
+    /// A proxy uses it to pass a reset from one side on to the other. The
+    /// default closes gracefully, for flows that have no reset of their own.
+    fn abort(&mut self) {}
     /// The peer's address.
     fn peer_addr(&self) -> Result<SocketAddr, FlowError>;
     /// Our address.

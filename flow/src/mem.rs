@@ -25,6 +25,8 @@ struct Pipes {
     /// `halves[i]`: bytes written by end `i`, read by end `1 - i`.
     halves: [Half; 2],
     gone: [bool; 2],
+    /// An end aborted: both ends' reads and writes fail with `Reset`.
+    reset: bool,
     addrs: [SocketAddr; 2],
 }
 
@@ -42,6 +44,7 @@ pub fn duplex_with(cap: usize, a: SocketAddr, b: SocketAddr) -> (MemFlow, MemFlo
         cap,
         halves: [Half::default(), Half::default()],
         gone: [false; 2],
+        reset: false,
         addrs: [a, b],
     }));
     (MemFlow { p: p.clone(), side: 0 }, MemFlow { p, side: 1 })
@@ -67,6 +70,9 @@ impl MemFlow {
 impl Flow for MemFlow {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Result<usize, FlowError>> {
         let mut p = self.p.borrow_mut();
+        if p.reset {
+            return Poll::Ready(Err(FlowError::Reset));
+        }
         let h = &mut p.halves[1 - self.side];
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -90,6 +96,9 @@ impl Flow for MemFlow {
 
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, FlowError>> {
         let mut p = self.p.borrow_mut();
+        if p.reset {
+            return Poll::Ready(Err(FlowError::Reset));
+        }
         let (cap, peer_gone) = (p.cap, p.gone[1 - self.side]);
         let h = &mut p.halves[self.side];
         if h.fin {
@@ -119,6 +128,18 @@ impl Flow for MemFlow {
     fn poll_close(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
         self.finish_writing();
         Poll::Ready(Ok(()))
+    }
+
+    fn abort(&mut self) {
+        let mut p = self.p.borrow_mut();
+        p.reset = true;
+        p.halves[0].buf.clear();
+        p.halves[1].buf.clear();
+        for h in &mut p.halves {
+            for w in [h.reader.take(), h.writer.take()].into_iter().flatten() {
+                w.wake();
+            }
+        }
     }
 
     fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
@@ -350,6 +371,26 @@ mod tests {
             b.write_all(b"ok!").await.unwrap();
             w.await;
             drop(b);
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn abort_resets_both_ends_and_drops_queued_bytes() {
+        let mut ex = Executor::new(TimerReactor::virtual_time(pmd::VirtualClock::new(), 1_000));
+        ex.block_on(async {
+            let (mut a, mut b) = duplex(64);
+            a.write_all(b"queued").await.unwrap();
+            let reader = spawn(async move {
+                let mut buf = [0u8; 8];
+                // The queued bytes are gone with the reset.
+                let r = b.read(&mut buf).await;
+                assert!(matches!(r, Err(FlowError::Reset)), "{r:?}");
+                assert!(matches!(b.write(b"x").await, Err(FlowError::Reset)));
+            });
+            a.abort();
+            reader.await;
+            assert!(matches!(a.write(b"x").await, Err(FlowError::Reset)));
         })
         .unwrap();
     }

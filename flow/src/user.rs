@@ -240,6 +240,14 @@ impl Flow for UserFlow {
         Poll::Ready(Ok(()))
     }
 
+    fn abort(&mut self) {
+        if std::mem::take(&mut self.open) {
+            let mut g = self.net.inner.borrow_mut();
+            g.stack.tcp().abort(self.h);
+            g.tcp.remove(&self.h.token());
+        }
+    }
+
     fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
         self.net.inner.borrow().stack.tcp_ref().peer_addr(self.h).map_err(sock_err)
     }

@@ -36,6 +36,9 @@ impl Flow for Box<dyn Flow> {
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), FlowError>> {
         (**self).poll_close(cx)
     }
+    fn abort(&mut self) {
+        (**self).abort()
+    }
     fn peer_addr(&self) -> Result<SocketAddr, FlowError> {
         (**self).peer_addr()
     }
