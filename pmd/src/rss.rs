@@ -283,18 +283,45 @@ impl Rss {
     }
 }
 
-/// A frame's flow as RSS sees it: (source, destination, transport); ports
-/// are 0 for fragments and non-TCP/UDP packets (whose `L4` is `Other`).
-/// One 802.1Q tag is skipped; IPv6 extension headers are not walked (a
-/// packet with one hashes on its addresses only, as many NICs do).
-fn parse(f: &[u8]) -> Option<(SocketAddr, SocketAddr, L4)> {
+/// A frame's flow as RSS sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameFlow {
+    /// Source address, and port for TCP/UDP (0 otherwise, and for fragments).
+    pub src: SocketAddr,
+    /// Destination address and port (as `src`).
+    pub dst: SocketAddr,
+    /// The transport RSS hashes by (`Other` for fragments).
+    pub l4: L4,
+    /// The IP protocol / next header.
+    pub proto: u8,
+    /// Offset of the transport header in the bytes parsed.
+    pub l4_offset: usize,
+    /// IPv6.
+    pub v6: bool,
+}
+
+/// The flow of an Ethernet frame, or `None` when it is not IP or is too
+/// short. One 802.1Q tag is skipped.
+pub fn frame_flow(f: &[u8]) -> Option<FrameFlow> {
     let mut l3 = 14;
     let mut ethertype = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
     if ethertype == 0x8100 {
         ethertype = u16::from_be_bytes([*f.get(16)?, *f.get(17)?]);
         l3 = 18;
     }
-    let ip = f.get(l3..)?;
+    if !matches!(ethertype, 0x0800 | 0x86dd) {
+        return None;
+    }
+    let mut flow = packet_flow(f.get(l3..)?, ethertype == 0x86dd)?;
+    flow.l4_offset += l3;
+    Some(flow)
+}
+
+/// The flow of an IP packet (IPv6 when `v6`), as [`frame_flow`]. The
+/// packet may be truncated after the first 4 transport bytes (an ICMP
+/// error's quote). IPv6 extension headers are not walked: a packet with one
+/// hashes on its addresses only, as many NICs do.
+pub fn packet_flow(ip: &[u8], v6: bool) -> Option<FrameFlow> {
     let l4_of = |proto: u8| match proto {
         6 => L4::Tcp,
         17 => L4::Udp,
@@ -307,33 +334,48 @@ fn parse(f: &[u8]) -> Option<(SocketAddr, SocketAddr, L4)> {
         let p = ip.get(at..at + 4)?;
         Some((u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])))
     };
-    match ethertype {
-        0x0800 => {
-            let h = ip.get(..20)?;
-            if h[0] >> 4 != 4 {
-                return None;
-            }
-            let ihl = (h[0] & 15) as usize * 4;
-            let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-            let l4 = if frag { L4::Other } else { l4_of(h[9]) };
-            let (sp, dp) = ports(l4, ihl)?;
-            let s = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
-            let d = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
-            Some((SocketAddr::new(s.into(), sp), SocketAddr::new(d.into(), dp), l4))
+    if !v6 {
+        let h = ip.get(..20)?;
+        if h[0] >> 4 != 4 {
+            return None;
         }
-        0x86dd => {
-            let h = ip.get(..40)?;
-            if h[0] >> 4 != 6 {
-                return None;
-            }
-            let l4 = l4_of(h[6]);
-            let (sp, dp) = ports(l4, 40)?;
-            let s: [u8; 16] = h[8..24].try_into().ok()?;
-            let d: [u8; 16] = h[24..40].try_into().ok()?;
-            Some((SocketAddr::new(Ipv6Addr::from(s).into(), sp), SocketAddr::new(Ipv6Addr::from(d).into(), dp), l4))
+        let ihl = (h[0] & 15) as usize * 4;
+        let frag = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+        let l4 = if frag { L4::Other } else { l4_of(h[9]) };
+        let (sp, dp) = ports(l4, ihl)?;
+        let s = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+        let d = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+        Some(FrameFlow {
+            src: SocketAddr::new(s.into(), sp),
+            dst: SocketAddr::new(d.into(), dp),
+            l4,
+            proto: h[9],
+            l4_offset: ihl,
+            v6: false,
+        })
+    } else {
+        let h = ip.get(..40)?;
+        if h[0] >> 4 != 6 {
+            return None;
         }
-        _ => None,
+        let l4 = l4_of(h[6]);
+        let (sp, dp) = ports(l4, 40)?;
+        let s: [u8; 16] = h[8..24].try_into().ok()?;
+        let d: [u8; 16] = h[24..40].try_into().ok()?;
+        Some(FrameFlow {
+            src: SocketAddr::new(Ipv6Addr::from(s).into(), sp),
+            dst: SocketAddr::new(Ipv6Addr::from(d).into(), dp),
+            l4,
+            proto: h[6],
+            l4_offset: 40,
+            v6: true,
+        })
     }
+}
+
+fn parse(f: &[u8]) -> Option<(SocketAddr, SocketAddr, L4)> {
+    let flow = frame_flow(f)?;
+    Some((flow.src, flow.dst, flow.l4))
 }
 
 #[cfg(test)]

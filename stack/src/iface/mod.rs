@@ -75,6 +75,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use pmd::{MacAddr, Mbuf, Mempool, RxFlags, TxOffloads};
 
 use crate::config::StackConfig;
+use crate::cores::{CoreDest, CoreMsg, Steering};
 use crate::error::ConfigError;
 use crate::neighbor::NeighborCache;
 use crate::reassembly::{FragV4, FragV6, Reasm6Key, ReasmKey, Reassembler};
@@ -152,6 +153,12 @@ pub struct Stack {
     pub(crate) stats: Stats,
     pub(crate) announced: bool,
     pub(crate) tcp: TcpTable,
+    /// Set when this stack is one of several cores on a port ([`crate::cores`]).
+    pub(crate) steering: Option<Steering>,
+    /// Messages for other cores, taken by [`CoreLink::exchange`](crate::cores::CoreLink::exchange).
+    pub(crate) core_out: Vec<(CoreDest, CoreMsg)>,
+    /// Addresses another core is resolving, until when to wait for its answer.
+    pub(crate) peer_resolving: HashMap<IpAddr, u64>,
 }
 
 impl Stack {
@@ -199,6 +206,9 @@ impl Stack {
             stats: Stats::default(),
             announced: false,
             tcp: TcpTable::new(os_secret(), cfg.tcp_max_connections),
+            steering: None,
+            core_out: Vec::new(),
+            peer_resolving: HashMap::new(),
             tx_caps,
             now,
             cfg,
@@ -221,8 +231,64 @@ impl Stack {
     /// unsolicited NA announcements first.
     pub fn input(&mut self, now_ns: u64, frames: &mut Vec<Mbuf>) {
         self.advance(now_ns);
+        if self.steering.is_none() {
+            for m in frames.drain(..) {
+                self.input_frame(m);
+            }
+            return;
+        }
         for m in frames.drain(..) {
-            self.input_frame(m);
+            let Some(s) = &self.steering else { unreachable!("checked above") };
+            match s.frame_owner(m.data()) {
+                Some((owner, misdirected)) if owner != s.index() => {
+                    self.stats.events.rss_misdirected += misdirected as u64;
+                    self.stats.events.frames_handed_off += 1;
+                    self.core_out.push((CoreDest::Core(owner), CoreMsg::Frame(m)));
+                }
+                _ => self.input_frame(m),
+            }
+        }
+    }
+
+    /// Makes this stack core `steering.index()` of several on one port
+    /// ([`crate::cores`]): connect and UDP bind pick ports this core owns,
+    /// received frames of other cores' flows are handed to them, and
+    /// neighbours learned here are broadcast. Call before opening sockets.
+    pub fn set_steering(&mut self, steering: Steering) {
+        let start = steering.ephemeral_start();
+        self.tcp.next_ephemeral = start;
+        self.next_ephemeral = start;
+        self.steering = Some(steering);
+    }
+
+    /// This stack's core steering, if it is one of several.
+    pub fn steering(&self) -> Option<&Steering> {
+        self.steering.as_ref()
+    }
+
+    /// Messages for the other cores (drained by the caller, normally
+    /// [`CoreLink::exchange`](crate::cores::CoreLink::exchange)).
+    pub fn core_messages(&mut self) -> std::vec::Drain<'_, (CoreDest, CoreMsg)> {
+        self.core_out.drain(..)
+    }
+
+    /// A message from another core.
+    pub fn core_input(&mut self, now_ns: u64, msg: CoreMsg) {
+        self.advance(now_ns);
+        match msg {
+            CoreMsg::Frame(m) => {
+                self.stats.events.frames_handed_in += 1;
+                self.input_frame(m);
+            }
+            CoreMsg::Neighbor { ip, mac } => {
+                self.stats.events.neighbor_broadcasts_received += 1;
+                self.peer_resolving.remove(&ip);
+                self.learn_from(ip, mac, true, false);
+            }
+            CoreMsg::Resolving { ip } => {
+                let wait = self.cfg.neighbor.retry_interval.as_nanos() as u64;
+                self.peer_resolving.insert(ip, self.now.saturating_add(wait));
+            }
         }
     }
 

@@ -149,7 +149,7 @@ impl Stack {
                 if matches!(res, Enqueued::SendRequestDropped(_)) {
                     self.stats.drops.neighbor_pending_full += 1;
                 }
-                self.solicit(next_hop);
+                self.first_solicit(next_hop);
             }
             Enqueued::PendingFull(_) => self.stats.drops.neighbor_pending_full += 1,
             Enqueued::CacheFull(_) => self.stats.drops.neighbor_cache_full += 1,
@@ -215,6 +215,22 @@ impl Stack {
 }
 
 impl Stack {
+    /// Starts resolving `ip`: asks the link, unless another core already is
+    /// (then only the retry timer is armed, and fires a request of ours if
+    /// that core's answer has not been broadcast by then); with other
+    /// cores, tells them this one is asking ([`crate::cores`]).
+    fn first_solicit(&mut self, ip: IpAddr) {
+        if self.steering.as_ref().is_some_and(|s| s.count() > 1) {
+            if self.peer_resolving.get(&ip).is_some_and(|&until| self.now < until) {
+                self.stats.events.neighbor_requests_deferred += 1;
+                self.arm_neighbor_timer(ip);
+                return;
+            }
+            self.core_out.push((crate::cores::CoreDest::All, crate::cores::CoreMsg::Resolving { ip }));
+        }
+        self.solicit(ip);
+    }
+
     /// Asks the link for `ip`'s MAC (ARP request or neighbour solicitation)
     /// and arms the retry timer.
     fn solicit(&mut self, ip: IpAddr) {
