@@ -39,14 +39,20 @@
 //! ARP replies carry no ports and hash to `reta[0]`'s core; NDP to the
 //! 2-tuple's. What one core learns from the wire it broadcasts
 //! ([`CoreMsg::Neighbor`]) to every other core, which install it without
-//! answering or rebroadcasting. A core that starts resolving an address
-//! broadcasts [`CoreMsg::Resolving`]; a core that then needs the same
-//! address queues its packets and arms its retry timer without sending a
-//! request of its own, and sends one only if the timer fires before the
-//! answer is broadcast. The messages travel over crossbeam channels that the
-//! per-core loop drains once per poll ([`CoreLink::exchange`]): a channel
-//! poll is an atomic load when empty, and no lock or shared table is on the
-//! data path.
+//! answering or rebroadcasting. Resolution itself has one **resolver**, the
+//! core of `reta[0]` (where ARP replies land): another core that needs an
+//! address queues its packets, arms its retry timer, and asks the resolver
+//! ([`CoreMsg::Resolve`]) instead of sending a request of its own; the
+//! resolver sends the one request (none if it has the answer: it
+//! broadcasts that), and the broadcast of the reply releases every core's
+//! packets. Only if a core's retry timer fires first does it send a request
+//! itself, so a lost message costs one retry interval, never the
+//! connection. (Cores deciding on their own, with a "resolving" note, race:
+//! all of them can decide in the same poll round before any note arrives.)
+//! The messages travel over crossbeam channels that the per-core loop
+//! drains once per poll ([`CoreLink::exchange`]): a channel poll is an
+//! atomic load when empty, and no lock or shared table is on the data
+//! path.
 //!
 //! # Drivers
 //! `ring?rss=1` and DPDK hardware RSS steer exactly ([`Delivery::Exact`]).
@@ -128,6 +134,12 @@ impl Steering {
         self.delivery
     }
 
+    /// The core that resolves neighbours: `reta[0]`'s, where the port
+    /// delivers ARP.
+    pub fn resolver(&self) -> u16 {
+        self.rss.reta()[0]
+    }
+
     /// The core whose share of the ephemeral range holds `port` (UDP).
     pub fn ephemeral_partition(&self, port: u16) -> u16 {
         port.saturating_sub(EPHEMERAL_FIRST) % self.count
@@ -192,8 +204,8 @@ pub enum CoreMsg {
         /// Its MAC.
         mac: MacAddr,
     },
-    /// The sender sent the first request for this address.
-    Resolving {
+    /// To the resolver: resolve this address (or broadcast it if known).
+    Resolve {
         /// The address.
         ip: IpAddr,
     },
@@ -249,14 +261,8 @@ impl CoreLink {
                         }
                     }
                 }
-                (CoreDest::All, CoreMsg::Resolving { ip }) => {
-                    for (c, tx) in self.to.iter().enumerate() {
-                        if c != self.index as usize {
-                            let _ = tx.send(CoreMsg::Resolving { ip });
-                        }
-                    }
-                }
-                (CoreDest::All, CoreMsg::Frame(m)) => drop(m),
+                // Frames and resolve requests go to one core, never to all.
+                (CoreDest::All, msg) => drop(msg),
             }
         }
         let mut n = 0;

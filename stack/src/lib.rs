@@ -51,8 +51,8 @@ pub mod tcp;
 pub mod timer;
 pub mod wire;
 
-pub use cores::{CoreDest, CoreLink, CoreMsg, Delivery, Steering};
 pub use config::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig, UdpConfig};
+pub use cores::{CoreDest, CoreLink, CoreMsg, Delivery, Steering};
 pub use driver::{Driver, DynDriver};
 pub use error::{ConfigError, StackError};
 pub use iface::Stack;

@@ -20,6 +20,10 @@ impl Stack {
     /// [`input`](Self::input) does it by itself).
     pub fn announce(&mut self) {
         self.announced = true;
+        if self.steering.as_ref().is_some_and(|s| s.index() != 0) {
+            // One announcement per host: core 0's ([`crate::cores`]).
+            return;
+        }
         for i in 0..self.cfg.ipv4.len() {
             let a = self.cfg.ipv4[i].address();
             // RFC 5227 §3: an ARP announcement is a request with SPA = TPA = ours.

@@ -157,8 +157,6 @@ pub struct Stack {
     pub(crate) steering: Option<Steering>,
     /// Messages for other cores, taken by [`CoreLink::exchange`](crate::cores::CoreLink::exchange).
     pub(crate) core_out: Vec<(CoreDest, CoreMsg)>,
-    /// Addresses another core is resolving, until when to wait for its answer.
-    pub(crate) peer_resolving: HashMap<IpAddr, u64>,
 }
 
 impl Stack {
@@ -208,7 +206,6 @@ impl Stack {
             tcp: TcpTable::new(os_secret(), cfg.tcp_max_connections),
             steering: None,
             core_out: Vec::new(),
-            peer_resolving: HashMap::new(),
             tx_caps,
             now,
             cfg,
@@ -282,13 +279,9 @@ impl Stack {
             }
             CoreMsg::Neighbor { ip, mac } => {
                 self.stats.events.neighbor_broadcasts_received += 1;
-                self.peer_resolving.remove(&ip);
                 self.learn_from(ip, mac, true, false);
             }
-            CoreMsg::Resolving { ip } => {
-                let wait = self.cfg.neighbor.retry_interval.as_nanos() as u64;
-                self.peer_resolving.insert(ip, self.now.saturating_add(wait));
-            }
+            CoreMsg::Resolve { ip } => self.resolve_for_core(ip),
         }
     }
 

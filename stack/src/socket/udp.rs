@@ -148,7 +148,7 @@ impl<S: DerefMut<Target = Stack>> Udp<S> {
                 let p = st.next_ephemeral;
                 st.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
                 // On one of several cores, only this core's share of the range.
-                let ours = st.steering.as_ref().is_none_or(|s| s.ephemeral_partition(p) == s.index());
+                let ours = st.steering.as_ref().map_or(true, |s| s.ephemeral_partition(p) == s.index());
                 if ours && !st.udp_ports.contains_key(&(ip, p)) {
                     found = Some(p);
                     break;

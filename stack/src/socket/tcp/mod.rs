@@ -508,7 +508,8 @@ impl Stack {
             if let Some(s) = &self.steering {
                 // An address whose 2-tuple hash lands elsewhere: no port helps.
                 let probe = SocketAddr::new(src, 0);
-                if !s.rss().covers_ports(remote.is_ipv6(), pmd::rss::L4::Tcp) && !s.owns(pmd::rss::L4::Tcp, probe, remote)
+                if !s.rss().covers_ports(remote.is_ipv6(), pmd::rss::L4::Tcp)
+                    && !s.owns(pmd::rss::L4::Tcp, probe, remote)
                 {
                     continue;
                 }
@@ -517,7 +518,7 @@ impl Stack {
                 let p = self.tcp.next_ephemeral;
                 self.tcp.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
                 let f = FlowId { local: SocketAddr::new(src, p), remote };
-                let ours = self.steering.as_ref().is_none_or(|s| s.owns(pmd::rss::L4::Tcp, f.local, remote));
+                let ours = self.steering.as_ref().map_or(true, |s| s.owns(pmd::rss::L4::Tcp, f.local, remote));
                 if ours && !self.tcp.flows.contains_key(&f) && self.tcp.listener_for(f.local).is_none() {
                     return Ok(f);
                 }
