@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one benchmark: scripts/bench.sh NAME
+# Runs one benchmark: scripts/bench.sh NAME [ARGS..] (e.g. scale --cores 1,2,4,8)
 # Builds in release mode, runs bench/src/bin/NAME.rs, which measures our code and
 # its peer in the same run and writes bench/results/NAME.{md,json,svg}.
 set -euo pipefail
@@ -30,6 +30,6 @@ cargo build --release --workspace --bins "${features[@]}"
 bin="${CARGO_TARGET_DIR:-target}/release"
 export TESTPMD="${TESTPMD:-$bin/testpmd}"
 if [[ $is_app == 1 ]]; then
-    exec "$bin/$name" bench
+    exec "$bin/$name" bench "${@:2}"
 fi
-exec "$bin/$name"
+exec "$bin/$name" "${@:2}"

@@ -469,7 +469,8 @@ impl UserRuntime {
 
     /// The Toeplitz key the port spreads flows over the cores by (at least
     /// 40 bytes, e.g. [`pmd::rss::MICROSOFT_KEY`] or the symmetric
-    /// [`pmd::rss::SYMMETRIC_KEY`]); needed with more than one core. A port
+    /// [`pmd::rss::SYMMETRIC_KEY`]); needed with more than one core, and
+    /// taken on one (the port then hashes, the stack is core-aware). A port
     /// with RSS gets it with a round-robin table over the cores and steers
     /// exactly; a port without (TAP queues, AF_PACKET fanout) spreads by its
     /// own hash and the stacks hand foreign frames to their owner (see
@@ -564,9 +565,11 @@ impl UserRuntime {
         let mut port = pmd::open(&me.spec).map_err(usage)?;
         let mut pc = PortConfig::new(n, n, me.queue_size, me.queue_size, pool.clone());
         pc.tx_offloads = me.cfg.tx_offloads;
-        let steering = match (&me.rss_key, n > 1) {
-            (Some(key), true) => Some(steering_for(key, n, &port.info(), &mut pc)?),
-            _ => None,
+        // With a key, RSS and core-aware stacks even on one core (what a
+        // run on more will pay, measured by bench `scale`).
+        let steering = match &me.rss_key {
+            Some(key) => Some(steering_for(key, n, &port.info(), &mut pc)?),
+            None => None,
         };
         port.configure(&pc).map_err(usage)?;
         port.start().map_err(usage)?;

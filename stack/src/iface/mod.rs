@@ -228,7 +228,8 @@ impl Stack {
     /// unsolicited NA announcements first.
     pub fn input(&mut self, now_ns: u64, frames: &mut Vec<Mbuf>) {
         self.advance(now_ns);
-        if self.steering.is_none() {
+        // Alone on the port (or one core of one), every flow is ours.
+        if self.steering.as_ref().map_or(true, |s| s.count() == 1) {
             for m in frames.drain(..) {
                 self.input_frame(m);
             }
