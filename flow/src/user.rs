@@ -420,6 +420,17 @@ impl Net for UserNet {
         }
         Ok(UserUdp { net: self.clone(), hs, local })
     }
+
+    fn core_counters(&self) -> Vec<(&'static str, u64)> {
+        let g = self.inner.borrow();
+        let e = &g.stack.stats().events;
+        vec![
+            ("rss_misdirected", e.rss_misdirected),
+            ("frames_handed_off", e.frames_handed_off),
+            ("frames_handed_in", e.frames_handed_in),
+            ("neighbor_broadcasts", e.neighbor_broadcasts),
+        ]
+    }
 }
 
 /// A listener configuration with every value given (one place that knows the

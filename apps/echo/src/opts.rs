@@ -645,15 +645,30 @@ pub fn client(a: ClientArgs) -> Result<(), Fail> {
     let rt = runtime(&a.stack)?;
     let ncores = pmd::runtime::parse_core_list(&a.stack.cores).map(|c| c.len()).unwrap_or(1);
     let counters: Arc<Vec<Counters>> = Arc::new((0..ncores).map(|_| Counters::default()).collect());
-    let parts = run_on!(rt, |core| client::run(core.net, core.index, core.count, cfg.clone(), counters.clone()))
-        .map_err(|e| flow_fail("client", e))?;
+    let parts = run_on!(rt, |core| {
+        let net = core.net.clone();
+        let run = client::run(core.net, core.index, core.count, cfg.clone(), counters.clone());
+        async move { (run.await, flow::Net::core_counters(&net)) }
+    })
+    .map_err(|e| flow_fail("client", e))?;
     let mut ok = Vec::new();
-    for p in parts {
+    let mut core_counters: Vec<(&'static str, u64)> = Vec::new();
+    for (p, cc) in parts {
         ok.push(p.map_err(|e| flow_fail(&format!("connect to {}", a.target), e))?);
+        for (k, v) in cc {
+            match core_counters.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 += v,
+                None => core_counters.push((k, v)),
+            }
+        }
     }
     let r = Report::merge(ok);
     if a.json {
-        println!("{}", report_json(&r));
+        let mut v: serde_json::Value = serde_json::from_str(&report_json(&r)).expect("our own JSON");
+        for (k, n) in core_counters {
+            v[k] = n.into();
+        }
+        println!("{v}");
     } else {
         print!("{}", r.text(&cfg));
     }
