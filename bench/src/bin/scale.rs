@@ -270,6 +270,8 @@ fn main() {
            - echo: 64 ping-pong connections of 64-byte messages, client runtime on the first core, server runtime \
            on the last, both `flow::Runtime::user` over a ring pair; `rss` adds `&rss=1` and `.rss_key(MICROSOFT_KEY)` \
            on both sides. Target ratios: io ≥ 1.8 for 2 cores, echo ≥ 0.95.\n\
+           - Tuned: nothing on either side beyond the flags shown; both sides of each ratio are our code with the \
+           one difference named.\n\
            - On a 2-CPU machine the 2-core io case shares its CPUs with the benchmark driver and the other \
            work on the machine; the load average above says how much.\n";
     let json = write_json(
