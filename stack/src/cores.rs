@@ -172,7 +172,6 @@ impl Steering {
     /// RSS hash names another queue than ours).
     pub(crate) fn frame_owner(&self, frame: &[u8]) -> Option<(u16, bool)> {
         let f = frame_flow(frame)?;
-        let nic_queue = || self.rss.queue_of_hash(self.rss.hash_flow(f.src, f.dst, f.l4).unwrap_or(0));
         let icmp_type = |at: usize| frame.get(at).copied();
         let quote = match (f.v6, f.proto) {
             (false, 1) => matches!(icmp_type(f.l4_offset)?, 3 | 11 | 12),
@@ -189,8 +188,15 @@ impl Steering {
             let inner = packet_flow(frame.get(f.l4_offset + 8..)?, f.v6)?;
             return Some((self.owner(inner.l4, inner.src, inner.dst), false));
         }
-        let owner = self.owner(f.l4, f.dst, f.src);
-        Some((owner, owner != self.index && nic_queue() != self.index))
+        // One hash: the port's queue, which is the owner except for UDP to
+        // an ephemeral port (owned by its share of the range).
+        let nic_queue = self.rss.queue_of_hash(self.rss.hash_flow(f.src, f.dst, f.l4).unwrap_or(0));
+        let owner = if f.l4 == L4::Udp && f.dst.port() >= EPHEMERAL_FIRST {
+            self.ephemeral_partition(f.dst.port())
+        } else {
+            nic_queue
+        };
+        Some((owner, owner != self.index && nic_queue != self.index))
     }
 }
 

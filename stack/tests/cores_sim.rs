@@ -256,3 +256,71 @@ fn a_thousand_connections_each_way_on_four_cores_per_host_stay_on_their_cores() 
     let [a, b] = hosts;
     drop((a.cores, b.cores));
 }
+
+/// Ethernet + IPv4 ICMP destination unreachable (fragmentation needed, RFC
+/// 1191) from a router to `local`, quoting a TCP segment `local` sent to
+/// `remote`, with valid checksums.
+fn ptb_quoting(dst_mac: pmd::MacAddr, local: SocketAddr, remote: SocketAddr) -> Vec<u8> {
+    let (std::net::IpAddr::V4(l), std::net::IpAddr::V4(r)) = (local.ip(), remote.ip()) else { unreachable!() };
+    let mut f = vec![0u8; 14 + 20 + 8 + 20 + 8];
+    f[..6].copy_from_slice(&dst_mac.0);
+    f[6..12].copy_from_slice(&[2, 0, 0, 0, 9, 9]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let total = (f.len() - 14) as u16;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[22] = 64;
+    f[23] = 1;
+    f[26..30].copy_from_slice(&[198, 18, 0, 9]);
+    f[30..34].copy_from_slice(&l.octets());
+    pmd::checksum::fill_ipv4_header(&mut f, 14);
+    f[34] = 3;
+    f[35] = 4;
+    f[40..42].copy_from_slice(&1400u16.to_be_bytes());
+    let q = 42;
+    f[q] = 0x45;
+    f[q + 2..q + 4].copy_from_slice(&40u16.to_be_bytes());
+    f[q + 8] = 64;
+    f[q + 9] = 6;
+    f[q + 12..q + 16].copy_from_slice(&l.octets());
+    f[q + 16..q + 20].copy_from_slice(&r.octets());
+    f[q + 20..q + 22].copy_from_slice(&local.port().to_be_bytes());
+    f[q + 22..q + 24].copy_from_slice(&remote.port().to_be_bytes());
+    let c = pmd::checksum::checksum(&f[34..]);
+    f[36..38].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+#[test]
+fn an_icmp_error_on_the_wrong_core_is_handed_to_the_core_of_the_flow_it_quotes_rfc_1191() {
+    let pool = Mempool::new(&MempoolConfig::new("cores_icmp", 1024, 2048, 128, 0)).unwrap();
+    let rss = RssConfig::spread(&MICROSOFT_KEY, 2);
+    let mac = pmd::MacAddr([2, 0, 0, 0, 0, 0x11]);
+    let mut cores: Vec<stack::Stack> = Vec::new();
+    let links = CoreLink::mesh(2);
+    for i in 0..2u16 {
+        let cfg = stack::StackConfig { tcp_rx_mbufs: 64, ..net::config(mac, &[net::A4], &[]) };
+        let mut s = stack::Stack::new(cfg, pool.clone(), 0).unwrap();
+        s.set_steering(Steering::new(i, 2, &rss, Delivery::Exact).unwrap());
+        cores.push(s);
+    }
+    let local: SocketAddr = "198.18.0.1:50001".parse().unwrap();
+    let remote: SocketAddr = "198.19.5.5:443".parse().unwrap();
+    let owner = cores[0].steering().unwrap().owner(L4::Tcp, local, remote) as usize;
+    let other = 1 - owner;
+    let mut m = pool.alloc().unwrap();
+    let f = ptb_quoting(mac, local, remote);
+    m.append(f.len()).unwrap().copy_from_slice(&f);
+    cores[other].input(1, &mut vec![m]);
+    for (i, l) in links.iter().enumerate() {
+        l.exchange(&mut cores[i], 2);
+    }
+    for (i, l) in links.iter().enumerate() {
+        l.exchange(&mut cores[i], 3);
+    }
+    let (o, w) = (&cores[owner].stats().events, &cores[other].stats().events);
+    assert_eq!((w.frames_handed_off, w.rss_misdirected, w.icmp_other_received), (1, 0, 0), "{w:?}");
+    assert_eq!((o.frames_handed_in, o.icmp_other_received), (1, 1), "{o:?}");
+    drop(cores);
+    assert_eq!(pool.available(), 1024);
+}

@@ -10,7 +10,10 @@
 //!   every frame in it has been taken (a burst may stop in the middle of a block and
 //!   the next one resumes there). With `N > 1` the receive sockets form a
 //!   `PACKET_FANOUT_HASH` group (a kernel-chosen unique id), so the kernel spreads
-//!   flows over the queues by its flow hash. Frames we sent ourselves are ignored
+//!   flows over the queues by its flow hash, not by our Toeplitz RSS: the port
+//!   offers no RSS, and stacks on several queues steer by **software dispatch**
+//!   (`stack::cores`; a `PACKET_FANOUT_EBPF` program computing the same Toeplitz
+//!   hash would make it exact, not done). Frames we sent ourselves are ignored
 //!   (`PACKET_IGNORE_OUTGOING`, and `PACKET_OUTGOING` is filtered for older kernels).
 //!   Kernel ring drops (`PACKET_STATISTICS`) are reported as `imissed`.
 //! * **transmit**: `TPACKET_V2` ring with `PACKET_QDISC_BYPASS` (frames go straight

@@ -13,7 +13,13 @@
 //! * **queues**: one file descriptor per queue (`IFF_MULTI_QUEUE`), all opened
 //!   when the port is opened (`queues` is the port's maximum); rx and tx queue *i*
 //!   share descriptor *i*. The kernel spreads flows over the descriptors by its
-//!   flow hash.
+//!   flow hash (and, with automq, towards the queue a flow was last sent from),
+//!   not by our Toeplitz RSS, so the port offers no RSS: stacks on several of its
+//!   queues steer by **software dispatch** (`stack::cores`: a core hands frames
+//!   of flows it does not own to the owner over a channel, counted as
+//!   `rss_misdirected`/`frames_handed_off`). Exact steering would take a
+//!   `TUNSETSTEERINGEBPF` program computing the same Toeplitz hash; not done
+//!   (it needs a BPF toolchain at build time and CAP_BPF at run time).
 //! * **burst I/O**: descriptors are non-blocking; `rx_burst` reads (one `readv` per
 //!   frame — a character device has no batched receive call) until `EAGAIN` or the
 //!   burst is full; `tx_burst` writes until `EAGAIN`, leaving the rest with the
