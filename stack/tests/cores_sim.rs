@@ -53,13 +53,20 @@ struct Host {
     _port: Box<dyn Port>,
 }
 
-fn host(name: &str, peer: &str, ip: &str, pool: &Mempool, clock: &VirtualClock) -> Host {
+fn host(name: &str, peer: &str, ip: &str, ip6: &str, pool: &Mempool, clock: &VirtualClock) -> Host {
     let env = OpenEnv { clock: Arc::new(clock.clone()) };
     // Loss and reordering on IPv4 only: ARP is not impaired, so the count of
     // requests below is exact.
-    let spec = format!("ring:{name}?peer={peer}&rss=1&only=ipv4&loss=0.01&reorder=0.02&seed=18");
+    let family = if ip6.is_empty() { "ipv4" } else { "ipv6" };
+    let spec = format!("ring:{name}?peer={peer}&rss=1&only={family}&loss=0.01&reorder=0.02&seed=18");
     let mut port = pmd::open_with(&spec, &env).unwrap();
-    let rss = RssConfig::spread(&MICROSOFT_KEY, CORES);
+    let mut rss = RssConfig::spread(&MICROSOFT_KEY, CORES);
+    if !ip6.is_empty() {
+        // The neighbour advertisements between 2001:2::1 and ::2 hash to
+        // table entries 36 and 96, which name core 0: make core 1 the
+        // resolver (reta[0]) so that the answer lands on another core.
+        rss.reta[0] = 1;
+    }
     let mut pc = PortConfig::new(CORES, CORES, 4096, 4096, pool.clone());
     pc.rss = Some(rss.clone());
     port.configure(&pc).unwrap();
@@ -69,14 +76,15 @@ fn host(name: &str, peer: &str, ip: &str, pool: &Mempool, clock: &VirtualClock) 
     let mut cores = Vec::new();
     let mut listeners = Vec::new();
     for (i, link) in CoreLink::mesh(CORES).into_iter().enumerate() {
-        let cfg = stack::StackConfig { tcp_rx_mbufs: 256, ..net::config(mac, &[ip], &[]) };
+        let v6: Vec<&str> = [ip6].into_iter().filter(|a| !a.is_empty()).collect();
+        let cfg = stack::StackConfig { tcp_rx_mbufs: 256, ..net::config(mac, &[ip], &v6) };
         let rx = port.take_rx_queue(i as u16).unwrap();
         let tx = port.take_tx_queue(i as u16).unwrap();
         let mut d = stack::Driver::new(cfg, rx, tx, pool.clone(), ck.clone()).unwrap();
         d.set_cores(Steering::new(i as u16, CORES, &rss, Delivery::Exact).unwrap(), link);
         d.tcp().set_secret([i as u8 + 1; 16]);
         // Listeners on every core.
-        let addr: SocketAddr = "0.0.0.0:7".parse().unwrap();
+        let addr: SocketAddr = "[::]:7".parse().unwrap();
         listeners.push(
             d.tcp().listen(ListenConfig::new(addr, 1024, 1024, 5 * SEC, SynCookies::WhenFull, tcp_cfg())).unwrap(),
         );
@@ -195,10 +203,31 @@ fn step(
 
 #[test]
 fn a_thousand_connections_each_way_on_four_cores_per_host_stay_on_their_cores() {
+    simulate(false);
+}
+
+/// The same over IPv6: NDP's answers land on the core their 2-tuple hashes
+/// to, which learns them for the host (RFC 4861 §7.2.5, solicited).
+#[test]
+fn over_ipv6_too_with_one_neighbour_solicitation_per_host() {
+    simulate(true);
+}
+
+fn simulate(v6: bool) {
     let clock = VirtualClock::new();
-    let pool = Mempool::new(&MempoolConfig::new("cores_sim", 32768, 2048, 128, 0)).unwrap();
-    let mut hosts = [host("cs_a", "cs_b", net::A4, &pool, &clock), host("cs_b", "cs_a", net::B4, &pool, &clock)];
-    let targets: [SocketAddr; 2] = ["198.18.0.2:7".parse().unwrap(), "198.18.0.1:7".parse().unwrap()];
+    let name = if v6 { "cores_sim6" } else { "cores_sim4" };
+    let pool = Mempool::new(&MempoolConfig::new(name, 32768, 2048, 128, 0)).unwrap();
+    let (a6, b6) = if v6 { (net::A6, net::B6) } else { ("", "") };
+    let p = if v6 { "c6" } else { "c4" };
+    let mut hosts = [
+        host(&format!("{p}_a"), &format!("{p}_b"), net::A4, a6, &pool, &clock),
+        host(&format!("{p}_b"), &format!("{p}_a"), net::B4, b6, &pool, &clock),
+    ];
+    let targets: [SocketAddr; 2] = if v6 {
+        ["[2001:2::2]:7".parse().unwrap(), "[2001:2::1]:7".parse().unwrap()]
+    } else {
+        ["198.18.0.2:7".parse().unwrap(), "198.18.0.1:7".parse().unwrap()]
+    };
     let mut clients: [Vec<Client>; 2] = [Vec::new(), Vec::new()];
     let mut servers: [Vec<Server>; 2] = [Vec::new(), Vec::new()];
     let mut opened = [0usize; 2];
@@ -231,12 +260,13 @@ fn a_thousand_connections_each_way_on_four_cores_per_host_stay_on_their_cores() 
             assert_eq!(e.frames_handed_off, 0, "host {h} core {c}: every segment on its owner's queue");
             per_core_connects.insert((h, c), e.tcp_connects);
         }
-        let requests: u64 = ev.iter().map(|e| e.arp_requests_sent).sum();
+        let requests: u64 = ev.iter().map(|e| if v6 { e.ndp_solicits_sent } else { e.arp_requests_sent }).sum();
         let broadcasts: u64 = ev.iter().map(|e| e.neighbor_broadcasts).sum();
         // At most one request per host, by the resolver (reta[0] = core 0);
         // none when the peer's request taught it first.
         assert!(requests <= 1, "host {h} sent {requests} ARP requests: {ev:?}");
-        assert_eq!(ev[0].arp_requests_sent, requests, "only the resolver asks");
+        let resolver = if v6 { ev[1].ndp_solicits_sent } else { ev[0].arp_requests_sent };
+        assert_eq!(resolver, requests, "only the resolver (reta[0]'s core) asks");
         total_requests += requests;
         assert_eq!(
             ev.iter().map(|e| e.neighbor_broadcasts_received).sum::<u64>(),
@@ -245,9 +275,13 @@ fn a_thousand_connections_each_way_on_four_cores_per_host_stay_on_their_cores() 
         );
         assert!(broadcasts >= 1, "host {h} learned its peer from the wire and told its cores");
         assert_eq!(ev.iter().map(|e| e.arp_announcements_sent).sum::<u64>(), 1, "one announcement per host");
+        if v6 {
+            assert_eq!(ev.iter().map(|e| e.ndp_announcements_sent).sum::<u64>(), 1, "one per host");
+        }
     }
     assert!(total_requests >= 1, "someone resolved someone");
-    assert!(per_core_connects.values().all(|&n| n == 250), "connects spread evenly: {per_core_connects:?}");
+    let share = (PER_DIRECTION / CORES as usize) as u64;
+    assert!(per_core_connects.values().all(|&n| n == share), "connects spread evenly: {per_core_connects:?}");
     // The wire really lost and reordered frames.
     let lost: u64 =
         hosts.iter().flat_map(|h| h._port.xstats()).filter(|(k, _)| k.contains("lost")).map(|(_, v)| v).sum();

@@ -203,7 +203,11 @@ impl Stack {
                     return self.stats.malformed(wire::Error::BadField);
                 }
                 if let Some(a) = tll {
-                    self.learn(IpAddr::V6(target), a, false);
+                    // On one of several cores a solicited answer may be to
+                    // another core's solicitation: learn it and broadcast it
+                    // (`crate::cores`).
+                    let create = solicited && self.steering.as_ref().is_some_and(|s| s.count() > 1);
+                    self.learn(IpAddr::V6(target), a, create);
                 }
             }
         }
