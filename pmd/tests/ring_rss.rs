@@ -160,3 +160,35 @@ fn rss_on_a_ring_without_rss_1_is_refused_naming_the_field() {
     let e = pmd::open("ring:t_rss_bad?rss=yes").err().unwrap().to_string();
     assert!(e.contains("rss"), "{e}");
 }
+
+#[test]
+fn reconfiguring_the_receiver_moves_steering_to_its_new_table() {
+    let pool = pool("ring_rss_reconf", 1024);
+    let mut a = configured("ring:t_rss_ca?peer=t_rss_cb", &pool, 1, None);
+    let mut b = configured("ring:t_rss_cb?peer=t_rss_ca&rss=1", &pool, 4, Some(RssConfig::spread(&MICROSOFT_KEY, 4)));
+    let mut tx = a.take_tx_queue(0).unwrap();
+    let burst = |pool: &Mempool| -> Vec<Mbuf> { (0..64).map(|i| tcp4(pool, flow(i).0, flow(i).1, i)).collect() };
+    let mut rx: Vec<_> = (0..4).map(|q| b.take_rx_queue(q).unwrap()).collect();
+    assert_eq!(tx.tx_burst(&mut burst(&pool)), 64);
+    assert_eq!(rx.iter_mut().map(|r| drain(r.as_mut()).len()).sum::<usize>(), 64);
+    drop(rx);
+    b.stop().unwrap();
+    let cfg = RssConfig::spread(&MICROSOFT_KEY, 2);
+    let rss = Rss::new(&cfg).unwrap();
+    let mut c = PortConfig::new(2, 2, 1024, 1024, pool.clone());
+    c.rss = Some(cfg);
+    b.configure(&c).unwrap();
+    b.start().unwrap();
+    let mut rx: Vec<_> = (0..2).map(|q| b.take_rx_queue(q).unwrap()).collect();
+    assert_eq!(tx.tx_burst(&mut burst(&pool)), 64);
+    let mut total = 0;
+    for (q, r) in rx.iter_mut().enumerate() {
+        let got = drain(r.as_mut());
+        assert!(!got.is_empty());
+        assert!(got.iter().all(|m| rss.queue_of_frame(m.data()) as usize == q), "queue {q}");
+        total += got.len();
+    }
+    assert_eq!(total, 64);
+    drop((tx, rx, a, b));
+    assert_eq!(pool.available(), 1024);
+}

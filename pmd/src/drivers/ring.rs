@@ -666,7 +666,7 @@ impl RingTx {
     #[inline]
     fn tx_steered(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         let Some(rss) = self.rss.as_deref() else { return 0 };
-        let last = self.groups.len() - 1;
+        let Some(last) = self.groups.len().checked_sub(1) else { return 0 };
         for m in pkts.drain(..) {
             let q = (rss.queue_of_frame(m.data()) as usize).min(last);
             self.groups[q].push(m);
