@@ -123,3 +123,22 @@ fn echo_on_two_cores_per_side_over_ring_with_rss_keeps_every_connection_on_its_c
     assert_eq!(servers.iter().map(|r| r.2).sum::<u64>(), 200, "{servers:?}");
     assert!(servers.iter().all(|r| r.2 > 0), "RSS spread the connections over both server cores: {servers:?}");
 }
+
+#[test]
+fn more_than_one_core_without_an_rss_key_or_with_a_short_one_is_refused_naming_it() {
+    let cores = cores();
+    if cores.windows(2).any(|w| w[0] == w[1]) {
+        testkit::skip("needs two CPUs");
+        return;
+    }
+    let cfg = || stack::StackConfig {
+        ipv4: vec!["198.18.0.1/24".parse().unwrap()],
+        ..stack::profiles::sim(pmd::MacAddr([2, 0, 0, 0, 0, 1]))
+    };
+    let base = || flow::Runtime::user("ring:ucores_k?rss=1", cfg()).cores(&cores).mbufs(4096).queue_size(256);
+    let e = base().check().err().expect("no key").to_string();
+    assert!(e.contains("rss_key"), "{e}");
+    let e = base().rss_key(&[0x6d; 39]).check().err().expect("short key").to_string();
+    assert!(e.contains("rss_key") && e.contains("39"), "{e}");
+    assert!(base().rss_key(&pmd::rss::SYMMETRIC_KEY).check().is_ok());
+}
