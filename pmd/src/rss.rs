@@ -199,6 +199,7 @@ pub enum L4 {
 #[derive(Clone, Debug)]
 pub struct Rss {
     toeplitz: Toeplitz,
+    key: Box<[u8]>,
     types: RssHashTypes,
     reta: Box<[u16]>,
 }
@@ -210,7 +211,12 @@ impl Rss {
         if cfg.reta.is_empty() {
             return Err(PmdError::Config { field: "rss.reta", reason: "the redirection table is empty".into() });
         }
-        Ok(Rss { toeplitz: Toeplitz::new(&cfg.key)?, types: cfg.hash_types, reta: cfg.reta.clone().into() })
+        Ok(Rss {
+            toeplitz: Toeplitz::new(&cfg.key)?,
+            key: cfg.key.clone().into(),
+            types: cfg.hash_types,
+            reta: cfg.reta.clone().into(),
+        })
     }
 
     /// The hash function.
@@ -221,6 +227,16 @@ impl Rss {
     /// The redirection table.
     pub fn reta(&self) -> &[u16] {
         &self.reta
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The hash types.
+    pub fn hash_types(&self) -> RssHashTypes {
+        self.types
     }
 
     /// The queue a frame with hash `h` reaches.

@@ -55,17 +55,27 @@
 //! path.
 //!
 //! # Drivers
-//! `ring?rss=1` and DPDK hardware RSS steer exactly ([`Delivery::Exact`]).
-//! The kernel's TAP multi-queue and AF_PACKET fanout pick queues with their
-//! own hash, which no configuration makes ours; the choice made for them is
-//! **software dispatch** ([`Delivery::Dispatch`], Seastar's approach when a
-//! NIC cannot steer): each core runs the same ownership test on what it
-//! receives and hands foreign frames to their owner over the channel. An eBPF
-//! steering program (`TUNSETSTEERINGEBPF`, `PACKET_FANOUT_EBPF`) computing the
-//! same Toeplitz hash would save the hop, but needs a BPF toolchain and
-//! CAP_BPF at run time, and the hop is one channel send for the frames the
-//! kernel spreads wrongly; dispatch is exact by construction, and is also
-//! the fallback for DPDK vdevs without RSS.
+//! Per driver, how frames reach their owner:
+//! - `ring?rss=1`: the sender hashes each frame with the receiver's RSS
+//!   (exact, [`Delivery::Exact`]).
+//! - `dpdk`: hardware RSS with our key and table (exact); a vdev without RSS
+//!   gets software dispatch (below).
+//! - `af_packet?queues=N`: the fanout group runs our Toeplitz hash and table
+//!   as a classic BPF program (`PACKET_FANOUT_CBPF`, `pmd`'s `fanout_bpf`):
+//!   exact, with no BPF toolchain and no CAP_BPF (classic BPF, unrolled: a
+//!   test and a constant XOR per input bit).
+//! - `tap?queues=N`: the kernel picks the queue by its own flow hash (and
+//!   automq's memory of where a flow was last sent from); exact steering
+//!   would need an eBPF program (`TUNSETSTEERINGEBPF`: eBPF only, so a BPF
+//!   toolchain or hand-written eBPF, and CAP_BPF), not done. It gets
+//!   **software dispatch** ([`Delivery::Dispatch`], Seastar's approach when
+//!   a NIC cannot steer): each core runs the ownership test on what it
+//!   receives and hands foreign frames to their owner over the channel —
+//!   exact by construction, at one channel hop for each frame the kernel
+//!   spreads wrongly (counted: `rss_misdirected`, `frames_handed_off`).
+//!
+//! A port that offers RSS ([`pmd::PortInfo::rss`]) is configured with it and
+//! steers exactly; one that does not gets dispatch (`flow`'s runtime decides).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

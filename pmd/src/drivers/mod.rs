@@ -3,6 +3,7 @@
 pub mod af_packet;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+mod fanout_bpf;
 pub(crate) mod netdev;
 pub mod null;
 pub mod ring;

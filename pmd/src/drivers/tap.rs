@@ -19,7 +19,8 @@
 //!   of flows it does not own to the owner over a channel, counted as
 //!   `rss_misdirected`/`frames_handed_off`). Exact steering would take a
 //!   `TUNSETSTEERINGEBPF` program computing the same Toeplitz hash; not done
-//!   (it needs a BPF toolchain at build time and CAP_BPF at run time).
+//!   (the TAP takes eBPF only, unlike AF_PACKET's classic BPF fanout, so it
+//!   needs a BPF toolchain or hand-written eBPF, and CAP_BPF at run time).
 //! * **burst I/O**: descriptors are non-blocking; `rx_burst` reads (one `readv` per
 //!   frame — a character device has no batched receive call) until `EAGAIN` or the
 //!   burst is full; `tx_burst` writes until `EAGAIN`, leaving the rest with the
