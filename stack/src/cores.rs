@@ -64,15 +64,17 @@
 //!   as a classic BPF program (`PACKET_FANOUT_CBPF`, `pmd`'s `fanout_bpf`):
 //!   exact, with no BPF toolchain and no CAP_BPF (classic BPF, unrolled: a
 //!   test and a constant XOR per input bit).
-//! - `tap?queues=N`: the kernel picks the queue by its own flow hash (and
-//!   automq's memory of where a flow was last sent from); exact steering
-//!   would need an eBPF program (`TUNSETSTEERINGEBPF`: eBPF only, so a BPF
-//!   toolchain or hand-written eBPF, and CAP_BPF), not done. It gets
-//!   **software dispatch** ([`Delivery::Dispatch`], Seastar's approach when
-//!   a NIC cannot steer): each core runs the ownership test on what it
-//!   receives and hands foreign frames to their owner over the channel —
-//!   exact by construction, at one channel hop for each frame the kernel
-//!   spreads wrongly (counted: `rss_misdirected`, `frames_handed_off`).
+//! - `tap?queues=N`: the TAP takes an eBPF steering program
+//!   (`TUNSETSTEERINGEBPF`), which `pmd`'s `tap_bpf` emits as instructions
+//!   (no toolchain) computing the same hash and table: exact. Loading it
+//!   needs CAP_BPF (root has it).
+//! - ports without RSS (virtio-user, DPDK vdevs without it, or `tap` /
+//!   `af_packet` with `rss=0`, spread by the kernel's own hash): **software
+//!   dispatch** ([`Delivery::Dispatch`], Seastar's approach when a NIC cannot
+//!   steer): each core runs the ownership test on what it receives and hands
+//!   foreign frames to their owner over the channel — exact by construction,
+//!   at one channel hop for each frame spread wrongly (counted:
+//!   `rss_misdirected`, `frames_handed_off`).
 //!
 //! A port that offers RSS ([`pmd::PortInfo::rss`]) is configured with it and
 //! steers exactly; one that does not gets dispatch (`flow`'s runtime decides).

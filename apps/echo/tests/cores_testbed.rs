@@ -4,12 +4,12 @@
 //! `scripts/testbed.sh`, against the kernel: 200 connections from the
 //! kernel's clients (Python sockets) to our server, and our client on two
 //! cores making at least 200 connections to the kernel's server (our app on
-//! kernel sockets). Every connection completes byte-exact. AF_PACKET steers
-//! exactly (its fanout group runs our Toeplitz hash as a classic BPF program):
-//! zero misdirected, nothing handed between cores. The TAP's queues are
-//! chosen by the kernel's own hash, so frames a core does not own are handed
-//! to their owner (software dispatch, `stack::cores`): every frame counted as
-//! misdirected was handed off, none processed on the wrong core.
+//! kernel sockets). Every connection completes byte-exact, and both ports
+//! steer exactly — AF_PACKET's fanout group runs our Toeplitz hash as a
+//! classic BPF program, the TAP as an eBPF steering program — so no frame is
+//! misdirected or handed between cores. With `rss=0` the TAP's queues are the
+//! kernel's choice, and the stacks dispatch in software: every frame counted
+//! as misdirected is handed to its owner, none processed on the wrong core.
 //!
 //! Needs root, `ip` and `python3`; under `CI=true` these run (and fail if they
 //! cannot). Namespaces and processes are removed by guards even on failure.
@@ -36,11 +36,13 @@ fn two_cores() -> Option<String> {
     }
 }
 
-/// (spec, our address, the kernel's address, steers exactly) for each port type.
-fn ports() -> [(String, &'static str, &'static str, bool); 2] {
+/// (spec, our address, the kernel's address, steers exactly) for each port
+/// type, and the TAP with `rss=0`: the kernel's own spread, software dispatch.
+fn ports() -> [(String, &'static str, &'static str, bool); 3] {
     [
-        (format!("tap:t0?mac={TAP_MAC}&queues=2"), "198.18.1.1", "198.18.1.2", false),
+        (format!("tap:t0?mac={TAP_MAC}&queues=2"), "198.18.1.1", "198.18.1.2", true),
         ("af_packet:p0?queues=2".to_string(), "198.18.0.1", "198.18.0.2", true),
+        (format!("tap:t0?mac={TAP_MAC}&queues=2&rss=0"), "198.18.1.1", "198.18.1.2", false),
     ]
 }
 

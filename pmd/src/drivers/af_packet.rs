@@ -336,9 +336,19 @@ pub struct AfPacketPort {
     tx_rings: Vec<Arc<Mutex<Option<TxRing>>>>,
     /// (kernel drops so far, baseline at the last reset).
     drops: Mutex<(u64, u64)>,
+    /// Offers software RSS (a classic BPF fanout program); `rss=0` leaves
+    /// `PACKET_FANOUT_HASH`.
+    rss: bool,
 }
 
 impl AfPacketPort {
+    /// Offers software RSS or not (the spec's `rss`, default 1; see the
+    /// module documentation).
+    pub fn with_rss(mut self, on: bool) -> Self {
+        self.rss = on;
+        self
+    }
+
     /// Opens interface `ifname` (which must exist) with up to `queues` queues.
     pub fn open(ifname: &str, queues: u16, geometry: RingGeometry) -> Result<AfPacketPort, PmdError> {
         if queues == 0 || queues > MAX_QUEUES {
@@ -364,6 +374,7 @@ impl AfPacketPort {
             rx_rings: Vec::new(),
             tx_rings: Vec::new(),
             drops: Mutex::new((0, 0)),
+            rss: true,
         })
     }
 
@@ -390,7 +401,7 @@ impl Port for AfPacketPort {
             max_desc: 32768,
             rx_offloads: RxOffloads::empty(),
             tx_offloads: TxOffloads::empty(),
-            rss: Some(crate::rss::software_capabilities()),
+            rss: self.rss.then(crate::rss::software_capabilities),
         }
     }
 
@@ -809,6 +820,7 @@ pub(crate) const DRIVER: DriverInfo = DriverInfo {
             "queues, spread by PACKET_FANOUT_HASH, or by our RSS (a classic BPF fanout program) when \
              configured with RSS, 1..=16 (default 1)",
         ),
+        ("rss", "1 (default) offers software RSS (a classic BPF fanout program); 0 leaves PACKET_FANOUT_HASH"),
         ("block_size", "receive ring block size in bytes, multiple of the page size (default 65536)"),
         ("frame_size", "frame size in bytes, multiple of 16; bounds tx frames and the MTU (default 2048)"),
         ("block_count", "receive ring blocks per queue (default 64)"),
@@ -832,5 +844,6 @@ fn open_af_packet(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         let v = spec.get(field).unwrap_or("(default)").to_string();
         return Err(spec.bad_value(field, &v, &reason));
     }
-    Ok(Box::new(AfPacketPort::open(ifname, queues, g)?))
+    let rss = spec.flag("rss", true)?;
+    Ok(Box::new(AfPacketPort::open(ifname, queues, g)?.with_rss(rss)))
 }

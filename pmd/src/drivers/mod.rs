@@ -9,6 +9,7 @@ pub mod null;
 pub mod ring;
 mod state;
 pub mod tap;
+mod tap_bpf;
 pub mod virtio_user;
 
 use std::sync::Arc;
