@@ -16,7 +16,7 @@
 //! `--cores` lists the core counts to run (default `1,2`, what this 2-core
 //! machine has); the forwarding cores are the first N available. Every
 //! count is measured against 1 core in the same run. `BENCH_ROUNDS`
-//! (default 3) alternating rounds of `BENCH_SECS` (default 5) seconds;
+//! (default 5) alternating rounds of `BENCH_SECS` (default 4) seconds;
 //! per-second samples after a 1 s warm-up, median reported (p10–p90 in the
 //! table). Nothing is tuned on either side beyond the flags shown; both
 //! sides of a ratio are our code with the one difference named.
@@ -212,8 +212,8 @@ fn fmt(s: &Summary) -> String {
 
 fn main() {
     let counts = core_counts();
-    let rounds: u32 = env_or("BENCH_ROUNDS", 3);
-    let secs: u32 = env_or("BENCH_SECS", 5);
+    let rounds: u32 = env_or("BENCH_ROUNDS", 5);
+    let secs: u32 = env_or("BENCH_SECS", 4);
     let load_before = load_average();
     let avail = pmd::runtime::available_cores();
     let (client_core, server_core) = (avail[0], *avail.last().expect("a core"));
