@@ -7,7 +7,7 @@
 //! queue *i*. A flow is **owned** by the core its packets from the peer
 //! reach, so [`Steering::owner`] is that RSS computation, from this host's
 //! side: the hash of (remote → local). Two exceptions:
-//! - **UDP from an ephemeral port**: an unconnected UDP socket's port is
+//! - **UDP to one of our ephemeral ports**: an unconnected UDP socket's port is
 //!   bound before the remote is known, so the hash cannot be chosen; the
 //!   ephemeral range is instead **partitioned per core**
 //!   (`(port - 49152) % count`), a socket binds only ports of its core's
@@ -78,6 +78,15 @@
 //!
 //! A port that offers RSS ([`pmd::PortInfo::rss`]) is configured with it and
 //! steers exactly; one that does not gets dispatch (`flow`'s runtime decides).
+//!
+//! # Limits
+//! - IP fragments hash on addresses only (as on NICs), so a fragmented
+//!   TCP/UDP packet is reassembled on the core of its 2-tuple and processed
+//!   there, which may not own its flow; it is not handed on after
+//!   reassembly. TCP avoids fragmentation; large fragmented UDP datagrams to
+//!   a multi-core stack can be lost.
+//! - One 802.1Q tag is skipped by `pmd::rss`, none by the BPF programs (the
+//!   kernel's TAP and AF_PACKET paths here are untagged).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
