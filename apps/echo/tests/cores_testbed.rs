@@ -59,7 +59,8 @@ fn check_steering(spec: &str, exact: bool, v: &serde_json::Value) {
 fn wait_up(tb: &Testbed, ip: &str, port: u16) {
     let end = Instant::now() + Duration::from_secs(20);
     while Instant::now() < end {
-        let probe = format!("import socket; s=socket.create_connection(('{ip}', {port}), timeout=1); s.close()");
+        let host = ip.trim_matches(['[', ']']);
+        let probe = format!("import socket; s=socket.create_connection(('{host}', {port}), timeout=1); s.close()");
         if tb.cmd("python3").args(["-c", &probe]).output().is_ok_and(|o| o.status.success()) {
             return;
         }
@@ -86,7 +87,7 @@ ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ok = []
 def one(i):
     msg = bytes((i * 7 + k) % 256 for k in range(100))
-    s = socket.create_connection((ip, port), timeout=10)
+    s = socket.create_connection((ip.strip("[]"), port), timeout=10)
     s.sendall(msg)
     got = b""
     while len(got) < len(msg):
@@ -165,5 +166,33 @@ fn our_client_on_two_cores_makes_200_connections_to_the_kernels_server() {
         check_steering(&spec, exact, &r);
         eprintln!("{spec}: client counters {r}");
         drop(srv.stop());
+    }
+}
+
+/// IPv6: the same 200 kernel connections to our server, over the steering
+/// programs' IPv6 path (36-byte 4-tuple).
+#[test]
+fn kernel_clients_make_200_ipv6_connections_to_our_server_on_two_cores() {
+    if !available() {
+        return;
+    }
+    let Some(cores) = two_cores() else { return };
+    for (spec, ours) in [
+        (format!("tap:t0?mac={TAP_MAC}&queues=2"), "2001:2:0:1::1"),
+        ("af_packet:p0?queues=2".to_string(), "2001:2::1"),
+    ] {
+        let tb = Testbed::up(&unique("ec6"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
+        let mut c = tb.cmd(echo_bin());
+        c.args(["server", "--stack", "user", "--port", &spec, "--ip", &format!("{ours}/64"), "--listen", ":7"]);
+        c.args(["--cores", &cores, "--rss-key", "microsoft", "--json", "--duration", "60"]);
+        let srv = Bg::spawn(&mut c);
+        wait_up(&tb, ours, 7);
+        let o = run_bounded(tb.cmd("python3").args(["-c", CLIENTS, ours, "7", "200"]), Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(text.trim(), "200", "{spec}: exact echoes; stderr: {}", String::from_utf8_lossy(&o.stderr));
+        let s = last_json(&srv.stop());
+        assert_eq!(s["tcp_errors"], 0, "{spec}: {s}");
+        check_steering(&spec, true, &s);
+        eprintln!("{spec} (IPv6): server counters {s}");
     }
 }
