@@ -16,6 +16,10 @@
 //!   are hashed by the NIC on their outer addresses, so they reach an
 //!   arbitrary core; they are owned by the core owning the flow of the
 //!   packet they quote (its reply direction).
+//! - **IP fragments** hash on their addresses only (ports are in the first
+//!   fragment alone), so every fragment of a datagram reaches the core of its
+//!   2-tuple, which reassembles it and then hands the whole packet to the
+//!   owner of its flow.
 //!
 //! A frame that reaches a core that does not own it is handed to the owner
 //! ([`CoreMsg::Frame`]) and counted: `frames_handed_off` always,
@@ -80,11 +84,6 @@
 //! steers exactly; one that does not gets dispatch (`flow`'s runtime decides).
 //!
 //! # Limits
-//! - IP fragments hash on addresses only (as on NICs), so a fragmented
-//!   TCP/UDP packet is reassembled on the core of its 2-tuple and processed
-//!   there, which may not own its flow; it is not handed on after
-//!   reassembly. TCP avoids fragmentation; large fragmented UDP datagrams to
-//!   a multi-core stack can be lost.
 //! - One 802.1Q tag is skipped by `pmd::rss`, none by the BPF programs (the
 //!   kernel's TAP and AF_PACKET paths here are untagged).
 

@@ -358,3 +358,85 @@ fn an_icmp_error_on_the_wrong_core_is_handed_to_the_core_of_the_flow_it_quotes_r
     drop(cores);
     assert_eq!(pool.available(), 1024);
 }
+
+/// Two IPv4 fragments of one UDP datagram from `src` to `dst` (RFC 791),
+/// the first carrying the UDP header and 16 payload bytes, the second 8 more.
+fn udp_fragments(dst_mac: pmd::MacAddr, src: SocketAddr, dst: SocketAddr) -> [Vec<u8>; 2] {
+    let (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) = (src.ip(), dst.ip()) else { unreachable!() };
+    let payload: Vec<u8> = (0..24u8).collect();
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&payload); // checksum 0: none (RFC 768)
+    let frag = |data: &[u8], offset: usize, more: bool| {
+        let mut f = vec![0u8; 34];
+        f[..6].copy_from_slice(&dst_mac.0);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 9, 9]);
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        f[18..20].copy_from_slice(&77u16.to_be_bytes());
+        let fo = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+        f[20..22].copy_from_slice(&fo.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&s.octets());
+        f[30..34].copy_from_slice(&d.octets());
+        pmd::checksum::fill_ipv4_header(&mut f, 14);
+        f.extend_from_slice(data);
+        f
+    };
+    [frag(&udp[..24], 0, true), frag(&udp[24..], 24, false)]
+}
+
+#[test]
+fn a_datagram_reassembled_on_its_addresses_core_is_handed_to_the_core_of_its_flow_rfc_791() {
+    let pool = Mempool::new(&MempoolConfig::new("cores_frag", 1024, 2048, 128, 0)).unwrap();
+    let rss = RssConfig::spread(&MICROSOFT_KEY, 2);
+    let mac = pmd::MacAddr([2, 0, 0, 0, 0, 0x12]);
+    let links = CoreLink::mesh(2);
+    let mut cores: Vec<stack::Stack> = (0..2u16)
+        .map(|i| {
+            let cfg = stack::StackConfig { tcp_rx_mbufs: 64, ..net::config(mac, &[net::A4], &[]) };
+            let mut s = stack::Stack::new(cfg, pool.clone(), 0).unwrap();
+            s.set_steering(Steering::new(i, 2, &rss, Delivery::Exact).unwrap());
+            s
+        })
+        .collect();
+    let local: SocketAddr = "198.18.0.1:5353".parse().unwrap();
+    let s = cores[0].steering().unwrap().clone();
+    // A sender whose datagram's 4-tuple owner differs from its fragments' (2-tuple) core.
+    let remote = (1024..2048u16)
+        .map(|p| SocketAddr::new("198.19.7.7".parse().unwrap(), p))
+        .find(|r| s.owner(L4::Udp, local, *r) != s.owner(L4::Other, local, *r))
+        .expect("some port splits them");
+    let (owner, frags_core) = (s.owner(L4::Udp, local, remote) as usize, s.owner(L4::Other, local, remote) as usize);
+    let handles: Vec<_> = cores
+        .iter_mut()
+        .map(|c| c.udp().bind("0.0.0.0:5353".parse().unwrap(), stack::UdpConfig { rx_queue_len: 8 }).unwrap())
+        .collect();
+    for f in udp_fragments(mac, remote, local) {
+        let mut m = pool.alloc().unwrap();
+        m.append(f.len()).unwrap().copy_from_slice(&f);
+        // Fragments are not misdirected: the port hashes them on addresses.
+        cores[frags_core].input(1, &mut vec![m]);
+    }
+    for (i, l) in links.iter().enumerate() {
+        l.exchange(&mut cores[i], 2);
+    }
+    for (i, l) in links.iter().enumerate() {
+        l.exchange(&mut cores[i], 3);
+    }
+    let (f, o) = (&cores[frags_core].stats().events, &cores[owner].stats().events);
+    assert_eq!((f.reassembled, f.frames_handed_off, f.rss_misdirected, f.udp_delivered), (1, 1, 0, 0), "{f:?}");
+    assert_eq!((o.frames_handed_in, o.udp_delivered), (1, 1), "{o:?}");
+    let mut got = Vec::new();
+    cores[owner].udp().recv(handles[owner], &mut got, 8).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].peer, remote);
+    assert_eq!(got[0].payload.data(), &(0..24u8).collect::<Vec<_>>()[..], "byte-exact");
+    drop(got);
+    drop(cores);
+    assert_eq!(pool.available(), 1024);
+}

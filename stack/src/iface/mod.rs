@@ -422,3 +422,30 @@ impl Stack {
         })
     }
 }
+
+impl Stack {
+    /// A packet reassembled here from fragments (which the port spreads by
+    /// their addresses only): if another core owns its flow, hands it there
+    /// as a frame (`None`); else gives it back. Without headroom for the
+    /// Ethernet header it stays here.
+    pub(crate) fn hand_off_reassembled(&mut self, mut m: Mbuf, src_mac: MacAddr, t: wire::EtherType) -> Option<Mbuf> {
+        let Some(index) = self.steering.as_ref().filter(|s| s.count() > 1).map(|s| s.index()) else { return Some(m) };
+        let mac = self.cfg.mac;
+        if m.headroom() < ETH {
+            return Some(m);
+        }
+        let h = m.prepend(ETH)?;
+        wire::EthernetRepr::new(src_mac, mac, t).emit(&mut wire::EthernetFrame::new_unchecked(h));
+        match self.steering.as_ref().and_then(|s| s.frame_owner(m.data())) {
+            Some((owner, _)) if owner != index => {
+                self.stats.events.frames_handed_off += 1;
+                self.core_out.push((CoreDest::Core(owner), CoreMsg::Frame(m)));
+                None
+            }
+            _ => {
+                m.adj(ETH);
+                Some(m)
+            }
+        }
+    }
+}
