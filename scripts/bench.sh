@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs one benchmark: scripts/bench.sh NAME
+# Runs one benchmark: scripts/bench.sh NAME [ARGS..] (e.g. scale --cores 1,2,4,8)
 # Builds in release mode, runs bench/src/bin/NAME.rs, which measures our code and
 # its peer in the same run and writes bench/results/NAME.{md,json,svg}.
 set -euo pipefail

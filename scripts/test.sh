@@ -56,6 +56,7 @@ dpdk_tests() {
     else
         cargo test -p pmd --features dpdk --locked --no-fail-fast --lib -- --test-threads=1 drivers::dpdk:: registry:: &&
             cargo test -p pmd --features dpdk --locked --no-fail-fast --test dpdk_zero_copy -- --test-threads=1 &&
+            cargo test -p pmd --features dpdk --locked --no-fail-fast --test dpdk_rss -- --test-threads=1 &&
             for t in dpdk_peers dpdk_testpmd testpmd_cli; do
                 cargo test -p testpmd --features dpdk --locked --no-fail-fast --test "$t" -- --test-threads=1 || return 1
             done

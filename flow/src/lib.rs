@@ -210,4 +210,12 @@ pub trait Net: Clone + 'static {
     fn connect(&self, addr: SocketAddr, cfg: &TcpConfig) -> impl Future<Output = Result<Self::Flow, FlowError>>;
     /// Binds a UDP socket.
     fn udp_bind(&self, addr: SocketAddr, cfg: &UdpConfig) -> Result<Self::Udp, FlowError>;
+
+    /// This core's share-nothing counters, as (name, value): for our stack
+    /// `rss_misdirected`, `frames_handed_off`, `frames_handed_in`,
+    /// `neighbor_broadcasts` (see `stack::cores`); none for stacks that do not
+    /// split a port over cores themselves.
+    fn core_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -428,6 +428,17 @@ impl Net for UserNet {
         }
         Ok(UserUdp { net: self.clone(), hs, local })
     }
+
+    fn core_counters(&self) -> Vec<(&'static str, u64)> {
+        let g = self.inner.borrow();
+        let e = &g.stack.stats().events;
+        vec![
+            ("rss_misdirected", e.rss_misdirected),
+            ("frames_handed_off", e.frames_handed_off),
+            ("frames_handed_in", e.frames_handed_in),
+            ("neighbor_broadcasts", e.neighbor_broadcasts),
+        ]
+    }
 }
 
 /// A listener configuration with every value given (one place that knows the
@@ -459,11 +470,33 @@ pub struct UserRuntime {
     cores: Vec<usize>,
     mbufs: usize,
     queue_size: u16,
+    rss_key: Option<Vec<u8>>,
 }
 
 impl UserRuntime {
     pub(crate) fn new(spec: &str, cfg: StackConfig) -> Self {
-        UserRuntime { spec: spec.to_string(), cfg, mac: MacFrom::Config, cores: Vec::new(), mbufs: 0, queue_size: 0 }
+        UserRuntime {
+            spec: spec.to_string(),
+            cfg,
+            mac: MacFrom::Config,
+            cores: Vec::new(),
+            mbufs: 0,
+            queue_size: 0,
+            rss_key: None,
+        }
+    }
+
+    /// The Toeplitz key the port spreads flows over the cores by (at least
+    /// 40 bytes, e.g. [`pmd::rss::MICROSOFT_KEY`] or the symmetric
+    /// [`pmd::rss::SYMMETRIC_KEY`]); needed with more than one core, and
+    /// taken on one (the port then hashes, the stack is core-aware). A port
+    /// with RSS gets it with a round-robin table over the cores and steers
+    /// exactly; a port without (TAP queues, AF_PACKET fanout) spreads by its
+    /// own hash and the stacks hand foreign frames to their owner (see
+    /// [`stack::cores`]).
+    pub fn rss_key(mut self, key: &[u8]) -> Self {
+        self.rss_key = Some(key.to_vec());
+        self
     }
 
     /// Use the port's own MAC address instead of the configuration's.
@@ -498,6 +531,22 @@ impl UserRuntime {
         }
         if self.queue_size == 0 {
             return Err(FlowError::invalid("queue_size: must be at least 1"));
+        }
+        match &self.rss_key {
+            None if self.cores.len() > 1 => {
+                return Err(FlowError::invalid(
+                    "rss_key: more than one core needs the RSS key the port spreads flows by \
+                     (e.g. pmd::rss::MICROSOFT_KEY)",
+                ))
+            }
+            Some(k) if k.len() < pmd::rss::KEY_LEN => {
+                return Err(FlowError::invalid(format!(
+                    "rss_key: {} bytes; the Toeplitz hash needs at least {}",
+                    k.len(),
+                    pmd::rss::KEY_LEN
+                )))
+            }
+            _ => {}
         }
         let spec = pmd::Spec::parse(&self.spec).map_err(|e| FlowError::invalid(e.to_string()))?;
         let known: Vec<&str> = pmd::registry::drivers().iter().map(|d| d.scheme).collect();
@@ -535,6 +584,12 @@ impl UserRuntime {
         let mut port = pmd::open(&me.spec).map_err(usage)?;
         let mut pc = PortConfig::new(n, n, me.queue_size, me.queue_size, pool.clone());
         pc.tx_offloads = me.cfg.tx_offloads;
+        // With a key, RSS and core-aware stacks even on one core (what a
+        // run on more will pay, measured by bench `scale`).
+        let steering = match &me.rss_key {
+            Some(key) => Some(steering_for(key, n, &port.info(), &mut pc)?),
+            None => None,
+        };
         port.configure(&pc).map_err(usage)?;
         port.start().map_err(usage)?;
         let mut cfg = me.cfg.clone();
@@ -548,11 +603,18 @@ impl UserRuntime {
             queues.push(Mutex::new(Some((rx, tx))));
         }
         let count = me.cores.len();
+        let links: Vec<_> = stack::CoreLink::mesh(n).into_iter().map(|l| Mutex::new(Some(l))).collect();
         let out = on_cores(&me.cores, |index, cpu| {
             let (rx, tx) =
                 queues[index].lock().unwrap_or_else(|e| e.into_inner()).take().expect("one queue pair per core");
             let clock: Arc<dyn Clock> = Arc::new(pmd::MonotonicClock);
-            let stack = stack::Driver::new(cfg.clone(), rx, tx, pool.clone(), clock.clone())?;
+            let mut stack = stack::Driver::new(cfg.clone(), rx, tx, pool.clone(), clock.clone())?;
+            if let Some((rss, delivery)) = &steering {
+                let s = stack::Steering::new(index as u16, n, rss, *delivery)
+                    .map_err(|e| FlowError::invalid(e.to_string()))?;
+                let link = links[index].lock().unwrap_or_else(|e| e.into_inner()).take().expect("one link per core");
+                stack.set_cores(s, link);
+            }
             let mut r = UserReactor::new(clock);
             let net = r.add(stack);
             let mut ex = Executor::new(r);
@@ -560,5 +622,36 @@ impl UserRuntime {
         });
         drop(port);
         out
+    }
+}
+
+/// The RSS of a port shared by `n` cores: with the port's own RSS (set in
+/// `pc`) the port steers exactly; without, the stacks dispatch in software
+/// by the same hash (see [`stack::cores`]).
+fn steering_for(
+    key: &[u8],
+    n: u16,
+    info: &pmd::PortInfo,
+    pc: &mut PortConfig,
+) -> Result<(pmd::RssConfig, stack::Delivery), FlowError> {
+    match &info.rss {
+        Some(capa) => {
+            if key.len() != capa.key_len {
+                return Err(FlowError::invalid(format!(
+                    "rss_key: {} bytes, but {} ports take {}",
+                    key.len(),
+                    info.driver,
+                    capa.key_len
+                )));
+            }
+            let rss = pmd::RssConfig {
+                key: key.to_vec(),
+                hash_types: capa.hash_types,
+                reta: pmd::rss::spread_reta(n, capa.reta_size),
+            };
+            pc.rss = Some(rss.clone());
+            Ok((rss, stack::Delivery::Exact))
+        }
+        None => Ok((pmd::RssConfig::spread(key, n), stack::Delivery::Dispatch)),
     }
 }

@@ -11,6 +11,8 @@
 //!   kernel's [`drivers::tap`] and [`drivers::af_packet`], [`drivers::virtio_user`]
 //!   (virtio-net over vhost-user, zero copy from a shared pool, no DPDK), and with
 //!   the `dpdk` feature `drivers::dpdk` (DPDK ethdevs: NICs and vdevs, zero copy);
+//! * [`rss`]: the Toeplitz hash and redirection table, for drivers that steer
+//!   in software and for a stack that picks ports by where replies land;
 //! * [`impair`]: seeded loss, duplication, reordering, corruption, delay and rate
 //!   shaping as a decorator over any port;
 //! * [`runtime`]: one pinned thread per core running a poll loop, with a control
@@ -37,6 +39,7 @@ pub mod mempool;
 pub mod pcap;
 pub mod port;
 pub mod registry;
+pub mod rss;
 pub mod runtime;
 pub mod spec;
 pub mod spsc;

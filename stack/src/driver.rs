@@ -6,6 +6,9 @@
 //!          -> stack.poll_timers(now) -> tx_burst(stack.output(now))
 //! ```
 //!
+//! With other cores on the same port ([`set_cores`](Driver::set_cores)) it
+//! also exchanges their messages once per poll, after the burst is input.
+//!
 //! It owns the receive vector, reused for every burst (no allocation on the
 //! data path), and lends the stack's own transmit backlog to `tx_burst`, so
 //! frames the queue refuses stay queued in the stack. One clock read per
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use pmd::{Clock, Mbuf, Mempool, RxQueue, TxQueue};
 
 use crate::config::StackConfig;
+use crate::cores::{CoreLink, Steering};
 use crate::error::ConfigError;
 use crate::iface::Stack;
 
@@ -33,6 +37,8 @@ pub struct Driver<R: RxQueue, T: TxQueue> {
     txq: T,
     clock: Arc<dyn Clock>,
     rx: Vec<Mbuf>,
+    /// This core's channels to the other cores of the port, if any.
+    link: Option<CoreLink>,
 }
 
 impl<R: RxQueue, T: TxQueue> Driver<R, T> {
@@ -42,7 +48,7 @@ impl<R: RxQueue, T: TxQueue> Driver<R, T> {
     pub fn new(cfg: StackConfig, rxq: R, txq: T, pool: Mempool, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         let rx = Vec::with_capacity(cfg.burst);
         let stack = Stack::new(cfg, pool, clock.now_ns())?;
-        Ok(Driver { stack, rxq, txq, clock, rx })
+        Ok(Driver { stack, rxq, txq, clock, rx, link: None })
     }
 
     /// One poll-loop iteration: receive a burst and process it (the first
@@ -52,9 +58,21 @@ impl<R: RxQueue, T: TxQueue> Driver<R, T> {
         let now = self.clock.now_ns();
         let n = self.rxq.rx_burst(&mut self.rx, self.stack.config().burst);
         self.stack.input(now, &mut self.rx);
+        if let Some(link) = &self.link {
+            link.exchange(&mut self.stack, now);
+        }
         self.stack.poll_timers(now);
         self.txq.tx_burst(self.stack.output(now));
         n
+    }
+
+    /// Makes this driver's stack one core of several on its port: `steering`
+    /// says which and how the port spreads flows, `link` carries neighbour
+    /// broadcasts and handed-off frames to and from the other cores, drained
+    /// on every [`poll`](Self::poll) (see [`crate::cores`]).
+    pub fn set_cores(&mut self, steering: Steering, link: CoreLink) {
+        self.stack.set_steering(steering);
+        self.link = Some(link);
     }
 
     /// Produces the pending TCP segments and hands the transmit backlog to

@@ -14,6 +14,9 @@
 //!   reply**, announcements), `iface/ipv4.rs`, `iface/ipv6.rs` (with NDP),
 //!   `iface/icmp.rs` (errors, rate limit), `iface/route.rs` (routes, source
 //!   selection, IP emit, neighbour output).
+//! * [`cores`]: several stacks on one multi-queue port — which core owns a
+//!   flow (RSS), connect's port choice, neighbour broadcasts and frame
+//!   hand-off between cores ([`Steering`], [`CoreLink`]).
 //! * [`Driver`] ([`driver`]): a `Stack` polled from one pmd rx/tx queue pair
 //!   and a clock (the per-core loop).
 //! * [`socket`]: the sockets over the stack — [`socket::udp`],
@@ -35,6 +38,7 @@
 pub use pmd::checksum;
 pub mod config;
 pub mod copy;
+pub mod cores;
 pub mod driver;
 pub mod error;
 pub mod iface;
@@ -48,6 +52,7 @@ pub mod timer;
 pub mod wire;
 
 pub use config::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig, UdpConfig};
+pub use cores::{CoreDest, CoreLink, CoreMsg, Delivery, Steering};
 pub use driver::{Driver, DynDriver};
 pub use error::{ConfigError, StackError};
 pub use iface::Stack;

@@ -126,6 +126,27 @@ impl<A: Copy + Eq + Hash> NeighborCache<A> {
         ok
     }
 
+    /// Makes sure `addr` is being resolved without a packet to queue (another
+    /// core asked): true when a new incomplete entry was created, so a
+    /// request must be sent; false when it is resolved, already being
+    /// resolved, or the cache is full of incomplete entries.
+    pub fn want(&mut self, addr: A, now_ns: u64) -> bool {
+        match self.map.get(&addr) {
+            Some(Entry { state: State::Resolved { expires_ns, .. }, .. }) if now_ns < *expires_ns => return false,
+            Some(Entry { state: State::Incomplete { .. }, .. }) => return false,
+            Some(_) => {}
+            None => {
+                if self.map.len() >= self.cfg.capacity && !self.evict(now_ns) {
+                    return false;
+                }
+            }
+        }
+        let state = State::Incomplete { retries_left: self.cfg.retries, timer: None };
+        self.map.entry(addr).or_insert(Entry { state, pending: VecDeque::new() }).state =
+            State::Incomplete { retries_left: self.cfg.retries, timer: None };
+        true
+    }
+
     /// Records the retry timer of an incomplete entry.
     pub fn set_timer(&mut self, addr: &A, id: TimerId) {
         if let Some(Entry { state: State::Incomplete { timer, .. }, .. }) = self.map.get_mut(addr) {

@@ -179,6 +179,21 @@ counters!(
         /// Bytes copied because the API asked for a copy (send from a slice,
         /// reassembly, ICMP error quotes): the zero-copy paths do not count here.
         bytes_copied,
+        /// Frames received for a flow this core does not own whose RSS hash
+        /// also names another queue: the port did not steer by our RSS
+        /// ([`crate::cores`]; 0 with exact steering).
+        rss_misdirected,
+        /// Frames handed to the core that owns their flow.
+        frames_handed_off,
+        /// Frames another core handed to this one.
+        frames_handed_in,
+        /// Neighbours learned from the wire and broadcast to the other cores.
+        neighbor_broadcasts,
+        /// Neighbours installed from another core's broadcast.
+        neighbor_broadcasts_received,
+        /// First neighbour requests not sent because another core was
+        /// already resolving the address.
+        neighbor_requests_deferred,
     }
 );
 

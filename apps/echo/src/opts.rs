@@ -57,6 +57,11 @@ pub struct StackArgs {
     /// (user) Descriptors per port queue.
     #[arg(long, default_value_t = 1024)]
     pub queue_size: u16,
+    /// (user, more than one core) The RSS key the port spreads flows over
+    /// the cores by: `microsoft`, `symmetric` (both directions of a flow
+    /// hash the same), or 40+ bytes in hex.
+    #[arg(long = "rss-key", value_name = "KEY")]
+    pub rss_key: Option<String>,
     /// (kernel) Poll epoll without sleeping, as our stack polls its port.
     #[arg(long)]
     pub busy_poll: bool,
@@ -450,14 +455,47 @@ pub fn runtime(a: &StackArgs) -> Result<Rt, Fail> {
                     IpAddr::V6(v) => cfg.gateway_v6 = Some(*v),
                 }
             }
-            let rt = Runtime::user(&spec, cfg)
-                .mac_from_port()
-                .cores(&cores)
-                .mbufs(a.mbufs)
-                .queue_size(a.queue_size)
-                .check()
-                .map_err(|e| Fail::usage(e.to_string()))?;
+            let mut rt =
+                Runtime::user(&spec, cfg).mac_from_port().cores(&cores).mbufs(a.mbufs).queue_size(a.queue_size);
+            match (&a.rss_key, cores.len()) {
+                (Some(k), _) => rt = rt.rss_key(&rss_key(k)?),
+                (None, n) if n > 1 => {
+                    return Err(Fail::usage(format!(
+                        "--stack user on {n} cores needs --rss-key (microsoft, symmetric or hex): \
+                         the port spreads flows over the cores by it"
+                    )))
+                }
+                _ => {}
+            }
+            let rt = rt.check().map_err(|e| Fail::usage(e.to_string()))?;
             Ok(Rt::User(Box::new(rt)))
+        }
+    }
+}
+
+/// `--rss-key`: a named key or hex bytes.
+fn rss_key(k: &str) -> Result<Vec<u8>, Fail> {
+    match k {
+        "microsoft" => Ok(pmd::rss::MICROSOFT_KEY.to_vec()),
+        "symmetric" => Ok(pmd::rss::SYMMETRIC_KEY.to_vec()),
+        hex => {
+            let bad =
+                || Fail::usage(format!("--rss-key '{k}': not microsoft, symmetric or an even number of hex digits"));
+            if hex.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+                .collect::<Result<Vec<u8>, Fail>>()?;
+            if bytes.len() < pmd::rss::KEY_LEN {
+                return Err(Fail::usage(format!(
+                    "--rss-key: {} bytes; the Toeplitz hash needs at least {}",
+                    bytes.len(),
+                    pmd::rss::KEY_LEN
+                )));
+            }
+            Ok(bytes)
         }
     }
 }
@@ -607,15 +645,30 @@ pub fn client(a: ClientArgs) -> Result<(), Fail> {
     let rt = runtime(&a.stack)?;
     let ncores = pmd::runtime::parse_core_list(&a.stack.cores).map(|c| c.len()).unwrap_or(1);
     let counters: Arc<Vec<Counters>> = Arc::new((0..ncores).map(|_| Counters::default()).collect());
-    let parts = run_on!(rt, |core| client::run(core.net, core.index, core.count, cfg.clone(), counters.clone()))
-        .map_err(|e| flow_fail("client", e))?;
+    let parts = run_on!(rt, |core| {
+        let net = core.net.clone();
+        let run = client::run(core.net, core.index, core.count, cfg.clone(), counters.clone());
+        async move { (run.await, flow::Net::core_counters(&net)) }
+    })
+    .map_err(|e| flow_fail("client", e))?;
     let mut ok = Vec::new();
-    for p in parts {
+    let mut core_counters: Vec<(&'static str, u64)> = Vec::new();
+    for (p, cc) in parts {
         ok.push(p.map_err(|e| flow_fail(&format!("connect to {}", a.target), e))?);
+        for (k, v) in cc {
+            match core_counters.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 += v,
+                None => core_counters.push((k, v)),
+            }
+        }
     }
     let r = Report::merge(ok);
     if a.json {
-        println!("{}", report_json(&r));
+        let mut v: serde_json::Value = serde_json::from_str(&report_json(&r)).expect("our own JSON");
+        for (k, n) in core_counters {
+            v[k] = n.into();
+        }
+        println!("{v}");
     } else {
         print!("{}", r.text(&cfg));
     }

@@ -62,6 +62,13 @@ pub struct ServerStats {
     pub core_idle_iterations: u64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_errors: u64,
+    /// (user stack on several cores) Frames the port delivered to a core
+    /// whose RSS hash names another (0 with exact steering).
+    pub rss_misdirected: u64,
+    /// (user stack on several cores) Frames handed to the core owning their flow.
+    pub frames_handed_off: u64,
+    /// (user stack on several cores) Neighbours learned and broadcast to the other cores.
+    pub neighbor_broadcasts: u64,
 }
 
 impl ServerStats {
@@ -80,6 +87,21 @@ impl ServerStats {
         self.core_busy_iterations += o.core_busy_iterations;
         self.core_idle_iterations += o.core_idle_iterations;
         self.tls_handshake_errors += o.tls_handshake_errors;
+        self.rss_misdirected += o.rss_misdirected;
+        self.frames_handed_off += o.frames_handed_off;
+        self.neighbor_broadcasts += o.neighbor_broadcasts;
+    }
+
+    /// Takes the stack's per-core counters ([`flow::Net::core_counters`]).
+    pub fn set_core_counters(&mut self, counters: &[(&'static str, u64)]) {
+        for &(k, v) in counters {
+            match k {
+                "rss_misdirected" => self.rss_misdirected = v,
+                "frames_handed_off" => self.frames_handed_off = v,
+                "neighbor_broadcasts" => self.neighbor_broadcasts = v,
+                _ => {}
+            }
+        }
     }
 
     /// `name=value` pairs.
@@ -98,6 +120,9 @@ impl ServerStats {
             ("core_busy_iterations", self.core_busy_iterations),
             ("core_idle_iterations", self.core_idle_iterations),
             ("tls_handshake_errors", self.tls_handshake_errors),
+            ("rss_misdirected", self.rss_misdirected),
+            ("frames_handed_off", self.frames_handed_off),
+            ("neighbor_broadcasts", self.neighbor_broadcasts),
         ]
     }
 }
@@ -125,7 +150,9 @@ pub async fn serve<N: Net>(net: N, cfg: ServerConfig, stop: Arc<AtomicBool>) -> 
     if let Some(b) = &cfg.banner {
         eprintln!("{b}");
     }
-    serve_on(listener, udp, cfg, stop).await
+    let mut stats = serve_on(listener, udp, cfg, stop).await?;
+    stats.set_core_counters(&net.core_counters());
+    Ok(stats)
 }
 
 /// Serves on a listener (and UDP socket) made by the caller.

@@ -36,6 +36,10 @@ fn bad_flags_exit_2_with_one_line_naming_the_problem() {
     usage(&["server", "--stack", "user", "--listen", ":7", "--port", "rung:x", "--ip", "198.18.0.1/24"], "rung");
     usage(&["server", "--stack", "kernel", "--listen", ":7", "--frobnicate"], "--frobnicate");
     usage(&["launch"], "launch");
+    let two = ["server", "--stack", "user", "--listen", ":7", "--port", "ring:e2e", "--ip", "198.18.0.1/24"];
+    usage(&[&two[..], &["--cores", "0,1"]].concat(), "--rss-key");
+    usage(&[&two[..], &["--cores", "0,1", "--rss-key", "6d5a"]].concat(), "--rss-key");
+    usage(&[&two[..], &["--cores", "0,1", "--rss-key", "sideways"]].concat(), "--rss-key");
 }
 
 #[test]

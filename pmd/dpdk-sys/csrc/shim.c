@@ -4,6 +4,7 @@
  * the inline bodies expanded here match the ABI of the installed libraries.
  */
 #include "wrapper.h"
+#include <rte_thash.h>
 
 int rte_shim_errno(void) { return rte_errno; }
 
@@ -105,4 +106,10 @@ void rte_shim_eth_flags(struct rte_shim_eth_flags *out)
 	out->rss_ipv6 = RTE_ETH_RSS_IPV6;
 	out->rss_nonfrag_ipv6_tcp = RTE_ETH_RSS_NONFRAG_IPV6_TCP;
 	out->rss_nonfrag_ipv6_udp = RTE_ETH_RSS_NONFRAG_IPV6_UDP;
+}
+
+uint32_t rte_shim_softrss(uint32_t *input_tuple, uint32_t input_len,
+			  const uint8_t *rss_key)
+{
+	return rte_softrss(input_tuple, input_len, rss_key);
 }

@@ -100,4 +100,10 @@ struct rte_shim_eth_flags {
 /** Fills `out` with the values of the macros above. */
 void rte_shim_eth_flags(struct rte_shim_eth_flags *out);
 
+/** `rte_softrss` (static inline in rte_thash.h): the Toeplitz hash of
+ * `input_len` host-order 32-bit words under `rss_key` (at least
+ * 4 * input_len + 4 bytes). pmd's tests check its own hash against it. */
+uint32_t rte_shim_softrss(uint32_t *input_tuple, uint32_t input_len,
+			  const uint8_t *rss_key);
+
 #endif

@@ -10,7 +10,13 @@
 //!   every frame in it has been taken (a burst may stop in the middle of a block and
 //!   the next one resumes there). With `N > 1` the receive sockets form a
 //!   `PACKET_FANOUT_HASH` group (a kernel-chosen unique id), so the kernel spreads
-//!   flows over the queues by its flow hash. Frames we sent ourselves are ignored
+//!   flows over the queues by its flow hash. The port offers software RSS
+//!   ([`crate::rss`]): configured with an `RssConfig`, the group is a
+//!   `PACKET_FANOUT_CBPF` one instead, whose classic BPF program computes our
+//!   Toeplitz hash and redirection table (module `fanout_bpf`), so every
+//!   frame reaches the queue our RSS names, as on a NIC (the stacks then see no
+//!   misdirected frame; without RSS they hand foreign frames to their owner,
+//!   `stack::cores`). Frames we sent ourselves are ignored
 //!   (`PACKET_IGNORE_OUTGOING`, and `PACKET_OUTGOING` is filtered for older kernels).
 //!   Kernel ring drops (`PACKET_STATISTICS`) are reported as `imissed`.
 //! * **transmit**: `TPACKET_V2` ring with `PACKET_QDISC_BYPASS` (frames go straight
@@ -258,12 +264,14 @@ fn tx_ring(ifindex: i32, g: &RingGeometry, desc: u16) -> io::Result<TxRing> {
     Ok(TxRing { fd, map, frame_size: g.frame_size as usize, frames: (per_block * blocks) as usize, next: 0 })
 }
 
-fn join_fanout(fd: &OwnedFd, id: Option<u16>) -> io::Result<u16> {
+/// Joins (or, with no `id`, creates) fanout group `id` of type `mode`;
+/// sockets get indices in the order they join, so queue *i* is index *i*.
+fn join_fanout(fd: &OwnedFd, id: Option<u16>, mode: u32) -> io::Result<u16> {
     let (id, flags) = match id {
         Some(id) => (id, 0),
         None => (0, libc::PACKET_FANOUT_FLAG_UNIQUEID),
     };
-    let arg: u32 = (id as u32) | ((libc::PACKET_FANOUT_HASH | flags) << 16);
+    let arg: u32 = (id as u32) | ((mode | flags) << 16);
     setsockopt(fd, libc::PACKET_FANOUT, &arg)?;
     let mut got: u32 = 0;
     let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
@@ -275,6 +283,15 @@ fn join_fanout(fd: &OwnedFd, id: Option<u16>) -> io::Result<u16> {
         return Err(io::Error::last_os_error());
     }
     Ok(got as u16)
+}
+
+/// Gives a `PACKET_FANOUT_CBPF` group its program.
+fn set_fanout_program(fd: &OwnedFd, prog: &[super::fanout_bpf::Insn]) -> io::Result<()> {
+    let mut filters: Vec<libc::sock_filter> =
+        prog.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect();
+    let fprog = libc::sock_fprog { len: filters.len() as u16, filter: filters.as_mut_ptr() };
+    // The kernel copies the program during the call; `filters` outlives it.
+    setsockopt(fd, super::fanout_bpf::PACKET_FANOUT_DATA, &fprog)
 }
 
 /// Kernel drops of one socket since the last call (reading resets them).
@@ -319,9 +336,19 @@ pub struct AfPacketPort {
     tx_rings: Vec<Arc<Mutex<Option<TxRing>>>>,
     /// (kernel drops so far, baseline at the last reset).
     drops: Mutex<(u64, u64)>,
+    /// Offers software RSS (a classic BPF fanout program); `rss=0` leaves
+    /// `PACKET_FANOUT_HASH`.
+    rss: bool,
 }
 
 impl AfPacketPort {
+    /// Offers software RSS or not (the spec's `rss`, default 1; see the
+    /// module documentation).
+    pub fn with_rss(mut self, on: bool) -> Self {
+        self.rss = on;
+        self
+    }
+
     /// Opens interface `ifname` (which must exist) with up to `queues` queues.
     pub fn open(ifname: &str, queues: u16, geometry: RingGeometry) -> Result<AfPacketPort, PmdError> {
         if queues == 0 || queues > MAX_QUEUES {
@@ -347,6 +374,7 @@ impl AfPacketPort {
             rx_rings: Vec::new(),
             tx_rings: Vec::new(),
             drops: Mutex::new((0, 0)),
+            rss: true,
         })
     }
 
@@ -373,7 +401,7 @@ impl Port for AfPacketPort {
             max_desc: 32768,
             rx_offloads: RxOffloads::empty(),
             tx_offloads: TxOffloads::empty(),
-            rss: None,
+            rss: self.rss.then(crate::rss::software_capabilities),
         }
     }
 
@@ -385,17 +413,27 @@ impl Port for AfPacketPort {
         self.rx_fds.clear();
         let name = &self.ifname;
         let mut fanout = None;
+        // With RSS, our hash as a classic BPF program; else the kernel's.
+        let steering = match &conf.rss {
+            Some(rss) if conf.rx_queues > 1 => Some(super::fanout_bpf::program(&crate::rss::Rss::new(rss)?)),
+            _ => None,
+        };
+        let mode = if steering.is_some() { super::fanout_bpf::PACKET_FANOUT_CBPF } else { libc::PACKET_FANOUT_HASH };
         for q in 0..conf.rx_queues {
             let r = rx_ring(self.ifindex, &self.geometry)
                 .map_err(io_err(format!("af_packet '{name}': receive ring of queue {q}")))?;
             if conf.rx_queues > 1 {
                 fanout = Some(
-                    join_fanout(&r.fd, fanout)
+                    join_fanout(&r.fd, fanout, mode)
                         .map_err(io_err(format!("af_packet '{name}': PACKET_FANOUT queue {q}")))?,
                 );
             }
             self.rx_fds.push(r.fd.clone());
             self.rx_rings.push(Arc::new(Mutex::new(Some(r))));
+        }
+        if let (Some(prog), Some(first)) = (&steering, self.rx_fds.first()) {
+            set_fanout_program(first, prog)
+                .map_err(io_err(format!("af_packet '{name}': PACKET_FANOUT_DATA (RSS program)")))?;
         }
         for q in 0..conf.tx_queues {
             let t = tx_ring(self.ifindex, &self.geometry, conf.tx_desc)
@@ -777,7 +815,12 @@ pub(crate) const DRIVER: DriverInfo = DriverInfo {
     scheme: "af_packet",
     usage: "af_packet:IFNAME[?queues=1] — existing kernel interface via TPACKET_V3 rx / V2 tx mmap rings",
     options: &[
-        ("queues", "queues, spread by PACKET_FANOUT_HASH, 1..=16 (default 1)"),
+        (
+            "queues",
+            "queues, spread by PACKET_FANOUT_HASH, or by our RSS (a classic BPF fanout program) when \
+             configured with RSS, 1..=16 (default 1)",
+        ),
+        ("rss", "1 (default) offers software RSS (a classic BPF fanout program); 0 leaves PACKET_FANOUT_HASH"),
         ("block_size", "receive ring block size in bytes, multiple of the page size (default 65536)"),
         ("frame_size", "frame size in bytes, multiple of 16; bounds tx frames and the MTU (default 2048)"),
         ("block_count", "receive ring blocks per queue (default 64)"),
@@ -801,5 +844,6 @@ fn open_af_packet(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
         let v = spec.get(field).unwrap_or("(default)").to_string();
         return Err(spec.bad_value(field, &v, &reason));
     }
-    Ok(Box::new(AfPacketPort::open(ifname, queues, g)?))
+    let rss = spec.flag("rss", true)?;
+    Ok(Box::new(AfPacketPort::open(ifname, queues, g)?.with_rss(rss)))
 }

@@ -3,11 +3,13 @@
 pub mod af_packet;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+mod fanout_bpf;
 pub(crate) mod netdev;
 pub mod null;
 pub mod ring;
 mod state;
 pub mod tap;
+mod tap_bpf;
 pub mod virtio_user;
 
 use std::sync::Arc;

@@ -24,7 +24,23 @@
 //! Ports find each other by name in a process-wide registry. The receive rings
 //! belong to the receiving port and are created when it is configured (size =
 //! `rx_desc`); a sender attaches to its peer's ring lazily on its first burst and
-//! re-attaches when the peer is reconfigured. The link is up when both ends are
+//! re-attaches when the peer is reconfigured.
+//!
+//! **RSS** (`rss=1`, off by default): the port offers software RSS
+//! ([`crate::rss`]: 40-byte key, 128-entry table, every hash type), and when it
+//! is configured with an [`RssConfig`](crate::RssConfig) every frame sent
+//! *to* it is hashed by the sender's queue, on the receiver's behalf, and
+//! enqueued on receive queue `reta[hash % len]` — what a NIC does, done on
+//! the sending core, whose cache holds the headers. A frame RSS cannot hash
+//! (ARP, a truncated header) gets hash 0 and so reaches `reta[0]`, where the
+//! port's table says, as on Intel NICs. Since any transmit queue may then feed
+//! any receive queue, a receive queue has one lane (an SPSC pair) per sending
+//! queue that has fed it: a sender creates its lane on first attach and bumps
+//! the port's `lanes_added`, and the receive queue adopts new lanes when it
+//! sees that counter move (one relaxed load per burst), then polls its lanes
+//! round robin. Each lane still has one writer and one reader, so there is no
+//! lock on the data path. Without RSS the only lane of receive queue *i* is
+//! the one from transmit queue *i*, as before. The link is up when both ends are
 //! started. Frames over the MTU are dropped and counted (`oerrors` on the sender,
 //! `ierrors` on the receiver); without promiscuous mode a port drops unicast frames
 //! not addressed to its MAC, as a NIC's filter would.
@@ -53,6 +69,7 @@ use super::PortState;
 use crate::port::{
     burst_bytes_and_bound, frame_fits_mtu, Link, MacAddr, PortConfig, PortInfo, PortStats, RxCounters, TxCounters,
 };
+use crate::rss::Rss;
 use crate::spec::{DriverInfo, OpenEnv, Spec};
 use crate::spsc::{Consumer, Producer, Spsc};
 use crate::{Mbuf, PmdError, Port, RxFlags, RxOffloads, RxQueue, TxFlags, TxOffloads, TxQueue};
@@ -75,19 +92,59 @@ struct Burst {
     bytes: u64,
 }
 
-/// One direction of one queue pair. `bursts` exists when the receiving port
-/// keeps exact counters (`checks=full`).
+/// Frames from one sending queue to one receiving queue. `bursts` exists
+/// when the receiving port keeps exact counters (`checks=full`).
 struct Lane {
+    /// The sending (transmit) queue.
+    src: usize,
     frames: Arc<Spsc<Mbuf>>,
     bursts: Option<Arc<Spsc<Burst>>>,
 }
 
+impl Lane {
+    fn new(src: usize, desc: usize, checks: bool) -> Lane {
+        Lane { src, frames: Spsc::new(desc), bursts: checks.then(|| Spsc::new(desc)) }
+    }
+}
+
+/// The receive side of a configured port.
+#[derive(Default)]
+struct Rings {
+    /// Ring size (`rx_desc`).
+    desc: usize,
+    /// Whether lanes carry burst descriptors (the receiver's `checks=full`).
+    checks: bool,
+    /// Per receive queue, the lanes that feed it.
+    queues: Vec<Vec<Lane>>,
+}
+
+impl Rings {
+    /// The lane from transmit queue `src` into receive queue `q`, created if
+    /// needed (`None` when `q` does not exist). The flag says it is new.
+    fn lane(&mut self, q: usize, src: usize) -> Option<(&Lane, bool)> {
+        let (desc, checks) = (self.desc, self.checks);
+        let lanes = self.queues.get_mut(q)?;
+        let created = match lanes.iter().position(|l| l.src == src) {
+            Some(i) => return Some((&lanes[i], false)),
+            None => {
+                lanes.push(Lane::new(src, desc, checks));
+                true
+            }
+        };
+        lanes.last().map(|l| (l, created))
+    }
+}
+
 struct Endpoint {
     name: String,
-    /// Receive lanes, one per receive queue, replaced on configure.
-    rings: Mutex<Vec<Lane>>,
+    /// Receive lanes, replaced on configure.
+    rings: Mutex<Rings>,
     /// Bumped whenever `rings` is replaced, so senders re-attach.
     generation: AtomicU64,
+    /// Bumped whenever a sender adds a lane, so receive queues adopt it.
+    lanes_added: AtomicU64,
+    /// Set when the port was opened with `rss=1` and configured with RSS.
+    rss: Mutex<Option<Arc<Rss>>>,
     open: AtomicBool,
     started: AtomicBool,
     promisc: AtomicBool,
@@ -104,8 +161,10 @@ fn endpoint(name: &str) -> Arc<Endpoint> {
     map.retain(|_, w| w.strong_count() > 0);
     let ep = Arc::new(Endpoint {
         name: name.to_string(),
-        rings: Mutex::new(Vec::new()),
+        rings: Mutex::new(Rings::default()),
         generation: AtomicU64::new(0),
+        lanes_added: AtomicU64::new(0),
+        rss: Mutex::new(None),
         open: AtomicBool::new(false),
         started: AtomicBool::new(false),
         promisc: AtomicBool::new(false),
@@ -125,6 +184,8 @@ pub struct RingPort {
     state: PortState,
     /// `checks=full` (MTU enforcement, byte counters) or `none`.
     checks: bool,
+    /// RSS offered (`rss=1`).
+    rss: bool,
 }
 
 impl RingPort {
@@ -132,6 +193,12 @@ impl RingPort {
     /// defaults: no checksum offloads, `checks=full`.
     pub fn open(name: &str, peer: Option<&str>, mac: MacAddr) -> Result<RingPort, PmdError> {
         Self::open_with(name, peer, mac, false, true)
+    }
+
+    /// Offers software RSS (the spec's `rss=1`; see the module documentation).
+    pub fn with_rss(mut self, on: bool) -> Self {
+        self.rss = on;
+        self
     }
 
     /// Opens port `name`; `csum` offers the checksum offloads and `checks` is
@@ -160,7 +227,7 @@ impl RingPort {
             Some(p) if p != name => endpoint(p),
             _ => me.clone(),
         };
-        Ok(RingPort { me, peer, mac, csum, state: PortState::new(name), checks })
+        Ok(RingPort { me, peer, mac, csum, state: PortState::new(name), checks, rss: false })
     }
 
     /// Name of the port at the other end of the wire.
@@ -173,7 +240,8 @@ impl Drop for RingPort {
     fn drop(&mut self) {
         self.me.started.store(false, Ordering::Release);
         // Free what is queued towards us now rather than when the last sender goes.
-        self.me.rings.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.me.rings.lock().unwrap_or_else(|e| e.into_inner()).queues.clear();
+        *self.me.rss.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.me.generation.fetch_add(1, Ordering::AcqRel);
         self.me.open.store(false, Ordering::Release);
     }
@@ -193,20 +261,20 @@ impl Port for RingPort {
             max_desc: 32768,
             rx_offloads: if self.csum { CSUM_RX } else { RxOffloads::empty() },
             tx_offloads: if self.csum { CSUM_TX } else { TxOffloads::empty() },
-            rss: None,
+            rss: self.rss.then(crate::rss::software_capabilities),
         }
     }
 
     fn configure(&mut self, conf: &PortConfig) -> Result<(), PmdError> {
         self.state.ensure_configurable(self.is_started())?;
         conf.validate(&self.info())?;
-        let rings = (0..conf.rx_queues)
-            .map(|_| Lane {
-                frames: Spsc::new(conf.rx_desc as usize),
-                bursts: self.checks.then(|| Spsc::new(conf.rx_desc as usize)),
-            })
-            .collect();
-        *self.me.rings.lock().unwrap_or_else(|e| e.into_inner()) = rings;
+        let rss = conf.rss.as_ref().map(Rss::new).transpose()?.map(Arc::new);
+        let desc = conf.rx_desc as usize;
+        // Queue i's lane from transmit queue i exists from the start (the
+        // only one without RSS); with RSS, senders add the others.
+        let queues = (0..conf.rx_queues as usize).map(|q| vec![Lane::new(q, desc, self.checks)]).collect();
+        *self.me.rings.lock().unwrap_or_else(|e| e.into_inner()) = Rings { desc, checks: self.checks, queues };
+        *self.me.rss.lock().unwrap_or_else(|e| e.into_inner()) = rss;
         self.me.generation.fetch_add(1, Ordering::AcqRel);
         self.state.set_configured(conf);
         Ok(())
@@ -260,19 +328,24 @@ impl Port for RingPort {
 
     fn take_rx_queue(&mut self, q: u16) -> Result<Box<dyn RxQueue>, PmdError> {
         let counters = self.state.claim_rx(q)?;
-        let rings = self.me.rings.lock().unwrap_or_else(|e| e.into_inner());
-        let lane = &rings[q as usize];
-        let owned = || PmdError::State {
-            port: self.me.name.clone(),
-            reason: format!("rx queue {q} is already owned by another handle"),
+        let mut rx = RingRx {
+            me: self.me.clone(),
+            mac: self.mac,
+            queue: q as usize,
+            lanes: Vec::new(),
+            next: 0,
+            seen: 0,
+            full: self.checks,
+            counters,
         };
-        let frames = lane.frames.consumer().ok_or_else(owned)?;
-        let bursts = match &lane.bursts {
-            Some(b) => Some(b.consumer().ok_or_else(owned)?),
-            None => None,
-        };
-        drop(rings);
-        Ok(Box::new(RingRx { me: self.me.clone(), mac: self.mac, frames, bursts, partial: None, counters }))
+        rx.adopt();
+        if rx.lanes.is_empty() {
+            return Err(PmdError::State {
+                port: self.me.name.clone(),
+                reason: format!("rx queue {q} is already owned by another handle"),
+            });
+        }
+        Ok(Box::new(rx))
     }
 
     fn take_tx_queue(&mut self, q: u16) -> Result<Box<dyn TxQueue>, PmdError> {
@@ -283,7 +356,9 @@ impl Port for RingPort {
             me: self.me.clone(),
             peer: self.peer.clone(),
             queue: q as usize,
-            prod: None,
+            dest: Vec::new(),
+            rss: None,
+            groups: Vec::new(),
             generation: u64::MAX,
             counters,
             checks: self.checks,
@@ -295,15 +370,81 @@ impl Port for RingPort {
 pub struct RingRx {
     me: Arc<Endpoint>,
     mac: MacAddr,
+    queue: usize,
+    /// The lanes feeding this queue (one per sending queue).
+    lanes: Vec<RxLane>,
+    /// The lane the next burst starts from (round robin).
+    next: usize,
+    /// `lanes_added` when the lanes were last adopted.
+    seen: u64,
+    /// `checks=full`: lanes carry burst descriptors.
+    full: bool,
+    counters: Arc<RxCounters>,
+}
+
+/// This queue's end of one lane.
+struct RxLane {
     frames: Consumer<Mbuf>,
     /// Burst descriptors, with `checks=full`.
     bursts: Option<Consumer<Burst>>,
     /// The rest of a burst of which an earlier call took only the front.
     partial: Option<Burst>,
-    counters: Arc<RxCounters>,
+}
+
+impl RxLane {
+    /// Takes whole bursts (the front of the last one if `max` ends inside
+    /// it) and returns (frames, bytes, longest).
+    #[inline]
+    fn take(&mut self, out: &mut Vec<Mbuf>, max: usize) -> (usize, u64, u32) {
+        let Some(bursts) = self.bursts.as_mut() else {
+            return (self.frames.pop_into(out, max), 0, 0);
+        };
+        let (mut bytes, mut longest) = (0u64, 0u32);
+        let mut taken = 0;
+        while taken < max {
+            let Some(mut b) = self.partial.take().or_else(|| bursts.pop()) else { break };
+            let k = (b.frames as usize).min(max - taken);
+            // The burst's frames were published before its descriptor.
+            let got = self.frames.pop_into(out, k);
+            debug_assert_eq!(got, k);
+            longest = longest.max(b.longest);
+            if k == b.frames as usize {
+                bytes += b.bytes;
+            } else {
+                // Split burst: sum the front we took
+                // and keep the rest for the next call.
+                let front: u64 = out[out.len() - k..].iter().map(|m| m.len() as u64).sum();
+                bytes += front;
+                b.frames -= k as u32;
+                b.bytes -= front;
+                self.partial = Some(b);
+            }
+            taken += k;
+        }
+        (taken, bytes, longest)
+    }
 }
 
 impl RingRx {
+    /// Takes this queue's end of every lane a sender has added since the
+    /// last call.
+    #[cold]
+    fn adopt(&mut self) {
+        self.seen = self.me.lanes_added.load(Ordering::Acquire);
+        let rings = self.me.rings.lock().unwrap_or_else(|e| e.into_inner());
+        for lane in rings.queues.get(self.queue).into_iter().flatten() {
+            let Some(frames) = lane.frames.consumer() else { continue };
+            let bursts = match &lane.bursts {
+                Some(b) => match b.consumer() {
+                    Some(c) => Some(c),
+                    None => continue,
+                },
+                None => None,
+            };
+            self.lanes.push(RxLane { frames, bursts, partial: None });
+        }
+    }
+
     /// Removes frames over the MTU (counted as errors) and, without promiscuous
     /// mode, unicast frames for other MACs. Returns how many were removed.
     ///
@@ -336,41 +477,36 @@ impl RxQueue for RingRx {
         if !self.me.started.load(Ordering::Relaxed) {
             return 0;
         }
+        if self.me.lanes_added.load(Ordering::Relaxed) != self.seen {
+            self.adopt();
+        }
         let start = out.len();
-        let Some(bursts) = self.bursts.as_mut() else {
+        let n = self.lanes.len();
+        let (mut bytes, mut longest, mut taken) = (0u64, 0u32, 0usize);
+        for k in 0..n {
+            let i = if n == 1 { 0 } else { (self.next + k) % n };
+            let (t, b, l) = self.lanes[i].take(out, max - taken);
+            taken += t;
+            bytes += b;
+            longest = longest.max(l);
+            if taken == max {
+                break;
+            }
+        }
+        if n > 1 {
+            self.next = (self.next + 1) % n;
+        }
+        if taken == 0 {
+            return 0;
+        }
+        if !self.full {
             // checks=none: frames only, as DPDK's net_ring.
-            let got = self.frames.pop_into(out, max);
-            if got > 0 && !self.me.promisc.load(Ordering::Relaxed) {
+            if !self.me.promisc.load(Ordering::Relaxed) {
                 self.filter(out, start, u16::MAX, false);
             }
             let got = out.len() - start;
             self.counters.packets.add(got as u64);
             return got;
-        };
-        let (mut bytes, mut longest) = (0u64, 0u32);
-        let mut taken = 0;
-        while taken < max {
-            let Some(mut b) = self.partial.take().or_else(|| bursts.pop()) else { break };
-            let k = (b.frames as usize).min(max - taken);
-            // The burst's frames were published before its descriptor.
-            let got = self.frames.pop_into(out, k);
-            debug_assert_eq!(got, k);
-            longest = longest.max(b.longest);
-            if k == b.frames as usize {
-                bytes += b.bytes;
-            } else {
-                // Split burst: sum the front we took
-                // and keep the rest for the next call.
-                let front: u64 = out[out.len() - k..].iter().map(|m| m.len() as u64).sum();
-                bytes += front;
-                b.frames -= k as u32;
-                b.bytes -= front;
-                self.partial = Some(b);
-            }
-            taken += k;
-        }
-        if taken == 0 {
-            return 0;
         }
         let mtu = self.me.mtu.load(Ordering::Relaxed);
         let promisc = self.me.promisc.load(Ordering::Relaxed);
@@ -386,6 +522,10 @@ impl RxQueue for RingRx {
     }
 }
 
+/// A sender's end of one lane: frames, and burst descriptors when the
+/// receiver keeps exact counters.
+type Prod = (Producer<Mbuf>, Option<Producer<Burst>>);
+
 /// Transmit queue of a `ring` port.
 pub struct RingTx {
     /// Checksum offloads are enabled: set every frame's receive verdicts.
@@ -393,15 +533,30 @@ pub struct RingTx {
     me: Arc<Endpoint>,
     peer: Arc<Endpoint>,
     queue: usize,
-    prod: Option<(Producer<Mbuf>, Option<Producer<Burst>>)>,
+    /// Lanes into the peer's receive queues: without RSS one, into queue
+    /// `queue`; with RSS one per receive queue, indexed by it.
+    dest: Vec<Option<Prod>>,
+    /// The peer's RSS, when it steers.
+    rss: Option<Arc<Rss>>,
+    /// With RSS, per receive queue the frames of the burst bound there
+    /// (kept to reuse their allocations).
+    groups: Vec<Vec<Mbuf>>,
     generation: u64,
     counters: Arc<TxCounters>,
     checks: bool,
 }
 
-impl RingTx {
+/// What a burst onto one lane needs besides the lane.
+struct TxSide<'a> {
+    me: &'a Endpoint,
+    csum: bool,
+    checks: bool,
+    counters: &'a TxCounters,
+}
+
+impl TxSide<'_> {
     #[cold]
-    fn drop_oversized(&mut self, pkts: &mut Vec<Mbuf>, max_frame: usize) -> usize {
+    fn drop_oversized(&self, pkts: &mut Vec<Mbuf>, max_frame: usize) -> usize {
         let before = pkts.len();
         pkts.retain(|m| frame_fits_mtu(m.data(), (max_frame - 14) as u16));
         let dropped = before - pkts.len();
@@ -409,6 +564,54 @@ impl RingTx {
         dropped
     }
 
+    /// Sends the front of `pkts` onto one lane (see [`TxQueue::tx_burst`]).
+    #[inline]
+    fn send(&self, (frames, bursts): &mut Prod, pkts: &mut Vec<Mbuf>) -> usize {
+        if !self.checks && bursts.is_none() {
+            // checks=none on both ends: a plain move of the handles (after
+            // the checksum offloads, which are a request, not a check).
+            let n = frames.free_space(pkts.len()).min(pkts.len());
+            if self.csum {
+                RingTx::offload(&mut pkts[..n]);
+            }
+            let sent = frames.push_front_of(pkts, n);
+            self.counters.packets.add(sent as u64);
+            return sent;
+        }
+        let max_frame = if self.checks { self.me.mtu.load(Ordering::Relaxed) as usize + 14 } else { usize::MAX >> 1 };
+        // `longest` is a bound that is within `max_frame` exactly when every
+        // frame is.
+        let (mut bytes, mut longest) = burst_bytes_and_bound(pkts, max_frame as u32);
+        let mut dropped = 0;
+        if longest as usize > max_frame {
+            dropped = self.drop_oversized(pkts, max_frame);
+            (bytes, longest) = burst_bytes_and_bound(pkts, max_frame as u32);
+        }
+        let n = frames.free_space(pkts.len()).min(pkts.len());
+        if n == 0 || bursts.as_mut().is_some_and(|b| b.free_space(1) == 0) {
+            return dropped;
+        }
+        if n < pkts.len() {
+            (bytes, longest) = burst_bytes_and_bound(&pkts[..n], max_frame as u32);
+        }
+        if self.csum {
+            RingTx::offload(&mut pkts[..n]);
+        }
+        let sent = frames.push_front_of(pkts, n);
+        debug_assert_eq!(sent, n);
+        if let Some(bursts) = bursts {
+            let queued = bursts.push(Burst { frames: sent as u32, longest, bytes });
+            debug_assert!(queued.is_ok(), "checked free space above");
+        }
+        self.counters.packets.add(sent as u64);
+        if self.checks {
+            self.counters.bytes.add(bytes);
+        }
+        sent + dropped
+    }
+}
+
+impl RingTx {
     /// Does what the enabled checksum offloads ask of each frame (see the
     /// module documentation) and sets the verdicts it will arrive with.
     fn offload(pkts: &mut [Mbuf]) {
@@ -427,21 +630,59 @@ impl RingTx {
         }
     }
 
+    /// (Re)takes this queue's lanes into the peer, after the peer was
+    /// (re)configured.
     #[cold]
     fn attach(&mut self, generation: u64) {
-        self.prod = None;
-        let rings = self.peer.rings.lock().unwrap_or_else(|e| e.into_inner());
-        self.prod = rings.get(self.queue).and_then(|l| {
-            let bursts = match &l.bursts {
-                Some(b) => Some(b.producer()?),
-                None => None,
-            };
-            Some((l.frames.producer()?, bursts))
-        });
+        self.dest.clear();
+        let rss = self.peer.rss.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut rings = self.peer.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let targets = if rss.is_some() { 0..rings.queues.len() } else { self.queue..self.queue + 1 };
+        let mut added = false;
+        for q in targets {
+            let prod = rings.lane(q, self.queue).and_then(|(l, new)| {
+                added |= new;
+                let bursts = match &l.bursts {
+                    Some(b) => Some(b.producer()?),
+                    None => None,
+                };
+                Some((l.frames.producer()?, bursts))
+            });
+            self.dest.push(prod);
+        }
         drop(rings);
-        if self.prod.is_some() {
+        if added {
+            self.peer.lanes_added.fetch_add(1, Ordering::AcqRel);
+        }
+        self.rss = rss;
+        self.groups.resize_with(self.dest.len(), Vec::new);
+        if self.dest.iter().any(Option::is_some) {
             self.generation = generation;
         }
+    }
+
+    /// With RSS: each frame to the receive queue the peer's table names.
+    /// Unsent frames go back to `pkts`, in order per receive queue.
+    #[inline]
+    fn tx_steered(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        let Some(rss) = self.rss.as_deref() else { return 0 };
+        let Some(last) = self.groups.len().checked_sub(1) else { return 0 };
+        for m in pkts.drain(..) {
+            let q = (rss.queue_of_frame(m.data()) as usize).min(last);
+            self.groups[q].push(m);
+        }
+        let side = TxSide { me: &self.me, csum: self.csum, checks: self.checks, counters: &self.counters };
+        let mut consumed = 0;
+        for (group, dest) in self.groups.iter_mut().zip(self.dest.iter_mut()) {
+            if group.is_empty() {
+                continue;
+            }
+            if let Some(prod) = dest {
+                consumed += side.send(prod, group);
+            }
+            pkts.append(group);
+        }
+        consumed
     }
 }
 
@@ -455,49 +696,12 @@ impl TxQueue for RingTx {
         if generation != self.generation {
             self.attach(generation);
         }
-        let Some((frames, bursts)) = self.prod.as_mut() else { return 0 };
-        if !self.checks && bursts.is_none() {
-            // checks=none on both ends: a plain move of the handles (after
-            // the checksum offloads, which are a request, not a check).
-            let n = frames.free_space(pkts.len()).min(pkts.len());
-            if self.csum {
-                Self::offload(&mut pkts[..n]);
-            }
-            let sent = frames.push_front_of(pkts, n);
-            self.counters.packets.add(sent as u64);
-            return sent;
+        if self.rss.is_some() {
+            return self.tx_steered(pkts);
         }
-        let max_frame = if self.checks { self.me.mtu.load(Ordering::Relaxed) as usize + 14 } else { usize::MAX >> 1 };
-        // `longest` is a bound that is within `max_frame` exactly when every
-        // frame is.
-        let (mut bytes, mut longest) = burst_bytes_and_bound(pkts, max_frame as u32);
-        let mut dropped = 0;
-        if longest as usize > max_frame {
-            dropped = self.drop_oversized(pkts, max_frame);
-            (bytes, longest) = burst_bytes_and_bound(pkts, max_frame as u32);
-        }
-        let Some((frames, bursts)) = self.prod.as_mut() else { return dropped };
-        let n = frames.free_space(pkts.len()).min(pkts.len());
-        if n == 0 || bursts.as_mut().is_some_and(|b| b.free_space(1) == 0) {
-            return dropped;
-        }
-        if n < pkts.len() {
-            (bytes, longest) = burst_bytes_and_bound(&pkts[..n], max_frame as u32);
-        }
-        if self.csum {
-            Self::offload(&mut pkts[..n]);
-        }
-        let sent = frames.push_front_of(pkts, n);
-        debug_assert_eq!(sent, n);
-        if let Some(bursts) = bursts {
-            let queued = bursts.push(Burst { frames: sent as u32, longest, bytes });
-            debug_assert!(queued.is_ok(), "checked free space above");
-        }
-        self.counters.packets.add(sent as u64);
-        if self.checks {
-            self.counters.bytes.add(bytes);
-        }
-        sent + dropped
+        let Some(Some(prod)) = self.dest.first_mut() else { return 0 };
+        let side = TxSide { me: &self.me, csum: self.csum, checks: self.checks, counters: &self.counters };
+        side.send(prod, pkts)
     }
 }
 
@@ -506,7 +710,7 @@ impl TxQueue for RingTx {
 /// This driver in the port registry ([`crate::registry`]).
 pub(crate) const DRIVER: DriverInfo = DriverInfo {
     scheme: "ring",
-    usage: "ring:NAME[?peer=OTHER&csum=1&checks=none] — in-memory wire; alone it loops back to itself",
+    usage: "ring:NAME[?peer=OTHER&csum=1&checks=none&rss=1] — in-memory wire; alone it loops back to itself",
     options: &[
         ("peer", "name of the ring port at the other end (default: itself)"),
         ("mac", "MAC address"),
@@ -520,6 +724,11 @@ pub(crate) const DRIVER: DriverInfo = DriverInfo {
             "1 offers IPv4/TCP/UDP checksum offloads as Linux loopback does: requested L4 checksums \
              arrive partial (L4_CKSUM_PARTIAL), IPv4 ones computed (default 0)",
         ),
+        (
+            "rss",
+            "1 offers software RSS (Toeplitz, 40-byte key, 128-entry table): configured with RSS, frames \
+             sent to this port reach receive queue reta[hash % 128], non-IP ones reta[0] (default 0)",
+        ),
     ],
     shared_pool: false,
     open: open_ring,
@@ -529,5 +738,6 @@ fn open_ring(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     let name = spec.require_target("a name: ring:NAME")?;
     let mac = spec.mac(&format!("ring:{name}"))?;
     let csum = spec.flag("csum", false)?;
-    Ok(Box::new(RingPort::open_with(name, spec.get("peer"), mac, csum, spec.checks()?)?))
+    let rss = spec.flag("rss", false)?;
+    Ok(Box::new(RingPort::open_with(name, spec.get("peer"), mac, csum, spec.checks()?)?.with_rss(rss)))
 }

@@ -12,8 +12,14 @@
 //!   attached with `queues=1`.
 //! * **queues**: one file descriptor per queue (`IFF_MULTI_QUEUE`), all opened
 //!   when the port is opened (`queues` is the port's maximum); rx and tx queue *i*
-//!   share descriptor *i*. The kernel spreads flows over the descriptors by its
-//!   flow hash.
+//!   share descriptor *i*. Without RSS the kernel spreads flows over the
+//!   descriptors by its flow hash (and, with automq, towards the queue a flow
+//!   was last sent from). The port offers software RSS ([`crate::rss`]):
+//!   configured with an `RssConfig` and more than one queue, it loads an eBPF
+//!   program computing our Toeplitz hash and redirection table (module
+//!   `tap_bpf`, emitted without a toolchain; loading needs CAP_BPF, which root
+//!   has) and makes it the device's steering program (`TUNSETSTEERINGEBPF`),
+//!   so every frame reaches the queue our RSS names, as on a NIC.
 //! * **burst I/O**: descriptors are non-blocking; `rx_burst` reads (one `readv` per
 //!   frame — a character device has no batched receive call) until `EAGAIN` or the
 //!   burst is full; `tx_burst` writes until `EAGAIN`, leaving the rest with the
@@ -234,9 +240,19 @@ pub struct TapPort {
     /// frames, but its name means nothing here and its link state is the owner's.
     elsewhere: bool,
     state: PortState,
+    /// Offers software RSS (an eBPF steering program); `rss=0` leaves the
+    /// kernel's spread.
+    rss: bool,
 }
 
 impl TapPort {
+    /// Offers software RSS or not (the spec's `rss`, default 1; see the
+    /// module documentation).
+    pub fn with_rss(mut self, on: bool) -> Self {
+        self.rss = on;
+        self
+    }
+
     /// Opens (creating it if missing) TAP interface `ifname` with `queues` queues.
     pub fn open(ifname: &str, queues: u16, mac: MacAddr) -> Result<TapPort, PmdError> {
         netdev::check_ifname(ifname)?;
@@ -270,6 +286,7 @@ impl TapPort {
             elsewhere: false,
             started: Arc::new(AtomicBool::new(false)),
             state: PortState::new(ifname),
+            rss: true,
         })
     }
 
@@ -298,7 +315,7 @@ impl Port for TapPort {
             max_desc: 32768,
             rx_offloads: RX_OFFLOADS,
             tx_offloads: TX_OFFLOADS,
-            rss: None,
+            rss: self.rss.then(crate::rss::software_capabilities),
         }
     }
 
@@ -322,6 +339,18 @@ impl Port for TapPort {
             bits |= TUN_F_TSO4 | TUN_F_TSO6;
         }
         set_offload(&self.fds[0], bits).map_err(io_err(format!("tap '{}': TUNSETOFFLOAD", self.ifname)))?;
+        match &conf.rss {
+            Some(rss) if conf.rx_queues > 1 => {
+                let name = &self.ifname;
+                let prog = super::tap_bpf::load(&super::tap_bpf::program(&crate::rss::Rss::new(rss)?))
+                    .map_err(io_err(format!("tap '{name}': loading the RSS steering program")))?;
+                super::tap_bpf::attach(&self.fds[0], Some(&prog))
+                    .map_err(io_err(format!("tap '{name}': TUNSETSTEERINGEBPF")))?;
+            }
+            // A persistent TAP may keep an earlier user's program: back to
+            // the kernel's own choice (an old kernel without the call has none).
+            _ => drop(super::tap_bpf::attach(&self.fds[0], None)),
+        }
         self.state.set_configured(conf);
         Ok(())
     }
@@ -588,7 +617,16 @@ pub(crate) const DRIVER: DriverInfo = DriverInfo {
     scheme: "tap",
     usage: "tap:IFNAME[?queues=1] — Linux TAP interface (created if missing), offloads as virtio-net headers",
     options: &[
-        ("queues", "queues (one /dev/net/tun descriptor each, IFF_MULTI_QUEUE), 1..=64 (default 1)"),
+        (
+            "queues",
+            "queues (one /dev/net/tun descriptor each, IFF_MULTI_QUEUE), spread by the kernel's hash, or by \
+             our RSS (an eBPF steering program) when configured with RSS, 1..=64 (default 1)",
+        ),
+        (
+            "rss",
+            "1 (default) offers software RSS (an eBPF steering program, needs CAP_BPF); 0 leaves the kernel's \
+             spread",
+        ),
         ("mac", "MAC address of the port (default derived from the name)"),
     ],
     shared_pool: false,
@@ -599,7 +637,8 @@ fn open_tap(spec: &Spec, _: &OpenEnv) -> Result<Box<dyn Port>, PmdError> {
     let ifname = netdev::ifname_of(spec)?;
     let queues = spec.queues(MAX_QUEUES)?;
     let mac = spec.mac(&format!("tap:{ifname}"))?;
-    Ok(Box::new(TapPort::open(ifname, queues, mac)?))
+    let rss = spec.flag("rss", true)?;
+    Ok(Box::new(TapPort::open(ifname, queues, mac)?.with_rss(rss)))
 }
 
 #[cfg(test)]

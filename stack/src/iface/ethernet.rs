@@ -20,6 +20,10 @@ impl Stack {
     /// [`input`](Self::input) does it by itself).
     pub fn announce(&mut self) {
         self.announced = true;
+        if self.steering.as_ref().is_some_and(|s| s.index() != 0) {
+            // One announcement per host: core 0's ([`crate::cores`]).
+            return;
+        }
         for i in 0..self.cfg.ipv4.len() {
             let a = self.cfg.ipv4[i].address();
             // RFC 5227 §3: an ARP announcement is a request with SPA = TPA = ours.
@@ -115,8 +119,15 @@ impl Stack {
         self.transmit(m);
     }
 
-    /// Records a neighbour's MAC and sends what waited for it.
+    /// Records a neighbour's MAC learned from the wire and sends what waited
+    /// for it; with other cores, tells them too.
     pub(crate) fn learn(&mut self, ip: IpAddr, mac: MacAddr, create: bool) {
+        self.learn_from(ip, mac, create, true)
+    }
+
+    /// [`learn`](Self::learn), from the wire (`broadcast`) or from another
+    /// core's broadcast.
+    pub(crate) fn learn_from(&mut self, ip: IpAddr, mac: MacAddr, create: bool, broadcast: bool) {
         if !mac_is_unicast(&mac) {
             return;
         }
@@ -125,6 +136,10 @@ impl Stack {
             IpAddr::V6(a) => self.ndp.resolved(a, mac, self.now, create),
         };
         let Some((pending, timer)) = got else { return };
+        if broadcast && self.steering.as_ref().is_some_and(|s| s.count() > 1) {
+            self.stats.events.neighbor_broadcasts += 1;
+            self.core_out.push((crate::cores::CoreDest::All, crate::cores::CoreMsg::Neighbor { ip, mac }));
+        }
         if let Some(t) = timer {
             self.timers.cancel(t);
             self.stats.events.neighbors_resolved += 1;

@@ -63,6 +63,9 @@ impl Stack {
             if let Some((r, full)) = self.reasm.input(frag, m, now, &mut self.timers, &mut self.stats.drops) {
                 self.stats.events.reassembled += 1;
                 self.stats.events.bytes_copied += r.payload_len as u64;
+                // Fragments hash on addresses: the whole packet may belong
+                // to another core's flow (`crate::cores`).
+                let Some(full) = self.hand_off_reassembled(full, src_mac, EtherType::Ipv4) else { return };
                 // Reassembled in software: verify the L4 checksum in software too.
                 self.ipv4_deliver(full, r, V4, src_mac, bcast, SW);
             }

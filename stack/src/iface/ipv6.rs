@@ -117,6 +117,9 @@ impl Stack {
         if let Some((_, full)) = self.reasm6.input(frag, m, now, &mut self.timers, &mut self.stats.drops) {
             self.stats.events.reassembled_v6 += 1;
             self.stats.events.bytes_copied += full.len() as u64;
+            // Fragments hash on addresses: the whole packet may belong to
+            // another core's flow (`crate::cores`).
+            let Some(full) = self.hand_off_reassembled(full, src_mac, crate::wire::EtherType::Ipv6) else { return };
             // A fresh buffer has no receive flags: checksums are verified in software.
             self.ipv6_input(full, src_mac, true);
         }
@@ -203,7 +206,11 @@ impl Stack {
                     return self.stats.malformed(wire::Error::BadField);
                 }
                 if let Some(a) = tll {
-                    self.learn(IpAddr::V6(target), a, false);
+                    // On one of several cores a solicited answer may be to
+                    // another core's solicitation: learn it and broadcast it
+                    // (`crate::cores`).
+                    let create = solicited && self.steering.as_ref().is_some_and(|s| s.count() > 1);
+                    self.learn(IpAddr::V6(target), a, create);
                 }
             }
         }

@@ -75,6 +75,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use pmd::{MacAddr, Mbuf, Mempool, RxFlags, TxOffloads};
 
 use crate::config::StackConfig;
+use crate::cores::{CoreDest, CoreMsg, Steering};
 use crate::error::ConfigError;
 use crate::neighbor::NeighborCache;
 use crate::reassembly::{FragV4, FragV6, Reasm6Key, ReasmKey, Reassembler};
@@ -152,6 +153,10 @@ pub struct Stack {
     pub(crate) stats: Stats,
     pub(crate) announced: bool,
     pub(crate) tcp: TcpTable,
+    /// Set when this stack is one of several cores on a port ([`crate::cores`]).
+    pub(crate) steering: Option<Steering>,
+    /// Messages for other cores, taken by [`CoreLink::exchange`](crate::cores::CoreLink::exchange).
+    pub(crate) core_out: Vec<(CoreDest, CoreMsg)>,
 }
 
 impl Stack {
@@ -199,6 +204,8 @@ impl Stack {
             stats: Stats::default(),
             announced: false,
             tcp: TcpTable::new(os_secret(), cfg.tcp_max_connections),
+            steering: None,
+            core_out: Vec::new(),
             tx_caps,
             now,
             cfg,
@@ -221,8 +228,61 @@ impl Stack {
     /// unsolicited NA announcements first.
     pub fn input(&mut self, now_ns: u64, frames: &mut Vec<Mbuf>) {
         self.advance(now_ns);
+        // Alone on the port (or one core of one), every flow is ours.
+        if self.steering.as_ref().map_or(true, |s| s.count() == 1) {
+            for m in frames.drain(..) {
+                self.input_frame(m);
+            }
+            return;
+        }
         for m in frames.drain(..) {
-            self.input_frame(m);
+            let Some(s) = &self.steering else { unreachable!("checked above") };
+            match s.frame_owner(m.data()) {
+                Some((owner, misdirected)) if owner != s.index() => {
+                    self.stats.events.rss_misdirected += misdirected as u64;
+                    self.stats.events.frames_handed_off += 1;
+                    self.core_out.push((CoreDest::Core(owner), CoreMsg::Frame(m)));
+                }
+                _ => self.input_frame(m),
+            }
+        }
+    }
+
+    /// Makes this stack core `steering.index()` of several on one port
+    /// ([`crate::cores`]): connect and UDP bind pick ports this core owns,
+    /// received frames of other cores' flows are handed to them, and
+    /// neighbours learned here are broadcast. Call before opening sockets.
+    pub fn set_steering(&mut self, steering: Steering) {
+        let start = steering.ephemeral_start();
+        self.tcp.next_ephemeral = start;
+        self.next_ephemeral = start;
+        self.steering = Some(steering);
+    }
+
+    /// This stack's core steering, if it is one of several.
+    pub fn steering(&self) -> Option<&Steering> {
+        self.steering.as_ref()
+    }
+
+    /// Messages for the other cores (drained by the caller, normally
+    /// [`CoreLink::exchange`](crate::cores::CoreLink::exchange)).
+    pub fn core_messages(&mut self) -> std::vec::Drain<'_, (CoreDest, CoreMsg)> {
+        self.core_out.drain(..)
+    }
+
+    /// A message from another core.
+    pub fn core_input(&mut self, now_ns: u64, msg: CoreMsg) {
+        self.advance(now_ns);
+        match msg {
+            CoreMsg::Frame(m) => {
+                self.stats.events.frames_handed_in += 1;
+                self.input_frame(m);
+            }
+            CoreMsg::Neighbor { ip, mac } => {
+                self.stats.events.neighbor_broadcasts_received += 1;
+                self.learn_from(ip, mac, true, false);
+            }
+            CoreMsg::Resolve { ip } => self.resolve_for_core(ip),
         }
     }
 
@@ -360,5 +420,32 @@ impl Stack {
             tcp: l4,
             icmp: ChecksumMode::Software,
         })
+    }
+}
+
+impl Stack {
+    /// A packet reassembled here from fragments (which the port spreads by
+    /// their addresses only): if another core owns its flow, hands it there
+    /// as a frame (`None`); else gives it back. Without headroom for the
+    /// Ethernet header it stays here.
+    pub(crate) fn hand_off_reassembled(&mut self, mut m: Mbuf, src_mac: MacAddr, t: wire::EtherType) -> Option<Mbuf> {
+        let Some(index) = self.steering.as_ref().filter(|s| s.count() > 1).map(|s| s.index()) else { return Some(m) };
+        let mac = self.cfg.mac;
+        if m.headroom() < ETH {
+            return Some(m);
+        }
+        let h = m.prepend(ETH)?;
+        wire::EthernetRepr::new(src_mac, mac, t).emit(&mut wire::EthernetFrame::new_unchecked(h));
+        match self.steering.as_ref().and_then(|s| s.frame_owner(m.data())) {
+            Some((owner, _)) if owner != index => {
+                self.stats.events.frames_handed_off += 1;
+                self.core_out.push((CoreDest::Core(owner), CoreMsg::Frame(m)));
+                None
+            }
+            _ => {
+                m.adj(ETH);
+                Some(m)
+            }
+        }
     }
 }

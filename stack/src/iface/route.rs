@@ -149,7 +149,7 @@ impl Stack {
                 if matches!(res, Enqueued::SendRequestDropped(_)) {
                     self.stats.drops.neighbor_pending_full += 1;
                 }
-                self.solicit(next_hop);
+                self.first_solicit(next_hop);
             }
             Enqueued::PendingFull(_) => self.stats.drops.neighbor_pending_full += 1,
             Enqueued::CacheFull(_) => self.stats.drops.neighbor_cache_full += 1,
@@ -215,6 +215,42 @@ impl Stack {
 }
 
 impl Stack {
+    /// Starts resolving `ip`: asks the link, or, on a core other than the
+    /// resolver, asks the resolver and only arms the retry timer (whose
+    /// firing, if the answer has not been broadcast by then, sends a request
+    /// of ours; see [`crate::cores`]).
+    fn first_solicit(&mut self, ip: IpAddr) {
+        if let Some(s) = self.steering.as_ref().filter(|s| s.count() > 1 && s.resolver() != s.index()) {
+            let resolver = s.resolver();
+            self.stats.events.neighbor_requests_deferred += 1;
+            self.core_out.push((crate::cores::CoreDest::Core(resolver), crate::cores::CoreMsg::Resolve { ip }));
+            self.arm_neighbor_timer(ip);
+            return;
+        }
+        self.solicit(ip);
+    }
+
+    /// Another core needs `ip`: broadcast it if known, else resolve it
+    /// (one request, whoever asks).
+    pub(crate) fn resolve_for_core(&mut self, ip: IpAddr) {
+        let known = match ip {
+            IpAddr::V4(a) => self.arp.lookup(&a, self.now),
+            IpAddr::V6(a) => self.ndp.lookup(&a, self.now),
+        };
+        if let Some(mac) = known {
+            self.stats.events.neighbor_broadcasts += 1;
+            self.core_out.push((crate::cores::CoreDest::All, crate::cores::CoreMsg::Neighbor { ip, mac }));
+            return;
+        }
+        let new = match ip {
+            IpAddr::V4(a) => self.arp.want(a, self.now),
+            IpAddr::V6(a) => self.ndp.want(a, self.now),
+        };
+        if new {
+            self.solicit(ip);
+        }
+    }
+
     /// Asks the link for `ip`'s MAC (ARP request or neighbour solicitation)
     /// and arms the retry timer.
     fn solicit(&mut self, ip: IpAddr) {

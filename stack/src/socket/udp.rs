@@ -147,7 +147,9 @@ impl<S: DerefMut<Target = Stack>> Udp<S> {
             for _ in 0..16384 {
                 let p = st.next_ephemeral;
                 st.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
-                if !st.udp_ports.contains_key(&(ip, p)) {
+                // On one of several cores, only this core's share of the range.
+                let ours = st.steering.as_ref().map_or(true, |s| s.ephemeral_partition(p) == s.index());
+                if ours && !st.udp_ports.contains_key(&(ip, p)) {
                     found = Some(p);
                     break;
                 }

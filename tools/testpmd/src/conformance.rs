@@ -240,6 +240,15 @@ impl Run {
         let (rxd, txd) = (self.cfg.rx_desc, self.cfg.tx_desc);
         let mut c = PortConfig::new(queues, queues, rxd, txd, self.pool.clone());
         c.tx_offloads = tx_off;
+        // Several queues on a port with RSS: turn it on, as DPDK's testpmd
+        // does (Microsoft's key to the port's length, round-robin table).
+        if let Some(capa) = self.port.info().rss.filter(|_| queues > 1) {
+            c.rss = Some(pmd::RssConfig {
+                key: pmd::rss::MICROSOFT_KEY.iter().copied().cycle().take(capa.key_len).collect(),
+                hash_types: capa.hash_types,
+                reta: pmd::rss::spread_reta(queues, capa.reta_size),
+            });
+        }
         self.port.stop()?;
         self.port.configure(&c)?;
         self.port.start()?;

@@ -209,6 +209,9 @@ pub struct FwdConfig {
     pub txpkts: usize,
     /// Number of flows flowgen cycles through.
     pub flows: u32,
+    /// txonly and `--tx-first` frames cycle through `flows` flows as
+    /// flowgen's do (DPDK's `--txonly-multi-flow`), so RSS spreads them.
+    pub multi_flow: bool,
     /// Bursts of generated frames each stream sends before forwarding starts.
     pub tx_first: u32,
     /// Frames each stream generates before it stops sending (txonly/flowgen).
@@ -429,7 +432,7 @@ impl<R: RxQueue, T: TxQueue> FwdLcore<R, T> {
         self.started = true;
         for (s, t) in self.streams.iter_mut().zip(&self.templates) {
             for _ in 0..self.cfg.tx_first {
-                Self::generate(&self.cfg, t, &mut self.buf, s, false);
+                Self::generate(&self.cfg, t, &mut self.buf, s, self.cfg.multi_flow);
             }
         }
     }
@@ -493,7 +496,7 @@ impl<R: RxQueue, T: TxQueue> Lcore for FwdLcore<R, T> {
                 }
             }
             FwdMode::TxOnly | FwdMode::FlowGen => {
-                let flowgen = cfg.mode == FwdMode::FlowGen;
+                let flowgen = cfg.mode == FwdMode::FlowGen || cfg.multi_flow;
                 for (s, t) in self.streams.iter_mut().zip(&self.templates) {
                     work += Self::generate(cfg, t, &mut self.buf, s, flowgen);
                 }

@@ -60,6 +60,18 @@ struct Args {
     /// Receive queues per port (and as many transmit queues)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     rxq: u16,
+    /// Transmit queues per port: must equal --rxq (stream q receives on
+    /// queue q and sends on queue q of the peer port)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    txq: Option<u16>,
+    /// Leave RSS off (testpmd turns it on by default on ports that offer
+    /// it: Microsoft's key, every hash type, a round-robin redirection table)
+    #[arg(long = "disable-rss")]
+    disable_rss: bool,
+    /// txonly and --tx-first frames cycle through --flows flows (source
+    /// address and port), as flowgen's do, so RSS spreads them
+    #[arg(long = "txonly-multi-flow")]
+    txonly_multi_flow: bool,
     /// Receive descriptors per queue
     #[arg(long, default_value_t = 1024)]
     rxd: u16,
@@ -392,6 +404,9 @@ fn check_args(a: &Args) -> Result<(Vec<usize>, Vec<MacAddr>), Failure> {
     if a.flows == 0 {
         return Err(usage("--flows must be at least 1".into()));
     }
+    if let Some(t) = a.txq.filter(|&t| t != a.rxq) {
+        return Err(usage(format!("--txq {t} must equal --rxq {} (stream q sends on the peer's queue q)", a.rxq)));
+    }
     if let Some(p) = a.stats_period {
         if !(p > 0.0 && p.is_finite()) {
             return Err(usage(format!("--stats-period must be a positive number of seconds, got {p}")));
@@ -446,7 +461,9 @@ fn open_ports(a: &Args, pool: &Mempool, sink: Option<&pmd::pcap::PcapSink>) -> R
         });
     }
     for p in ports.iter_mut() {
-        p.configure(&PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone()))?;
+        let mut conf = PortConfig::new(a.rxq, a.rxq, a.rxd, a.txd, pool.clone());
+        conf.rss = rss_config(a, &p.info());
+        p.configure(&conf)?;
         match p.set_promiscuous(!a.no_promisc) {
             // As DPDK's testpmd: a device without the control (virtio-user
             // without a control queue) runs as it is, with a warning.
@@ -456,6 +473,21 @@ fn open_ports(a: &Args, pool: &Mempool, sink: Option<&pmd::pcap::PcapSink>) -> R
         p.start()?;
     }
     Ok(ports)
+}
+
+/// RSS as DPDK's testpmd sets it up, on every port that offers it (unless
+/// `--disable-rss`): Microsoft's key (repeated to the port's key length),
+/// every hash type the port has, and a round-robin table of the port's
+/// size. Also with one queue, so that a 1-queue run pays what a steered
+/// one does (DPDK's testpmd turns it on from 2 queues; hardware hashes for
+/// free, software RSS does not).
+fn rss_config(a: &Args, info: &pmd::PortInfo) -> Option<pmd::RssConfig> {
+    let capa = info.rss.as_ref().filter(|_| !a.disable_rss)?;
+    Some(pmd::RssConfig {
+        key: pmd::rss::MICROSOFT_KEY.iter().copied().cycle().take(capa.key_len).collect(),
+        hash_types: capa.hash_types,
+        reta: pmd::rss::spread_reta(a.rxq, capa.reta_size),
+    })
 }
 
 /// Streams: (port, queue) -> (peer(port), queue), round-robin over the cores;
@@ -641,6 +673,7 @@ fn run(a: &Args) -> Result<i32, Failure> {
         burst: a.burst as usize,
         txpkts: a.txpkts,
         flows: a.flows,
+        multi_flow: a.txonly_multi_flow,
         tx_first: a.tx_first,
         nb_pkts: a.nb_pkts,
         pool: pool.clone(),

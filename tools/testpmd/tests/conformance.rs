@@ -35,6 +35,10 @@ fn ring_loopback_and_pair_pass() {
     let v = verdicts("ring:conf_c?peer=conf_d&csum=1", Some("ring:conf_d?peer=conf_c&csum=1"));
     assert_no_fail(&v);
     assert_eq!(unsupported(&v), ["multi_queue"]);
+    // With rss=1 the port spreads flows over its queues by its RSS.
+    let v = verdicts("ring:conf_e?peer=conf_f&rss=1", Some("ring:conf_f?peer=conf_e&rss=1"));
+    assert_no_fail(&v);
+    assert_eq!(unsupported(&v), ["checksum_offload"]);
 }
 
 #[test]

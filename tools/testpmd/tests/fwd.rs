@@ -13,7 +13,17 @@ use pmd::{Mempool, MempoolConfig, Port, PortConfig};
 use testpmd::fwd::{FwdConfig, FwdLcore, FwdMode, Stream};
 
 fn cfg(mode: FwdMode, pool: &pmd::Mempool, nb_pkts: Option<u64>, tx_first: u32) -> FwdConfig {
-    FwdConfig { mode, burst: 32, txpkts: 64, flows: 16, tx_first, nb_pkts, pool: pool.clone(), verify: false }
+    FwdConfig {
+        mode,
+        burst: 32,
+        txpkts: 64,
+        flows: 16,
+        multi_flow: false,
+        tx_first,
+        nb_pkts,
+        pool: pool.clone(),
+        verify: false,
+    }
 }
 
 fn stream(rx_port: &mut Box<dyn Port>, tx_port: &mut Box<dyn Port>) -> Stream {
@@ -179,6 +189,7 @@ fn boxed_queues_downcast_to_their_own_type_only_and_forward_as_before() {
         burst: 32,
         txpkts: 64,
         flows: 1,
+        multi_flow: false,
         tx_first: 0,
         nb_pkts: None,
         pool: pool.clone(),
@@ -214,6 +225,7 @@ fn forward_on(spec: &str, rec: RecordCycles) -> (CoreCycles, u64) {
         burst: 32,
         txpkts: 64,
         flows: 1,
+        multi_flow: false,
         tx_first: 0,
         nb_pkts: None,
         pool: pool.clone(),

@@ -52,6 +52,70 @@ fn io_and_macswap_over_ring_forward_exact_counts_without_loss_or_leak() {
     }
 }
 
+/// `testpmd --rxq 2 --txq 2 --cores A,B` over `ring?rss=1`: RSS on both
+/// ports steers the 64 flows between the queues (any transmit queue may feed
+/// any receive queue), each queue's streams on their own core, and every frame
+/// is accounted for. (That steering follows the hash is pmd's ring_rss test.)
+#[test]
+fn two_queues_on_two_cores_over_ring_with_rss_forward_exact_counts() {
+    let cores = pmd::runtime::available_cores();
+    let list = match cores.as_slice() {
+        [.., a, b] => format!("{a},{b}"),
+        [a] => a.to_string(),
+        [] => "0".into(),
+    };
+    let args = [
+        "--port",
+        "ring:cli_rss_a?peer=cli_rss_b&rss=1",
+        "--port",
+        "ring:cli_rss_b?peer=cli_rss_a&rss=1",
+        "--rxq",
+        "2",
+        "--txq",
+        "2",
+        "--cores",
+        &list,
+        "--fwd",
+        "io",
+        "--duration",
+        "0.3",
+        "--tx-first",
+        "2",
+        "--txonly-multi-flow",
+        "--flows",
+        "64",
+        "--json",
+    ];
+    let v = json(&testpmd(&args));
+    assert_eq!(u(&v, "mbufs_leaked"), 0);
+    let ps = v["ports"].as_array().unwrap();
+    let (mut tx, mut rx) = (0, 0);
+    for p in ps {
+        assert_eq!(u(p, "tx_dropped") + u(p, "rx_missed") + u(p, "rx_errors") + u(p, "tx_errors"), 0, "{p}");
+        tx += u(p, "tx_packets");
+        rx += u(p, "rx_packets");
+    }
+    // 4 streams (2 ports x 2 queues) sent 2 bursts of 32 first; exactly those are in flight.
+    assert_eq!(tx - rx, 4 * 64, "{v}");
+    assert!(rx > 10_000, "{v}");
+    let e = testpmd(&[
+        "--port",
+        "ring:cli_rss_c",
+        "--rxq",
+        "2",
+        "--txq",
+        "3",
+        "--cores",
+        &list,
+        "--fwd",
+        "io",
+        "--duration",
+        "0.1",
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--txq"));
+}
+
 #[test]
 fn txonly_nb_pkts_sends_exactly_that_many() {
     let c = core();

@@ -55,7 +55,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -334,7 +334,9 @@ impl<S: DerefMut<Target = Stack>> Tcp<S> {
     }
 
     /// Active open to `remote` from the routed source address and an ephemeral
-    /// port. `cfg.mss` is clamped to what the MTU carries. Routing problems fail at once; refusal, timeout and unreachability
+    /// port; on one of several cores ([`crate::cores`]), from a port (and,
+    /// when the port's RSS hashes addresses only, an address of ours) whose
+    /// reply the port delivers to this core. `cfg.mss` is clamped to what the MTU carries. Routing problems fail at once; refusal, timeout and unreachability
     /// are reported later by [`connected`](Self::connected) and every
     /// other call on the handle.
     pub fn connect(&mut self, remote: SocketAddr, mut cfg: TcpConfig) -> Result<TcpHandle, StackError> {
@@ -350,17 +352,7 @@ impl<S: DerefMut<Target = Stack>> Tcp<S> {
             return Err(StackError::ConnectionLimit(st.cfg.tcp_max_connections));
         }
         let (src, next_hop) = st.route(rip).inspect_err(|_| st.stats.drops.no_route += 1)?;
-        let mut flow = None;
-        for _ in 0..16384 {
-            let p = st.tcp.next_ephemeral;
-            st.tcp.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
-            let f = FlowId { local: SocketAddr::new(src, p), remote };
-            if !st.tcp.flows.contains_key(&f) && st.tcp.listener_for(f.local).is_none() {
-                flow = Some(f);
-                break;
-            }
-        }
-        let flow = flow.ok_or(StackError::AddrInUse(SocketAddr::new(src, 0)))?;
+        let flow = st.pick_local(src, remote)?;
         let iss = isn(&st.tcp.secret, &flow, st.now);
         let ports = Ports { local: flow.local.port(), remote: remote.port() };
         let cfg = match &st.tcp.connect_cfg {
@@ -491,5 +483,47 @@ impl<'a> Tcp<&'a Stack> {
     /// The connection state machine, for inspection (congestion window, RTT).
     pub fn connection(&self, h: TcpHandle) -> Result<&'a Connection, TcpSocketError> {
         Ok(&self.stack.tcp.app(h)?.conn)
+    }
+}
+
+impl Stack {
+    /// The local endpoint of an active open to `remote`: an ephemeral port
+    /// of `src` that no connection or listener uses and, on one of several
+    /// cores, whose reply this core owns. When the port's RSS hashes
+    /// addresses only, the port cannot steer, so the other addresses of the
+    /// family are tried as well (Seastar's `tcp.hh` loop; see
+    /// [`crate::cores`]).
+    fn pick_local(&mut self, src: IpAddr, remote: SocketAddr) -> Result<FlowId, StackError> {
+        let mut candidates = vec![src];
+        if let Some(s) = &self.steering {
+            if !s.rss().covers_ports(remote.is_ipv6(), pmd::rss::L4::Tcp) {
+                let others: Vec<IpAddr> = match remote {
+                    SocketAddr::V4(_) => self.cfg.ipv4.iter().map(|c| IpAddr::V4(c.address())).collect(),
+                    SocketAddr::V6(_) => self.cfg.ipv6.iter().map(|c| IpAddr::V6(c.address())).collect(),
+                };
+                candidates.extend(others.into_iter().filter(|a| *a != src));
+            }
+        }
+        for src in candidates {
+            if let Some(s) = &self.steering {
+                // An address whose 2-tuple hash lands elsewhere: no port helps.
+                let probe = SocketAddr::new(src, 0);
+                if !s.rss().covers_ports(remote.is_ipv6(), pmd::rss::L4::Tcp)
+                    && !s.owns(pmd::rss::L4::Tcp, probe, remote)
+                {
+                    continue;
+                }
+            }
+            for _ in 0..16384 {
+                let p = self.tcp.next_ephemeral;
+                self.tcp.next_ephemeral = if p == 65535 { 49152 } else { p + 1 };
+                let f = FlowId { local: SocketAddr::new(src, p), remote };
+                let ours = self.steering.as_ref().map_or(true, |s| s.owns(pmd::rss::L4::Tcp, f.local, remote));
+                if ours && !self.tcp.flows.contains_key(&f) && self.tcp.listener_for(f.local).is_none() {
+                    return Ok(f);
+                }
+            }
+        }
+        Err(StackError::AddrInUse(SocketAddr::new(src, 0)))
     }
 }

@@ -84,7 +84,7 @@ pub(crate) struct TcpTable {
     pub(super) deferred: Vec<u32>,
     /// Received mbufs the connections hold (bounded by `tcp_rx_mbufs`).
     pub(super) rx_mbufs: usize,
-    pub(super) next_ephemeral: u16,
+    pub(crate) next_ephemeral: u16,
     /// The configuration of the last active open, shared with the next one
     /// that asks for the same values (connections hold it by reference).
     pub(super) connect_cfg: Option<Arc<TcpConfig>>,
