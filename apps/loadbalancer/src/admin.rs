@@ -295,6 +295,15 @@ pub fn metrics(cores: &[Snapshot]) -> String {
     for (i, c) in cores.iter().enumerate() {
         let _ = writeln!(o, "lb_core_busy_seconds_total{{core=\"{i}\"}} {}", c.busy_ns as f64 / 1e9);
     }
+    // The stack's own per-core counters (the same names on every core).
+    let names: Vec<&str> = cores.first().map(|c| c.stack.iter().map(|s| s.0.as_str()).collect()).unwrap_or_default();
+    for name in names {
+        family(&mut o, &format!("lb_core_stack_{name}_total"), "counter", "the stack's per-core counter of that name");
+        for (i, c) in cores.iter().enumerate() {
+            let v = c.stack.iter().find(|s| s.0 == name).map_or(0, |s| s.1);
+            let _ = writeln!(o, "lb_core_stack_{name}_total{{core=\"{i}\"}} {v}");
+        }
+    }
     o
 }
 
@@ -335,6 +344,15 @@ mod tests {
         assert!(text.contains("lb_server_up{backend=\"web\",server=\"s2\"} 1"));
         assert!(text.contains("lb_backend_connect_seconds_bucket{backend=\"web\",le=\"+Inf\"} 0"));
         assert!(text.contains("lb_core_sessions{core=\"1\"} 0"));
+        // The stack's per-core counters, one family each, per core.
+        let mut snaps = ctl.snapshots();
+        for (i, s) in snaps.iter_mut().enumerate() {
+            s.stack = vec![("rss_misdirected".into(), i as u64), ("frames_handed_off".into(), 7)];
+        }
+        let with_stack = metrics(&snaps);
+        assert!(with_stack.contains("# TYPE lb_core_stack_rss_misdirected_total counter"));
+        assert!(with_stack.contains("lb_core_stack_rss_misdirected_total{core=\"1\"} 1"));
+        assert!(with_stack.contains("lb_core_stack_frames_handed_off_total{core=\"0\"} 7"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

@@ -7,6 +7,7 @@
 //! lb check -c lb.toml               # exit 2 naming the key path at fault
 //! lb run -c lb.toml --stack kernel --cores 0
 //! lb run -c lb.toml --stack user --port tap:lb0 --ip 198.18.1.1/24 --cores 0
+//! lb run -c lb.toml --stack user --port 'tap:lb0?queues=2' --ip 198.18.1.1/24 --cores 0,1 --rss-key microsoft
 //! ```
 //!
 //! Rooms: [`config`] (the TOML file, checked into the values the data path

@@ -274,6 +274,9 @@ pub struct Snapshot {
     pub busy_ns: u64,
     /// ns in empty iterations (an epoll reactor's sleep included).
     pub idle_ns: u64,
+    /// The stack's per-core counters ([`flow::Net::core_counters`]: on ours
+    /// `rss_misdirected`, `frames_handed_off`, ...; none on the kernel's).
+    pub stack: Vec<(String, u64)>,
 }
 
 fn cycles_ns(c: u64) -> u64 {
@@ -327,6 +330,7 @@ impl<N: Net> Lb<N> {
         let mut s = self.snapshot();
         s.busy_ns = cycles_ns(c.busy);
         s.idle_ns = cycles_ns(c.idle);
+        s.stack = self.net.core_counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         s
     }
 
@@ -358,6 +362,7 @@ impl<N: Net> Lb<N> {
             sessions: self.sessions.get(),
             busy_ns: 0,
             idle_ns: 0,
+            stack: Vec::new(),
         }
     }
 

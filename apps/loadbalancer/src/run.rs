@@ -1,5 +1,13 @@
 //! `lb run`: the runtime on the chosen stack, one [`Lb`] per core, the
-//! health checker on core 0, the admin thread, and the signals:
+//! health checker on core 0, the admin thread, and the signals.
+//!
+//! On several cores of our stack (`--cores 0,1 --rss-key KEY`, a port with
+//! `queues=N`) the port spreads clients over the cores by the key, and each
+//! core's server connections reply to it: the stack's connect picks a local
+//! port whose reply hashes to the calling core (`stack::cores`). The stack's
+//! per-core counters (`rss_misdirected`, `frames_handed_off`, ...) are in
+//! each core's snapshot and in `/metrics`.
+//!
 //! * SIGHUP (or `POST /reload`): re-read the file; a config that does not
 //!   check is reported (one line) and the running one stays; a good one is
 //!   applied in place on every core ([`Lb::reload`]);
@@ -44,9 +52,15 @@ pub struct RunArgs {
     /// After SIGTERM/SIGINT, how long open sessions may go on, ms.
     #[arg(long)]
     pub grace_ms: u64,
-    /// (user) Port spec: `tap:NAME`, `af_packet:IFACE`, ...
+    /// (user) Port spec: `tap:NAME`, `af_packet:IFACE`, ... (`?queues=N` for N cores).
     #[arg(long)]
     pub port: Option<String>,
+    /// (user) The Toeplitz key the port spreads flows over the cores by:
+    /// `microsoft`, `symmetric` or hex bytes (at least 40). Needed on more
+    /// than one core; server connections then pick a local port whose
+    /// replies hash to the core that opened them.
+    #[arg(long = "rss-key", value_name = "KEY")]
+    pub rss_key: Option<String>,
     /// (user) Interface address ADDR/PREFIX, IPv4 or IPv6; repeat for more.
     #[arg(long = "ip")]
     pub ips: Vec<String>,
@@ -133,11 +147,15 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
     let cores = pmd::runtime::parse_core_list(&a.cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     pmd::runtime::check_cores(&cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     // The flags against the stack, before anything is opened.
+    let key = a.rss_key.as_deref().map(rss_key).transpose()?;
     match a.stack {
         StackKind::Kernel => {
-            for (set, flag) in
-                [(a.port.is_some(), "--port"), (!a.ips.is_empty(), "--ip"), (!a.gateway.is_empty(), "--gateway")]
-            {
+            for (set, flag) in [
+                (a.port.is_some(), "--port"),
+                (!a.ips.is_empty(), "--ip"),
+                (!a.gateway.is_empty(), "--gateway"),
+                (a.rss_key.is_some(), "--rss-key"),
+            ] {
                 if set {
                     return Err(Fail::usage(format!("{flag} is for --stack user; the kernel uses its own interfaces")));
                 }
@@ -147,13 +165,15 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
             if a.port.is_none() {
                 return Err(Fail::usage("--stack user needs --port SPEC"));
             }
-            // A server's replies must reach the core that connected to it;
-            // until the port steers them there (issue 18), one core.
-            if cores.len() > 1 {
-                return Err(Fail::usage(
-                    "--cores: --stack user runs on one core until server replies are steered to the core that \
-                     connected (issue 18); --stack kernel runs on several",
-                ));
+            // A server's replies must reach the core that connected to it:
+            // the port steers by this key, and the stack's connect picks a
+            // local port whose reply hashes to the calling core.
+            if cores.len() > 1 && a.rss_key.is_none() {
+                return Err(Fail::usage(format!(
+                    "--stack user on {} cores needs --rss-key (microsoft, symmetric or hex): the port spreads \
+                     flows over the cores by it",
+                    cores.len()
+                )));
             }
             if a.ips.is_empty() {
                 return Err(Fail::usage("--stack user needs at least one --ip ADDR/PREFIX"));
@@ -219,13 +239,11 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
                     IpAddr::V6(v) => sc.gateway_v6 = Some(*v),
                 }
             }
-            let rt = Runtime::user(&port, sc)
-                .mac_from_port()
-                .cores(&cores)
-                .mbufs(a.mbufs)
-                .queue_size(a.queue_size)
-                .check()
-                .map_err(|e| Fail::usage(e.to_string()))?;
+            let mut rt = Runtime::user(&port, sc).mac_from_port().cores(&cores).mbufs(a.mbufs).queue_size(a.queue_size);
+            if let Some(k) = &key {
+                rt = rt.rss_key(k);
+            }
+            let rt = rt.check().map_err(|e| Fail::usage(e.to_string()))?;
             rt.run(|c| core(c.net, c.index, cfg.clone(), ctl.clone(), banner.clone()))
                 .map_err(|e| Fail::other(format!("runtime: {e}")))?
         }
@@ -245,4 +263,31 @@ pub fn run(a: RunArgs) -> Result<(), Fail> {
         eprintln!("lb: {left} sessions were still open at the end of the grace");
     }
     Ok(())
+}
+
+/// `--rss-key`: a named key or hex bytes.
+fn rss_key(k: &str) -> Result<Vec<u8>, Fail> {
+    match k {
+        "microsoft" => Ok(pmd::rss::MICROSOFT_KEY.to_vec()),
+        "symmetric" => Ok(pmd::rss::SYMMETRIC_KEY.to_vec()),
+        hex => {
+            let bad =
+                || Fail::usage(format!("--rss-key '{k}': not microsoft, symmetric or an even number of hex digits"));
+            if hex.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+                .collect::<Result<Vec<u8>, Fail>>()?;
+            if bytes.len() < pmd::rss::KEY_LEN {
+                return Err(Fail::usage(format!(
+                    "--rss-key: {} bytes; the Toeplitz hash needs at least {}",
+                    bytes.len(),
+                    pmd::rss::KEY_LEN
+                )));
+            }
+            Ok(bytes)
+        }
+    }
 }

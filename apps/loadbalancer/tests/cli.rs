@@ -77,8 +77,26 @@ fn run_refuses_flags_that_do_not_fit_the_stack_with_one_line_and_status_2() {
         (vec!["--stack", "user", "--cores", "0", "--grace-ms", "1"], "--stack user needs --port"),
         (
             vec!["--stack", "user", "--cores", "0,1", "--grace-ms", "1", "--port", "tap:x", "--ip", "198.18.0.1/24"],
-            "issue 18",
+            "needs --rss-key",
         ),
+        (
+            vec![
+                "--stack",
+                "user",
+                "--cores",
+                "0",
+                "--grace-ms",
+                "1",
+                "--port",
+                "tap:x",
+                "--ip",
+                "198.18.0.1/24",
+                "--rss-key",
+                "abcd",
+            ],
+            "--rss-key: 2 bytes",
+        ),
+        (vec!["--stack", "kernel", "--cores", "0", "--grace-ms", "1", "--rss-key", "microsoft"], "--rss-key is for"),
         (vec!["--stack", "kernel", "--cores", "0"], "--grace-ms"),
     ] {
         let out = lb().args(["run", "-c"]).arg(&p).args(&args).output().unwrap();

@@ -256,6 +256,12 @@ fn section(t: &str, header: &str) -> String {
 /// `lb run` for `via`: on the kernel on two cores (one SO_REUSEPORT listener
 /// and one balancer each) when the machine has them, on our stack on one.
 fn lb(ns: &Ns, cfg: &std::path::Path, via: Via) -> Bg {
+    lb_on(ns, cfg, via, 1)
+}
+
+/// `lb run` for `via`, on our stack on `cores` cores (`queues=N` on the port,
+/// the Microsoft RSS key).
+fn lb_on(ns: &Ns, cfg: &std::path::Path, via: Via, cores: usize) -> Bg {
     let mut c = ns.cmd(LB);
     c.args(["run", "-c", cfg.to_str().unwrap(), "--grace-ms", "2000"]);
     let spec = match via {
@@ -264,10 +270,25 @@ fn lb(ns: &Ns, cfg: &std::path::Path, via: Via) -> Bg {
             c.args(["--stack", "kernel", "--cores", if two { "0,1" } else { "0" }]);
             return Bg::spawn(&mut c);
         }
-        Via::Tap => format!("tap:t0?mac={TAP_MAC}"),
-        Via::AfPacket => "af_packet:p0".to_string(),
+        Via::Tap => format!("tap:t0?mac={TAP_MAC}&queues={cores}"),
+        Via::AfPacket => format!("af_packet:p0?queues={cores}"),
     };
-    c.args(["--stack", "user", "--cores", "0", "--port", &spec, "--ip", "198.18.1.1/24", "--mbufs", "8192"]);
+    let list: Vec<String> = (0..cores).map(|i| i.to_string()).collect();
+    c.args([
+        "--stack",
+        "user",
+        "--cores",
+        &list.join(","),
+        "--port",
+        &spec,
+        "--ip",
+        "198.18.1.1/24",
+        "--mbufs",
+        "8192",
+    ]);
+    if cores > 1 {
+        c.args(["--rss-key", "microsoft"]);
+    }
     Bg::spawn(&mut c)
 }
 
@@ -356,11 +377,16 @@ fn wait_output(mut b: Bg, limit: Duration) -> Output {
 /// Distribution by weight, a 1 MiB file byte for byte, and PROXY v2 read
 /// by nginx naming the curl client's address and port.
 fn weights_bytes_and_proxy_v2(via: Via) {
+    weights_bytes_and_proxy_v2_on(via, 1)
+}
+
+/// The same on `cores` cores of our stack.
+fn weights_bytes_and_proxy_v2_on(via: Via, cores: usize) {
     let ns = Ns::up(via);
     let dir = Dir::new();
     let _servers: Vec<Bg> = (1..=3).map(|i| nginx(&ns, &dir, i)).collect();
     let cfg = config(&dir);
-    let lbp = lb(&ns, &cfg, via);
+    let lbp = lb_on(&ns, &cfg, via, cores);
     wait_ready(&ns);
     // 3,000 requests, one connection each: weights 2:1:1.
     let n = 3000;
@@ -376,8 +402,22 @@ fn weights_bytes_and_proxy_v2(via: Via) {
     for (got, want) in [(a, n / 2.0), (b, n / 4.0), (c, n / 4.0)] {
         assert!((got - want).abs() <= 0.05 * want, "distribution {a}/{b}/{c} for weights 2:1:1");
     }
-    // On the kernel's stack with two cores, both balancers took connections
-    // (SO_REUSEPORT spreads them), each with its own counters.
+    // On two cores, both balancers took connections (the kernel's
+    // SO_REUSEPORT or our port's RSS spreads them), each with its own
+    // counters; on our stack no frame reached a core that does not own its
+    // flow (the server connections' replies included: each core's connect
+    // picks a local port whose replies hash to it).
+    if cores > 1 {
+        std::thread::sleep(Duration::from_millis(100));
+        for name in ["lb_core_stack_rss_misdirected_total", "lb_core_stack_frames_handed_off_total"] {
+            let v = metric(&ns, name);
+            assert_eq!(v, vec![0.0; cores], "{name} per core");
+        }
+        let per_core = metric(&ns, "lb_core_connections_total");
+        eprintln!("{via:?} on {cores} cores: connections per core {per_core:?}");
+        assert_eq!(per_core.len(), cores);
+        assert!(per_core.iter().all(|&t| t > 0.0), "connections per core: {per_core:?}");
+    }
     if via == Via::Kernel && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
         std::thread::sleep(Duration::from_millis(100));
         let o = curl(&ns, &["http://127.0.0.1:9100/stats"]);
@@ -428,6 +468,28 @@ fn user_stack_over_af_packet_weights_bytes_and_proxy_v2_with_nginx_and_curl() {
     if available() {
         weights_bytes_and_proxy_v2(Via::AfPacket);
     }
+}
+
+#[test]
+fn user_stack_on_two_cores_over_a_two_queue_tap_both_cores_balance_and_nothing_is_misdirected() {
+    if available() && two_cpus() {
+        weights_bytes_and_proxy_v2_on(Via::Tap, 2);
+    }
+}
+
+#[test]
+fn user_stack_on_two_cores_over_two_queue_af_packet_both_cores_balance_and_nothing_is_misdirected() {
+    if available() && two_cpus() {
+        weights_bytes_and_proxy_v2_on(Via::AfPacket, 2);
+    }
+}
+
+fn two_cpus() -> bool {
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        return true;
+    }
+    testkit::skip("needs two CPUs");
+    false
 }
 
 /// A server killed during a `wrk` run (one request per connection): marked

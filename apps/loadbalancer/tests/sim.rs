@@ -5,6 +5,12 @@
 //! :8080. Every byte must come back intact, a dead server's refused connects
 //! must be redispatched unseen, a black-holed one must cost one connect
 //! timeout, and every buffer must go home.
+//!
+//! On two cores, B is two stacks on the two queues of one `ring?rss=1` port
+//! (the sender hashes each frame with B's RSS, exact steering) with a
+//! balancer each: both take clients, and every server connection's replies
+//! reach the core that opened it (the stack's connect picks such a local
+//! port), so no frame is misdirected or handed between B's cores.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +22,9 @@ use flow::user::{UserNet, UserReactor};
 use flow::{Flow, Listener, Net};
 use loadbalancer::config::{Algorithm, Config, INIT};
 use loadbalancer::proxy::Lb;
-use pmd::{Mempool, MempoolConfig, OpenEnv, PortConfig, VirtualClock};
+use pmd::rss::MICROSOFT_KEY;
+use pmd::{Mempool, MempoolConfig, OpenEnv, PortConfig, RssConfig, VirtualClock};
+use stack::{CoreLink, Delivery, Steering};
 
 const POOL: usize = 8192;
 
@@ -25,6 +33,8 @@ struct Sim {
     ex: Executor<UserReactor>,
     a: UserNet,
     b: UserNet,
+    /// B's other cores (the two-core simulation).
+    more: Vec<UserNet>,
     ports: Vec<Box<dyn pmd::Port>>,
 }
 
@@ -50,15 +60,55 @@ fn sim(name: &str, imp_a: &str, imp_b: &str) -> Sim {
     }
     let b = nets.pop().unwrap();
     let a = nets.pop().unwrap();
-    Sim { pool, ex: Executor::new(r), a, b, ports }
+    Sim { pool, ex: Executor::new(r), a, b, more: Vec::new(), ports }
+}
+
+/// A on one queue, B on `cores` queues of an RSS ring port (the Microsoft
+/// key, round-robin table), one core-aware stack per queue, all driven by
+/// one executor in virtual time.
+fn sim_cores(name: &str, imp: &str, cores: u16) -> Sim {
+    let clock = VirtualClock::new();
+    let pool = Mempool::new(&MempoolConfig::new(name, POOL, 2048, 128, 0)).unwrap();
+    let env = OpenEnv { clock: Arc::new(clock.clone()) };
+    let mut r = UserReactor::simulated(clock.clone(), 20_000);
+    let mut ports = Vec::new();
+    let mut nets = Vec::new();
+    let rss = RssConfig::spread(&MICROSOFT_KEY, cores);
+    for (me, peer, ip4, n) in [("a", "b", "198.18.0.1/24", 1), ("b", "a", "198.18.0.2/24", cores)] {
+        // RSS on both: a ring sends from its queue i to the peer's queue i
+        // unless the peer has RSS; A's one-queue table takes all of B's.
+        let spec = format!("ring:{name}_{me}?peer={name}_{peer}{imp}&rss=1");
+        let mut port = pmd::open_with(&spec, &env).unwrap();
+        let mut pc = PortConfig::new(n, n, 4096, 4096, pool.clone());
+        pc.rss = Some(RssConfig::spread(&MICROSOFT_KEY, n));
+        port.configure(&pc).unwrap();
+        port.start().unwrap();
+        let links = CoreLink::mesh(n);
+        for (q, link) in links.into_iter().enumerate() {
+            let mut cfg = loadbalancer::run::stack_config(1500, 4096, POOL / 8 / usize::from(n));
+            cfg.mac = port.info().mac;
+            cfg.ipv4.push(ip4.parse().unwrap());
+            let (rx, tx) = (port.take_rx_queue(q as u16).unwrap(), port.take_tx_queue(q as u16).unwrap());
+            let mut s = stack::Driver::new(cfg, rx, tx, pool.clone(), Arc::new(clock.clone())).unwrap();
+            if n > 1 {
+                s.set_cores(Steering::new(q as u16, n, &rss, Delivery::Exact).unwrap(), link);
+            }
+            nets.push(r.add(s));
+        }
+        ports.push(port);
+    }
+    let a = nets.remove(0);
+    let b = nets.remove(0);
+    Sim { pool, ex: Executor::new(r), a, b, more: nets, ports }
 }
 
 impl Sim {
     fn finish(self) {
-        let Sim { pool, ex, a, b, ports } = self;
+        let Sim { pool, ex, a, b, more, ports } = self;
         drop(ex);
         drop(a);
         drop(b);
+        drop(more);
         drop(ports);
         assert_eq!(pool.available(), POOL, "mbufs leaked");
     }
@@ -178,5 +228,47 @@ fn on_our_stack_a_refused_server_is_redispatched_and_a_black_hole_costs_one_conn
         assert!(took < 3 * 300 + 500, "{took} ms");
     })
     .unwrap();
+    s.finish();
+}
+
+#[test]
+fn lb_on_two_cores_of_our_stack_both_take_clients_and_server_replies_reach_the_core_that_connected() {
+    let mut s = sim_cores("lbsim_2c", "&loss=0.01&reorder=0.02&seed=23", 2);
+    let (a, b0, b1) = (s.a.clone(), s.b.clone(), s.more[0].clone());
+    let nets = [b0.clone(), b1.clone()];
+    s.ex.block_on(async move {
+        echo_servers(&a, &[8081, 8082, 8083]);
+        let cfg = config("198.18.0.1:8083");
+        let lbs = [Lb::new(b0.clone(), &cfg), Lb::new(b1.clone(), &cfg)];
+        for lb in &lbs {
+            lb.start().unwrap();
+        }
+        let conns = 40;
+        let n = clients(a, conns, 5_000).await;
+        assert_eq!(n, conns * 5_000);
+        flow::sleep(Duration::from_millis(100)).await;
+        let snaps: Vec<_> = lbs.iter().map(|l| l.snapshot()).collect();
+        let per_core: Vec<u64> = snaps.iter().map(|s| s.frontends[0].1.completed).collect();
+        assert_eq!(per_core.iter().sum::<u64>(), conns as u64, "{per_core:?}");
+        assert!(per_core.iter().all(|&c| c > 0), "both cores take clients: {per_core:?}");
+        // Each core's round robin is its own: per core, the servers' counts
+        // differ by at most one.
+        for s in &snaps {
+            let per: Vec<u64> = s.backends[0].2.iter().map(|s| s.3.total).collect();
+            assert!(per.iter().max().unwrap() - per.iter().min().unwrap() <= 1, "{per:?}");
+            assert_eq!(s.backends[0].1.connect_failures, 0);
+        }
+        for lb in &lbs {
+            assert_eq!(lb.drain(Duration::from_secs(1)).await, 0);
+        }
+    })
+    .unwrap();
+    // Every frame, the server connections' replies included, was processed
+    // on the core it reached: none misdirected, none handed over.
+    for (i, net) in nets.iter().enumerate() {
+        let c: std::collections::HashMap<_, _> = flow::Net::core_counters(net).into_iter().collect();
+        assert_eq!((c["rss_misdirected"], c["frames_handed_off"]), (0, 0), "core {i}: {c:?}");
+    }
+    drop(nets);
     s.finish();
 }
