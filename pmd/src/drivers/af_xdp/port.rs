@@ -101,10 +101,10 @@ fn attach_error(ifname: &str, e: AttachError) -> PmdError {
             }
         }
         Some(libc::EBUSY) | Some(libc::EEXIST) => {
-            return PmdError::Unsupported {
+            return PmdError::State {
                 port: ifname.to_string(),
-                what: "another XDP program: one is already attached (another AF_XDP user such as a DPDK \
-                       net_af_xdp port, or xdp-loader); detach it first"
+                reason: "busy: an XDP program is already attached (another AF_XDP user such as a DPDK \
+                         net_af_xdp port, or xdp-loader); detach it first"
                     .into(),
             }
         }

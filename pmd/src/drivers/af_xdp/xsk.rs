@@ -53,6 +53,9 @@ pub(super) const XDP_PACKET_HEADROOM: usize = 256;
 /// Per-core cache of the UMEM pool, at most.
 const POOL_CACHE: usize = 256;
 
+/// How long a bind retries a queue that is still busy (see `Xsk::open`).
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 const SO_BUSY_POLL: libc::c_int = 46;
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
@@ -305,20 +308,31 @@ impl Xsk {
             sxdp_queue_id: queue as u32,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: `sxdp` is a valid sockaddr_xdp and its size is passed.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sxdp as *const libc::sockaddr_xdp).cast(),
-                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
+        // A socket we closed just before (a reconfiguration) keeps its queue
+        // until the kernel's deferred release runs, so EBUSY is retried for a
+        // while before it is reported as another user's socket.
+        let deadline = std::time::Instant::now() + BUSY_WAIT;
+        let rc = loop {
+            // SAFETY: `sxdp` is a valid sockaddr_xdp and its size is passed.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sxdp as *const libc::sockaddr_xdp).cast(),
+                    std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            };
+            let busy = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY);
+            if !busy || std::time::Instant::now() >= deadline {
+                break rc;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         };
         if rc < 0 {
             let e = io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::EBUSY) => PmdError::Unsupported {
+                Some(libc::EBUSY) => PmdError::State {
                     port: ifname.to_string(),
-                    what: format!("queue {queue}: it is busy (another AF_XDP socket is bound to it)"),
+                    reason: format!("queue {queue} is busy: another AF_XDP socket is bound to it"),
                 },
                 Some(libc::EOPNOTSUPP) | Some(libc::EPROTONOSUPPORT) if opts.zero_copy == ZeroCopy::On => {
                     PmdError::Unsupported {

@@ -1,0 +1,133 @@
+//! The `af_xdp` port's life on a veth in a namespace of its own (root; runs
+//! under CI=true): while it runs the interface's frames are ours; once it closes,
+//! or its process is killed, the XDP program is gone and the kernel answers on
+//! the interface again; and each thing that can stop it opening is an error
+//! that says which.
+
+mod testbed;
+
+use std::process::Output;
+
+use testbed::{core, json, testpmd, Guarded, Testbed};
+
+/// The kernel's address on p0 (p0 is ours while the port runs) and on the
+/// other end of the veth, which is moved into a second namespace so that the
+/// ping crosses the wire (in one namespace both addresses would be local).
+const P0_ADDR: &str = "198.18.2.3";
+const PEER_ADDR: &str = "198.18.2.2/24";
+
+fn link(tb: &Testbed, ifname: &str) -> String {
+    String::from_utf8_lossy(&tb.run("ip", &["link", "show", ifname]).stdout).to_string()
+}
+
+/// Whether `ip link show` lists an XDP program on the interface.
+fn has_xdp(tb: &Testbed, ifname: &str) -> bool {
+    let l = link(tb, ifname);
+    l.contains("prog/xdp") || l.contains(" xdp ")
+}
+
+fn ready(tb: &Testbed) -> bool {
+    let protocols = tb.read("/proc/net/protocols");
+    let xdp_sockets = protocols
+        .lines()
+        .find(|l| l.starts_with("XDP "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    has_xdp(tb, "p0") && xdp_sockets > 0
+}
+
+/// Whether the kernel behind p0 answers a ping from the far namespace.
+fn kernel_ping(peer: &Testbed) -> bool {
+    peer.run("ping", &["-c", "2", "-i", "0.2", "-W", "1", "-q", P0_ADDR]).status.success()
+}
+
+fn ok(out: Output) {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The testbed (p0 with a kernel address) and the namespace holding k0's end.
+fn testbeds(tag: &str) -> (Testbed, Testbed) {
+    let tb = Testbed::up(tag, &["--quiet"]);
+    let peer = Testbed::up(&format!("{tag}p"), &["--quiet"]);
+    ok(tb.run("ip", &["link", "set", "k0", "name", "kx"]));
+    ok(tb.run("ip", &["link", "set", "kx", "netns", &peer.ns]));
+    ok(peer.run("ip", &["addr", "add", PEER_ADDR, "dev", "kx"]));
+    ok(peer.run("ip", &["link", "set", "kx", "up"]));
+    ok(tb.run("ip", &["addr", "add", &format!("{P0_ADDR}/24"), "dev", "p0"]));
+    assert!(kernel_ping(&peer), "the kernel answers on p0 before the port opens");
+    (tb, peer)
+}
+
+fn rxonly(tb: &Testbed, spec: &str, secs: &str) -> Guarded {
+    let mut c = tb.cmd(testpmd());
+    c.args(["--port", spec, "--fwd", "rxonly", "--cores", &core(), "--duration", secs, "--json"]);
+    Guarded::spawn(c)
+}
+
+#[test]
+fn closing_the_port_detaches_the_program_and_the_kernel_answers_again() {
+    if !testbed::available(&["ping"]) {
+        return;
+    }
+    let (tb, peer) = testbeds("xdpclose");
+    let run = rxonly(&tb, "af_xdp:p0", "3");
+    tb.wait_for("the port to attach", 5.0, ready);
+    // The kernel's ARP requests and pings for p0 now reach us, not the kernel.
+    assert!(!kernel_ping(&peer), "while the port runs, p0's frames are the port's");
+    let v = json(&run.wait(15.0));
+    assert!(v["ports"][0]["rx_packets"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["mbufs_leaked"].as_u64(), Some(0), "{v}");
+    assert!(!has_xdp(&tb, "p0"), "program detached: {}", link(&tb, "p0"));
+    assert!(!link(&tb, "p0").contains("PROMISC"), "promiscuous mode undone: {}", link(&tb, "p0"));
+    assert!(kernel_ping(&peer), "the kernel answers on p0 after the port closed");
+}
+
+#[test]
+fn a_killed_process_leaves_no_program_behind() {
+    if !testbed::available(&["ping"]) {
+        return;
+    }
+    let (tb, peer) = testbeds("xdpkill");
+    let mut run = rxonly(&tb, "af_xdp:p0", "30");
+    tb.wait_for("the port to attach", 5.0, ready);
+    // SIGKILL: no destructor runs; the bpf_link goes with the process's files.
+    let mut child = run.0.take().expect("running");
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    tb.wait_for("the program to go", 5.0, |tb| !has_xdp(tb, "p0"));
+    assert!(kernel_ping(&peer), "the kernel answers on p0 after the process died");
+}
+
+fn fails(out: Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure naming '{needle}'");
+    assert!(err.contains(needle), "stderr must say '{needle}': {err}");
+}
+
+#[test]
+fn opening_fails_with_an_error_that_says_why() {
+    if !testbed::available(&[]) {
+        return;
+    }
+    let tb = Testbed::up("xdperr", &["--quiet"]);
+    let open = |spec: &str| {
+        let mut c = tb.cmd(testpmd());
+        c.args(["--port", spec, "--fwd", "rxonly", "--cores", &core(), "--duration", "1"]);
+        Guarded::spawn(c).wait(20.0)
+    };
+    fails(open("af_xdp:nosuch0"), "interface 'nosuch0' does not exist");
+    // The testbed's veth has one receive queue.
+    fails(open("af_xdp:p0?queues=2"), "queue id 1 is out of range");
+    // A bridge has no XDP hook in its driver.
+    ok(tb.run("ip", &["link", "add", "br0", "type", "bridge"]));
+    fails(open("af_xdp:br0"), "native XDP");
+    // veth has no zero-copy AF_XDP: `on` refuses, `auto` falls back (below).
+    fails(open("af_xdp:p0?zero_copy=on"), "zero_copy=on");
+    // A second port on an interface that already has one.
+    let first = rxonly(&tb, "af_xdp:p0?zero_copy=auto", "4");
+    tb.wait_for("the first port to attach", 5.0, ready);
+    fails(open("af_xdp:p0"), "an XDP program is already attached");
+    let v = json(&first.wait(15.0));
+    assert_eq!(v["mbufs_leaked"].as_u64(), Some(0), "{v}");
+}
