@@ -54,6 +54,11 @@
 //! Offloads: none (XDP gives neither checksums nor VLAN stripping here). The MAC
 //! is the interface's; promiscuous mode sets `IFF_PROMISC` on it, and without it
 //! unicast frames for other MACs are dropped in software (a veth delivers them).
+//! Checksums: a frame the kernel sends over a veth with a partial L4 checksum
+//! (`CHECKSUM_PARTIAL`, the offload a veth advertises) reaches XDP with it still
+//! partial, and XDP carries no flag that says so; the receiver sees a bad checksum.
+//! Real NICs fill it in on the wire. Tests whose kernel peer sends TCP/UDP over a
+//! veth turn its transmit checksum offload off (`ethtool -K k0 tx off`).
 //! Counters: per queue as every port, plus the kernel's `XDP_STATISTICS` of each
 //! socket as xstats; `rx_dropped` and `rx_ring_full` are also `imissed`.
 //!
