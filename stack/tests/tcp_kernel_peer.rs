@@ -11,6 +11,9 @@
 //!   closes, we probe it) and resumes: the rest must come at once, not after
 //!   our backed-off retransmission timer (RFC 9293 §3.8.6.1);
 //!
+//! * the same two 100 MB streams, without impairment, with our stack on
+//!   `af_xdp:p0` of the testbed's veth (198.18.0.0/24);
+//!
 //! every byte checked by SHA-256, and `tcpdump` on the kernel's side of the TAP
 //! shows window scaling, timestamps and SACK-permitted in both SYNs of both
 //! directions, and SACK blocks in use under loss, both ways.
