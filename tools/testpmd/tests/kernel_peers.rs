@@ -83,6 +83,15 @@ fn af_xdp_rxonly_counts_exactly_what_the_kernel_sent() {
 }
 
 #[test]
+fn af_xdp_with_busy_poll_small_rings_and_big_frames_counts_exactly_too() {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
+        return;
+    }
+    let spec = "af_xdp:p0?busy_poll=50&need_wakeup=0&rx_size=256&tx_size=64&num_frames=512&frame_size=4096";
+    rxonly_counts_exactly("xdprx2", &["--quiet"], spec, "198.18.0.1", |tb| af_xdp_ready(tb, "p0"));
+}
+
+#[test]
 fn tap_rxonly_counts_exactly_what_the_kernel_sent() {
     if !testbed::available(&["ping", "/usr/bin/python3"]) {
         return;

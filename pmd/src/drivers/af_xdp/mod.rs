@@ -48,6 +48,10 @@
 //! * `busy_poll=N` (µs, default 0 = off) sets `SO_PREFER_BUSY_POLL`,
 //!   `SO_BUSY_POLL=N` and `SO_BUSY_POLL_BUDGET`, and a receive burst that finds
 //!   its ring empty then calls `recvfrom` to let the kernel poll the device.
+//! * Queues: the device (its RSS, or for a veth the peer's transmit queue)
+//!   picks a frame's queue; an XSK receives only from the queue it is bound to.
+//!   A port opened with `queues=N` but configured with fewer queues leaves the
+//!   rest without a socket, and their frames go to the kernel (`XDP_PASS`).
 //! * The XDP program runs in native (driver) mode only; an interface without
 //!   native XDP is an error, not a silent fall back to the generic hook.
 //!
