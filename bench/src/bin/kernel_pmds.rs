@@ -368,6 +368,12 @@ fn main() {
          | case | ours (busy ns/pkt) | dpdk-testpmd (busy ns/pkt) | ratio |\n|---|---|---|---|\n{}\n\n\
          - ours: `ip netns exec {NS} target/release/testpmd --port af_packet:p0|af_xdp:p0|tap:IF --fwd rxonly|txonly|io --cores {core} --stats-period 1 --json --record-core-cycles`\n\
          - peer: `ip netns exec {NS} dpdk-testpmd -l M,{core} --no-huge -m 512 --no-pci --vdev net_af_packet0,iface=p0|net_af_xdp0,iface=p0|net_tap0,iface=IF -- --forward-mode=rxonly|txonly|io --nb-cores=1 --stats-period 1 --auto-start --record-core-cycles`\n\
+         - af_xdp, both sides at their defaults on a veth (copy mode, native XDP, one queue): ours \
+         `zero_copy=auto need_wakeup=1 busy_poll=0`, 2048-entry rings, 4096 frames of 2048 bytes; \
+         net_af_xdp 22.11 defaults, which include preferred busy polling (`busy_budget=64`: its core \
+         runs the veth's NAPI through recvfrom, most likely why its busy ns/pkt on receive is lower; not verified separately); ours can do the \
+         same with `busy_poll=N`, not set here. The veth's receive NAPI otherwise runs in softirq on the \
+         generator's core.\n\
          - CPU: {} (2 vCPUs, shared VM), kernel {}; core-to-core cache-line latency {c2c:.0} ns one way \
          (generator core to port core); load average {load_before} before, {load_after} after.\n\
          - Plot: [`kernel_pmds.svg`](kernel_pmds.svg). Raw: [`kernel_pmds.json`](kernel_pmds.json). Reproduce: `scripts/bench.sh kernel_pmds`.\n",
