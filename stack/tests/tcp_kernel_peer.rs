@@ -12,13 +12,15 @@
 //!   our backed-off retransmission timer (RFC 9293 §3.8.6.1);
 //!
 //! * the same two 100 MB streams, without impairment, with our stack on
-//!   `af_xdp:p0` of the testbed's veth (198.18.0.0/24);
+//!   `af_xdp:p0` of the testbed's veth (198.18.0.0/24), and the kernel's
+//!   `ping`/`ping -6` answered by `l3demo` there;
 //!
 //! every byte checked by SHA-256, and `tcpdump` on the kernel's side of the TAP
 //! shows window scaling, timestamps and SACK-permitted in both SYNs of both
 //! directions, and SACK blocks in use under loss, both ways.
 //!
-//! Root and `ip`, `socat`, `nc`, `curl`, `python3`, `tcpdump`, `sha256sum`
+//! Root and `ip`, `socat`, `nc`, `curl`, `python3`, `tcpdump`, `sha256sum` (and
+//! `ethtool`, `ping` for the af_xdp ones)
 //! are needed (`scripts/setup.sh test` installs them). Outside `CI=true` a
 //! missing piece skips with the reason; under `CI=true` it fails. Every
 //! process has a deadline, and the namespace (with the TAP) is removed on drop,
@@ -549,4 +551,29 @@ fn our_client_on_af_xdp_streams_100mb_into_kernel_socat() {
     cli.wait(Duration::from_secs(110)).unwrap();
     srv.wait(Duration::from_secs(20)).unwrap();
     assert_eq!(bed.sha("ksunk"), bed.sha("blob"));
+}
+
+#[test]
+fn kernel_ping_and_ping6_reach_l3demo_on_af_xdp() {
+    let Some(bed) = af_xdp_bed() else { return };
+    if !testkit::require(&["ping"]) {
+        return;
+    }
+    let l3 =
+        bed.spawn("l3demo", &[L3DEMO, "--port", "af_xdp:p0", "--config", &bed.path("l3x.conf"), "--duration", "30"]);
+    let ping = |count: &str, args: &[&str]| {
+        let mut v = vec!["ip", "netns", "exec", &bed.ns, "ping", "-c", count, "-i", "0.2", "-W", "1", "-q"];
+        v.extend_from_slice(args);
+        sh(&v)
+    };
+    // Wait (bounded) until the port is attached and one echo comes back.
+    let end = Instant::now() + Duration::from_secs(15);
+    while ping("1", &["198.18.0.1"]).is_err() {
+        assert!(Instant::now() < end, "l3demo on af_xdp:p0 never answered");
+    }
+    let v4 = ping("3", &["198.18.0.1"]).expect("kernel ping to l3demo on af_xdp:p0");
+    assert!(v4.contains("3 received"), "{v4}");
+    let v6 = ping("3", &["-6", "2001:2::1"]).expect("kernel ping -6 to l3demo on af_xdp:p0");
+    assert!(v6.contains("3 received"), "{v6}");
+    drop(l3);
 }
