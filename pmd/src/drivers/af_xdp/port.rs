@@ -77,6 +77,8 @@ fn rx_queue_count(ifname: &str) -> u32 {
     const ETHTOOL_GCHANNELS: u32 = 0x3c;
     let mut ch = Channels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
     if let Ok(mut r) = netdev::IfReq::new(ifname) {
+        // `ifr_data` points at `ch`, which outlives the ioctl; the kernel
+        // writes at most `size_of::<Channels>()` bytes there (ETHTOOL_GCHANNELS).
         r.data[..8].copy_from_slice(&(&mut ch as *mut Channels as usize as u64).to_ne_bytes());
         if netdev::ifreq_ioctl(&mut r, libc::SIOCETHTOOL).is_ok() {
             let n = ch.rx_count.max(ch.combined_count);
