@@ -1,5 +1,5 @@
 //! `testpmd conformance` against every driver: ring (loopback and pair) and null
-//! in-process; tap and af_packet in a quiet namespace (root; runs under CI=true).
+//! in-process; tap, af_packet and af_xdp in a quiet namespace (root; runs under CI=true).
 
 mod testbed;
 
@@ -89,4 +89,18 @@ fn tap_passes_against_af_packet_on_its_kernel_side() {
     let tb = Testbed::up("conftap", &["--quiet"]);
     let text = testpmd_conformance(&tb, "tap:tc0?queues=4", "af_packet:tc0");
     assert!(text.contains("12 passed, 0 failed, 0 unsupported"), "{text}");
+}
+
+#[test]
+fn af_xdp_passes_against_an_af_packet_peer() {
+    if !testbed::available(&[]) {
+        return;
+    }
+    let tb = Testbed::up("confxdp", &["--quiet"]);
+    let text = testpmd_conformance(&tb, "af_xdp:p0", "af_packet:k0");
+    // AF_XDP truly has no checksum offload and no say in the device's RSS.
+    assert!(text.contains("10 passed, 0 failed, 2 unsupported"), "{text}");
+    for check in ["checksum_offload", "multi_queue"] {
+        assert!(text.lines().any(|l| l.starts_with("UNSUPPORTED") && l.contains(check)), "{check}:\n{text}");
+    }
 }

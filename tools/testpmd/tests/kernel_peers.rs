@@ -60,6 +60,37 @@ fn af_packet_rxonly_counts_exactly_what_the_kernel_sent() {
     });
 }
 
+/// An `af_xdp` port is receiving once its program is on the interface and its
+/// socket exists (it goes into the XSKMAP right after it is bound).
+pub fn af_xdp_ready(tb: &Testbed, ifname: &str) -> bool {
+    let link = String::from_utf8_lossy(&tb.run("ip", &["link", "show", ifname]).stdout).to_string();
+    let socks = tb.read("/proc/net/protocols");
+    let xdp_sockets = socks
+        .lines()
+        .find(|l| l.starts_with("XDP "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    link.contains("prog/xdp") && xdp_sockets > 0
+}
+
+#[test]
+fn af_xdp_rxonly_counts_exactly_what_the_kernel_sent() {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
+        return;
+    }
+    rxonly_counts_exactly("xdprx", &["--quiet"], "af_xdp:p0", "198.18.0.1", |tb| af_xdp_ready(tb, "p0"));
+}
+
+#[test]
+fn af_xdp_with_busy_poll_small_rings_and_big_frames_counts_exactly_too() {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
+        return;
+    }
+    let spec = "af_xdp:p0?busy_poll=50&need_wakeup=0&rx_size=256&tx_size=64&num_frames=512&frame_size=4096";
+    rxonly_counts_exactly("xdprx2", &["--quiet"], spec, "198.18.0.1", |tb| af_xdp_ready(tb, "p0"));
+}
+
 #[test]
 fn tap_rxonly_counts_exactly_what_the_kernel_sent() {
     if !testbed::available(&["ping", "/usr/bin/python3"]) {
@@ -134,6 +165,16 @@ fn af_packet_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
         return;
     }
     tcpdump_sees_what_we_sent("aftx", &["--quiet"], "af_packet:p0", "k0", |tb| {
+        tb.read("/sys/class/net/p0/address").parse().expect("p0 MAC")
+    });
+}
+
+#[test]
+fn af_xdp_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
+    if !testbed::available(&["timeout", "tcpdump"]) {
+        return;
+    }
+    tcpdump_sees_what_we_sent("xdptx", &["--quiet"], "af_xdp:p0", "k0", |tb| {
         tb.read("/sys/class/net/p0/address").parse().expect("p0 MAC")
     });
 }
