@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use pmd::mempool::DEFAULT_HEADROOM;
-use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig};
+use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RxQueue, TxQueue};
 
 pub fn pool(name: &str, count: usize) -> Mempool {
     Mempool::new(&MempoolConfig::new(name, count, 2048, DEFAULT_HEADROOM, 32)).unwrap()
@@ -15,6 +15,14 @@ pub fn up(spec: &str, pool: &Mempool, desc: u16) -> Box<dyn Port> {
     p.set_promiscuous(true).unwrap();
     p.start().unwrap();
     p
+}
+
+/// A port's receive and transmit queue of one pair.
+pub type Queues = (Box<dyn RxQueue>, Box<dyn TxQueue>);
+
+/// Takes queue pair 0 of a configured port.
+pub fn queues(p: &mut Box<dyn Port>) -> Queues {
+    (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap())
 }
 
 /// `n` frames of `len` bytes whose first 4 payload bytes hold the sequence number.

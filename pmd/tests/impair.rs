@@ -5,39 +5,44 @@ use common::*;
 
 use std::sync::Arc;
 
-use pmd::{Mbuf, OpenEnv, Port, PortConfig, VirtualClock};
+use pmd::{Mbuf, OpenEnv, Port, PortConfig, RxQueue, VirtualClock};
 
-fn open_env(spec: &str, pool: &pmd::Mempool, clock: &VirtualClock) -> Box<dyn Port> {
+/// An impaired port `spec` (a loopback) on a fresh virtual clock, started, with
+/// its queue pair 0 taken.
+fn impaired(spec: &str, pool: &pmd::Mempool) -> (VirtualClock, Box<dyn Port>, Queues) {
+    let clock = VirtualClock::new();
     let mut p = pmd::open_with(spec, &OpenEnv { clock: Arc::new(clock.clone()) }).unwrap();
     p.configure(&PortConfig::new(1, 1, 4096, 4096, pool.clone())).unwrap();
     p.set_promiscuous(true).unwrap();
     p.start().unwrap();
-    p
+    let q = queues(&mut p);
+    (clock, p, q)
 }
 
 fn xstat(p: &dyn Port, name: &str) -> u64 {
     p.xstats().into_iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no xstat {name}")).1
 }
 
+/// Receives until `rx` is empty, appending the frames' sequence numbers to `got`.
+fn receive_seqs(rx: &mut dyn RxQueue, got: &mut Vec<u32>) {
+    let mut out: Vec<Mbuf> = Vec::new();
+    while rx.rx_burst(&mut out, 32) > 0 {
+        got.extend(out.drain(..).map(|m| seq(&m)));
+    }
+}
+
 /// Sends `n` numbered frames through `spec` (a loopback) and returns what came out.
 fn run(spec: &str, n: u32, pool: &pmd::Mempool) -> (Vec<u32>, Box<dyn Port>) {
-    let clock = VirtualClock::new();
-    let mut p = open_env(spec, pool, &clock);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (_clock, p, (mut rx, mut tx)) = impaired(spec, pool);
     let mut got = Vec::new();
-    let mut out: Vec<Mbuf> = Vec::new();
     for chunk in 0..(n / 100) {
         let mut f = frames(pool, chunk * 100, 100, 64);
         tx.tx_burst(&mut f);
         assert!(f.is_empty());
-        while rx.rx_burst(&mut out, 32) > 0 {
-            got.extend(out.drain(..).map(|m| seq(&m)));
-        }
+        receive_seqs(rx.as_mut(), &mut got);
     }
     tx.tx_burst(&mut Vec::new()); // release a frame held for reordering
-    while rx.rx_burst(&mut out, 32) > 0 {
-        got.extend(out.drain(..).map(|m| seq(&m)));
-    }
+    receive_seqs(rx.as_mut(), &mut got);
     (got, p)
 }
 
@@ -106,9 +111,7 @@ fn reorder_swaps_a_frame_with_the_next_one() {
 #[test]
 fn corrupt_flips_exactly_one_bit() {
     let pool = pool("imp_corrupt", 1024);
-    let clock = VirtualClock::new();
-    let mut p = open_env("ring:imp_x1?corrupt=1&seed=5", &pool, &clock);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (_clock, _p, (mut rx, mut tx)) = impaired("ring:imp_x1?corrupt=1&seed=5", &pool);
     let mut f = frames(&pool, 0, 50, 64);
     let originals: Vec<Vec<u8>> = f.iter().map(|m| m.data().to_vec()).collect();
     tx.tx_burst(&mut f);
@@ -124,9 +127,7 @@ fn corrupt_flips_exactly_one_bit() {
 #[test]
 fn duplication_under_exhaustion_is_counted_not_fatal() {
     let pool = pool("imp_dup", 64);
-    let clock = VirtualClock::new();
-    let mut p = open_env("ring:imp_d1?dup=1&seed=5", &pool, &clock);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (_clock, p, (mut rx, mut tx)) = impaired("ring:imp_d1?dup=1&seed=5", &pool);
     let mut f = frames(&pool, 0, 40, 64);
     tx.tx_burst(&mut f);
     let dup = xstat(p.as_ref(), "impair_tx_duplicated");
@@ -144,9 +145,7 @@ fn duplication_under_exhaustion_is_counted_not_fatal() {
 #[test]
 fn delay_holds_frames_until_virtual_time_passes() {
     let pool = pool("imp_delay", 256);
-    let clock = VirtualClock::new();
-    let mut p = open_env("ring:imp_l1?delay_us=200", &pool, &clock);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (clock, _p, (mut rx, mut tx)) = impaired("ring:imp_l1?delay_us=200", &pool);
     let mut f = frames(&pool, 0, 5, 64);
     tx.tx_burst(&mut f);
     let mut got = Vec::new();
@@ -162,9 +161,7 @@ fn delay_holds_frames_until_virtual_time_passes() {
 #[test]
 fn rate_shaping_spaces_frames_and_limit_drops_the_excess() {
     let pool = pool("imp_rate", 256);
-    let clock = VirtualClock::new();
-    let mut p = open_env("ring:imp_t1?rate_pps=1000&limit=10", &pool, &clock);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (clock, p, (mut rx, mut tx)) = impaired("ring:imp_t1?rate_pps=1000&limit=10", &pool);
     let mut f = frames(&pool, 0, 15, 64);
     tx.tx_burst(&mut f);
     assert_eq!(xstat(p.as_ref(), "impair_tx_queue_dropped"), 5);
@@ -186,9 +183,7 @@ fn rate_shaping_spaces_frames_and_limit_drops_the_excess() {
 #[test]
 fn only_ipv6_black_holes_one_family_and_passes_the_rest_untouched() {
     let pool = pool("imp_only", 1024);
-    let clock = VirtualClock::new();
-    let mut p = open_env("ring:imp_only?only=ipv6&loss=1&seed=1", &pool, &clock);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (_clock, p, (mut rx, mut tx)) = impaired("ring:imp_only?only=ipv6&loss=1&seed=1", &pool);
     let mut f = frames(&pool, 0, 200, 64);
     for (i, m) in f.iter_mut().enumerate() {
         // Odd frames are IPv6, even ones IPv4.
@@ -196,11 +191,8 @@ fn only_ipv6_black_holes_one_family_and_passes_the_rest_untouched() {
         m.data_mut()[12..14].copy_from_slice(&t.to_be_bytes());
     }
     tx.tx_burst(&mut f);
-    let mut out = Vec::new();
     let mut got = Vec::new();
-    while rx.rx_burst(&mut out, 32) > 0 {
-        got.extend(out.drain(..).map(|m| seq(&m)));
-    }
+    receive_seqs(rx.as_mut(), &mut got);
     assert_eq!(got, (0..200).step_by(2).collect::<Vec<u32>>());
     assert_eq!(xstat(p.as_ref(), "impair_tx_lost"), 100);
     let e = pmd::open("ring:imp_bad?only=arp").err().expect("a bad value").to_string();

@@ -7,7 +7,7 @@ use common::*;
 fn rx_makes_frames_of_the_given_size_and_tx_frees_them() {
     let pool = pool("null_basic", 256);
     let mut p = up("null:n1?size=128", &pool, 64);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     let mut v = Vec::new();
     assert_eq!(rx.rx_burst(&mut v, 32), 32);
     assert!(v.iter().all(|m| m.len() == 128));
@@ -42,7 +42,7 @@ fn rx_under_mempool_exhaustion_counts_nombuf_and_recovers() {
 fn stopped_port_moves_nothing() {
     let pool = pool("null_stop", 64);
     let mut p = up("null", &pool, 64);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     p.stop().unwrap();
     assert!(!p.link().up);
     let mut v = Vec::new();

@@ -74,7 +74,7 @@ fn mtu_sized_frame_passes_and_one_more_byte_is_dropped_and_counted() {
     p.stop().unwrap();
     p.set_mtu(1500).unwrap();
     p.start().unwrap();
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     let mut f = frames(&pool, 0, 1, 1514);
     f.extend(frames(&pool, 1, 1, 1515));
     assert_eq!(tx.tx_burst(&mut f), 2, "both taken: one sent, one dropped");
@@ -94,7 +94,7 @@ fn without_promiscuous_mode_only_own_broadcast_and_multicast_frames_arrive() {
     let pool = pool("ring_promisc", 64);
     let mut p = up("ring:t_prom?mac=02:00:00:00:00:aa", &pool, 16);
     p.set_promiscuous(false).unwrap();
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     let mut f = frames(&pool, 0, 4, 64);
     f[1].data_mut()[5] = 0xbb; // other unicast
     f[2].data_mut()[0..6].copy_from_slice(&[0xff; 6]);
@@ -282,7 +282,7 @@ fn checks_none_still_does_the_checksum_offloads_it_offers() {
     p.configure(&conf).unwrap();
     p.set_promiscuous(true).unwrap();
     p.start().unwrap();
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     let mut m = pool.alloc().unwrap();
     let d = m.append(60).unwrap();
     d.fill(0);

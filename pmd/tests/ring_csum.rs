@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::pool;
+use common::{pool, queues};
 use pmd::checksum::{add, sum};
 use pmd::{Mbuf, Mempool, OpenEnv, Port, PortConfig, RxFlags, RxOffloads, TxFlags, TxOffloads, VirtualClock};
 
@@ -109,7 +109,7 @@ fn corruption_under_offload_clears_the_verdicts_so_the_receiver_catches_it() {
     let pool = pool("csum_corrupt", 256);
     for (name, dir) in [("csum_ctx", "tx"), ("csum_crx", "rx")] {
         let mut p = open(&format!("ring:{name}?csum=1&corrupt=1&seed=3&dir={dir}"), &pool, CSUM);
-        let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+        let (mut rx, mut tx) = queues(&mut p);
         let mut v: Vec<Mbuf> = (0..40).map(|i| tcp_frame(&pool, &[i as u8; 100], true)).collect();
         tx.tx_burst(&mut v);
         let mut got = Vec::new();
@@ -140,7 +140,7 @@ fn capture_shows_finished_checksums_and_leaves_the_frames_partial() {
     let file = dir.join("c.pcap");
     let pool = pool("csum_pcap", 64);
     let mut p = open(&format!("ring:csum_cap?csum=1&pcap={}&pcap_limit=100000", file.display()), &pool, CSUM);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     let mut v = vec![tcp_frame(&pool, b"hello", true), tcp_frame(&pool, b"world!", true)];
     tx.tx_burst(&mut v);
     let mut got = Vec::new();

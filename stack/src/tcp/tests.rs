@@ -150,6 +150,31 @@ fn established(s: &mut Sim) -> bool {
     s.state(0) == State::Established && s.state(1) == State::Established
 }
 
+/// Loses the data segments side 0 sends whose number (1 for the first one)
+/// `pick` chooses; everything else gets through.
+fn lose_data_segments(pick: impl Fn(u32) -> bool + 'static) -> LossFn {
+    let mut n = 0;
+    Box::new(move |from, r, _| {
+        if from == 0 && r.payload_len > 0 {
+            n += 1;
+            return pick(n);
+        }
+        false
+    })
+}
+
+/// Both ends on `c`, established, with `len` bytes (pattern `seed`) sent from
+/// side 0 and all of them received, so that the congestion window has grown.
+/// Returns the sim and how many bytes side 1 has got.
+fn warmed_up(c: TcpConfig, len: usize, seed: u8) -> (Sim, usize) {
+    let mut s = Sim::new(c.clone(), c);
+    assert!(s.run(SEC, established));
+    let warm = pattern(len, seed);
+    assert!(send_all(&mut s, 0, &warm, 10 * SEC));
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
+    (s, warm.len())
+}
+
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
@@ -685,15 +710,8 @@ fn rfc2018_2_sack_is_used_only_when_both_syns_permit_it() {
 #[test]
 fn rfc2018_4_sack_blocks_report_the_most_recent_segment_first() {
     let mut s = established_pair();
-    let mut n = 0;
     // Lose data segments 1 and 3 of the first flight.
-    s.lose = Box::new(move |from, r, _| {
-        if from == 0 && r.payload_len > 0 {
-            n += 1;
-            return n == 1 || n == 3;
-        }
-        false
-    });
+    s.lose = lose_data_segments(|n| n == 1 || n == 3);
     let data = pattern(60_000, 12);
     assert!(send_all(&mut s, 0, &data, 10 * SEC));
     assert!(s.run(10 * SEC, |s| s.got[1].len() == data.len()));
@@ -715,26 +733,15 @@ fn rfc2018_4_sack_blocks_report_the_most_recent_segment_first() {
 fn rfc6675_several_losses_in_one_window_are_repaired_without_a_timeout() {
     let mut c = cfg();
     c.send_buffer = 256 * 1024;
-    let mut s = Sim::new(c.clone(), c);
-    assert!(s.run(SEC, established));
     // Grow the window first, then lose three separate segments of one flight.
-    let warm = pattern(200_000, 13);
-    assert!(send_all(&mut s, 0, &warm, 10 * SEC));
-    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
-    let mut n = 0;
-    s.lose = Box::new(move |from, r, _| {
-        if from == 0 && r.payload_len > 0 {
-            n += 1;
-            return n == 5 || n == 9 || n == 14;
-        }
-        false
-    });
+    let (mut s, warm) = warmed_up(c, 200_000, 13);
+    s.lose = lose_data_segments(|n| n == 5 || n == 9 || n == 14);
     let first_log = s.log.len();
     let data = pattern(100_000, 14);
     let t0 = s.now;
     assert!(send_all(&mut s, 0, &data, 10 * SEC));
-    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len() + data.len()));
-    assert_eq!(&s.got[1][warm.len()..], &data[..]);
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm + data.len()));
+    assert_eq!(&s.got[1][warm..], &data[..]);
     let sent: Vec<(SeqNumber, usize)> = s.log[first_log..]
         .iter()
         .filter(|(from, r, _)| *from == 0 && r.payload_len > 0)
@@ -840,20 +847,9 @@ fn rfc9438_4_6_cubic_backs_off_to_0_7_where_reno_halves() {
         let mut c = cfg();
         c.congestion = cc;
         c.send_buffer = 512 * 1024;
-        let mut s = Sim::new(c.clone(), c);
-        assert!(s.run(SEC, established));
-        let warm = pattern(400_000, 21);
-        assert!(send_all(&mut s, 0, &warm, 10 * SEC));
-        assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
+        let (mut s, warm) = warmed_up(c, 400_000, 21);
         // Lose one segment of the next flight and watch cwnd at the recovery.
-        let mut n = 0;
-        s.lose = Box::new(move |from, r, _| {
-            if from == 0 && r.payload_len > 0 {
-                n += 1;
-                return n == 3;
-            }
-            false
-        });
+        s.lose = lose_data_segments(|n| n == 3);
         let before = s.a().cwnd();
         let data = pattern(200_000, 22);
         let mut off = 0;
@@ -861,7 +857,7 @@ fn rfc9438_4_6_cubic_backs_off_to_0_7_where_reno_halves() {
         assert!(s.run(10 * SEC, |s| {
             off += s.ends[0].as_mut().unwrap().send(&data[off..]).unwrap();
             min_cwnd = min_cwnd.min(s.ends[0].as_ref().unwrap().cwnd());
-            s.got[1].len() == warm.len() + data.len()
+            s.got[1].len() == warm + data.len()
         }));
         let ratio = min_cwnd as f64 / before as f64;
         assert!((want - 0.1..=want + 0.1).contains(&ratio), "{cc:?}: cwnd {before} -> {min_cwnd} ({ratio:.2})");

@@ -147,3 +147,22 @@ pub fn one_line(o: &Output) -> String {
     assert!(lines[0].starts_with("echo: "), "{e}");
     lines[0].to_string()
 }
+
+/// The last line of a run's stdout that is a JSON object (the counters the
+/// server prints as it stops, a command's `--json` result), parsed.
+pub fn last_json(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line: {text} {}", String::from_utf8_lossy(&o.stderr)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Exit status 2 and one line on stderr that mentions `needle`.
+pub fn assert_exits_2_naming(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let line = one_line(o);
+    assert!(line.contains(needle), "'{line}' should mention '{needle}': {o:?}");
+}
