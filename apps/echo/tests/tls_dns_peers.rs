@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -224,18 +224,9 @@ fn a_certificate_for_another_name_or_an_expired_one_is_a_clear_error() {
 fn converse(cmd: &mut Command, input: &[u8], want: usize) -> Vec<u8> {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut guard = Bg { child: None };
-    let mut stdout = child.stdout.take().unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let g2 = got.clone();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut b) {
-            if n == 0 {
-                break;
-            }
-            g2.lock().unwrap().extend_from_slice(&b[..n]);
-        }
-    });
+    testkit::drain(child.stdout.take().unwrap(), move |b| g2.lock().unwrap().extend_from_slice(b));
     child.stdin.as_mut().unwrap().write_all(input).unwrap();
     guard.child = Some(child);
     let end = Instant::now() + Duration::from_secs(15);

@@ -76,16 +76,7 @@ impl Sim {
                     }
                     moved = true;
                 }
-                let mut rb = vec![0u8; 1 << 16];
-                loop {
-                    match c.recv(&mut rb) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            self.got[i].extend_from_slice(&rb[..n]);
-                            moved = true;
-                        }
-                    }
-                }
+                moved |= read_all(c, &mut self.got[i]);
                 while let Some(e) = c.poll_event() {
                     self.events[i].push(e);
                 }
@@ -146,8 +137,32 @@ impl Sim {
     }
 }
 
+/// Reads everything `c` has for its application into `into`; whether it
+/// had anything.
+fn read_all(c: &mut Connection, into: &mut Vec<u8>) -> bool {
+    let mut rb = [0u8; 8192];
+    let mut any = false;
+    while let Ok(n) = c.recv(&mut rb) {
+        if n == 0 {
+            break;
+        }
+        into.extend_from_slice(&rb[..n]);
+        any = true;
+    }
+    any
+}
+
 fn established(s: &mut Sim) -> bool {
     s.state(0) == State::Established && s.state(1) == State::Established
+}
+
+/// A receiver whose window a few segments close: a 4 KiB receive buffer,
+/// no window scaling (so the advertised window is the buffer's room).
+fn small_receiver() -> TcpConfig {
+    let mut c = cfg();
+    c.recv_buffer = 4096;
+    c.window_scale = None;
+    c
 }
 
 /// Loses the data segments side 0 sends whose number (1 for the first one)
@@ -347,17 +362,23 @@ fn from_b(s: &mut Sim, seq_off: i32, flags: TcpFlags) -> TcpRepr {
     r
 }
 
+/// Hands `seg` to A and returns the segment A sends back at once, if any.
+fn a_reply_to(s: &mut Sim, seg: &TcpRepr) -> Option<TcpRepr> {
+    let now = s.now;
+    s.a().handle_segment(now, seg, &[]);
+    let mut buf = [0u8; 64];
+    s.a().poll_transmit(now, &mut buf).map(|t| t.repr)
+}
+
 #[test]
 fn rfc5961_3_2_in_window_rst_not_at_rcv_nxt_draws_a_challenge_ack() {
     let mut s = established_pair();
     let rst = from_b(&mut s, 10, TcpFlags::RST);
-    let now = s.now;
-    s.a().handle_segment(now, &rst, &[]);
+    let ack = a_reply_to(&mut s, &rst).expect("challenge ACK");
     assert_eq!(s.a().state(), State::Established, "blind RST ignored");
-    let mut buf = [0u8; 64];
-    let ack = s.a().poll_transmit(now, &mut buf).expect("challenge ACK").repr;
     assert!(ack.flags.ack() && !ack.flags.rst());
     let rst = from_b(&mut s, 0, TcpFlags::RST);
+    let now = s.now;
     s.a().handle_segment(now, &rst, &[]);
     assert_eq!(s.a().state(), State::Closed);
     assert_eq!(s.a().error(), Some(TcpError::Reset));
@@ -367,11 +388,9 @@ fn rfc5961_3_2_in_window_rst_not_at_rcv_nxt_draws_a_challenge_ack() {
 fn rfc5961_4_2_syn_in_synchronized_state_draws_a_challenge_ack() {
     let mut s = established_pair();
     let syn = from_b(&mut s, 0, TcpFlags::SYN);
-    let now = s.now;
-    s.a().handle_segment(now, &syn, &[]);
+    let ack = a_reply_to(&mut s, &syn).expect("challenge ACK");
     assert_eq!(s.a().state(), State::Established);
-    let mut buf = [0u8; 64];
-    assert!(s.a().poll_transmit(now, &mut buf).unwrap().repr.flags.ack());
+    assert!(ack.flags.ack());
 }
 
 #[test]
@@ -472,10 +491,7 @@ fn rfc5681_3_2_fast_retransmit_recovers_a_single_loss_before_the_rto() {
 
 #[test]
 fn zero_window_is_probed_and_transfer_resumes_when_the_reader_drains() {
-    let mut small = cfg();
-    small.recv_buffer = 4096;
-    small.window_scale = None;
-    let mut s = Sim::new(cfg(), small);
+    let mut s = Sim::new(cfg(), small_receiver());
     assert!(s.run(SEC, established));
     // Stop B's reader: run the sim without draining B's receive buffer.
     let data = pattern(20_000, 7);
@@ -496,13 +512,7 @@ fn zero_window_is_probed_and_transfer_resumes_when_the_reader_drains() {
             s.wire.push_back((now + s.delay, 0, t.repr, buf[..t.repr.payload_len].to_vec()));
         }
         if sim_b_reads {
-            let mut rb = [0u8; 8192];
-            while let Ok(n) = c.recv(&mut rb) {
-                if n == 0 {
-                    break;
-                }
-                delivered.extend_from_slice(&rb[..n]);
-            }
+            read_all(c, &mut delivered);
         }
         while let Some(pos) = s.wire.iter().position(|(t, ..)| *t <= now) {
             let (_, to, r, p) = s.wire.remove(pos).unwrap();
@@ -1014,10 +1024,7 @@ fn rfc1122_4_2_3_3_bulk_over_a_fast_link_with_small_buffers_is_not_paced_by_time
 fn zero_window_then_open(sack: bool, queued: usize, probes: usize, fin: bool) -> u64 {
     let mut a_cfg = cfg();
     a_cfg.sack = sack;
-    let mut small = cfg();
-    small.recv_buffer = 4096;
-    small.window_scale = None;
-    small.sack = sack;
+    let small = TcpConfig { sack, ..small_receiver() };
     let mut s = Sim::new(a_cfg, small);
     assert!(s.run(SEC, established));
     let data = pattern(4096 + queued, 11);
@@ -1053,14 +1060,7 @@ fn zero_window_then_open(sack: bool, queued: usize, probes: usize, fin: bool) ->
             let reading = probes_seen >= probes && now >= last_probe + 50 * MS;
             let c = s.ends[1].as_mut().unwrap();
             if reading {
-                let mut rb = [0u8; 8192];
-                while let Ok(n) = c.recv(&mut rb) {
-                    if n == 0 {
-                        break;
-                    }
-                    delivered.extend_from_slice(&rb[..n]);
-                    moved = true;
-                }
+                moved |= read_all(c, &mut delivered);
             }
             while let Some(t) = c.poll_transmit(now, &mut buf) {
                 if reading && opened_at.is_none() && t.repr.window_len > 0 {
@@ -1130,10 +1130,7 @@ fn rfc9293_3_8_6_1_a_window_opening_after_probes_resumes_from_snd_una_within_one
 
 #[test]
 fn rfc9293_3_10_7_4_data_into_a_zero_window_is_refused_even_after_a_small_read() {
-    let mut small = cfg();
-    small.recv_buffer = 4096;
-    small.window_scale = None;
-    let mut s = Sim::new(cfg(), small);
+    let mut s = Sim::new(cfg(), small_receiver());
     assert!(s.run(SEC, established));
     s.wire.clear();
     let now = s.now;

@@ -127,16 +127,9 @@ impl Vhost {
         let mut child = child;
         let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let reader = {
-            let mut stdout = child.stdout.take().unwrap();
             let out = out.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stdout.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
+            testkit::drain(child.stdout.take().unwrap(), move |b| {
+                out.lock().unwrap().push_str(&String::from_utf8_lossy(b))
             })
         };
         let mut v = Vhost { child: Some(child), sock: sock.to_path_buf(), out, reader: Some(reader) };

@@ -2,8 +2,10 @@
 //! clean up child processes and namespaces even when a test fails.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
@@ -165,4 +167,47 @@ pub fn assert_exits_2_naming(o: &Output, needle: &str) {
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     let line = one_line(o);
     assert!(line.contains(needle), "'{line}' should mention '{needle}': {o:?}");
+}
+
+/// A plain echo server (TCP and UDP on `listen`, no banner, no TLS, not in
+/// sockperf mode), its UDP queue `udp_queue` deep, idle connections closed
+/// after `idle`.
+pub fn echo_server_config(listen: SocketAddr, udp_queue: usize, idle: Duration) -> echo::server::ServerConfig {
+    echo::server::ServerConfig {
+        listen,
+        listen_cfg: flow::kernel::tests_support::listen_config(listen.port().max(1)),
+        udp: flow::UdpConfig { rx_queue_len: udp_queue },
+        idle_timeout: Some(idle),
+        sockperf: false,
+        udp_enabled: true,
+        banner: None,
+        tls: None,
+    }
+}
+
+/// One client load: `conns` connections to `target` in `mode` (at `rate`
+/// messages a second where the mode paces), patterned `size`-byte messages,
+/// for `secs`, each connect given `connect_timeout`.
+pub fn client_config(
+    target: SocketAddr,
+    mode: echo::client::Mode,
+    conns: usize,
+    rate: f64,
+    size: usize,
+    secs: f64,
+    connect_timeout: Duration,
+) -> Arc<echo::client::ClientConfig> {
+    Arc::new(echo::client::ClientConfig {
+        target,
+        via: None,
+        payload: echo::client::Payload::Pattern,
+        conns,
+        size,
+        mode,
+        rate,
+        duration: Duration::from_secs_f64(secs),
+        connect_timeout,
+        tcp: flow::kernel::tests_support::tcp_config(),
+        progress: false,
+    })
 }
