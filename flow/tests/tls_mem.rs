@@ -3,40 +3,13 @@
 //! client certificates, close_notify, and the typed errors: a wrong name, an
 //! expired certificate, an unknown issuer, a peer that sends garbage.
 
-use std::sync::Arc;
+mod common;
 
+use common::{leaf, pki, Pki};
 use flow::exec::{Executor, TimerReactor};
 use flow::mem::duplex;
 use flow::tls::{self, ClientSettings, ServerSettings, TlsError, TlsFlow, TlsVersion};
 use flow::{Flow, FlowError};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-struct Pki {
-    ca: CertificateDer<'static>,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-fn pki(cn: &str) -> Pki {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = p.self_signed(&ca_key).unwrap();
-    Pki { ca: ca_cert.der().clone(), ca_cert, ca_key }
-}
-
-fn leaf(pki: &Pki, name: &str, expired: bool) -> (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>) {
-    let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-    if expired {
-        p.not_before = rcgen::date_time_ymd(2001, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2002, 1, 1);
-    }
-    let k = KeyPair::generate().unwrap();
-    let c = p.signed_by(&k, &pki.ca_cert, &pki.ca_key).unwrap();
-    (vec![c.der().clone()], Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.serialize_der()))))
-}
 
 fn client(pki: &Pki, versions: &[TlsVersion], alpn: &[&[u8]]) -> ClientSettings {
     ClientSettings {
