@@ -139,7 +139,7 @@ fn send_with_flags(p: &mut Probe, frame: Vec<u8>, flags: RxFlags) {
 fn rx_checksum_offload_trusts_the_nic_verdict_and_verifies_only_when_unchecked() {
     let mut p = Probe::new("pr_rxoff", |_| {});
     let s = p.s.udp().bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 16 }).unwrap();
-    let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"hello");
+    let good = udp_frame(PROBE_MAC, p.mac, IpPair::V4 { src: probe_v4(), dst: b4() }, 1, 5000, b"hello");
     let mut bad_l4 = good.clone();
     bad_l4[14 + 20 + 6] ^= 0x55; // UDP checksum
     let mut bad_ip = good.clone();
@@ -288,7 +288,7 @@ fn rfc792_echo_reply_reuses_the_request_buffer() {
 #[test]
 fn malformed_frames_are_counted_by_reason() {
     let mut p = Probe::new("pr_malformed", |_| {});
-    let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"x");
+    let good = udp_frame(PROBE_MAC, p.mac, IpPair::V4 { src: probe_v4(), dst: b4() }, 1, 5000, b"x");
     let mut bad_version = good.clone();
     bad_version[14] = 0x65;
     let mut bad_ihl = good.clone();
@@ -311,7 +311,7 @@ fn malformed_frames_are_counted_by_reason() {
 fn udp_v6_to_closed_port_gets_rfc4443_port_unreachable_quoting_the_packet() {
     let mut p = Probe::new("pr_unreach6", |_| {});
     drop(take_sent(&mut p));
-    let f = udp6_frame(PROBE_MAC, p.mac, a6(), b6(), 4444, 9, b"closed");
+    let f = udp_frame(PROBE_MAC, p.mac, IpPair::V6 { src: a6(), dst: b6() }, 4444, 9, b"closed");
     p.send(vec![f.clone()]);
     let sent = take_sent(&mut p);
     assert_eq!(sent.len(), 1);
