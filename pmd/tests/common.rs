@@ -43,3 +43,22 @@ pub fn seq(m: &Mbuf) -> u32 {
     let d = m.data();
     u32::from_be_bytes([d[14], d[15], d[16], d[17]])
 }
+
+/// A fresh directory for a test's files, `pmd_<tag>_<pid>` under the temp
+/// directory; the test removes it.
+pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pmd_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The records of a pcap file: (timestamp ns, original length, captured bytes).
+pub fn pcap_records(path: &std::path::Path) -> Vec<(u64, u32, Vec<u8>)> {
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        v.push((p.timestamp.as_nanos() as u64, p.orig_len, p.data.into_owned()));
+    }
+    v
+}
