@@ -147,6 +147,15 @@ fn dnsmasq_answers_our_resolver_on_our_stack_with_cname_and_truncation() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("no such name"), "{o:?}");
 }
 
+/// [`tap_bed`] with certificates for TLS and dnsmasq answering for the
+/// names in them (kept running while the returned guard lives).
+fn named_tls_bed(tag: &str) -> Option<(Testbed, Pki, Bg)> {
+    let tb = tap_bed(tag)?;
+    let pki = Pki::new();
+    let dns = dnsmasq(&tb);
+    Some((tb, pki, dns))
+}
+
 /// `openssl s_server -rev` in the namespace with `cert`, one version.
 fn s_server(tb: &Testbed, pki: &Pki, stem: &str, version: &str) -> Bg {
     let mut c = tb.cmd("openssl");
@@ -190,9 +199,7 @@ fn tls_client(tb: &Testbed, pki: &Pki, target: &str, versions: &str) -> std::pro
 
 #[test]
 fn openssl_s_server_serves_our_tls_client_found_by_name_tls12_and_tls13() {
-    let Some(tb) = tap_bed("echt") else { return };
-    let pki = Pki::new();
-    let _dns = dnsmasq(&tb);
+    let Some((tb, pki, _dns)) = named_tls_bed("echt") else { return };
     for (flag, versions) in [("-tls1_3", "1.3"), ("-tls1_2", "1.2")] {
         let srv = s_server(&tb, &pki, "echo", flag);
         let o = tls_client(&tb, &pki, "tls://echo.test:4433", versions);
@@ -206,9 +213,7 @@ fn openssl_s_server_serves_our_tls_client_found_by_name_tls12_and_tls13() {
 
 #[test]
 fn a_certificate_for_another_name_or_an_expired_one_is_a_clear_error() {
-    let Some(tb) = tap_bed("ech2") else { return };
-    let pki = Pki::new();
-    let _dns = dnsmasq(&tb);
+    let Some((tb, pki, _dns)) = named_tls_bed("ech2") else { return };
     for (stem, want) in [("other", "not valid for name"), ("expired", "expired")] {
         let srv = s_server(&tb, &pki, stem, "-tls1_3");
         let o = tls_client(&tb, &pki, "tls://echo.test:4433", "1.3");
