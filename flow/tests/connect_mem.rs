@@ -8,15 +8,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{leaf, pki};
+use common::{leaf, pki, resolver_config};
 use flow::connect::{connect, tls_over, BoxFlow, ConnectError, Context, Registry, UriError};
-use flow::dns::{Hosts, Resolver, ResolverConfig};
+use flow::dns::{Hosts, Resolver};
 use flow::exec::{Executor, TimerReactor};
 use flow::happy_eyeballs::HappyEyeballsConfig;
 use flow::kernel::tests_support::{listen_config, tcp_config};
 use flow::mem::MemNet;
 use flow::tls::{self, ClientSettings, ServerSettings, TlsFlow, TlsVersion};
-use flow::{Flow, Listener, Net, TcpConfig, UdpConfig};
+use flow::{Flow, Listener, Net, TcpConfig};
 
 fn he() -> HappyEyeballsConfig {
     HappyEyeballsConfig {
@@ -34,14 +34,7 @@ fn ctx(net: &MemNet, registry: Registry) -> Context {
     hosts.insert("echo.test", "2001:2::2".parse().unwrap());
     hosts.insert("echo.test", "198.18.0.2".parse().unwrap());
     let r = Resolver::new(
-        ResolverConfig {
-            servers: vec!["198.18.0.53:53".parse().unwrap()],
-            timeout: Duration::from_millis(200),
-            retries: 0,
-            cache_capacity: 8,
-            udp: UdpConfig { rx_queue_len: 8 },
-            tcp: tcp_config(),
-        },
+        resolver_config(&["198.18.0.53:53"], Duration::from_millis(200), 0, 8, 8),
         flow::connect::Dialer::of(net.clone()),
         hosts,
     )

@@ -3,9 +3,12 @@
 //! timeouts and retries, NXDOMAIN, the cache's TTLs, the hosts table,
 //! resolv.conf, and malformed answers (fuzzed: no panic, counted, ignored).
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::resolver_config;
 use flow::connect::Dialer;
 use flow::dns::message::{self, Verdict};
 use flow::dns::{Hosts, ResolveError, Resolver, ResolverConfig};
@@ -26,14 +29,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn cfg(servers: &[&str], retries: u32) -> ResolverConfig {
-    ResolverConfig {
-        servers: servers.iter().map(|s| sa(s)).collect(),
-        timeout: Duration::from_millis(500),
-        retries,
-        cache_capacity: 64,
-        udp: UdpConfig { rx_queue_len: 64 },
-        tcp: flow::kernel::tests_support::tcp_config(),
-    }
+    resolver_config(servers, Duration::from_millis(500), retries, 64, 64)
 }
 
 fn name(s: &str) -> Name {

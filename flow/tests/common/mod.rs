@@ -1,8 +1,11 @@
 //! Shared by the flow integration tests: a certificate authority made by
-//! rcgen for the test, and leaf certificates it signs.
+//! rcgen for the test, leaf certificates it signs, and resolver settings.
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use flow::dns::ResolverConfig;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -35,4 +38,24 @@ pub fn leaf(pki: &Pki, name: &str, expired: bool) -> (Vec<CertificateDer<'static
     let k = KeyPair::generate().unwrap();
     let c = p.signed_by(&k, &pki.ca_cert, &pki.ca_key).unwrap();
     (vec![c.der().clone()], Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.serialize_der()))))
+}
+
+/// Resolver settings: `servers` (IP:PORT) each given `timeout`, `retries`
+/// after the first query, `cache_capacity` answers cached, a UDP receive
+/// queue `udp_queue` deep, the tests' TCP settings for truncated answers.
+pub fn resolver_config(
+    servers: &[&str],
+    timeout: Duration,
+    retries: u32,
+    cache_capacity: usize,
+    udp_queue: usize,
+) -> ResolverConfig {
+    ResolverConfig {
+        servers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+        timeout,
+        retries,
+        cache_capacity,
+        udp: flow::UdpConfig { rx_queue_len: udp_queue },
+        tcp: flow::kernel::tests_support::tcp_config(),
+    }
 }
