@@ -4,8 +4,31 @@
 use pmd::mempool::DEFAULT_HEADROOM;
 use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RxQueue, TxQueue};
 
-pub fn pool(name: &str, count: usize) -> Mempool {
-    Mempool::new(&MempoolConfig::new(name, count, 2048, DEFAULT_HEADROOM, 32)).unwrap()
+/// A pool of `count` buffers that checks, when the test is done with it,
+/// that every one of them came home (see [`Pool`]).
+pub fn pool(name: &str, count: usize) -> Pool {
+    Pool(Mempool::new(&MempoolConfig::new(name, count, 2048, DEFAULT_HEADROOM, 32)).unwrap())
+}
+
+/// A test's pool: a [`Mempool`] that asserts on drop that no buffer leaked.
+/// Declared first in a test, it is dropped last, after the ports, queues and
+/// frames declared after it have given their buffers back; a test that
+/// already failed is not checked again.
+pub struct Pool(pub Mempool);
+
+impl std::ops::Deref for Pool {
+    type Target = Mempool;
+    fn deref(&self) -> &Mempool {
+        &self.0
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(self.0.available(), self.0.count(), "mbufs leaked from pool {}", self.0.name());
+        }
+    }
 }
 
 /// Opens, configures (1 rx, 1 tx queue, `desc` descriptors), sets promiscuous and starts.

@@ -100,8 +100,6 @@ fn requested_checksums_arrive_partial_and_trusted_others_unmarked() {
     let mut f = off.data().to_vec();
     assert!(pmd::checksum::finish_partial(&mut f));
     assert!(tcp_ok(&f));
-    drop((got, tx, rx, a, b));
-    assert_eq!(pool.in_use(), 0);
 }
 
 #[test]
@@ -130,7 +128,6 @@ fn corruption_under_offload_clears_the_verdicts_so_the_receiver_catches_it() {
         }
         drop((got, rx, tx, p));
     }
-    assert_eq!(pool.in_use(), 0);
 }
 
 #[test]
@@ -152,5 +149,4 @@ fn capture_shows_finished_checksums_and_leaves_the_frames_partial() {
     }
     assert_eq!(recs.len(), 4, "two sent, two received");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(pool.in_use(), 0);
 }

@@ -152,9 +152,6 @@ fn icmpecho_answers_arp_and_echo_requests_and_drops_the_rest() {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     assert_eq!(sum, 0xffff, "echo reply checksum verifies");
-    drop(got);
-    drop((l, btx, brx, pa, pb));
-    assert_eq!(pool.available(), 256);
 }
 
 #[test]
@@ -186,8 +183,6 @@ fn boxed_queues_downcast_to_their_own_type_only_and_forward_as_before() {
     drop(core);
     let s = p.stats();
     assert_eq!((s.ipackets, s.opackets), (328, 320));
-    drop(p);
-    assert_eq!(pool.available(), 256);
 }
 
 /// Forwards in io mode on `spec` for a while with cycle recording `rec`;
