@@ -52,16 +52,6 @@ fn wait_up(tb: &Testbed, ip: &str, port: u16) {
     panic!("our server on {target} did not come up");
 }
 
-fn stats(out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no counters from the server: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    serde_json::from_str(line).expect("server counters are JSON")
-}
-
 #[test]
 fn kernel_client_to_our_server_over_tap() {
     if !available() {
@@ -86,7 +76,7 @@ fn kernel_client_to_our_server_over_tap() {
             total += n;
         }
     }
-    let s = stats(&srv.stop());
+    let s = last_json(&srv.stop());
     assert_eq!(s["tcp_errors"], 0, "{s}");
     assert!(s["tcp_bytes"].as_u64().unwrap() >= total * 64, "{s} vs {total} messages");
 }
@@ -132,7 +122,7 @@ fn our_client_to_kernel_server_over_tap() {
             total += r["messages"].as_u64().unwrap();
         }
     }
-    let s = stats(&srv.stop());
+    let s = last_json(&srv.stop());
     assert_eq!(s["tcp_errors"], 0, "{s}");
     assert!(s["tcp_bytes"].as_u64().unwrap() >= total * 64, "{s} vs {total} messages");
 }
@@ -216,7 +206,7 @@ fn sockperf_against(tb: &Testbed, ip: &str, start: impl Fn(&Testbed, u16) -> Bg)
         if a.contains(&"--tcp") {
             drained(tb, 11111);
         }
-        let s = stats(&srv.stop());
+        let s = last_json(&srv.stop());
         assert!(sent > 0, "{what}: {text}");
         assert_eq!(s["sockperf_messages"].as_u64(), Some(sent), "{what}: server {s} vs sockperf:\n{text}");
         assert_eq!(s["tcp_errors"], 0, "{what}: {s}");
