@@ -92,11 +92,7 @@ fn tap_passes_against_af_packet_on_its_kernel_side() {
 
 #[test]
 fn af_xdp_passes_against_an_af_packet_peer() {
-    if !testbed::available(&[]) {
-        return;
-    }
-    let tb = Testbed::up("confxdp", &["--quiet"]);
-    let text = testpmd_conformance(&tb, "af_xdp:p0", "af_packet:k0");
+    let Some(text) = conformance_in_quiet_bed("confxdp", "af_xdp:p0", "af_packet:k0") else { return };
     // AF_XDP truly has no checksum offload and no say in the device's RSS.
     assert!(text.contains("10 passed, 0 failed, 2 unsupported"), "{text}");
     for check in ["checksum_offload", "multi_queue"] {
