@@ -24,7 +24,7 @@
 //! whole) over the same run is in the JSON beside it.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::{env_or, plot_series, summarize, write_json, write_md, Row, Series, Summary};
@@ -151,13 +151,7 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool) -> Result<
     if case.tx_first {
         args.push("--tx-first".into());
     }
-    let mut child = Command::new("stdbuf")
-        .arg("-oL")
-        .arg(bin)
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    let mut child = crate::spawn_line_buffered(bin, &args)
         .map_err(|e| format!("running {bin}: {e} (install Debian's dpdk package)"))?;
     let stdout = child.stdout.take().expect("piped");
     let deadline = Instant::now() + Duration::from_secs(secs as u64 + 60);

@@ -164,6 +164,19 @@ pub fn plot_series(name: &str, title: &str, x_desc: &str, y_desc: &str, series: 
     path
 }
 
+/// Starts `bin args` with its stdout line-buffered (`stdbuf -oL`: DPDK's
+/// testpmd writes its per-second stats through stdio, which a pipe would
+/// hold back in blocks) and piped to us; stderr is discarded.
+pub fn spawn_line_buffered(bin: &str, args: &[String]) -> std::io::Result<std::process::Child> {
+    std::process::Command::new("stdbuf")
+        .arg("-oL")
+        .arg(bin)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+}
+
 /// First line of a command's output, or `unknown`.
 pub fn command_line(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)

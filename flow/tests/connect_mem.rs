@@ -2,18 +2,21 @@
 //! application's own scheme layered over another, TLS over `mem://` through
 //! `tls_over`, and errors that name what was missing or wrong.
 
+mod common;
+
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{leaf, pki, resolver_config};
 use flow::connect::{connect, tls_over, BoxFlow, ConnectError, Context, Registry, UriError};
-use flow::dns::{Hosts, Resolver, ResolverConfig};
+use flow::dns::{Hosts, Resolver};
 use flow::exec::{Executor, TimerReactor};
 use flow::happy_eyeballs::HappyEyeballsConfig;
 use flow::kernel::tests_support::{listen_config, tcp_config};
 use flow::mem::MemNet;
 use flow::tls::{self, ClientSettings, ServerSettings, TlsFlow, TlsVersion};
-use flow::{Flow, Listener, Net, TcpConfig, UdpConfig};
+use flow::{Flow, Listener, Net, TcpConfig};
 
 fn he() -> HappyEyeballsConfig {
     HappyEyeballsConfig {
@@ -31,14 +34,7 @@ fn ctx(net: &MemNet, registry: Registry) -> Context {
     hosts.insert("echo.test", "2001:2::2".parse().unwrap());
     hosts.insert("echo.test", "198.18.0.2".parse().unwrap());
     let r = Resolver::new(
-        ResolverConfig {
-            servers: vec!["198.18.0.53:53".parse().unwrap()],
-            timeout: Duration::from_millis(200),
-            retries: 0,
-            cache_capacity: 8,
-            udp: UdpConfig { rx_queue_len: 8 },
-            tcp: tcp_config(),
-        },
+        resolver_config(&["198.18.0.53:53"], Duration::from_millis(200), 0, 8, 8),
         flow::connect::Dialer::of(net.clone()),
         hosts,
     )
@@ -130,25 +126,18 @@ fn an_application_scheme_layers_a_preamble_over_another_scheme() {
 
 #[test]
 fn tls_over_mem_verifies_the_name_and_echoes() {
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.distinguished_name.push(rcgen::DnType::CommonName, "connect ca");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = p.self_signed(&ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
-        rcgen::CertificateParams::new(vec!["echo.test".into()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let ca = pki("connect ca");
+    let (chain, key) = leaf(&ca, "echo.test", false);
     let sc = tls::server_config(&ServerSettings {
-        chain: vec![leaf.der().clone()],
-        key: Arc::new(key),
+        chain,
+        key,
         versions: vec![TlsVersion::Tls13],
         alpn: vec![],
         client_roots: None,
     })
     .unwrap();
     let cc = tls::client_config(&ClientSettings {
-        roots: vec![ca.der().clone()],
+        roots: vec![ca.ca.clone()],
         versions: vec![TlsVersion::Tls13],
         alpn: vec![],
         client_cert: None,

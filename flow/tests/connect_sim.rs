@@ -5,13 +5,16 @@
 //! attempt delay plus a round trip, and leave no half-open connection behind
 //! on either stack; every buffer goes home.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::resolver_config;
 use flow::connect::{connect, Context, Registry};
-use flow::dns::{Hosts, Resolver, ResolverConfig};
+use flow::dns::{Hosts, Resolver};
 use flow::exec::Executor;
 use flow::happy_eyeballs::HappyEyeballsConfig;
 use flow::kernel::tests_support::{listen_config, tcp_config};
@@ -125,14 +128,7 @@ fn tcp_name_connects_over_ipv4_within_one_attempt_delay_when_ipv6_is_black_holed
                 f.close().await.unwrap();
             });
             let resolver = Resolver::new(
-                ResolverConfig {
-                    servers: vec!["198.18.0.2:53".parse().unwrap()],
-                    timeout: Duration::from_secs(1),
-                    retries: 1,
-                    cache_capacity: 16,
-                    udp: UdpConfig { rx_queue_len: 16 },
-                    tcp: tcp_config(),
-                },
+                resolver_config(&["198.18.0.2:53"], Duration::from_secs(1), 1, 16, 16),
                 flow::connect::Dialer::of(a.clone()),
                 Hosts::new(),
             )

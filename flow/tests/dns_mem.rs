@@ -3,9 +3,12 @@
 //! timeouts and retries, NXDOMAIN, the cache's TTLs, the hosts table,
 //! resolv.conf, and malformed answers (fuzzed: no panic, counted, ignored).
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use common::resolver_config;
 use flow::connect::Dialer;
 use flow::dns::message::{self, Verdict};
 use flow::dns::{Hosts, ResolveError, Resolver, ResolverConfig};
@@ -26,14 +29,7 @@ fn sa(s: &str) -> SocketAddr {
 }
 
 fn cfg(servers: &[&str], retries: u32) -> ResolverConfig {
-    ResolverConfig {
-        servers: servers.iter().map(|s| sa(s)).collect(),
-        timeout: Duration::from_millis(500),
-        retries,
-        cache_capacity: 64,
-        udp: UdpConfig { rx_queue_len: 64 },
-        tcp: flow::kernel::tests_support::tcp_config(),
-    }
+    resolver_config(servers, Duration::from_millis(500), retries, 64, 64)
 }
 
 fn name(s: &str) -> Name {
@@ -143,6 +139,14 @@ fn serve(net: &MemNet, at: &str, mode: Mode) {
     });
 }
 
+/// A resolver (`retries` retries, no hosts entries) asking only a server in
+/// `mode` on a fresh in-memory network.
+fn resolver_of(mode: Mode, retries: u32) -> Resolver {
+    let net = MemNet::new();
+    serve(&net, SERVER, mode);
+    Resolver::new(cfg(&[SERVER], retries), Dialer::of(net), Hosts::new()).unwrap()
+}
+
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> (T, u64) {
     let clock = pmd::VirtualClock::new();
     let mut ex = Executor::new(TimerReactor::virtual_time(clock.clone(), 1_000));
@@ -157,9 +161,7 @@ fn ips(s: &[&str]) -> Vec<IpAddr> {
 #[test]
 fn a_aaaa_and_a_cname_chain_are_answered_concurrently() {
     let (s, _) = run(async {
-        let net = MemNet::new();
-        serve(&net, SERVER, Mode::Answer);
-        let r = Resolver::new(cfg(&[SERVER], 0), Dialer::of(net), Hosts::new()).unwrap();
+        let r = resolver_of(Mode::Answer, 0);
         let (v6, v4) = r.lookup_ip("Alias.Test").await;
         assert_eq!(v6.unwrap(), ips(&["2001:2::2"]));
         assert_eq!(v4.unwrap(), ips(&["198.18.0.2"]));
@@ -171,9 +173,7 @@ fn a_aaaa_and_a_cname_chain_are_answered_concurrently() {
 #[test]
 fn a_truncated_answer_is_asked_again_over_tcp() {
     let (s, _) = run(async {
-        let net = MemNet::new();
-        serve(&net, SERVER, Mode::TruncateBig);
-        let r = Resolver::new(cfg(&[SERVER], 0), Dialer::of(net), Hosts::new()).unwrap();
+        let r = resolver_of(Mode::TruncateBig, 0);
         let v = r.lookup("big.test", Family::V4).await.unwrap();
         assert_eq!(v.len(), 60);
         assert_eq!(v[0], "198.18.1.1".parse::<IpAddr>().unwrap());
@@ -185,9 +185,7 @@ fn a_truncated_answer_is_asked_again_over_tcp() {
 #[test]
 fn answers_with_a_wrong_id_question_or_source_and_garbage_are_counted_and_ignored() {
     let (s, _) = run(async {
-        let net = MemNet::new();
-        serve(&net, SERVER, Mode::SpoofFirst);
-        let r = Resolver::new(cfg(&[SERVER], 0), Dialer::of(net), Hosts::new()).unwrap();
+        let r = resolver_of(Mode::SpoofFirst, 0);
         assert_eq!(r.lookup("echo.test", Family::V4).await.unwrap(), ips(&["198.18.0.2"]));
         r.stats()
     });
@@ -217,13 +215,9 @@ fn a_silent_server_times_out_and_the_retry_goes_to_the_next_server() {
 #[test]
 fn nxdomain_and_servfail_are_typed() {
     run(async {
-        let net = MemNet::new();
-        serve(&net, SERVER, Mode::Answer);
-        let r = Resolver::new(cfg(&[SERVER], 0), Dialer::of(net), Hosts::new()).unwrap();
+        let r = resolver_of(Mode::Answer, 0);
         assert_eq!(r.lookup("nope.test", Family::V4).await, Err(ResolveError::NoSuchName("nope.test".into())));
-        let net = MemNet::new();
-        serve(&net, SERVER, Mode::ServFail);
-        let r = Resolver::new(cfg(&[SERVER], 1), Dialer::of(net), Hosts::new()).unwrap();
+        let r = resolver_of(Mode::ServFail, 1);
         assert!(
             matches!(r.lookup("echo.test", Family::V4).await, Err(ResolveError::Server { rcode, .. }) if rcode.contains("Server Failure") || rcode.contains("SERVFAIL") || !rcode.is_empty())
         );

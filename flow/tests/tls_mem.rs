@@ -3,40 +3,13 @@
 //! client certificates, close_notify, and the typed errors: a wrong name, an
 //! expired certificate, an unknown issuer, a peer that sends garbage.
 
-use std::sync::Arc;
+mod common;
 
+use common::{leaf, pki, Pki};
 use flow::exec::{Executor, TimerReactor};
 use flow::mem::duplex;
 use flow::tls::{self, ClientSettings, ServerSettings, TlsError, TlsFlow, TlsVersion};
 use flow::{Flow, FlowError};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-struct Pki {
-    ca: CertificateDer<'static>,
-    ca_cert: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-fn pki(cn: &str) -> Pki {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = p.self_signed(&ca_key).unwrap();
-    Pki { ca: ca_cert.der().clone(), ca_cert, ca_key }
-}
-
-fn leaf(pki: &Pki, name: &str, expired: bool) -> (Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>) {
-    let mut p = CertificateParams::new(vec![name.to_string()]).unwrap();
-    if expired {
-        p.not_before = rcgen::date_time_ymd(2001, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2002, 1, 1);
-    }
-    let k = KeyPair::generate().unwrap();
-    let c = p.signed_by(&k, &pki.ca_cert, &pki.ca_key).unwrap();
-    (vec![c.der().clone()], Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(k.serialize_der()))))
-}
 
 fn client(pki: &Pki, versions: &[TlsVersion], alpn: &[&[u8]]) -> ClientSettings {
     ClientSettings {
@@ -57,11 +30,7 @@ fn ex() -> Executor<TimerReactor> {
 }
 
 /// Runs a handshake over a fresh duplex; returns both results.
-fn handshake(
-    c: ClientSettings,
-    s: ServerSettings,
-    name: &str,
-) -> (Result<TlsFlow<flow::mem::MemFlow>, FlowError>, Result<TlsFlow<flow::mem::MemFlow>, FlowError>) {
+fn handshake(c: ClientSettings, s: ServerSettings, name: &str) -> Ends {
     let (cc, sc) = (tls::client_config(&c).unwrap(), tls::server_config(&s).unwrap());
     let name = tls::server_name(name).unwrap();
     ex().block_on(async move {
@@ -71,6 +40,16 @@ fn handshake(
         (cli, srv.await)
     })
     .unwrap()
+}
+
+/// Results of both ends.
+type Ends = (Result<TlsFlow<flow::mem::MemFlow>, FlowError>, Result<TlsFlow<flow::mem::MemFlow>, FlowError>);
+
+/// A TLS 1.3 handshake to "echo.test" where the client trusts `client_ca`
+/// and the server shows a certificate of `server_ca` for `cert_name`.
+fn tls13_handshake(client_ca: &Pki, server_ca: &Pki, cert_name: &str) -> Ends {
+    let v = [TlsVersion::Tls13];
+    handshake(client(client_ca, &v, &[]), server(server_ca, cert_name, false, &v), "echo.test")
 }
 
 #[test]
@@ -127,8 +106,7 @@ fn exact_bytes_both_ways_over_tls12_and_tls13_then_close_notify() {
 #[test]
 fn a_certificate_for_another_name_is_a_typed_certificate_error() {
     let p = pki("test ca");
-    let v = [TlsVersion::Tls13];
-    let (c, _s) = handshake(client(&p, &v, &[]), server(&p, "other.test", false, &v), "echo.test");
+    let (c, _s) = tls13_handshake(&p, &p, "other.test");
     match c {
         Err(FlowError::Tls(TlsError::Certificate(rustls::CertificateError::NotValidForNameContext { .. })))
         | Err(FlowError::Tls(TlsError::Certificate(rustls::CertificateError::NotValidForName))) => {}
@@ -157,8 +135,7 @@ fn an_expired_certificate_is_a_typed_certificate_error() {
 #[test]
 fn an_unknown_issuer_is_rejected_and_the_server_hears_the_alert() {
     let (p, other) = (pki("test ca"), pki("another ca"));
-    let v = [TlsVersion::Tls13];
-    let (c, s) = handshake(client(&other, &v, &[]), server(&p, "echo.test", false, &v), "echo.test");
+    let (c, s) = tls13_handshake(&other, &p, "echo.test");
     assert!(
         matches!(c, Err(FlowError::Tls(TlsError::Certificate(rustls::CertificateError::UnknownIssuer)))),
         "{:?}",
@@ -225,8 +202,7 @@ fn a_peer_that_sends_garbage_is_a_protocol_error_without_panic() {
 #[test]
 fn a_stream_cut_without_close_notify_is_truncated_not_eof() {
     let p = pki("test ca");
-    let v = [TlsVersion::Tls13];
-    let (c, s) = handshake(client(&p, &v, &[]), server(&p, "echo.test", false, &v), "echo.test");
+    let (c, s) = tls13_handshake(&p, &p, "echo.test");
     let (mut c, s) = (c.unwrap(), s.unwrap());
     ex().block_on(async move {
         drop(s); // the transport ends, no close_notify

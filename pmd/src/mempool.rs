@@ -165,6 +165,17 @@ pub struct SharedMemory {
     pub len: usize,
 }
 
+/// Where a native pool's objects live (see [`Mempool::native_region`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NativeRegion {
+    /// The first object (4096-aligned).
+    pub(crate) base: NonNull<u8>,
+    /// Bytes of the region (at least `count * stride`).
+    pub(crate) len: usize,
+    /// Bytes from one object to the next (a multiple of 64).
+    pub(crate) stride: usize,
+}
+
 /// Creates a memfd named `name` of `len` bytes and maps it shared, read-write
 /// and populated (also the virtio-user driver's rings). Errors say `what` it was for.
 pub(crate) fn map_shared(name: &str, what: &str, len: usize) -> Result<(NonNull<u8>, std::os::fd::OwnedFd), PmdError> {
@@ -225,6 +236,23 @@ impl Mempool {
                 Some(SharedMemory { fd: fd.as_raw_fd(), addr: region.as_ptr() as usize, len: layout.size() })
             }
             _ => None,
+        }
+    }
+
+    /// A native pool's memory as one region of equal objects: object `i`
+    /// (its `MbufHdr` first, then headroom and data room) starts at
+    /// `base + i * stride`, for `i < count`. `None` for external pools. The
+    /// AF_XDP driver registers this region as its UMEM, so the kernel writes
+    /// received frames straight into pool buffers (additive, crate-internal).
+    pub(crate) fn native_region(&self) -> Option<NativeRegion> {
+        match &self.core().backing {
+            Backing::Native(n) => Some(NativeRegion {
+                base: n.region,
+                len: n.layout.size(),
+                stride: std::mem::size_of::<MbufHdr>()
+                    + (self.core().headroom as usize + self.core().data_room).next_multiple_of(64),
+            }),
+            Backing::External(_) => None,
         }
     }
 

@@ -8,7 +8,7 @@
 //! usage and options and reads them itself (`DRIVER` and `open_spec` in its
 //! module); this file only lists the drivers.
 
-use crate::drivers::{af_packet, null, ring, tap, virtio_user};
+use crate::drivers::{af_packet, af_xdp, null, ring, tap, virtio_user};
 use crate::impair::{ImpairConfig, ImpairPort, IMPAIR_OPTIONS};
 use crate::pcap::{PcapPort, PCAP_OPTIONS};
 use crate::spec::{DriverInfo, OpenEnv, Spec};
@@ -19,6 +19,7 @@ static DRIVERS: &[DriverInfo] = &[
     null::DRIVER,
     tap::DRIVER,
     af_packet::DRIVER,
+    af_xdp::DRIVER,
     virtio_user::DRIVER,
     #[cfg(feature = "dpdk")]
     crate::drivers::dpdk::DRIVER,
@@ -146,6 +147,15 @@ mod tests {
             ("af_packet:x?block_size=1000", "'block_size'"),
             ("af_packet:x?frame_size=100", "'frame_size'"),
             ("af_packet:x?block_count=0", "'block_count'"),
+            ("af_xdp:", "af_xdp:IFNAME"),
+            ("af_xdp:x?queues=0", "'queues'"),
+            ("af_xdp:x?zero_copy=maybe", "'zero_copy'"),
+            ("af_xdp:x?frame_size=3000", "'frame_size'"),
+            ("af_xdp:x?rx_size=1000", "'rx_size'"),
+            ("af_xdp:x?tx_size=16", "'tx_size'"),
+            ("af_xdp:x?num_frames=1024", "'num_frames'"),
+            ("af_xdp:x?need_wakeup=2", "'need_wakeup'"),
+            ("af_xdp:x?busy_poll=-1", "'busy_poll'"),
             ("tap:x?blocks=1", "valid options: queues, rss, mac"),
             ("tap:x?rss=2", "'rss'"),
             ("af_packet:x?rss=yes", "'rss'"),

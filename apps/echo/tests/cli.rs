@@ -10,10 +10,8 @@ use common::*;
 const T: Duration = Duration::from_secs(30);
 
 fn usage(args: &[&str], needle: &str) {
-    let o = echo(args, T);
-    assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
-    let line = one_line(&o);
-    assert!(line.contains(needle), "{args:?}: '{line}' should mention '{needle}'");
+    println!("{args:?}");
+    assert_exits_2_naming(&echo(args, T), needle);
 }
 
 #[test]
@@ -51,8 +49,7 @@ fn refused_port_exits_2() {
     let target = format!("tcp://127.0.0.1:{port}");
     for mode in ["pingpong", "churn"] {
         let o = echo(&["client", "--stack", "kernel", "--target", &target, "--mode", mode, "--duration", "1"], T);
-        assert_eq!(o.status.code(), Some(2), "{o:?}");
-        assert!(one_line(&o).contains("connection refused"), "{o:?}");
+        assert_exits_2_naming(&o, "connection refused");
     }
 }
 
@@ -85,8 +82,7 @@ fn unreachable_target_exits_2_kernel() {
         ]),
         T,
     );
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
-    assert!(one_line(&o).contains("unreachable"), "{o:?}");
+    assert_exits_2_naming(&o, "unreachable");
 }
 
 #[test]
@@ -98,8 +94,7 @@ fn unreachable_target_exits_2_user_stack() {
         &["client", "--stack", "user", "--port", &port, "--ip", "198.18.0.1/24", "--target", "tcp://198.19.0.9:7"],
         T,
     );
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
-    assert!(one_line(&o).contains("unreachable"), "{o:?}");
+    assert_exits_2_naming(&o, "unreachable");
 }
 
 #[test]
@@ -111,8 +106,7 @@ fn impairment_goes_into_the_port_spec() {
         &testkit::cli(&format!("server --stack user --port {port} --ip 198.18.0.1/24 --listen :7 --impair loss=0.1")),
         T,
     );
-    assert_eq!(o.status.code(), Some(2), "{o:?}");
-    assert!(one_line(&o).contains("seed"), "{o:?}");
+    assert_exits_2_naming(&o, "seed");
 }
 
 #[test]

@@ -1,15 +1,18 @@
 //! The same echo server and client code over every stack: the kernel's sockets
 //! (loopback), in-memory flows, and (in `sim.rs`) our stack in simulation.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use echo::client::{self, ClientConfig, Counters, Mode};
-use echo::server::{self, ServerConfig};
+use common::{client_config, echo_server_config};
+use echo::client::{self, Counters, Mode};
+use echo::server;
 use flow::exec::{Executor, TimerReactor};
-use flow::kernel::tests_support::{listen_config, tcp_config};
+use flow::kernel::tests_support::listen_config;
 use flow::kernel::KernelReactor;
 use flow::{Datagram, Listener, Net, UdpConfig};
 
@@ -22,33 +25,12 @@ async fn exercise<N: Net>(net: N, client_net: N, listen: SocketAddr, target: Opt
     let target = target.unwrap_or_else(|| l.local_addr().unwrap());
     let udp = net.udp_bind(target, &udp_cfg).unwrap();
     let udp_addr = udp.local_addr().unwrap();
-    let cfg = ServerConfig {
-        listen,
-        listen_cfg: listen_config(listen.port().max(1)),
-        udp: udp_cfg.clone(),
-        idle_timeout: Some(Duration::from_secs(30)),
-        sockperf: false,
-        udp_enabled: true,
-        banner: None,
-        tls: None,
-    };
+    let cfg = echo_server_config(listen, udp_cfg.rx_queue_len, Duration::from_secs(30));
     let stop = Arc::new(AtomicBool::new(false));
     let srv = flow::spawn(server::serve_on(l, Some(udp), cfg, stop.clone()));
     let mut msgs = 0;
     for (mode, conns, rate) in [(Mode::Pingpong, 4, 0.0), (Mode::Throughput, 4, 2_000.0), (Mode::Churn, 2, 0.0)] {
-        let cfg = Arc::new(ClientConfig {
-            target,
-            via: None,
-            payload: echo::client::Payload::Pattern,
-            conns,
-            size: 100,
-            mode,
-            rate,
-            duration: Duration::from_secs_f64(secs),
-            connect_timeout: Duration::from_secs(5),
-            tcp: tcp_config(),
-            progress: false,
-        });
+        let cfg = client_config(target, mode, conns, rate, 100, secs, Duration::from_secs(5));
         let counters = Arc::new(vec![Counters::default()]);
         let r = client::run(client_net.clone(), 0, 1, cfg, counters).await.unwrap();
         assert_eq!(r.errors, 0, "{mode:?} on {}: {:?}", net.name(), r.first_error);

@@ -3,17 +3,20 @@
 //! (loss, reordering, duplication) in virtual time, one executor driving both.
 //! Every message must come back intact, and every buffer must go home.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use echo::client::{self, ClientConfig, Counters, Mode};
-use echo::server::{self, ServerConfig};
+use common::{client_config, echo_server_config};
+use echo::client::{self, Counters, Mode};
+use echo::server;
 use flow::exec::Executor;
-use flow::kernel::tests_support::{listen_config, tcp_config};
+use flow::kernel::tests_support::tcp_config;
 use flow::user::UserReactor;
-use flow::{FlowError, Net, UdpConfig};
+use flow::{FlowError, Net};
 use pmd::{Mempool, MempoolConfig, OpenEnv, PortConfig, VirtualClock};
 
 const POOL: usize = 8192;
@@ -68,33 +71,12 @@ impl Sim {
 /// Serves on b, loads from a with every mode; returns messages echoed.
 async fn exercise(a: flow::user::UserNet, b: flow::user::UserNet, target: SocketAddr, secs: f64) -> u64 {
     let listen = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 7);
-    let cfg = ServerConfig {
-        listen,
-        listen_cfg: listen_config(7),
-        udp: UdpConfig { rx_queue_len: 256 },
-        idle_timeout: Some(Duration::from_secs(60)),
-        sockperf: false,
-        udp_enabled: true,
-        banner: None,
-        tls: None,
-    };
+    let cfg = echo_server_config(listen, 256, Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let srv = flow::spawn(server::serve(b, cfg, stop.clone()));
     let mut total = 0;
     for (mode, conns, rate) in [(Mode::Pingpong, 4, 0.0), (Mode::Throughput, 8, 4_000.0), (Mode::Churn, 2, 0.0)] {
-        let cfg = Arc::new(ClientConfig {
-            target,
-            via: None,
-            payload: echo::client::Payload::Pattern,
-            conns,
-            size: 300,
-            mode,
-            rate,
-            duration: Duration::from_secs_f64(secs),
-            connect_timeout: Duration::from_secs(10),
-            tcp: tcp_config(),
-            progress: false,
-        });
+        let cfg = client_config(target, mode, conns, rate, 300, secs, Duration::from_secs(10));
         let r = client::run(a.clone(), 0, 1, cfg, Arc::new(vec![Counters::default()]))
             .await
             .unwrap_or_else(|e| panic!("{mode:?} to {target}: {e}"));

@@ -1,4 +1,5 @@
-//! Real peers: our echo server on a TAP port inside a namespace made by
+//! Real peers: our echo server on a TAP port (and, for sockperf, on an
+//! `af_xdp` veth end) inside a namespace made by
 //! `scripts/testbed.sh up NAME --tap`, and the kernel on the other side of the
 //! TAP — the same echo client code on kernel sockets (the mix: kernel client →
 //! our server, and our client → the app's server on kernel sockets), and Debian's `sockperf` (ping-pong and throughput) against
@@ -24,11 +25,15 @@ fn available() -> bool {
 
 /// Our server on the namespace's TAP.
 fn server(tb: &Testbed, port: u16, extra: &[&str]) -> Bg {
-    let spec = format!("tap:t0?mac={TAP_MAC}");
+    server_on(tb, &format!("tap:t0?mac={TAP_MAC}"), OURS4, OURS6, port, extra)
+}
+
+/// Our server on port spec `spec` with addresses `ip4`/24 and `ip6`/64.
+fn server_on(tb: &Testbed, spec: &str, ip4: &str, ip6: &str, port: u16, extra: &[&str]) -> Bg {
     let listen = format!(":{port}");
     let mut c = tb.cmd(echo_bin());
-    c.args(["server", "--stack", "user", "--port", &spec, "--ip", &format!("{OURS4}/24")]);
-    c.args(["--ip", &format!("{OURS6}/64"), "--listen", &listen, "--json", "--duration", "60"]);
+    c.args(["server", "--stack", "user", "--port", spec, "--ip", &format!("{ip4}/24")]);
+    c.args(["--ip", &format!("{ip6}/64"), "--listen", &listen, "--json", "--duration", "60"]);
     c.args(extra);
     Bg::spawn(&mut c)
 }
@@ -45,16 +50,6 @@ fn wait_up(tb: &Testbed, ip: &str, port: u16) {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("our server on {target} did not come up");
-}
-
-fn stats(out: &std::process::Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no counters from the server: {text} {}", String::from_utf8_lossy(&out.stderr)));
-    serde_json::from_str(line).expect("server counters are JSON")
 }
 
 #[test]
@@ -81,7 +76,7 @@ fn kernel_client_to_our_server_over_tap() {
             total += n;
         }
     }
-    let s = stats(&srv.stop());
+    let s = last_json(&srv.stop());
     assert_eq!(s["tcp_errors"], 0, "{s}");
     assert!(s["tcp_bytes"].as_u64().unwrap() >= total * 64, "{s} vs {total} messages");
 }
@@ -127,7 +122,7 @@ fn our_client_to_kernel_server_over_tap() {
             total += r["messages"].as_u64().unwrap();
         }
     }
-    let s = stats(&srv.stop());
+    let s = last_json(&srv.stop());
     assert_eq!(s["tcp_errors"], 0, "{s}");
     assert!(s["tcp_bytes"].as_u64().unwrap() >= total * 64, "{s} vs {total} messages");
 }
@@ -177,20 +172,41 @@ fn sockperf_against_our_server_over_tap() {
         return;
     }
     let tb = Testbed::up(&unique("echs"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
+    sockperf_against(&tb, OURS4, |tb, port| server(tb, port, &["--sockperf"]));
+}
+
+#[test]
+fn sockperf_against_our_server_on_af_xdp() {
+    if !available() || !testkit::require(&["ethtool"]) {
+        return;
+    }
+    let tb = Testbed::up(&unique("echx"), &[]).expect("testbed");
+    // Over a veth, XDP would get the kernel's TCP/UDP checksums partial (see
+    // the af_xdp driver's docs): the kernel's side computes them itself.
+    let o = tb.cmd("ethtool").args(["-K", "k0", "tx", "off"]).output().expect("ethtool");
+    assert!(o.status.success(), "ethtool: {}", String::from_utf8_lossy(&o.stderr));
+    sockperf_against(&tb, "198.18.0.1", |tb, port| {
+        server_on(tb, "af_xdp:p0", "198.18.0.1", "2001:2::1", port, &["--sockperf"])
+    });
+}
+
+/// sockperf ping-pong (TCP, UDP) and throughput (TCP) against our server at
+/// `ip`, started fresh by `start` for each run; its counters must match.
+fn sockperf_against(tb: &Testbed, ip: &str, start: impl Fn(&Testbed, u16) -> Bg) {
     for (what, args) in [
         ("tcp ping-pong", vec!["ping-pong", "--tcp", "-m", "64"]),
         ("tcp throughput", vec!["throughput", "--tcp", "-m", "64"]),
         ("udp ping-pong", vec!["ping-pong", "-m", "64"]),
     ] {
-        let srv = server(&tb, 11111, &["--sockperf"]);
-        wait_up(&tb, OURS4, 11111);
+        let srv = start(tb, 11111);
+        wait_up(tb, ip, 11111);
         let mut a = args.clone();
-        a.extend(["-i", OURS4, "-p", "11111", "-t", "2"]);
-        let (sent, text) = sockperf(&tb, &a);
+        a.extend(["-i", ip, "-p", "11111", "-t", "2"]);
+        let (sent, text) = sockperf(tb, &a);
         if a.contains(&"--tcp") {
-            drained(&tb, 11111);
+            drained(tb, 11111);
         }
-        let s = stats(&srv.stop());
+        let s = last_json(&srv.stop());
         assert!(sent > 0, "{what}: {text}");
         assert_eq!(s["sockperf_messages"].as_u64(), Some(sent), "{what}: server {s} vs sockperf:\n{text}");
         assert_eq!(s["tcp_errors"], 0, "{what}: {s}");

@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,9 +31,16 @@ const OURS6: &str = "2001:2:0:1::1";
 const KERNEL4: &str = "198.18.1.2";
 const KERNEL6: &str = "2001:2:0:1::2";
 
-fn available() -> bool {
-    testkit::require_root("network namespaces, TAP")
-        && testkit::require(&["ip", "ss", "dnsmasq", "openssl", "curl", "kill"])
+/// A fresh namespace (named after `tag`) whose kernel side faces our stack
+/// over a TAP, as every test here uses; `None` (a skip) where root or the
+/// programs the tests run are missing.
+fn tap_bed(tag: &str) -> Option<Testbed> {
+    if !testkit::require_root("network namespaces, TAP")
+        || !testkit::require(&["ip", "ss", "dnsmasq", "openssl", "curl", "kill"])
+    {
+        return None;
+    }
+    Some(Testbed::up(&unique(tag), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed"))
 }
 
 /// Certificates made for the test, in a directory removed on drop.
@@ -119,38 +126,34 @@ fn echo_user(tb: &Testbed, cmd: &str, args: &[&str]) -> std::process::Output {
     run_bounded(&mut c, Duration::from_secs(60))
 }
 
-fn json(o: &std::process::Output) -> serde_json::Value {
-    let t = String::from_utf8_lossy(&o.stdout);
-    let line = t
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no JSON: {t} {}", String::from_utf8_lossy(&o.stderr)));
-    serde_json::from_str(line).unwrap()
-}
-
 #[test]
 fn dnsmasq_answers_our_resolver_on_our_stack_with_cname_and_truncation() {
-    if !available() {
-        return;
-    }
-    let tb = Testbed::up(&unique("echd"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
+    let Some(tb) = tap_bed("echd") else { return };
     let _dns = dnsmasq(&tb);
     let resolver = format!("{KERNEL4}:53");
     let o = echo_user(&tb, "resolve", &["--resolver", &resolver, "--name", "Alias.Test"]);
     assert!(o.status.success(), "{o:?}");
-    let j = json(&o);
+    let j = last_json(&o);
     assert_eq!(j["v4"], serde_json::json!([KERNEL4]), "{j}");
     assert_eq!(j["v6"], serde_json::json!([KERNEL6]), "{j}");
     assert_eq!(j["stats"]["mismatched"], 0, "{j}");
     let o = echo_user(&tb, "resolve", &["--resolver", &resolver, "--name", "big.test"]);
     assert!(o.status.success(), "{o:?}");
-    let j = json(&o);
+    let j = last_json(&o);
     assert_eq!(j["v4"].as_array().map(|a| a.len()), Some(60), "{j}");
     assert!(j["stats"]["truncated"].as_u64().unwrap() >= 1, "the UDP answer was truncated: {j}");
     let o = echo_user(&tb, "resolve", &["--resolver", &resolver, "--name", "nope.test"]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("no such name"), "{o:?}");
+}
+
+/// [`tap_bed`] with certificates for TLS and dnsmasq answering for the
+/// names in them (kept running while the returned guard lives).
+fn named_tls_bed(tag: &str) -> Option<(Testbed, Pki, Bg)> {
+    let tb = tap_bed(tag)?;
+    let pki = Pki::new();
+    let dns = dnsmasq(&tb);
+    Some((tb, pki, dns))
 }
 
 /// `openssl s_server -rev` in the namespace with `cert`, one version.
@@ -196,17 +199,12 @@ fn tls_client(tb: &Testbed, pki: &Pki, target: &str, versions: &str) -> std::pro
 
 #[test]
 fn openssl_s_server_serves_our_tls_client_found_by_name_tls12_and_tls13() {
-    if !available() {
-        return;
-    }
-    let tb = Testbed::up(&unique("echt"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
-    let pki = Pki::new();
-    let _dns = dnsmasq(&tb);
+    let Some((tb, pki, _dns)) = named_tls_bed("echt") else { return };
     for (flag, versions) in [("-tls1_3", "1.3"), ("-tls1_2", "1.2")] {
         let srv = s_server(&tb, &pki, "echo", flag);
         let o = tls_client(&tb, &pki, "tls://echo.test:4433", versions);
         assert!(o.status.success(), "{flag}: {o:?}");
-        let j = json(&o);
+        let j = last_json(&o);
         assert_eq!(j["errors"], 0, "{flag}: {j}");
         assert!(j["messages"].as_u64().unwrap() > 10, "{flag}: {j}");
         drop(srv);
@@ -215,12 +213,7 @@ fn openssl_s_server_serves_our_tls_client_found_by_name_tls12_and_tls13() {
 
 #[test]
 fn a_certificate_for_another_name_or_an_expired_one_is_a_clear_error() {
-    if !available() {
-        return;
-    }
-    let tb = Testbed::up(&unique("ech2"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
-    let pki = Pki::new();
-    let _dns = dnsmasq(&tb);
+    let Some((tb, pki, _dns)) = named_tls_bed("ech2") else { return };
     for (stem, want) in [("other", "not valid for name"), ("expired", "expired")] {
         let srv = s_server(&tb, &pki, stem, "-tls1_3");
         let o = tls_client(&tb, &pki, "tls://echo.test:4433", "1.3");
@@ -236,18 +229,9 @@ fn a_certificate_for_another_name_or_an_expired_one_is_a_clear_error() {
 fn converse(cmd: &mut Command, input: &[u8], want: usize) -> Vec<u8> {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let mut guard = Bg { child: None };
-    let mut stdout = child.stdout.take().unwrap();
     let got = Arc::new(Mutex::new(Vec::new()));
     let g2 = got.clone();
-    std::thread::spawn(move || {
-        let mut b = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut b) {
-            if n == 0 {
-                break;
-            }
-            g2.lock().unwrap().extend_from_slice(&b[..n]);
-        }
-    });
+    testkit::drain(child.stdout.take().unwrap(), move |b| g2.lock().unwrap().extend_from_slice(b));
     child.stdin.as_mut().unwrap().write_all(input).unwrap();
     guard.child = Some(child);
     let end = Instant::now() + Duration::from_secs(15);
@@ -261,10 +245,7 @@ fn converse(cmd: &mut Command, input: &[u8], want: usize) -> Vec<u8> {
 
 #[test]
 fn openssl_s_client_and_curl_talk_to_our_tls_server() {
-    if !available() {
-        return;
-    }
-    let tb = Testbed::up(&unique("echv"), &["--tap", "--tap-mac", TAP_MAC]).expect("testbed");
+    let Some(tb) = tap_bed("echv") else { return };
     let pki = Pki::new();
     let spec = format!("tap:t0?mac={TAP_MAC}");
     let mut c = tb.cmd(echo_bin());
@@ -319,10 +300,7 @@ fn openssl_s_client_and_curl_talk_to_our_tls_server() {
     // Our server echoes the request back (an HTTP/0.9 answer), then closes with close_notify.
     assert!(body.starts_with("GET /x HTTP/1.1\r\nHost: echo.test:4433\r\n"), "curl: {o:?}");
     assert!(o.status.success(), "curl: {o:?}");
-    let out = srv.stop();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).expect("counters");
-    let s: serde_json::Value = serde_json::from_str(line).unwrap();
+    let s = last_json(&srv.stop());
     assert_eq!(s["tls_handshake_errors"], 0, "{s}");
     assert_eq!(s["tcp_accepted"], 3, "{s}");
     // The two s_clients were killed (no close_notify): those end as truncated

@@ -1,5 +1,6 @@
-//! `scripts/bench.sh kernel_pmds`: rxonly and txonly Mpps of our `tap` and
-//! `af_packet` drivers against `dpdk-testpmd`'s `net_tap` and `net_af_packet` on
+//! `scripts/bench.sh kernel_pmds`: rxonly and txonly Mpps of our `tap`,
+//! `af_packet` and `af_xdp` drivers (and io for `af_xdp`) against
+//! `dpdk-testpmd`'s `net_tap`, `net_af_packet` and `net_af_xdp` on
 //! the same kind of interface, in the same run, with the kernel side generating
 //! or sinking traffic the same way for both.
 //!
@@ -15,6 +16,15 @@
 //!   `kbo0`, DPDK's `net_tap0,iface=kbd0`), whose kernel side drops the frames.
 //! * `rxonly/tap`: the same generator on `af_packet:<tap ifname>` makes the kernel
 //!   transmit on the TAP, i.e. deliver to the port's descriptor.
+//!
+//! * `txonly/af_xdp`, `rxonly/af_xdp`: as for `af_packet`, with `af_xdp:p0`
+//!   against `--vdev net_af_xdp0,iface=p0` (both copy mode: veth has no
+//!   zero-copy; both native XDP).
+//! * `io/af_xdp`: the same generator feeds `p0`; the port sends every frame back
+//!   out of `p0` (to `k0`, whose kernel drops it); the rate is frames forwarded
+//!   (DPDK: `Tx-pps`).
+//! * `<mode> ours af_xdp vs af_packet`: our two drivers on the same veth, from the
+//!   medians above (the reason to pick AF_XDP).
 //!
 //! Both run with `--record-core-cycles` and report the port core's busy
 //! cycles per packet (polls that moved frames, including the system calls
@@ -132,6 +142,11 @@ fn dpdk(vdev: &str, fwd: &str, core: usize, secs: u32, metric: &str, before_meas
     // Its final statistics (with the cycles line) come as it stops.
     let tail = std::thread::spawn(move || lines.map_while(Result::ok).find_map(|l| bench::dpdk_cycles_line(&l)));
     stop(&mut child);
+    if vdev.starts_with("net_af_xdp") {
+        // net_af_xdp attaches its program through netlink, which outlives the
+        // process if it is not stopped cleanly; the next port would find p0 busy.
+        let _ = Command::new("ip").args(["-n", NS, "link", "set", "dev", "p0", "xdp", "off"]).status();
+    }
     let busy = tail.join().ok().flatten().unwrap_or(f64::NAN);
     // Drop the first reading (0 before traffic) and the second (generator start).
     (samples.into_iter().skip(2).take(secs as usize).collect(), busy)
@@ -224,8 +239,38 @@ fn main() {
         }
         (o, d)
     });
-    let cases: [(&str, Run); 4] =
-        [("rxonly/tap", rx_tap), ("txonly/tap", tx_tap), ("rxonly/af_packet", rx_af), ("txonly/af_packet", tx_af)];
+    let b = bin.clone();
+    let tx_xdp: Run = Box::new(move |s| {
+        (
+            ours(&b, "af_xdp:p0", "txonly", core, s, || {}),
+            dpdk("net_af_xdp0,iface=p0", "txonly", core, s, "Tx-pps:", || {}),
+        )
+    });
+    let b = bin.clone();
+    let rx_xdp: Run = Box::new(move |s| {
+        let mut g = generator(&b, "k0", gen_core);
+        let o = ours(&b, "af_xdp:p0", "rxonly", core, s, || {});
+        let d = dpdk("net_af_xdp0,iface=p0", "rxonly", core, s, "Rx-pps:", || {});
+        stop(&mut g);
+        (o, d)
+    });
+    let b = bin.clone();
+    let io_xdp: Run = Box::new(move |s| {
+        let mut g = generator(&b, "k0", gen_core);
+        let o = ours(&b, "af_xdp:p0", "io", core, s, || {});
+        let d = dpdk("net_af_xdp0,iface=p0", "io", core, s, "Tx-pps:", || {});
+        stop(&mut g);
+        (o, d)
+    });
+    let cases: [(&str, Run); 7] = [
+        ("rxonly/tap", rx_tap),
+        ("txonly/tap", tx_tap),
+        ("rxonly/af_packet", rx_af),
+        ("txonly/af_packet", tx_af),
+        ("rxonly/af_xdp", rx_xdp),
+        ("txonly/af_xdp", tx_xdp),
+        ("io/af_xdp", io_xdp),
+    ];
 
     let mut rows = Vec::new();
     let mut md_rows = Vec::new();
@@ -276,6 +321,15 @@ fn main() {
         rows.push(row);
         rows.push(cpu_row);
     }
+    // Our af_xdp against our af_packet on the same veth, from the medians above.
+    let mut vs_rows = Vec::new();
+    for mode in ["rxonly", "txonly"] {
+        let med = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.ours).unwrap_or(f64::NAN);
+        let (x, a) = (med(&format!("{mode}/af_xdp")), med(&format!("{mode}/af_packet")));
+        let row = Row::new(&format!("{mode} ours af_xdp vs af_packet"), "Mpps", "higher", x, "ours af_packet", a);
+        vs_rows.push(format!("| {mode} | {x:.3} | {a:.3} | {:.2} |", row.ratio));
+        rows.push(row);
+    }
     let load_after = bench::load_average();
     let env = serde_json::json!({
         "cpu": bench::cpu_model(),
@@ -299,22 +353,32 @@ fn main() {
         &series,
     );
     let md = format!(
-        "# kernel_pmds: our tap and af_packet drivers vs dpdk-testpmd's net_tap and net_af_packet\n\n\
+        "# kernel_pmds: our tap, af_packet and af_xdp drivers vs dpdk-testpmd's net_tap, net_af_packet and \
+         net_af_xdp\n\n\
          Median of per-second rates (p10–p90 in brackets), Mpps; {rounds} alternating rounds of {secs} s per \
          side. All inside one network namespace (scripts/testbed.sh). txonly: 64-byte UDP frames the kernel \
          drops on the other side; rxonly: one generator for both (our testpmd txonly on af_packet bound to \
          the kernel side: k0 for the veth, the TAP interface itself for tap) on core {gen_core}; the port under \
          test on core {core}.\n\n\
          | case | ours | dpdk-testpmd | ratio | samples |\n|---|---|---|---|---|\n{}\n\n\
+         Our af_xdp against our af_packet on the same veth (medians above, Mpps):\n\n\
+         | mode | af_xdp | af_packet | ratio |\n|---|---|---|---|\n{}\n\n\
          CPU cost per packet (lower is better): the port core's busy cycles (polls that moved frames, with the \
          system calls they make) over its packets, both with `--record-core-cycles`, median of the rounds.\n\n\
          | case | ours (busy ns/pkt) | dpdk-testpmd (busy ns/pkt) | ratio |\n|---|---|---|---|\n{}\n\n\
-         - ours: `ip netns exec {NS} target/release/testpmd --port af_packet:p0|tap:IF --fwd rxonly|txonly --cores {core} --stats-period 1 --json --record-core-cycles`\n\
-         - peer: `ip netns exec {NS} dpdk-testpmd -l M,{core} --no-huge -m 512 --no-pci --vdev net_af_packet0,iface=p0|net_tap0,iface=IF -- --forward-mode=rxonly|txonly --nb-cores=1 --stats-period 1 --auto-start --record-core-cycles`\n\
+         - ours: `ip netns exec {NS} target/release/testpmd --port af_packet:p0|af_xdp:p0|tap:IF --fwd rxonly|txonly|io --cores {core} --stats-period 1 --json --record-core-cycles`\n\
+         - peer: `ip netns exec {NS} dpdk-testpmd -l M,{core} --no-huge -m 512 --no-pci --vdev net_af_packet0,iface=p0|net_af_xdp0,iface=p0|net_tap0,iface=IF -- --forward-mode=rxonly|txonly|io --nb-cores=1 --stats-period 1 --auto-start --record-core-cycles`\n\
+         - af_xdp, both sides at their defaults on a veth (copy mode, native XDP, one queue): ours \
+         `zero_copy=auto need_wakeup=1 busy_poll=0`, 2048-entry rings, 4096 frames of 2048 bytes; \
+         net_af_xdp 22.11 defaults, which include preferred busy polling (`busy_budget=64`: its core \
+         runs the veth's NAPI through recvfrom, most likely why its busy ns/pkt on receive is lower; not verified separately); ours can do the \
+         same with `busy_poll=N`, not set here. The veth's receive NAPI otherwise runs in softirq on the \
+         generator's core.\n\
          - CPU: {} (2 vCPUs, shared VM), kernel {}; core-to-core cache-line latency {c2c:.0} ns one way \
          (generator core to port core); load average {load_before} before, {load_after} after.\n\
          - Plot: [`kernel_pmds.svg`](kernel_pmds.svg). Raw: [`kernel_pmds.json`](kernel_pmds.json). Reproduce: `scripts/bench.sh kernel_pmds`.\n",
         md_rows.join("\n"),
+        vs_rows.join("\n"),
         cpu_rows.join("\n"),
         bench::cpu_model(),
         bench::command_line("uname", &["-r"]),

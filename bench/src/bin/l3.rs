@@ -336,6 +336,21 @@ fn fmt(s: &Summary, unit: f64) -> String {
     format!("{:.1} ({:.1}–{:.1})", s.p50 / unit, s.p10 / unit, s.p90 / unit)
 }
 
+/// [`ours`], adding its busy time and operations (the per-second rates summed)
+/// to `cost`; returns the rates and the round trips.
+fn ours_costed(
+    mode: Mode,
+    secs: u32,
+    round: u32,
+    cores: (usize, usize),
+    cost: &mut (f64, f64),
+) -> (Vec<f64>, Vec<f64>) {
+    let (rates, rtts, busy) = ours(mode, secs, round, cores);
+    cost.0 += busy;
+    cost.1 += rates.iter().sum::<f64>();
+    (rates, rtts)
+}
+
 fn main() {
     let rounds: u32 = env_or("BENCH_ROUNDS", 3);
     let secs: u32 = env_or("BENCH_SECS", 5);
@@ -355,26 +370,17 @@ fn main() {
     for r in 0..rounds {
         c2c.push(bench::core_to_core_ns(cores));
         eprintln!("l3: round {}/{rounds}: udp rtt (ours, kernel)", r + 1);
-        let (rates, rtts, busy) = ours(Mode::Rtt, secs, r, cores);
-        o_cost[0].0 += busy;
-        o_cost[0].1 += rates.iter().sum::<f64>();
-        o_rtt.extend(rtts);
+        o_rtt.extend(ours_costed(Mode::Rtt, secs, r, cores, &mut o_cost[0]).1);
         let (_, rtts, cpu) = kernel_udp(1, secs);
         k_rtt.extend(rtts);
         k_cost[0].push(cpu);
         eprintln!("l3: round {}/{rounds}: udp echo window {WINDOW} (ours, kernel)", r + 1);
-        let (rates, _, busy) = ours(Mode::UdpFlood, secs, r, cores);
-        o_cost[1].0 += busy;
-        o_cost[1].1 += rates.iter().sum::<f64>();
-        o_udp.extend(rates);
+        o_udp.extend(ours_costed(Mode::UdpFlood, secs, r, cores, &mut o_cost[1]).0);
         let (rates, _, cpu) = kernel_udp(WINDOW, secs);
         k_udp.extend(rates);
         k_cost[1].push(cpu);
         eprintln!("l3: round {}/{rounds}: icmp echo window {WINDOW} (ours, kernel ping -f)", r + 1);
-        let (rates, _, busy) = ours(Mode::IcmpFlood, secs, r, cores);
-        o_cost[2].0 += busy;
-        o_cost[2].1 += rates.iter().sum::<f64>();
-        o_icmp.extend(rates);
+        o_icmp.extend(ours_costed(Mode::IcmpFlood, secs, r, cores, &mut o_cost[2]).0);
         let (rates, cpu) = kernel_ping(secs);
         k_icmp.extend(rates);
         k_cost[2].push(cpu);

@@ -639,15 +639,25 @@ fn recv_exact(s: &mut std::net::TcpStream, buf: &mut [u8], busy: bool, meter: &m
     while got < buf.len() {
         match s.read(&mut buf[got..]) {
             Ok(0) => panic!("kernel echo server closed the connection"),
-            Ok(k) => {
-                got += k;
-                meter.tick(true);
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
-                meter.tick(false)
-            }
-            Err(e) => panic!("kernel client read: {e}"),
+            r => got += spin_step(r, meter, "recv"),
         }
+    }
+}
+
+/// One nonblocking read or write of a spinning client: the bytes it moved (a
+/// busy iteration), or 0 where the socket was not ready (an idle one); any
+/// other error ends the run.
+fn spin_step(r: std::io::Result<usize>, meter: &mut CycleMeter, what: &str) -> usize {
+    match r {
+        Ok(k) => {
+            meter.tick(true);
+            k
+        }
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
+            meter.tick(false);
+            0
+        }
+        Err(e) => panic!("kernel client {what}: {e}"),
     }
 }
 
@@ -660,16 +670,7 @@ fn send_all(s: &mut std::net::TcpStream, buf: &[u8], busy: bool, meter: &mut Cyc
     }
     let mut sent = 0;
     while sent < buf.len() {
-        match s.write(&buf[sent..]) {
-            Ok(k) => {
-                sent += k;
-                meter.tick(true);
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {
-                meter.tick(false)
-            }
-            Err(e) => panic!("kernel client write: {e}"),
-        }
+        sent += spin_step(s.write(&buf[sent..]), meter, "send");
     }
 }
 

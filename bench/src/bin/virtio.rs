@@ -349,14 +349,7 @@ fn dpdk(bin: &str, case: &Case, sock: &Path, core: usize, main: usize, secs: u32
     if case.front == "io" {
         args.push("--tx-first".into());
     }
-    let mut child = Command::new("stdbuf")
-        .arg("-oL")
-        .arg(bin)
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {bin}: {e}"));
+    let mut child = bench::spawn_line_buffered(bin, &args).unwrap_or_else(|e| panic!("running {bin}: {e}"));
     meter.register(child.id());
     let stdout = child.stdout.take().unwrap();
     let mut r = Reaper(child);

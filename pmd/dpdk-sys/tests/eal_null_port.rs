@@ -7,9 +7,12 @@
 //! writes no runtime files (`--in-memory`, `--no-telemetry`). Run it with
 //! `cargo test -p dpdk-sys`.
 
+mod common;
+
+use common::eal_init;
 use dpdk_sys::*;
 use std::ffi::{CStr, CString};
-use std::os::raw::{c_char, c_int};
+use std::os::raw::c_int;
 use std::ptr;
 
 const BURST: usize = 32;
@@ -17,20 +20,6 @@ const NB_MBUFS: u32 = 1023; // a power of two minus one suits the ring
 const CACHE: u32 = 32;
 const PRIV_SIZE: u16 = 64; // pmd stores its own per-mbuf header here
 const NB_DESC: u16 = 128;
-
-/// Calls `rte_eal_init` with `args` (args[0] is the program name).
-/// Returns its result; the CStrings are leaked on purpose: EAL may keep
-/// pointers into argv for the life of the process.
-fn eal_init(args: &[&str]) -> c_int {
-    let mut argv: Vec<*mut c_char> = args.iter().map(|a| CString::new(*a).unwrap().into_raw()).collect();
-    let argc = argv.len() as c_int;
-    argv.push(ptr::null_mut());
-    let argv = Box::leak(argv.into_boxed_slice());
-    // SAFETY: argv is a leaked, NULL-terminated array of `argc` valid,
-    // NUL-terminated, leaked C strings, so every pointer EAL keeps or
-    // permutes stays valid for the rest of the process.
-    unsafe { rte_eal_init(argc, argv.as_mut_ptr()) }
-}
 
 fn cstr(s: &str) -> CString {
     CString::new(s).unwrap()

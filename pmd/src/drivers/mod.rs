@@ -1,6 +1,7 @@
 //! Poll-mode drivers. Each is reached through a spec string (see [`crate::spec`]).
 
 pub mod af_packet;
+pub mod af_xdp;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
 mod fanout_bpf;

@@ -288,12 +288,9 @@ impl Listener {
         None
     }
 
+    /// Arms the flow's next wake-up and queues it for `poll_transmit`.
     fn schedule(&mut self, flow: FlowId) {
-        if let Some(h) = self.half_open.get(&flow) {
-            let t = h.conn.poll_timeout().map_or(h.deadline, |t| t.min(h.deadline));
-            self.timers.push(Reverse((t, flow)));
-            self.compact_timers();
-        }
+        self.schedule_timer_only(flow);
         self.dirty.push_back(flow);
     }
 
@@ -508,6 +505,8 @@ impl Listener {
         None
     }
 
+    /// Arms the flow's next wake-up: the earlier of its connection's own timer
+    /// and the half-open deadline.
     fn schedule_timer_only(&mut self, flow: FlowId) {
         if let Some(h) = self.half_open.get(&flow) {
             let t = h.conn.poll_timeout().map_or(h.deadline, |t| t.min(h.deadline));

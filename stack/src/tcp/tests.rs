@@ -76,16 +76,7 @@ impl Sim {
                     }
                     moved = true;
                 }
-                let mut rb = vec![0u8; 1 << 16];
-                loop {
-                    match c.recv(&mut rb) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            self.got[i].extend_from_slice(&rb[..n]);
-                            moved = true;
-                        }
-                    }
-                }
+                moved |= read_all(c, &mut self.got[i]);
                 while let Some(e) = c.poll_event() {
                     self.events[i].push(e);
                 }
@@ -146,8 +137,57 @@ impl Sim {
     }
 }
 
+/// Reads everything `c` has for its application into `into`; whether it
+/// had anything.
+fn read_all(c: &mut Connection, into: &mut Vec<u8>) -> bool {
+    let mut rb = [0u8; 8192];
+    let mut any = false;
+    while let Ok(n) = c.recv(&mut rb) {
+        if n == 0 {
+            break;
+        }
+        into.extend_from_slice(&rb[..n]);
+        any = true;
+    }
+    any
+}
+
 fn established(s: &mut Sim) -> bool {
     s.state(0) == State::Established && s.state(1) == State::Established
+}
+
+/// A receiver whose window a few segments close: a 4 KiB receive buffer,
+/// no window scaling (so the advertised window is the buffer's room).
+fn small_receiver() -> TcpConfig {
+    let mut c = cfg();
+    c.recv_buffer = 4096;
+    c.window_scale = None;
+    c
+}
+
+/// Loses the data segments side 0 sends whose number (1 for the first one)
+/// `pick` chooses; everything else gets through.
+fn lose_data_segments(pick: impl Fn(u32) -> bool + 'static) -> LossFn {
+    let mut n = 0;
+    Box::new(move |from, r, _| {
+        if from == 0 && r.payload_len > 0 {
+            n += 1;
+            return pick(n);
+        }
+        false
+    })
+}
+
+/// Both ends on `c`, established, with `len` bytes (pattern `seed`) sent from
+/// side 0 and all of them received, so that the congestion window has grown.
+/// Returns the sim and how many bytes side 1 has got.
+fn warmed_up(c: TcpConfig, len: usize, seed: u8) -> (Sim, usize) {
+    let mut s = Sim::new(c.clone(), c);
+    assert!(s.run(SEC, established));
+    let warm = pattern(len, seed);
+    assert!(send_all(&mut s, 0, &warm, 10 * SEC));
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
+    (s, warm.len())
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -322,17 +362,23 @@ fn from_b(s: &mut Sim, seq_off: i32, flags: TcpFlags) -> TcpRepr {
     r
 }
 
+/// Hands `seg` to A and returns the segment A sends back at once, if any.
+fn a_reply_to(s: &mut Sim, seg: &TcpRepr) -> Option<TcpRepr> {
+    let now = s.now;
+    s.a().handle_segment(now, seg, &[]);
+    let mut buf = [0u8; 64];
+    s.a().poll_transmit(now, &mut buf).map(|t| t.repr)
+}
+
 #[test]
 fn rfc5961_3_2_in_window_rst_not_at_rcv_nxt_draws_a_challenge_ack() {
     let mut s = established_pair();
     let rst = from_b(&mut s, 10, TcpFlags::RST);
-    let now = s.now;
-    s.a().handle_segment(now, &rst, &[]);
+    let ack = a_reply_to(&mut s, &rst).expect("challenge ACK");
     assert_eq!(s.a().state(), State::Established, "blind RST ignored");
-    let mut buf = [0u8; 64];
-    let ack = s.a().poll_transmit(now, &mut buf).expect("challenge ACK").repr;
     assert!(ack.flags.ack() && !ack.flags.rst());
     let rst = from_b(&mut s, 0, TcpFlags::RST);
+    let now = s.now;
     s.a().handle_segment(now, &rst, &[]);
     assert_eq!(s.a().state(), State::Closed);
     assert_eq!(s.a().error(), Some(TcpError::Reset));
@@ -342,11 +388,9 @@ fn rfc5961_3_2_in_window_rst_not_at_rcv_nxt_draws_a_challenge_ack() {
 fn rfc5961_4_2_syn_in_synchronized_state_draws_a_challenge_ack() {
     let mut s = established_pair();
     let syn = from_b(&mut s, 0, TcpFlags::SYN);
-    let now = s.now;
-    s.a().handle_segment(now, &syn, &[]);
+    let ack = a_reply_to(&mut s, &syn).expect("challenge ACK");
     assert_eq!(s.a().state(), State::Established);
-    let mut buf = [0u8; 64];
-    assert!(s.a().poll_transmit(now, &mut buf).unwrap().repr.flags.ack());
+    assert!(ack.flags.ack());
 }
 
 #[test]
@@ -447,10 +491,7 @@ fn rfc5681_3_2_fast_retransmit_recovers_a_single_loss_before_the_rto() {
 
 #[test]
 fn zero_window_is_probed_and_transfer_resumes_when_the_reader_drains() {
-    let mut small = cfg();
-    small.recv_buffer = 4096;
-    small.window_scale = None;
-    let mut s = Sim::new(cfg(), small);
+    let mut s = Sim::new(cfg(), small_receiver());
     assert!(s.run(SEC, established));
     // Stop B's reader: run the sim without draining B's receive buffer.
     let data = pattern(20_000, 7);
@@ -471,13 +512,7 @@ fn zero_window_is_probed_and_transfer_resumes_when_the_reader_drains() {
             s.wire.push_back((now + s.delay, 0, t.repr, buf[..t.repr.payload_len].to_vec()));
         }
         if sim_b_reads {
-            let mut rb = [0u8; 8192];
-            while let Ok(n) = c.recv(&mut rb) {
-                if n == 0 {
-                    break;
-                }
-                delivered.extend_from_slice(&rb[..n]);
-            }
+            read_all(c, &mut delivered);
         }
         while let Some(pos) = s.wire.iter().position(|(t, ..)| *t <= now) {
             let (_, to, r, p) = s.wire.remove(pos).unwrap();
@@ -685,15 +720,8 @@ fn rfc2018_2_sack_is_used_only_when_both_syns_permit_it() {
 #[test]
 fn rfc2018_4_sack_blocks_report_the_most_recent_segment_first() {
     let mut s = established_pair();
-    let mut n = 0;
     // Lose data segments 1 and 3 of the first flight.
-    s.lose = Box::new(move |from, r, _| {
-        if from == 0 && r.payload_len > 0 {
-            n += 1;
-            return n == 1 || n == 3;
-        }
-        false
-    });
+    s.lose = lose_data_segments(|n| n == 1 || n == 3);
     let data = pattern(60_000, 12);
     assert!(send_all(&mut s, 0, &data, 10 * SEC));
     assert!(s.run(10 * SEC, |s| s.got[1].len() == data.len()));
@@ -715,26 +743,15 @@ fn rfc2018_4_sack_blocks_report_the_most_recent_segment_first() {
 fn rfc6675_several_losses_in_one_window_are_repaired_without_a_timeout() {
     let mut c = cfg();
     c.send_buffer = 256 * 1024;
-    let mut s = Sim::new(c.clone(), c);
-    assert!(s.run(SEC, established));
     // Grow the window first, then lose three separate segments of one flight.
-    let warm = pattern(200_000, 13);
-    assert!(send_all(&mut s, 0, &warm, 10 * SEC));
-    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
-    let mut n = 0;
-    s.lose = Box::new(move |from, r, _| {
-        if from == 0 && r.payload_len > 0 {
-            n += 1;
-            return n == 5 || n == 9 || n == 14;
-        }
-        false
-    });
+    let (mut s, warm) = warmed_up(c, 200_000, 13);
+    s.lose = lose_data_segments(|n| n == 5 || n == 9 || n == 14);
     let first_log = s.log.len();
     let data = pattern(100_000, 14);
     let t0 = s.now;
     assert!(send_all(&mut s, 0, &data, 10 * SEC));
-    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len() + data.len()));
-    assert_eq!(&s.got[1][warm.len()..], &data[..]);
+    assert!(s.run(10 * SEC, |s| s.got[1].len() == warm + data.len()));
+    assert_eq!(&s.got[1][warm..], &data[..]);
     let sent: Vec<(SeqNumber, usize)> = s.log[first_log..]
         .iter()
         .filter(|(from, r, _)| *from == 0 && r.payload_len > 0)
@@ -840,20 +857,9 @@ fn rfc9438_4_6_cubic_backs_off_to_0_7_where_reno_halves() {
         let mut c = cfg();
         c.congestion = cc;
         c.send_buffer = 512 * 1024;
-        let mut s = Sim::new(c.clone(), c);
-        assert!(s.run(SEC, established));
-        let warm = pattern(400_000, 21);
-        assert!(send_all(&mut s, 0, &warm, 10 * SEC));
-        assert!(s.run(10 * SEC, |s| s.got[1].len() == warm.len()));
+        let (mut s, warm) = warmed_up(c, 400_000, 21);
         // Lose one segment of the next flight and watch cwnd at the recovery.
-        let mut n = 0;
-        s.lose = Box::new(move |from, r, _| {
-            if from == 0 && r.payload_len > 0 {
-                n += 1;
-                return n == 3;
-            }
-            false
-        });
+        s.lose = lose_data_segments(|n| n == 3);
         let before = s.a().cwnd();
         let data = pattern(200_000, 22);
         let mut off = 0;
@@ -861,7 +867,7 @@ fn rfc9438_4_6_cubic_backs_off_to_0_7_where_reno_halves() {
         assert!(s.run(10 * SEC, |s| {
             off += s.ends[0].as_mut().unwrap().send(&data[off..]).unwrap();
             min_cwnd = min_cwnd.min(s.ends[0].as_ref().unwrap().cwnd());
-            s.got[1].len() == warm.len() + data.len()
+            s.got[1].len() == warm + data.len()
         }));
         let ratio = min_cwnd as f64 / before as f64;
         assert!((want - 0.1..=want + 0.1).contains(&ratio), "{cc:?}: cwnd {before} -> {min_cwnd} ({ratio:.2})");
@@ -1018,10 +1024,7 @@ fn rfc1122_4_2_3_3_bulk_over_a_fast_link_with_small_buffers_is_not_paced_by_time
 fn zero_window_then_open(sack: bool, queued: usize, probes: usize, fin: bool) -> u64 {
     let mut a_cfg = cfg();
     a_cfg.sack = sack;
-    let mut small = cfg();
-    small.recv_buffer = 4096;
-    small.window_scale = None;
-    small.sack = sack;
+    let small = TcpConfig { sack, ..small_receiver() };
     let mut s = Sim::new(a_cfg, small);
     assert!(s.run(SEC, established));
     let data = pattern(4096 + queued, 11);
@@ -1057,14 +1060,7 @@ fn zero_window_then_open(sack: bool, queued: usize, probes: usize, fin: bool) ->
             let reading = probes_seen >= probes && now >= last_probe + 50 * MS;
             let c = s.ends[1].as_mut().unwrap();
             if reading {
-                let mut rb = [0u8; 8192];
-                while let Ok(n) = c.recv(&mut rb) {
-                    if n == 0 {
-                        break;
-                    }
-                    delivered.extend_from_slice(&rb[..n]);
-                    moved = true;
-                }
+                moved |= read_all(c, &mut delivered);
             }
             while let Some(t) = c.poll_transmit(now, &mut buf) {
                 if reading && opened_at.is_none() && t.repr.window_len > 0 {
@@ -1134,10 +1130,7 @@ fn rfc9293_3_8_6_1_a_window_opening_after_probes_resumes_from_snd_una_within_one
 
 #[test]
 fn rfc9293_3_10_7_4_data_into_a_zero_window_is_refused_even_after_a_small_read() {
-    let mut small = cfg();
-    small.recv_buffer = 4096;
-    small.window_scale = None;
-    let mut s = Sim::new(cfg(), small);
+    let mut s = Sim::new(cfg(), small_receiver());
     assert!(s.run(SEC, established));
     s.wire.clear();
     let now = s.now;

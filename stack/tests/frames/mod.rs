@@ -6,9 +6,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use pmd::MacAddr;
 use stack::wire::{
     ArpOperation, ArpPacket, ArpRepr, ChecksumCaps, EtherType, EthernetFrame, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
-    Icmpv6Packet, Icmpv6Repr, IpPair, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdpOption, NdpOptions,
-    UdpPacket, UdpRepr,
+    Icmpv6Packet, Icmpv6Repr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdpOption, NdpOptions, UdpPacket,
+    UdpRepr,
 };
+
+/// The addresses a UDP frame goes between (see [`udp_frame`]).
+pub use stack::wire::IpPair;
 
 pub const SW: ChecksumCaps = ChecksumCaps::software();
 
@@ -64,17 +67,16 @@ pub fn udp(ip: IpPair, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     b
 }
 
-pub fn udp4_frame(
-    src_mac: MacAddr,
-    dst_mac: MacAddr,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let u = udp(IpPair::V4 { src, dst }, sport, dport, payload);
-    eth(src_mac, dst_mac, EtherType::Ipv4, &ipv4(src, dst, IpProtocol::Udp, 1, 0, false, &u))
+/// A UDP datagram in an Ethernet frame, over IPv4 (TTL 1) or IPv6 (hop
+/// limit 64) as `ip` says.
+pub fn udp_frame(src_mac: MacAddr, dst_mac: MacAddr, ip: IpPair, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let u = udp(ip, sport, dport, payload);
+    match ip {
+        IpPair::V4 { src, dst } => {
+            eth(src_mac, dst_mac, EtherType::Ipv4, &ipv4(src, dst, IpProtocol::Udp, 1, 0, false, &u))
+        }
+        IpPair::V6 { src, dst } => eth(src_mac, dst_mac, EtherType::Ipv6, &ipv6(src, dst, IpProtocol::Udp, 64, &u)),
+    }
 }
 
 pub fn icmp4_echo_frame(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv4Addr, dst: Ipv4Addr, data: &[u8]) -> Vec<u8> {
@@ -108,17 +110,4 @@ pub fn ns_frame(src_mac: MacAddr, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
 pub fn icmp6_echo_frame(src_mac: MacAddr, dst_mac: MacAddr, src: Ipv6Addr, dst: Ipv6Addr, data: &[u8]) -> Vec<u8> {
     let m = icmp6(src, dst, &Icmpv6Repr::EchoRequest { ident: 7, seq_no: 1, data });
     eth(src_mac, dst_mac, EtherType::Ipv6, &ipv6(src, dst, IpProtocol::Icmpv6, 64, &m))
-}
-
-pub fn udp6_frame(
-    src_mac: MacAddr,
-    dst_mac: MacAddr,
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    sport: u16,
-    dport: u16,
-    payload: &[u8],
-) -> Vec<u8> {
-    let u = udp(IpPair::V6 { src, dst }, sport, dport, payload);
-    eth(src_mac, dst_mac, EtherType::Ipv6, &ipv6(src, dst, IpProtocol::Udp, 64, &u))
 }

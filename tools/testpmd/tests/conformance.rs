@@ -1,5 +1,5 @@
 //! `testpmd conformance` against every driver: ring (loopback and pair) and null
-//! in-process; tap and af_packet in a quiet namespace (root; runs under CI=true).
+//! in-process; tap, af_packet and af_xdp in a quiet namespace (root; runs under CI=true).
 
 mod testbed;
 
@@ -56,7 +56,14 @@ fn null_passes_what_applies_and_says_why_the_rest_does_not() {
     }
 }
 
-fn testpmd_conformance(tb: &Testbed, port: &str, peer: &str) -> String {
+/// `testpmd conformance` of `port` against `peer` inside a fresh quiet
+/// namespace named after `tag`; `None` where the testbed cannot run (a skip).
+/// Every check must pass or be unsupported; returns the report.
+fn conformance_in_quiet_bed(tag: &str, port: &str, peer: &str) -> Option<String> {
+    if !testbed::available(&[]) {
+        return None;
+    }
+    let tb = Testbed::up(tag, &["--quiet"]);
     let mut c = tb.cmd(testbed::testpmd());
     c.args(["conformance", "--port", port, "--peer", peer]);
     let out = Guarded::spawn(c).wait(120.0);
@@ -64,16 +71,12 @@ fn testpmd_conformance(tb: &Testbed, port: &str, peer: &str) -> String {
     println!("{text}");
     assert!(out.status.success(), "conformance failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(!text.contains("FAIL "), "{text}");
-    text
+    Some(text)
 }
 
 #[test]
 fn af_packet_passes_against_its_veth_peer() {
-    if !testbed::available(&[]) {
-        return;
-    }
-    let tb = Testbed::up("confaf", &["--quiet"]);
-    let text = testpmd_conformance(&tb, "af_packet:p0?queues=4", "af_packet:k0");
+    let Some(text) = conformance_in_quiet_bed("confaf", "af_packet:p0?queues=4", "af_packet:k0") else { return };
     for check in ["stats", "mtu", "jumbo_frame", "multi_queue", "fwd_io", "fwd_macswap", "promiscuous", "mbuf_leak"] {
         assert!(text.lines().any(|l| l.starts_with("PASS") && l.contains(check)), "{check} must pass:\n{text}");
     }
@@ -81,12 +84,18 @@ fn af_packet_passes_against_its_veth_peer() {
 
 #[test]
 fn tap_passes_against_af_packet_on_its_kernel_side() {
-    if !testbed::available(&[]) {
-        return;
-    }
     // The tap port creates tc0 itself inside the quiet namespace; the peer is an
     // af_packet socket on the kernel side of the same interface.
-    let tb = Testbed::up("conftap", &["--quiet"]);
-    let text = testpmd_conformance(&tb, "tap:tc0?queues=4", "af_packet:tc0");
+    let Some(text) = conformance_in_quiet_bed("conftap", "tap:tc0?queues=4", "af_packet:tc0") else { return };
     assert!(text.contains("12 passed, 0 failed, 0 unsupported"), "{text}");
+}
+
+#[test]
+fn af_xdp_passes_against_an_af_packet_peer() {
+    let Some(text) = conformance_in_quiet_bed("confxdp", "af_xdp:p0", "af_packet:k0") else { return };
+    // AF_XDP truly has no checksum offload and no say in the device's RSS.
+    assert!(text.contains("10 passed, 0 failed, 2 unsupported"), "{text}");
+    for check in ["checksum_offload", "multi_queue"] {
+        assert!(text.lines().any(|l| l.starts_with("UNSUPPORTED") && l.contains(check)), "{check}:\n{text}");
+    }
 }

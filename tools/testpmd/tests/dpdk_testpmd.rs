@@ -11,6 +11,16 @@ mod dpdk_common;
 
 use dpdk_common::*;
 
+/// Half a second of `mode` on one queue of `port`, seeded with two bursts:
+/// the counts must add up exactly (see `assert_exact_ring_counts`).
+fn forwards_exact_ring_counts(port: &str, mode: &str, eal: &str) {
+    let v = json(&testpmd(
+        &["--port", port, "--fwd", mode, "--cores", &core(), "--duration", "0.5", "--tx-first", "2"],
+        eal,
+    ));
+    assert_exact_ring_counts(&v, mode);
+}
+
 #[test]
 fn io_and_macswap_on_net_ring_no_huge_exact_counts() {
     if skip("needs root for EAL") {
@@ -19,12 +29,7 @@ fn io_and_macswap_on_net_ring_no_huge_exact_counts() {
     // `checks=none` (no per-frame work) must count exactly as well.
     for (mode, port) in [("io", "dpdk:net_ring0"), ("macswap", "dpdk:net_ring0"), ("io", "dpdk:net_ring0?checks=none")]
     {
-        let eal = no_huge_eal(&format!("ring-{mode}-{}", port.len()));
-        let v = json(&testpmd(
-            &["--port", port, "--fwd", mode, "--cores", &core(), "--duration", "0.5", "--tx-first", "2"],
-            &eal,
-        ));
-        assert_exact_ring_counts(&v, mode);
+        forwards_exact_ring_counts(port, mode, &no_huge_eal(&format!("ring-{mode}-{}", port.len())));
     }
 }
 
@@ -60,11 +65,7 @@ fn io_and_macswap_on_net_ring_with_hugepages_exact_counts() {
             "-l 0 --in-memory -m 128 --no-pci --file-prefix {} --no-telemetry --log-level=lib.eal:error",
             prefix(&format!("huge-{mode}"))
         );
-        let v = json(&testpmd(
-            &["--port", "dpdk:net_ring0", "--fwd", mode, "--cores", &core(), "--duration", "0.5", "--tx-first", "2"],
-            &eal,
-        ));
-        assert_exact_ring_counts(&v, mode);
+        forwards_exact_ring_counts("dpdk:net_ring0", mode, &eal);
     }
 }
 

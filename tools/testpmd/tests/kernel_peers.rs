@@ -33,7 +33,13 @@ fn kernel_sends(tb: &Testbed, dst: &str) -> (u64, u64) {
     (frames, bytes)
 }
 
+/// testpmd rxonly on `port` in a namespace (`tb_args`) counts exactly what the
+/// kernel sends to `dst` once `ready` says the port is attached. Skips (returns)
+/// where the testbed or its programs are missing.
 fn rxonly_counts_exactly(tag: &str, tb_args: &[&str], port: &str, dst: &str, ready: impl Fn(&Testbed) -> bool) {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
+        return;
+    }
     let tb = Testbed::up(tag, tb_args);
     let mut c = tb.cmd(testpmd());
     c.args(["--port", port, "--fwd", "rxonly", "--cores", &core(), "--duration", "4", "--json", "--no-promisc"]);
@@ -51,20 +57,45 @@ fn rxonly_counts_exactly(tag: &str, tb_args: &[&str], port: &str, dst: &str, rea
 
 #[test]
 fn af_packet_rxonly_counts_exactly_what_the_kernel_sent() {
-    if !testbed::available(&["ping", "/usr/bin/python3"]) {
-        return;
-    }
     // The socket exists once /proc/net/packet of the namespace lists it.
     rxonly_counts_exactly("afrx", &["--quiet"], "af_packet:p0", "198.18.0.1", |tb| {
         tb.read("/proc/net/packet").lines().count() > 1
     });
 }
 
+/// An `af_xdp` port is receiving once its program is on the interface and its
+/// socket exists (it goes into the XSKMAP right after it is bound).
+pub fn af_xdp_ready(tb: &Testbed, ifname: &str) -> bool {
+    let link = String::from_utf8_lossy(&tb.run("ip", &["link", "show", ifname]).stdout).to_string();
+    let socks = tb.read("/proc/net/protocols");
+    let xdp_sockets = socks
+        .lines()
+        .find(|l| l.starts_with("XDP "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    link.contains("prog/xdp") && xdp_sockets > 0
+}
+
 #[test]
-fn tap_rxonly_counts_exactly_what_the_kernel_sent() {
+fn af_xdp_rxonly_counts_exactly_what_the_kernel_sent() {
     if !testbed::available(&["ping", "/usr/bin/python3"]) {
         return;
     }
+    rxonly_counts_exactly("xdprx", &["--quiet"], "af_xdp:p0", "198.18.0.1", |tb| af_xdp_ready(tb, "p0"));
+}
+
+#[test]
+fn af_xdp_with_busy_poll_small_rings_and_big_frames_counts_exactly_too() {
+    if !testbed::available(&["ping", "/usr/bin/python3"]) {
+        return;
+    }
+    let spec = "af_xdp:p0?busy_poll=50&need_wakeup=0&rx_size=256&tx_size=64&num_frames=512&frame_size=4096";
+    rxonly_counts_exactly("xdprx2", &["--quiet"], spec, "198.18.0.1", |tb| af_xdp_ready(tb, "p0"));
+}
+
+#[test]
+fn tap_rxonly_counts_exactly_what_the_kernel_sent() {
     let port = format!("tap:t0?mac={TAP_MAC}");
     // The TAP has carrier once a queue is attached.
     rxonly_counts_exactly("taprx", &["--quiet", "--tap", "--tap-mac", TAP_MAC], &port, "198.18.1.1", |tb| {
@@ -91,6 +122,9 @@ fn expected_frames(src: MacAddr, n: usize, len: usize, flows: u32) -> Vec<Vec<u8
     v
 }
 
+/// tcpdump on `kernel_if` in a namespace (`tb_args`) captures, byte for byte,
+/// what testpmd's txonly then flowgen send from `port` with source MAC `src`.
+/// Skips (returns) where the testbed or its programs are missing.
 fn tcpdump_sees_what_we_sent(
     tag: &str,
     tb_args: &[&str],
@@ -101,6 +135,9 @@ fn tcpdump_sees_what_we_sent(
     const N: usize = 10;
     const LEN: usize = 100;
     const FLOWS: u32 = 4;
+    if !testbed::available(&["timeout", "tcpdump"]) {
+        return;
+    }
     let tb = Testbed::up(tag, tb_args);
     let dir = std::env::temp_dir().join(format!("{}_cap", tb.ns));
     std::fs::create_dir_all(&dir).unwrap();
@@ -130,19 +167,23 @@ fn tcpdump_sees_what_we_sent(
 
 #[test]
 fn af_packet_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
-    if !testbed::available(&["timeout", "tcpdump"]) {
-        return;
-    }
     tcpdump_sees_what_we_sent("aftx", &["--quiet"], "af_packet:p0", "k0", |tb| {
         tb.read("/sys/class/net/p0/address").parse().expect("p0 MAC")
     });
 }
 
 #[test]
-fn tap_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
+fn af_xdp_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
     if !testbed::available(&["timeout", "tcpdump"]) {
         return;
     }
+    tcpdump_sees_what_we_sent("xdptx", &["--quiet"], "af_xdp:p0", "k0", |tb| {
+        tb.read("/sys/class/net/p0/address").parse().expect("p0 MAC")
+    });
+}
+
+#[test]
+fn tap_txonly_and_flowgen_reach_the_kernel_byte_for_byte() {
     let port = format!("tap:t0?mac={TAP_MAC}");
     tcpdump_sees_what_we_sent("taptx", &["--quiet", "--tap", "--tap-mac", TAP_MAC], &port, "t0", |_| {
         TAP_MAC.parse().unwrap()

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use testkit::cli;
 
 use dpdk_common::{core, failure, json, lacks, prefix, skip, testpmd, u, wait_bounded, RUN_LIMIT};
@@ -55,6 +56,15 @@ impl Drop for TempDir {
 struct BackendLock(PathBuf);
 
 impl BackendLock {
+    /// The lock, where a back end can run here at all (root for its EAL, the
+    /// programs it needs); `None` where the test skips.
+    fn runnable() -> Option<BackendLock> {
+        if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
+            return None;
+        }
+        Some(BackendLock::take())
+    }
+
     fn take() -> BackendLock {
         let dir = std::env::temp_dir().join("pmd-virtio-user-tests.lock");
         let t0 = Instant::now();
@@ -117,16 +127,9 @@ impl Vhost {
         let mut child = child;
         let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let reader = {
-            let mut stdout = child.stdout.take().unwrap();
             let out = out.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stdout.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
+            testkit::drain(child.stdout.take().unwrap(), move |b| {
+                out.lock().unwrap().push_str(&String::from_utf8_lossy(b))
             })
         };
         let mut v = Vhost { child: Some(child), sock: sock.to_path_buf(), out, reader: Some(reader) };
@@ -211,6 +214,25 @@ impl Drop for Vhost {
             let _ = c.wait();
         }
     }
+}
+
+/// Our testpmd (`--port <virtio_user on a fresh socket, spec_opts> --cores
+/// <core> <args>`) against a back end in `mode` with `queues` queue pairs:
+/// our JSON report (no mbuf leaked) and the back end's counts
+/// (`Vhost::finish`).
+fn ours_against_vhost(
+    tag: &str,
+    mode: &str,
+    queues: u16,
+    spec_opts: &str,
+    args: &str,
+) -> (Value, (u64, u64, u64, String)) {
+    let dir = TempDir::new(tag);
+    let peer = Vhost::start(&dir.sock(), mode, queues, false, &format!("vu-{tag}"));
+    let v = json(&testpmd(&cli(&format!("--port {} --cores {} {args}", spec(&dir.sock(), spec_opts), core())), ""));
+    let theirs = peer.finish();
+    assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
+    (v, theirs)
 }
 
 fn spec(sock: &Path, opts: &str) -> String {
@@ -322,10 +344,7 @@ fn open_port(spec: &str, pool: &Mempool, queues: u16) -> Box<dyn Port> {
 
 #[test]
 fn io_and_macswap_patterned_frames_come_back_intact_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     for mode in ["io", "macswap"] {
         let dir = TempDir::new(mode);
         let peer = Vhost::start(&dir.sock(), mode, 1, false, &format!("vu-{mode}"));
@@ -352,19 +371,15 @@ fn io_and_macswap_patterned_frames_come_back_intact_exact_counts() {
 
 #[test]
 fn our_testpmd_io_loop_through_vhost_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     for mode in ["io", "macswap"] {
-        let dir = TempDir::new(&format!("tp{mode}"));
-        let peer = Vhost::start(&dir.sock(), mode, 1, false, &format!("vu-tp{mode}"));
-        let v = json(&testpmd(
-            &cli(&format!("--port {} --fwd io --cores {} --duration 1 --tx-first 2 --rxd 256 --txd 256 --txpkts 300 --verify-payload", spec(&dir.sock(), ""), core())),
+        let (v, (prx, ptx, pdrop, text)) = ours_against_vhost(
+            &format!("tp{mode}"),
+            mode,
+            1,
             "",
-        ));
-        let (prx, ptx, pdrop, text) = peer.finish();
-        assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
+            "--fwd io --duration 1 --tx-first 2 --rxd 256 --txd 256 --txpkts 300 --verify-payload",
+        );
         let p = &v["ports"][0];
         assert_eq!(u(p, "tx_dropped") + u(p, "rx_errors") + u(p, "tx_errors") + u(p, "rx_nombuf"), 0, "{p}");
         // Every frame that came back was ours, checked, and intact.
@@ -388,23 +403,15 @@ fn our_testpmd_io_loop_through_vhost_exact_counts() {
 
 #[test]
 fn txonly_into_vhost_rxonly_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
-    let dir = TempDir::new("txonly");
-    let peer = Vhost::start(&dir.sock(), "rxonly", 1, false, "vu-rxonly");
+    let Some(_l) = BackendLock::runnable() else { return };
     let nb = 200_000u64;
-    let v = json(&testpmd(
-        &cli(&format!(
-            "--port {} --fwd txonly --cores {} --duration 1.5 --nb-pkts {nb} --txpkts 128",
-            spec(&dir.sock(), ""),
-            core()
-        )),
+    let (v, (prx, _, _, text)) = ours_against_vhost(
+        "txonly",
+        "rxonly",
+        1,
         "",
-    ));
-    let (prx, _, _, text) = peer.finish();
-    assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
+        &format!("--fwd txonly --duration 1.5 --nb-pkts {nb} --txpkts 128"),
+    );
     let p = &v["ports"][0];
     let sent = u(p, "tx_packets");
     assert_eq!(sent + u(p, "tx_dropped"), nb, "every generated frame sent or counted: {v}");
@@ -415,10 +422,7 @@ fn txonly_into_vhost_rxonly_exact_counts() {
 
 #[test]
 fn rxonly_from_vhost_txonly_exact_counts() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     let dir = TempDir::new("rxonly");
     let mut peer = Vhost::start(&dir.sock(), "txonly", 1, false, "vu-txonly");
     let sock = dir.sock();
@@ -446,10 +450,7 @@ fn rxonly_from_vhost_txonly_exact_counts() {
 #[test]
 fn in_order_on_and_off_exact_counts_and_intact_payloads() {
     use pmd::drivers::virtio_user::{features as f, Options, VirtioUserPort};
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     for in_order in [true, false] {
         let tag = if in_order { "io1" } else { "io0" };
         let opt = if in_order { "?in_order=1" } else { "?in_order=0" };
@@ -479,12 +480,14 @@ fn in_order_on_and_off_exact_counts_and_intact_payloads() {
         let (prx, ptx, pdrop, text) = peer.finish();
         assert_eq!((prx, ptx, pdrop), (total, total, 0), "{opt}: the back end saw exactly ours: {text}");
 
-        // Our testpmd's io loop, every payload verified.
+        // Our testpmd's io loop, every payload verified. 3 s, not 1: on a
+        // loaded machine the back end's first forwarded burst came after our
+        // 1 s run had ended (seen once: rx_packets 0, tx 64).
         let dir = TempDir::new(&format!("{tag}tp"));
         let peer = Vhost::start(&dir.sock(), "io", 1, false, &format!("vu-{tag}tp"));
         let v = json(&testpmd(
             &cli(&format!(
-                "--port {} --fwd io --cores {} --duration 1 --tx-first 2 --txpkts 200 --verify-payload",
+                "--port {} --fwd io --cores {} --duration 3 --tx-first 2 --txpkts 200 --verify-payload",
                 spec(&dir.sock(), opt),
                 core()
             )),
@@ -526,10 +529,7 @@ fn in_order_on_and_off_exact_counts_and_intact_payloads() {
 
 #[test]
 fn conformance_passes_on_a_virtio_user_port() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     let dir = TempDir::new("conf");
     let _peer = Vhost::start(&dir.sock(), "io", 1, false, "vu-conf");
     let out = Command::new(env!("CARGO_BIN_EXE_testpmd"))
@@ -551,22 +551,14 @@ fn conformance_passes_on_a_virtio_user_port() {
 
 #[test]
 fn two_queue_pairs_each_carry_traffic() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
-    let dir = TempDir::new("mq");
-    let peer = Vhost::start(&dir.sock(), "io", 2, false, "vu-mq");
-    let v = json(&testpmd(
-        &cli(&format!(
-            "--port {} --fwd io --cores {} --rxq 2 --duration 1 --tx-first 2 --rxd 256 --txd 256",
-            spec(&dir.sock(), "?queues=2"),
-            core()
-        )),
-        "",
-    ));
-    let (prx, ptx, pdrop, text) = peer.finish();
-    assert_eq!(u(&v, "mbufs_leaked"), 0, "{v}");
+    let Some(_l) = BackendLock::runnable() else { return };
+    let (v, (prx, ptx, pdrop, text)) = ours_against_vhost(
+        "mq",
+        "io",
+        2,
+        "?queues=2",
+        "--fwd io --rxq 2 --duration 1 --tx-first 2 --rxd 256 --txd 256",
+    );
     let p = &v["ports"][0];
     assert_eq!(u(p, "tx_dropped") + u(p, "rx_errors") + u(p, "tx_errors"), 0, "{p}");
     assert_eq!(u(p, "tx_packets") - u(p, "rx_packets"), 128, "two streams of 64: {v}");
@@ -635,19 +627,13 @@ fn restart_cycle(server: bool) {
 
 #[test]
 fn client_mode_back_end_restart_brings_the_link_back() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     restart_cycle(false);
 }
 
 #[test]
 fn server_mode_back_end_reconnects_and_the_link_comes_back() {
-    if skip("needs root for dpdk-testpmd's EAL") || lacks(&["stdbuf", "dpdk-testpmd"]) {
-        return;
-    }
-    let _l = BackendLock::take();
+    let Some(_l) = BackendLock::runnable() else { return };
     restart_cycle(true);
 }
 

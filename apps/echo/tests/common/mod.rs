@@ -2,8 +2,10 @@
 //! clean up child processes and namespaces even when a test fails.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
@@ -146,4 +148,66 @@ pub fn one_line(o: &Output) -> String {
     assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{e}");
     assert!(lines[0].starts_with("echo: "), "{e}");
     lines[0].to_string()
+}
+
+/// The last line of a run's stdout that is a JSON object (the counters the
+/// server prints as it stops, a command's `--json` result), parsed.
+pub fn last_json(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line: {text} {}", String::from_utf8_lossy(&o.stderr)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Exit status 2 and one line on stderr that mentions `needle`.
+pub fn assert_exits_2_naming(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let line = one_line(o);
+    assert!(line.contains(needle), "'{line}' should mention '{needle}': {o:?}");
+}
+
+/// A plain echo server (TCP and UDP on `listen`, no banner, no TLS, not in
+/// sockperf mode), its UDP queue `udp_queue` deep, idle connections closed
+/// after `idle`.
+pub fn echo_server_config(listen: SocketAddr, udp_queue: usize, idle: Duration) -> echo::server::ServerConfig {
+    echo::server::ServerConfig {
+        listen,
+        listen_cfg: flow::kernel::tests_support::listen_config(listen.port().max(1)),
+        udp: flow::UdpConfig { rx_queue_len: udp_queue },
+        idle_timeout: Some(idle),
+        sockperf: false,
+        udp_enabled: true,
+        banner: None,
+        tls: None,
+    }
+}
+
+/// One client load: `conns` connections to `target` in `mode` (at `rate`
+/// messages a second where the mode paces), patterned `size`-byte messages,
+/// for `secs`, each connect given `connect_timeout`.
+pub fn client_config(
+    target: SocketAddr,
+    mode: echo::client::Mode,
+    conns: usize,
+    rate: f64,
+    size: usize,
+    secs: f64,
+    connect_timeout: Duration,
+) -> Arc<echo::client::ClientConfig> {
+    Arc::new(echo::client::ClientConfig {
+        target,
+        via: None,
+        payload: echo::client::Payload::Pattern,
+        conns,
+        size,
+        mode,
+        rate,
+        duration: Duration::from_secs_f64(secs),
+        connect_timeout,
+        tcp: flow::kernel::tests_support::tcp_config(),
+        progress: false,
+    })
 }
