@@ -8,6 +8,7 @@
 //! per-core counters (`rss_misdirected`, `frames_handed_off`, ...) are in
 //! each core's snapshot and in `/metrics`.
 //!
+//! Signals:
 //! * SIGHUP (or `POST /reload`): re-read the file; a config that does not
 //!   check is reported (one line) and the running one stays; a good one is
 //!   applied in place on every core ([`Lb::reload`]);

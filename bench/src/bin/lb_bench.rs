@@ -13,7 +13,9 @@
 //!   to those cores, the same timeouts, retries, redispatch and maxconn as
 //!   lb's config) and `lb --stack kernel` on 198.18.3.1:8080 (an address on
 //!   the namespace's loopback), `lb --stack user` on our stack over `tap:t0`
-//!   at 198.18.1.1:8080 (one core: issue 18 brings more);
+//!   at 198.18.1.1:8080, and on `af_xdp:p0` (the testbed's veth, checksums
+//!   computed by the kernel's end k0) at 198.18.0.1:8080 with the backends
+//!   through k0 (one core each, the first of `--cores`);
 //! * `wrk` and the `nginx`es are pinned (`taskset`) to `--client-cores`
 //!   (default: every other core).
 //!
@@ -28,7 +30,7 @@
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{process_cpu_ns, write_json, write_md, Row};
+use bench::{plot_series, process_cpu_ns, write_json, write_md, Row, Series};
 
 const NS: &str = "lbbench";
 const TAP_MAC: &str = "02:00:00:00:01:01";
@@ -47,6 +49,10 @@ impl Testbed {
         // its SYN may wait for a retransmission. Keep no TIME-WAIT in the
         // namespace, for every balancer alike.
         let ok = in_ns("sysctl").args(["-qw", "net.ipv4.tcp_max_tw_buckets=0"]).status();
+        assert!(ok.is_ok_and(|s| s.success()));
+        // For lb on af_xdp:p0: over a veth, XDP would get the kernel's
+        // checksums partial (see the af_xdp driver), so k0 computes its own.
+        let ok = in_ns("ethtool").args(["-K", "k0", "tx", "off"]).status();
         assert!(ok.is_ok_and(|s| s.success()));
         Testbed
     }
@@ -211,13 +217,18 @@ struct Run {
     p99_us: f64,
     errors: f64,
     cpu_ns: f64,
+    /// wrk's latency distribution: p50, p75, p90, p99 in µs.
+    pcts: [f64; 4],
+    /// The balancer's involuntary context switches over the run (every
+    /// thread): how often the scheduler took its core away.
+    preempted: f64,
 }
 
-fn wrk_out(o: &Output) -> (f64, f64, f64, f64) {
+fn wrk_out(o: &Output) -> (f64, f64, [f64; 4], f64) {
     let text = String::from_utf8_lossy(&o.stdout);
     let mut requests = f64::NAN;
     let mut rps = f64::NAN;
-    let mut p99 = f64::NAN;
+    let mut pcts = [f64::NAN; 4];
     let mut errors = 0.0;
     for l in text.lines() {
         let t = l.trim();
@@ -227,8 +238,10 @@ fn wrk_out(o: &Output) -> (f64, f64, f64, f64) {
         if let Some(v) = t.strip_prefix("Requests/sec:") {
             rps = v.trim().parse().unwrap_or(f64::NAN);
         }
-        if let Some(v) = t.strip_prefix("99%") {
-            p99 = duration_us(v.trim());
+        for (i, p) in ["50%", "75%", "90%", "99%"].into_iter().enumerate() {
+            if let Some(v) = t.strip_prefix(p) {
+                pcts[i] = duration_us(v.trim());
+            }
         }
         if let Some(rest) = t.strip_prefix("Socket errors:") {
             errors += rest.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<f64>().ok()).sum::<f64>();
@@ -237,7 +250,19 @@ fn wrk_out(o: &Output) -> (f64, f64, f64, f64) {
             errors += v.trim().parse::<f64>().unwrap_or(0.0);
         }
     }
-    (requests, rps, p99, errors)
+    (requests, rps, pcts, errors)
+}
+
+/// Involuntary context switches of every thread of `pid`.
+fn preemptions(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return f64::NAN };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:").and_then(|v| v.trim().parse::<f64>().ok()))
+        })
+        .sum()
 }
 
 /// wrk's `1.23ms` / `456.00us` / `1.02s` in µs.
@@ -283,12 +308,12 @@ fn measure(a: &Args, vip: &str, close: bool, pid: u32, busy: bool) -> Run {
     // Warm-up (connections, caches, ARP), not measured.
     let _ = run_wrk(a, vip, close, 1);
     std::thread::sleep(Duration::from_millis(300));
-    let c0 = read();
+    let (c0, s0) = (read(), preemptions(pid));
     let o = run_wrk(a, vip, close, a.secs);
     std::thread::sleep(Duration::from_millis(100));
-    let c1 = read();
-    let (requests, rps, p99_us, errors) = wrk_out(&o);
-    Run { requests, rps, p99_us, errors, cpu_ns: c1 - c0 }
+    let (c1, s1) = (read(), preemptions(pid));
+    let (requests, rps, pcts, errors) = wrk_out(&o);
+    Run { requests, rps, p99_us: pcts[3], errors, cpu_ns: c1 - c0, pcts, preempted: s1 - s0 }
 }
 
 fn run_wrk(a: &Args, vip: &str, close: bool, secs: u32) -> Output {
@@ -314,6 +339,8 @@ fn median_run(runs: &[Run]) -> Run {
         p99_us: med(|r| r.p99_us),
         errors: runs.iter().map(|r| r.errors).sum(),
         cpu_ns: med(|r| r.cpu_ns / r.requests) * med(|r| r.requests),
+        pcts: [med(|r| r.pcts[0]), med(|r| r.pcts[1]), med(|r| r.pcts[2]), med(|r| r.pcts[3])],
+        preempted: med(|r| r.preempted),
     }
 }
 
@@ -329,19 +356,49 @@ fn haproxy_case(a: &Args, dir: &std::path::Path, cores: &[usize]) -> (Run, Run) 
     (ka, cl)
 }
 
-/// lb on the kernel (`user` false) or on our stack over the TAP (one core).
-fn lb_case(a: &Args, lb: &str, dir: &std::path::Path, user: bool) -> (Run, Run) {
-    let vip = if user { "198.18.1.1:8080" } else { "198.18.3.1:8080" };
+/// Where lb runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// `--stack kernel` on 198.18.3.1 (the namespace's loopback).
+    Kernel,
+    /// Our stack on `tap:t0` at 198.18.1.1, the backends' subnet.
+    Tap,
+    /// Our stack on `af_xdp:p0` (the veth) at 198.18.0.1, the backends
+    /// (198.18.1.2) through the kernel's end k0 (198.18.0.2).
+    AfXdp,
+}
+
+/// lb on the kernel or on our stack (on the first of `--cores`).
+fn lb_case(a: &Args, lb: &str, dir: &std::path::Path, via: Via) -> (Run, Run) {
+    let vip = match via {
+        Via::Kernel => "198.18.3.1:8080",
+        Via::Tap => "198.18.1.1:8080",
+        Via::AfXdp => "198.18.0.1:8080",
+    };
     let cfg = lb_config(lb, dir, vip);
     let mut c = in_ns(lb);
     c.args(["run", "-c", cfg.to_str().unwrap(), "--grace-ms", "100"]);
-    let spec = format!("tap:t0?mac={TAP_MAC}");
     let first = pmd::runtime::parse_core_list(&a.cores).unwrap()[0].to_string();
-    if user {
-        c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--cores", &first]);
-    } else {
-        c.args(["--stack", "kernel", "--cores", &a.cores]);
-    }
+    match via {
+        Via::Kernel => c.args(["--stack", "kernel", "--cores", &a.cores]),
+        Via::Tap => {
+            let spec = format!("tap:t0?mac={TAP_MAC}");
+            c.args(["--stack", "user", "--port", &spec, "--ip", "198.18.1.1/24", "--cores", &first])
+        }
+        Via::AfXdp => c.args([
+            "--stack",
+            "user",
+            "--port",
+            "af_xdp:p0",
+            "--ip",
+            "198.18.0.1/24",
+            "--gateway",
+            "198.18.0.2",
+            "--cores",
+            &first,
+        ]),
+    };
+    let user = via != Via::Kernel;
     let l = Bg::spawn(&mut c);
     wait_up(vip);
     let ka = measure(a, vip, false, l.0.id(), user);
@@ -372,12 +429,14 @@ fn main() {
     for _ in 0..a.rounds {
         let (k, c) = haproxy_case(&a, &dir, &bal_cores);
         raw.push(("haproxy", k, c));
-        let (k, c) = lb_case(&a, &lb, &dir, false);
+        let (k, c) = lb_case(&a, &lb, &dir, Via::Kernel);
         raw.push(("lb_kernel", k, c));
-        let (k, c) = lb_case(&a, &lb, &dir, true);
+        let (k, c) = lb_case(&a, &lb, &dir, Via::Tap);
         raw.push(("lb_user", k, c));
+        let (k, c) = lb_case(&a, &lb, &dir, Via::AfXdp);
+        raw.push(("lb_af_xdp", k, c));
     }
-    let results: Vec<(&str, Run, Run)> = ["haproxy", "lb_kernel", "lb_user"]
+    let results: Vec<(&str, Run, Run)> = ["haproxy", "lb_kernel", "lb_user", "lb_af_xdp"]
         .into_iter()
         .map(|n| {
             let ks: Vec<Run> = raw.iter().filter(|r| r.0 == n).map(|r| r.1).collect();
@@ -392,7 +451,7 @@ fn main() {
     let (hk, hc) = get("haproxy");
     let cost = |r: Run| r.cpu_ns / 1e3 / r.requests;
     let mut rows = Vec::new();
-    for (name, suffix) in [("lb_user", ""), ("lb_kernel", "_kernel")] {
+    for (name, suffix) in [("lb_user", ""), ("lb_af_xdp", "_af_xdp"), ("lb_kernel", "_kernel")] {
         let (k, c) = get(name);
         rows.push(Row::new(&format!("cost_per_req_keepalive{suffix}"), "us", "lower", cost(k), "haproxy", cost(hk)));
         rows.push(Row::new(&format!("cost_per_req_conn{suffix}"), "us", "lower", cost(c), "haproxy", cost(hc)));
@@ -411,8 +470,10 @@ fn main() {
         "cpu_model": cpu, "load_average_before": load_before, "load_average_after": load_after,
         "balancer_cores": a.cores, "client_cores": a.client_cores, "secs": a.secs, "rounds": a.rounds, "errors": errors,
         "rounds_raw": raw.iter().map(|(n, k, c)| serde_json::json!({"balancer": n,
-            "keepalive": {"requests": k.requests, "rps": k.rps, "p99_us": k.p99_us, "cpu_ns": k.cpu_ns, "errors": k.errors},
-            "conn": {"requests": c.requests, "rps": c.rps, "p99_us": c.p99_us, "cpu_ns": c.cpu_ns, "errors": c.errors}})).collect::<Vec<_>>(),
+            "keepalive": {"requests": k.requests, "rps": k.rps, "p99_us": k.p99_us, "cpu_ns": k.cpu_ns, "errors": k.errors,
+                "p50_75_90_99_us": k.pcts, "preempted": k.preempted},
+            "conn": {"requests": c.requests, "rps": c.rps, "p99_us": c.p99_us, "cpu_ns": c.cpu_ns, "errors": c.errors,
+                "p50_75_90_99_us": c.pcts, "preempted": c.preempted}})).collect::<Vec<_>>(),
     });
     write_json("lb", &rows, extra);
     let mut md = format!(
@@ -425,7 +486,23 @@ fn main() {
     for r in &rows {
         md += &format!("| {} | {} | {} | {} | {} |\n", r.case, r.metric, r.ours, r.peer_value, r.ratio);
     }
-    md += "\n- Rows without suffix: `lb --stack user` (our stack over `tap:t0`, one core); `_kernel`: `lb --stack kernel`. Peer: `haproxy -db` (2.6, mode tcp, roundrobin, nbthread = balancer core count, cpu-map to them, same timeouts, retries 3, option redispatch, maxconn 1000 per server, no checks; lb's health checks are off too).\n\
+    md += "\nLatency distribution (keep-alive, wrk, µs; medians of the rounds) and the balancer's involuntary context switches over the run (the scheduler taking its core; every thread):\n\n\
+         | balancer | p50 | p75 | p90 | p99 | req/s | preempted (keep-alive) | preempted (per connection) |\n|---|---|---|---|---|---|---|---|\n";
+    for (n, k, c) in &results {
+        md += &format!(
+            "| {n} | {} | {} | {} | {} | {} | {} | {} |\n",
+            k.pcts[0], k.pcts[1], k.pcts[2], k.pcts[3], k.rps, k.preempted, c.preempted
+        );
+    }
+    let series: Vec<Series> = results
+        .iter()
+        .map(|(n, k, _)| Series {
+            label: (*n).to_string(),
+            points: [50.0, 75.0, 90.0, 99.0].into_iter().zip(k.pcts).filter(|p| p.1.is_finite()).collect(),
+        })
+        .collect();
+    plot_series("lb", "lb vs haproxy: wrk keep-alive latency by percentile", "percentile", "latency (us)", &series);
+    md += "\n- Rows without suffix: `lb --stack user` (our stack over `tap:t0`, one core); `_af_xdp`: the same over `af_xdp:p0` (copy mode on the veth, one queue); `_kernel`: `lb --stack kernel`. Peer: `haproxy -db` (2.6, mode tcp, roundrobin, nbthread = balancer core count, cpu-map to them, same timeouts, retries 3, option redispatch, maxconn 1000 per server, no checks; lb's health checks are off too).\n\
          - cost_per_req: the balancer's CPU time over the measured run / requests completed. lb on our stack: its poll loop's busy time (`busy_ns` of `/stats`: iterations that did work; the TAP's system calls included, empty polls excluded). haproxy and lb on the kernel: process utime + stime (`/proc/PID/stat`, 10 ms ticks), which holds their system calls but not softirq work the kernel does for them elsewhere.\n\
          - latency_p99: wrk's p99 (closed loop, 32 connections, keep-alive): the same offered load only if the request rates are equal; read it with req_per_s.\n\
          - TIME-WAIT off in the namespace (`net.ipv4.tcp_max_tw_buckets=0`): nginx closes first, and its TIME-WAIT entries made reused ports wait for SYN retransmissions, for every balancer, at random.\n\
@@ -433,6 +510,13 @@ fn main() {
          - Tuning: nginx `keepalive_requests 10000000`, access log off, one process each; haproxy as above, nothing else; lb from `lb init` with roundrobin and checks off. The TAP path is the kernel's tun driver on both directions of our stack's traffic: a NIC would take that cost away.\n";
     let ratio = |case: &str| rows.iter().find(|r| r.case == case).map(|r| r.ratio).unwrap_or(f64::NAN);
     let verdict = |ok: bool| if ok { "met" } else { "not met" };
+    let (x_ka, x_cl) = (ratio("cost_per_req_keepalive_af_xdp"), ratio("cost_per_req_conn_af_xdp"));
+    md += &format!(
+        "- Target on af_xdp: lb on our stack <= 0.5x haproxy's cost per request: {} (keep-alive {x_ka}, per connection {x_cl}); p99 <= haproxy's: {} ({}).\n",
+        verdict(x_ka <= 0.5 && x_cl <= 0.5),
+        verdict(ratio("latency_p99_af_xdp") <= 1.0),
+        ratio("latency_p99_af_xdp"),
+    );
     let (u_ka, u_cl, k_ka, k_cl) = (
         ratio("cost_per_req_keepalive"),
         ratio("cost_per_req_conn"),
@@ -452,7 +536,7 @@ fn main() {
     } else {
         md += &format!("- Errors: {}.\n", errors.join("; "));
     }
-    md += "- Raw: [`lb.json`](lb.json). Reproduce: `scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N] [--rounds N]` (root).\n";
+    md += "- Raw: [`lb.json`](lb.json); plot: [`lb.svg`](lb.svg) (keep-alive latency by percentile, each balancer). Reproduce: `scripts/bench.sh lb [--cores LIST] [--client-cores LIST] [--secs N] [--rounds N]` (root).\n";
     write_md("lb", &md);
     print!("{md}");
 }
