@@ -52,7 +52,7 @@ impl Testbed {
         assert!(ok.is_ok_and(|s| s.success()));
         // For lb on af_xdp:p0: over a veth, XDP would get the kernel's
         // checksums partial (see the af_xdp driver), so k0 computes its own.
-        let ok = in_ns("ethtool").args(["-K", "k0", "tx", "off"]).status();
+        let ok = in_ns("ethtool").args(["-K", "k0", "tx", "off"]).stdout(Stdio::null()).status();
         assert!(ok.is_ok_and(|s| s.success()));
         Testbed
     }
