@@ -16,11 +16,14 @@
 //!
 //! Answers `200 ok`, `400` with one line naming what is wrong, or `404`.
 //! One request per connection, at most 8 KiB of request head, 5 s to send it.
+//! Each connection is served on its own short-lived thread, at most
+//! [`MAX_CLIENTS`] at once (beyond: `503` at once), so a client that is slow
+//! to send its request never holds up another (a scrape, the runtime API).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,19 +31,43 @@ use crate::config::{resolve_uri, SendProxy, ServerSpec};
 use crate::control::Control;
 use crate::proxy::{Command, Snapshot, CONNECT_BUCKETS_US};
 
+/// Admin connections served at once.
+pub const MAX_CLIENTS: usize = 16;
+
 /// Serves on `addr` until `ctl.stop`; `reload` is raised by `POST /reload`.
 pub fn spawn(
     addr: SocketAddr,
     ctl: Arc<Control>,
     reload: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let l = TcpListener::bind(addr)?;
+    serve(TcpListener::bind(addr)?, ctl, reload)
+}
+
+/// Serves on the bound listener `l` (see [`spawn`]).
+pub fn serve(
+    l: TcpListener,
+    ctl: Arc<Control>,
+    reload: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     l.set_nonblocking(true)?;
+    let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("lb-admin".into()).spawn(move || {
         while !ctl.stop.load(Ordering::Acquire) {
             match l.accept() {
-                Ok((s, _)) => {
-                    let _ = serve_one(s, &ctl, &reload);
+                Ok((mut s, _)) => {
+                    if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                        busy.fetch_sub(1, Ordering::AcqRel);
+                        let _ = respond(&mut s, 503, "text/plain", "too many admin connections\n");
+                        continue;
+                    }
+                    let (c, r, b) = (ctl.clone(), reload.clone(), busy.clone());
+                    let spawned = std::thread::Builder::new().name("lb-admin-conn".into()).spawn(move || {
+                        let _ = serve_one(s, &c, &r);
+                        b.fetch_sub(1, Ordering::AcqRel);
+                    });
+                    if spawned.is_err() {
+                        busy.fetch_sub(1, Ordering::AcqRel);
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -76,6 +103,7 @@ fn respond(s: &mut TcpStream, code: u16, ctype: &str, body: &str) -> std::io::Re
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let head = format!(
@@ -358,6 +386,31 @@ mod tests {
             assert!(value.parse::<f64>().is_ok(), "{line}");
             assert!(name.starts_with("lb_"), "{line}");
         }
+    }
+
+    #[test]
+    fn a_client_slow_to_send_its_request_does_not_hold_up_another() {
+        let ctl = control();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = serve(l, ctl.clone(), Arc::new(AtomicBool::new(false))).unwrap();
+        // Three connections that send nothing (each would hold a serial
+        // server for its 5 s read timeout, and then be closed).
+        let silent: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /stats HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+        // Answered while the silent ones are still open, unanswered.
+        for mut s in silent {
+            s.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            let e = s.read(&mut b).expect_err("a silent connection got an answer or was closed");
+            assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        }
+        ctl.stop();
+        h.join().unwrap();
     }
 
     #[test]
