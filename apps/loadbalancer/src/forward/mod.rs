@@ -28,6 +28,7 @@
 //! [`Verdict::Pass`]: forwarder::Verdict::Pass
 
 pub mod config;
+pub mod core_loop;
 pub mod encap;
 pub mod flow_table;
 pub mod forwarder;
