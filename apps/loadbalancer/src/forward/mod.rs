@@ -33,3 +33,4 @@ pub mod encap;
 pub mod flow_table;
 pub mod forwarder;
 pub mod packet;
+pub mod run;
