@@ -81,7 +81,7 @@ impl Nets {
             sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
         };
-        attach(&nets.client, "c0", "bc", "198.18.0.100/24");
+        attach(&nets.client, "c0", "brc", "198.18.0.100/24");
         sh(&["ip", "netns", "exec", &nets.client, "ethtool", "-K", "c0", "tx", "off"]);
         for (i, s) in nets.servers.iter().enumerate() {
             attach(s, "e0", &format!("b{i}"), &format!("198.18.0.{}/24", 21 + i));
