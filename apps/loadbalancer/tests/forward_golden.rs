@@ -582,25 +582,80 @@ fn ip_options_and_ipv6_extension_headers_follow_their_policy() {
     }
 }
 
+/// A full-size TCP segment (1500 bytes of IP) from `client` to `vip`.
+fn full_size(client: SocketAddr, vip: SocketAddr) -> Vec<u8> {
+    let r =
+        TcpRepr { payload_len: 0, ..TcpRepr::new(client.port(), 80, SeqNumber(1), SeqNumber(1), TcpFlags::ACK, 1000) };
+    let pl = if vip.is_ipv4() { 1460 } else { 1440 };
+    let mut seg = vec![0u8; r.header_len() + pl];
+    r.emit_with_payload(&mut TcpPacket::new_unchecked(&mut seg[..]), &pair(client.ip(), vip.ip()), &vec![7u8; pl], &SW);
+    eth(OUR, CLIENT_MAC, ethertype_of(vip.ip()), &ip(client.ip(), vip.ip(), 6, &seg, &[]))
+}
+
 #[test]
-fn a_packet_too_big_once_encapsulated_is_dropped_and_counted() {
-    let c = config(vip4(), "gue", false, "drop", "drop");
+fn a_packet_too_big_once_encapsulated_is_dropped_and_counted_under_too_big_drop() {
+    let t = INIT_FORWARD.replace("\"l2dsr\"", "\"gue\"").replace("too_big = \"icmp\"", "too_big = \"drop\"");
+    let c = Config::check(&t).unwrap();
     let mut fw = forwarder(&c);
     let p = pool();
-    let client: SocketAddr = "198.19.0.1:40000".parse().unwrap();
-    // A full-size TCP segment: 1500 bytes of IP, 28 more with GUE.
-    let r = TcpRepr { payload_len: 1460, ..TcpRepr::new(40000, 80, SeqNumber(1), SeqNumber(1), TcpFlags::ACK, 1000) };
-    let mut seg = vec![0u8; 1480];
-    r.emit_with_payload(
-        &mut TcpPacket::new_unchecked(&mut seg[..]),
-        &pair(client.ip(), vip4().ip()),
-        &[7u8; 1460],
-        &SW,
-    );
-    let f = eth(OUR, CLIENT_MAC, EtherType::Ipv4, &ip(client.ip(), vip4().ip(), 6, &seg, &[]));
-    let mut m = mbuf(&p, &f);
+    let mut m = mbuf(&p, &full_size("198.19.0.1:40000".parse().unwrap(), vip4()));
     assert_eq!(fw.one(&mut m), Verdict::Drop(DropReason::TooBig));
     assert_eq!(fw.vip_counters(0).dropped[DropReason::TooBig as usize], 1);
+    assert_eq!(fw.vip_counters(0).too_big_sent, 0);
+}
+
+#[test]
+fn a_packet_too_big_once_encapsulated_is_answered_with_frag_needed_or_packet_too_big_rfc_1191_rfc_4443() {
+    for (vip, client, v6) in [(vip4(), "198.19.0.1:40000", false), (vip6(), "[2001:2:0:1::1]:40000", true)] {
+        let client: SocketAddr = client.parse().unwrap();
+        let c = config(vip, "gue", v6, "drop", "drop");
+        let mut fw = forwarder(&c);
+        let p = pool();
+        let input = full_size(client, vip);
+        let mut m = mbuf(&p, &input);
+        assert_eq!(fw.one(&mut m), Verdict::TooBigSent { vip: 0 }, "{vip}");
+        assert_eq!(fw.vip_counters(0).too_big_sent, 1);
+        // Expected: VIP -> client, quoting the packet; the MTU left after
+        // GUE (outer IPv4 + UDP 28, outer IPv6 + UDP 48).
+        let inner = &input[14..];
+        let (mut icmp, proto) = if v6 {
+            let mut i = vec![2u8, 0, 0, 0];
+            i.extend_from_slice(&(1500u32 - 48).to_be_bytes());
+            i.extend_from_slice(&inner[..inner.len().min(1232)]);
+            (i, 58)
+        } else {
+            let mut i = vec![3u8, 4, 0, 0, 0, 0];
+            i.extend_from_slice(&(1500u16 - 28).to_be_bytes());
+            i.extend_from_slice(&inner[..28]);
+            (i, 1)
+        };
+        let csum = match (vip.ip(), client.ip()) {
+            (IpAddr::V6(s), IpAddr::V6(d)) => !pmd::checksum::combine(&[
+                pmd::checksum::pseudo_header_v6(&s, &d, 58, icmp.len() as u32),
+                pmd::checksum::sum(&icmp),
+            ]),
+            _ => pmd::checksum::checksum(&icmp),
+        };
+        icmp[2..4].copy_from_slice(&csum.to_be_bytes());
+        let want = eth(CLIENT_MAC, OUR, ethertype_of(vip.ip()), &ip(vip.ip(), client.ip(), proto, &icmp, &[]));
+        assert_eq!(m.data(), &want[..], "{vip}");
+        if !v6 {
+            let e = EthernetFrame::new_checked(m.data()).unwrap();
+            let ipp = Ipv4Packet::new_checked(e.payload()).unwrap();
+            Ipv4Repr::parse(&ipp, &SW).expect("IPv4 header checksum");
+            assert!(stack::wire::Icmpv4Packet::new_checked(ipp.payload()).unwrap().verify_checksum());
+        }
+        // Without DF, an IPv4 packet gets no error (its path may fragment it).
+        if !v6 {
+            let mut f = input.clone();
+            f[20] = 0;
+            let (a, b) = f.split_at_mut(14);
+            let _ = a;
+            Ipv4Packet::new_unchecked(&mut b[..]).fill_checksum();
+            let mut m = mbuf(&p, &f);
+            assert_eq!(fw.one(&mut m), Verdict::Drop(DropReason::TooBig));
+        }
+    }
 }
 
 #[test]

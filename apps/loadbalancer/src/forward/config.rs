@@ -65,6 +65,10 @@ pub struct ForwardFrontend {
     /// Largest frame payload (the IP packet) the port sends; a packet that
     /// would exceed it after encapsulation is dropped and counted.
     pub mtu: u16,
+    /// `drop` (count) | `icmp` (count, and answer the client with ICMP
+    /// fragmentation needed / packet too big naming the MTU left after
+    /// encapsulation, as Katran does).
+    pub too_big: String,
 }
 
 /// L4 protocol of a VIP.
@@ -156,6 +160,8 @@ pub struct ForwardSpec {
     pub hash: HashKey,
     /// MTU.
     pub mtu: u16,
+    /// Answer too-big packets with ICMP (else drop them silently).
+    pub too_big_icmp: bool,
 }
 
 fn mac(path: &str, s: &str) -> Result<MacAddr, ConfigError> {
@@ -260,6 +266,11 @@ impl ForwardFrontend {
         if !(576..=9000).contains(&self.mtu) {
             return Err(err(format!("{p}.mtu"), "must be 576..=9000"));
         }
+        let too_big_icmp = match self.too_big.as_str() {
+            "drop" => false,
+            "icmp" => true,
+            _ => return Err(err(format!("{p}.too_big"), "must be \"drop\" or \"icmp\"")),
+        };
         if encap == Encap::L2Dsr && b.servers.iter().any(|s| matches!(s.addr.ip(), IpAddr::V4(_)) != vip.is_ipv4()) {
             // Harmless for the data path (L2 DSR does not use the server's
             // address), but it is the address health checks use, and a
@@ -285,6 +296,7 @@ impl ForwardFrontend {
             maglev_size,
             hash,
             mtu: self.mtu,
+            too_big_icmp,
         })
     }
 }
@@ -372,6 +384,7 @@ mod tests {
             ("fragments = \"drop\"", "fragments = \"reassemble\"", "forward.vip.fragments"),
             ("ip_options = \"drop\"", "ip_options = \"strip\"", "forward.vip.ip_options"),
             ("mtu = 1500", "mtu = 100", "forward.vip.mtu"),
+            ("too_big = \"icmp\"", "too_big = \"reject\"", "forward.vip.too_big"),
             ("algorithm = \"maglev\"", "algorithm = \"roundrobin\"", "forward.vip.backend"),
             ("uri = \"tcp://198.18.2.1:80\"", "uri = \"tcp://[2001:2::1]:80\"", "forward.vip.backend"),
         ] {

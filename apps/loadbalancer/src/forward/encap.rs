@@ -50,6 +50,18 @@ pub struct Target {
     pub mtu: u16,
 }
 
+impl Target {
+    /// Bytes the encapsulation adds in front of the IP packet.
+    pub fn mtu_overhead(&self) -> usize {
+        let ip = match (self.encap, self.server) {
+            (Encap::L2Dsr, _) => return 0,
+            (_, IpAddr::V4(_)) => 20,
+            (_, IpAddr::V6(_)) => 40,
+        };
+        ip + if self.encap == Encap::Gue { 8 } else { 0 }
+    }
+}
+
 /// Why a rewrite failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncapError {

@@ -47,6 +47,12 @@ pub enum Verdict {
     },
     /// For the host stack, untouched.
     Pass,
+    /// Too big once encapsulated: rewritten into the ICMP error to the
+    /// client (sent on the port; the packet itself counts as dropped).
+    TooBigSent {
+        /// VIP index.
+        vip: usize,
+    },
     /// Dropped, and why.
     Drop(DropReason),
 }
@@ -87,6 +93,8 @@ pub struct VipCounters {
     pub icmp_forwarded: u64,
     /// Fragments forwarded by 2-tuple hash.
     pub fragments_forwarded: u64,
+    /// ICMP too-big errors sent to clients (`too_big = "icmp"`).
+    pub too_big_sent: u64,
     /// Drops by reason: malformed, fragment, options, no server, too big, no headroom.
     pub dropped: [u64; 6],
     /// Packets per server (backend order).
@@ -264,7 +272,7 @@ impl Forwarder {
     pub fn process(&mut self, rx: &mut Vec<Mbuf>, tx: &mut Vec<Mbuf>, pass: &mut Vec<Mbuf>) {
         for mut m in rx.drain(..) {
             match self.one(&mut m) {
-                Verdict::Forward { .. } => tx.push(m),
+                Verdict::Forward { .. } | Verdict::TooBigSent { .. } => tx.push(m),
                 Verdict::Pass => pass.push(m),
                 Verdict::Drop(_) => drop(m),
             }
@@ -278,7 +286,7 @@ impl Forwarder {
         match v {
             Verdict::Forward { .. } => self.counters.forwarded += 1,
             Verdict::Pass => self.counters.passed += 1,
-            Verdict::Drop(_) => self.counters.dropped += 1,
+            Verdict::Drop(_) | Verdict::TooBigSent { .. } => self.counters.dropped += 1,
         }
         v
     }
@@ -435,7 +443,22 @@ fn send(v: &mut Vip, vi: usize, server: usize, m: &mut Mbuf, p: &Parsed, our_mac
             v.counters.per_server[server] += 1;
             Verdict::Forward { vip: vi, server }
         }
-        Err(EncapError::TooBig) => drop_for(v, DropReason::TooBig),
+        Err(EncapError::TooBig) => {
+            let v4_df_clear = p.v4 && !p.dont_frag;
+            let _ = drop_for(v, DropReason::TooBig);
+            // What fits once encapsulated; IPv6 never below its minimum.
+            let room = usize::from(v.spec.mtu) - (t.mtu_overhead());
+            let mtu = if p.v4 { room as u16 } else { room.max(1280) as u16 };
+            // An IPv4 packet without DF may be fragmented by its sender's
+            // path: no error for it (RFC 1191), nor for an ICMP error.
+            let answer =
+                v.spec.too_big_icmp && !v4_df_clear && p.key.proto != proto::ICMP && p.key.proto != proto::ICMPV6;
+            if answer && super::icmp::too_big(m, p, mtu, our_mac) {
+                v.counters.too_big_sent += 1;
+                return Verdict::TooBigSent { vip: vi };
+            }
+            Verdict::Drop(DropReason::TooBig)
+        }
         Err(EncapError::NoHeadroom) => drop_for(v, DropReason::NoHeadroom),
     }
 }

@@ -9,7 +9,8 @@
 //! Rooms: [`config`] (the `[forward.NAME]` keys, checked), [`flow_table`]
 //! (fixed-size, set-associative LRU, per core), [`packet`] (reading a frame:
 //! Ethernet, IPv4/IPv6, ports, quoted packets of ICMP too-big), [`encap`]
-//! (the in-place rewrite and encapsulation, checksums), [`forwarder`] (the
+//! (the in-place rewrite and encapsulation, checksums), [`icmp`] (the
+//! too-big error sent back to a client), [`forwarder`] (the
 //! per-core verdicts: flow table, Maglev, ICMP, fragments, options,
 //! counters).
 //!
@@ -32,5 +33,6 @@ pub mod core_loop;
 pub mod encap;
 pub mod flow_table;
 pub mod forwarder;
+pub mod icmp;
 pub mod packet;
 pub mod run;

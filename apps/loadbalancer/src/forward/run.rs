@@ -115,7 +115,7 @@ pub fn run(a: &RunArgs, cfg: &Checked) -> Result<(), Fail> {
             serde_json::json!({
                 "vip": f.name, "forwarded": v.forwarded, "bytes": v.bytes, "hits": v.hits, "misses": v.misses,
                 "rehashed": v.rehashed, "evictions": v.evictions, "icmp_forwarded": v.icmp_forwarded,
-                "fragments_forwarded": v.fragments_forwarded,
+                "fragments_forwarded": v.fragments_forwarded, "too_big_sent": v.too_big_sent,
                 "dropped": {"malformed": v.dropped[0], "fragment": v.dropped[1], "options": v.dropped[2],
                     "no_server": v.dropped[3], "too_big": v.dropped[4], "no_headroom": v.dropped[5]},
                 "per_server": v.per_server, "flows": l.fw.flows(i),
