@@ -118,7 +118,7 @@ fn ours(bin: &str, case: &Case, core: usize, secs: u32, extra: &[String], record
 /// Runs dpdk-testpmd until it has printed `secs + 1` throughput readings, then
 /// stops it with SIGINT (its normal way out) and returns the readings after the
 /// first, in Mpps.
-fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool) -> Result<Run, String> {
+fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool, mode: &str) -> Result<Run, String> {
     let main_core = main_core(core);
     let mut args = vec![
         "-l".to_string(),
@@ -137,7 +137,7 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool) -> Result<
         "--vdev".into(),
         case.vdev.into(),
         "--".into(),
-        "--forward-mode=io".into(),
+        format!("--forward-mode={mode}"),
         "--nb-cores=1".into(),
         "--burst=32".into(),
         "--stats-period".into(),
@@ -214,6 +214,21 @@ fn dpdk(bin: &str, case: &Case, core: usize, secs: u32, record: bool) -> Result<
     Ok(Run { samples: samples.into_iter().skip(1).collect(), busy_ns_per_pkt, cpu_ns_per_pkt })
 }
 
+/// dpdk-testpmd in forwarding mode `mode` (`io`, `macswap`, ..) on `vdev`
+/// with its forwarding lcore on `core`: the per-second Mpps readings after
+/// the first (the peer of benchmarks outside this module, e.g. `l4fwd`).
+pub fn dpdk_testpmd(
+    bin: &str,
+    vdev: &'static str,
+    tx_first: bool,
+    mode: &str,
+    core: usize,
+    secs: u32,
+) -> Result<Vec<f64>, String> {
+    let case = Case { name: "", ours_port: "", vdev, tx_first };
+    dpdk(bin, &case, core, secs, false, mode).map(|r| r.samples)
+}
+
 fn fmt(s: &Summary) -> String {
     format!("{:.1} ({:.1}–{:.1})", s.p50, s.p10, s.p90)
 }
@@ -246,12 +261,12 @@ pub fn run(b: &IoFwd) {
             eprintln!("{}: {} round {}/{rounds}: ours", b.name, case.name, r + 1);
             o.extend(ours(&ours_bin, case, core, secs, &extra, false).unwrap_or_else(|e| panic!("{e}")).samples);
             eprintln!("{}: {} round {}/{rounds}: dpdk-testpmd", b.name, case.name, r + 1);
-            d.extend(dpdk(&dpdk_bin, case, core, secs, false).unwrap_or_else(|e| panic!("{e}")).samples);
+            d.extend(dpdk(&dpdk_bin, case, core, secs, false, "io").unwrap_or_else(|e| panic!("{e}")).samples);
         }
         // CPU cost: one more run per side, recording core cycles.
         eprintln!("{}: {}: ours and dpdk-testpmd with --record-core-cycles", b.name, case.name);
         let ro = ours(&ours_bin, case, core, secs, &extra, true).unwrap_or_else(|e| panic!("{e}"));
-        let rd = dpdk(&dpdk_bin, case, core, secs, true).unwrap_or_else(|e| panic!("{e}"));
+        let rd = dpdk(&dpdk_bin, case, core, secs, true, "io").unwrap_or_else(|e| panic!("{e}"));
         eprintln!(
             "{}: {}: busy ns/pkt ours {:.3}, dpdk-testpmd {:.3} (process CPU {:?} ns/pkt)",
             b.name, case.name, ro.busy_ns_per_pkt, rd.busy_ns_per_pkt, rd.cpu_ns_per_pkt

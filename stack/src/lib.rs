@@ -55,6 +55,7 @@ pub use config::{IcmpConfig, NeighborConfig, ReassemblyConfig, StackConfig, UdpC
 pub use cores::{CoreDest, CoreLink, CoreMsg, Delivery, Steering};
 pub use driver::{Driver, DynDriver};
 pub use error::{ConfigError, StackError};
+pub use iface::decap::DecapConfig;
 pub use iface::Stack;
 pub use socket::echo::{EchoHandle, EchoReply};
 pub use socket::tcp::{TcpHandle, TcpListenerHandle, TcpSocketError};

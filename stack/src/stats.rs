@@ -51,6 +51,10 @@ counters!(
         bad_source,
         /// NDP message with hop limit other than 255 (RFC 4861 §7.1.1).
         ndp_hop_limit,
+        /// Tunnelled packet (decapsulation on) whose inner packet is cut short.
+        decap_malformed,
+        /// Tunnelled packet whose inner packet is a tunnel again (one level only).
+        decap_nested,
         /// IPv6 fragment inside a reassembled packet (nested fragmentation).
         ipv6_fragment,
         /// IPv6 packet holding a Hop-by-Hop or Destination option we do not
@@ -155,6 +159,8 @@ counters!(
         icmp_rate_limited,
         /// ICMP/ICMPv6 messages received and not otherwise handled.
         icmp_other_received,
+        /// Tunnelled packets taken apart (IPIP, GUE).
+        decapsulated,
         /// IPv4 datagrams reassembled.
         reassembled,
         /// IPv6 packets reassembled.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, INIT};
+use crate::config::{Config, INIT, INIT_FORWARD};
 
 /// A full-proxy L4 load balancer over our stack or the kernel's.
 #[derive(Parser, Debug)]
@@ -19,11 +19,20 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Print a complete, commented configuration (every key spelled out).
-    Init,
+    Init(InitArgs),
     /// Validate a configuration; exit 2 naming the key at fault.
     Check(CheckArgs),
     /// Run the balancer.
     Run(crate::run::RunArgs),
+}
+
+/// `lb init`.
+#[derive(Args, Debug)]
+struct InitArgs {
+    /// A forwarding-mode configuration (`[forward.NAME]`: L4 packet
+    /// balancing by L2 DSR, IPIP or GUE) instead of the full proxy's.
+    #[arg(long)]
+    forward: bool,
 }
 
 /// `lb check`.
@@ -75,8 +84,8 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
         }
     };
     let r = match cli.cmd {
-        Cmd::Init => {
-            print!("{INIT}");
+        Cmd::Init(a) => {
+            print!("{}", if a.forward { INIT_FORWARD } else { INIT });
             Ok(())
         }
         Cmd::Check(a) => check(&a),
@@ -94,8 +103,12 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode
 fn check(a: &CheckArgs) -> Result<(), Fail> {
     let c = Config::load(&a.config).map_err(|e| Fail::usage(format!("{}: {e}", a.config.display())))?;
     let servers: usize = c.backends.iter().map(|b| b.servers.len()).sum();
+    let forward = match c.forward.len() {
+        0 => String::new(),
+        n => format!(", {n} forward frontends"),
+    };
     println!(
-        "{}: ok ({} frontends, {} backends, {} servers)",
+        "{}: ok ({} frontends, {} backends, {} servers{forward})",
         a.config.display(),
         c.frontends.len(),
         c.backends.len(),

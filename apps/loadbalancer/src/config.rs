@@ -58,6 +58,9 @@ pub struct Config {
     pub frontends: BTreeMap<String, Frontend>,
     /// Server pools by name.
     pub backends: BTreeMap<String, Backend>,
+    /// Forwarding-mode frontends by name (`[forward.NAME]`; an empty
+    /// `[forward]` table when there is none): see [`crate::forward::config`].
+    pub forward: BTreeMap<String, crate::forward::config::ForwardFrontend>,
     /// The admin listener.
     pub admin: Admin,
 }
@@ -370,6 +373,8 @@ pub struct Checked {
     pub backends: Vec<BackendSpec>,
     /// Admin listener, if enabled.
     pub admin: Option<SocketAddr>,
+    /// Forwarding-mode frontends (by name order).
+    pub forward: Vec<crate::forward::config::ForwardSpec>,
 }
 
 impl Config {
@@ -401,8 +406,8 @@ impl Config {
         if self.backends.is_empty() {
             return Err(err("backends", "at least one backend is needed"));
         }
-        if self.frontends.is_empty() {
-            return Err(err("frontends", "at least one frontend is needed"));
+        if self.frontends.is_empty() && self.forward.is_empty() {
+            return Err(err("frontends", "at least one frontend (or [forward.NAME]) is needed"));
         }
         let mut backends = Vec::new();
         for (name, b) in &self.backends {
@@ -427,7 +432,15 @@ impl Config {
         } else {
             None
         };
-        Ok(Checked { tcp, frontends, backends, admin })
+        let mut forward: Vec<crate::forward::config::ForwardSpec> = Vec::new();
+        for (name, f) in &self.forward {
+            let spec = f.validate(&format!("forward.{name}"), name, &backends)?;
+            if let Some(o) = forward.iter().find(|o| o.vip == spec.vip && o.proto == spec.proto) {
+                return Err(err(format!("forward.{name}.vip"), format!("{} is also the VIP of {}", spec.vip, o.name)));
+            }
+            forward.push(spec);
+        }
+        Ok(Checked { tcp, frontends, backends, admin, forward })
     }
 }
 
@@ -722,6 +735,10 @@ impl Server {
 
 /// What `lb init` prints: a complete configuration, every key with a comment.
 pub const INIT: &str = include_str!("init.toml");
+
+/// What `lb init --forward` prints: a forwarding-mode configuration (L4
+/// packet balancing, `[forward.NAME]`), every key with a comment.
+pub const INIT_FORWARD: &str = include_str!("init_forward.toml");
 
 #[cfg(test)]
 mod tests {

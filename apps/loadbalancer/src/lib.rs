@@ -31,6 +31,7 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod forward;
 pub mod health;
 pub mod maglev;
 pub mod proxy;

@@ -145,6 +145,9 @@ async fn core<N: flow::Net>(net: N, index: usize, cfg: Arc<Checked>, ctl: Arc<Co
 /// Runs until SIGTERM/SIGINT and the grace after it.
 pub fn run(a: RunArgs) -> Result<(), Fail> {
     let cfg = Arc::new(Config::load(&a.config).map_err(|e| Fail::usage(format!("{}: {e}", a.config.display())))?);
+    if !cfg.forward.is_empty() {
+        return crate::forward::run::run(&a, &cfg);
+    }
     let cores = pmd::runtime::parse_core_list(&a.cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     pmd::runtime::check_cores(&cores).map_err(|e| Fail::usage(format!("--cores: {e}")))?;
     // The flags against the stack, before anything is opened.

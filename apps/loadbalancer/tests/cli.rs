@@ -106,3 +106,27 @@ fn run_refuses_flags_that_do_not_fit_the_stack_with_one_line_and_status_2() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn init_forward_writes_a_forwarding_config_that_check_accepts_and_names_its_faults() {
+    let out = lb().args(["init", "--forward"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[forward.vip]"));
+    let p = write("fwd.toml", &text);
+    let out = lb().args(["check", "-c"]).arg(&p).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok (0 frontends, 1 backends, 3 servers, 1 forward frontends)")
+    );
+    check_fails(
+        "fwd-encap.toml",
+        &text.replace("encap = \"l2dsr\"", "encap = \"vxlan\""),
+        "forward.vip.encap: must be \"l2dsr\", \"ipip\" or \"gue\"",
+    );
+    check_fails(
+        "fwd-missing.toml",
+        &text.replace("fragments = \"drop\"", ""),
+        "forward.vip: missing field `fragments`",
+    );
+}

@@ -83,6 +83,14 @@ impl Stack {
         bcast: bool,
         caps: ChecksumCaps,
     ) {
+        if !bcast {
+            let ip = IpPair::V4 { src: repr.src_addr, dst: repr.dst_addr };
+            match self.tunnel(&m, repr.protocol, hlen, Some(&ip)) {
+                super::decap::Tunnel::At(at) => return self.decap_input(m, at, src_mac),
+                super::decap::Tunnel::BadChecksum => return self.stats.drops.decap_malformed += 1,
+                super::decap::Tunnel::No => {}
+            }
+        }
         match repr.protocol {
             IpProtocol::Icmp => self.icmpv4_input(m, repr, hlen, src_mac, bcast),
             IpProtocol::Udp => {

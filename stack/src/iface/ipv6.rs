@@ -80,6 +80,13 @@ impl Stack {
             }
         }
         let l4 = V6 + upper.offset;
+        if !mcast {
+            match self.tunnel(&m, upper.protocol, l4, Some(&IpPair::V6 { src, dst })) {
+                super::decap::Tunnel::At(at) => return self.decap_input(m, at, src_mac),
+                super::decap::Tunnel::BadChecksum => return self.stats.drops.decap_malformed += 1,
+                super::decap::Tunnel::No => {}
+            }
+        }
         match upper.protocol {
             IpProtocol::Icmpv6 => self.icmpv6_input(m, repr, l4, src_mac, mcast),
             IpProtocol::Udp => self.udp_input(m, IpPair::V6 { src, dst }, l4, src_mac, mcast, caps),

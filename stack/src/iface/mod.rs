@@ -86,6 +86,7 @@ use crate::stats::Stats;
 use crate::timer::TimerWheel;
 use crate::wire::{self, ChecksumCaps, ChecksumMode};
 
+pub mod decap;
 mod ethernet;
 mod icmp;
 mod ipv4;
@@ -157,6 +158,8 @@ pub struct Stack {
     pub(crate) steering: Option<Steering>,
     /// Messages for other cores, taken by [`CoreLink::exchange`](crate::cores::CoreLink::exchange).
     pub(crate) core_out: Vec<(CoreDest, CoreMsg)>,
+    /// Tunnels taken apart ([`decap`]); off by default.
+    pub(crate) decap: decap::DecapConfig,
 }
 
 impl Stack {
@@ -206,6 +209,7 @@ impl Stack {
             tcp: TcpTable::new(os_secret(), cfg.tcp_max_connections),
             steering: None,
             core_out: Vec::new(),
+            decap: decap::DecapConfig::default(),
             tx_caps,
             now,
             cfg,
