@@ -71,6 +71,30 @@ pub const SYMMETRIC_KEY: [u8; KEY_LEN] = {
     k
 };
 
+/// A key as a user writes it (the `--rss-key` of `echo` and `lb`):
+/// `microsoft` ([`MICROSOFT_KEY`]), `symmetric` ([`SYMMETRIC_KEY`]) or hex
+/// bytes, at least [`KEY_LEN`] of them. The error names the problem.
+pub fn parse_key(text: &str) -> Result<Vec<u8>, String> {
+    match text {
+        "microsoft" => Ok(MICROSOFT_KEY.to_vec()),
+        "symmetric" => Ok(SYMMETRIC_KEY.to_vec()),
+        hex => {
+            let bad = || format!("'{text}' is not microsoft, symmetric or an even number of hex digits");
+            if hex.len() % 2 != 0 {
+                return Err(bad());
+            }
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+                .collect::<Result<Vec<u8>, String>>()?;
+            if bytes.len() < KEY_LEN {
+                return Err(format!("{} bytes; the Toeplitz hash needs at least {KEY_LEN}", bytes.len()));
+            }
+            Ok(bytes)
+        }
+    }
+}
+
 /// What software RSS offers: a 40-byte key, a 128-entry table, every hash type.
 pub fn software_capabilities() -> RssCapabilities {
     RssCapabilities { key_len: KEY_LEN, reta_size: RETA_SIZE, hash_types: RssHashTypes::all() }
@@ -432,6 +456,16 @@ fn parse(f: &[u8]) -> Option<(SocketAddr, SocketAddr, L4)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_is_named_or_forty_hex_bytes_and_errors_say_which() {
+        assert_eq!(parse_key("microsoft").unwrap(), MICROSOFT_KEY);
+        assert_eq!(parse_key("symmetric").unwrap(), SYMMETRIC_KEY);
+        assert_eq!(parse_key(&"6d5a".repeat(20)).unwrap(), SYMMETRIC_KEY);
+        assert!(parse_key("6d5a").unwrap_err().starts_with("2 bytes"));
+        assert!(parse_key("sideways").unwrap_err().contains("is not microsoft"));
+        assert!(parse_key("6d5").unwrap_err().contains("is not microsoft"));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

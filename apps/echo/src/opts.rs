@@ -473,31 +473,9 @@ pub fn runtime(a: &StackArgs) -> Result<Rt, Fail> {
     }
 }
 
-/// `--rss-key`: a named key or hex bytes.
+/// `--rss-key`: a named key or hex bytes ([`pmd::rss::parse_key`]).
 fn rss_key(k: &str) -> Result<Vec<u8>, Fail> {
-    match k {
-        "microsoft" => Ok(pmd::rss::MICROSOFT_KEY.to_vec()),
-        "symmetric" => Ok(pmd::rss::SYMMETRIC_KEY.to_vec()),
-        hex => {
-            let bad =
-                || Fail::usage(format!("--rss-key '{k}': not microsoft, symmetric or an even number of hex digits"));
-            if hex.len() % 2 != 0 {
-                return Err(bad());
-            }
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
-                .collect::<Result<Vec<u8>, Fail>>()?;
-            if bytes.len() < pmd::rss::KEY_LEN {
-                return Err(Fail::usage(format!(
-                    "--rss-key: {} bytes; the Toeplitz hash needs at least {}",
-                    bytes.len(),
-                    pmd::rss::KEY_LEN
-                )));
-            }
-            Ok(bytes)
-        }
-    }
+    pmd::rss::parse_key(k).map_err(|e| Fail::usage(format!("--rss-key: {e}")))
 }
 
 /// The listener configuration from the flags.
