@@ -75,7 +75,7 @@ stage "tests: --features dpdk" dpdk_tests
 fuzz_build() {
     local d rc=0
     for d in stack/fuzz apps/loadbalancer/fuzz; do
-        cargo check --locked --manifest-path "$d/Cargo.toml" || rc=1
+        cargo check --locked --bins --manifest-path "$d/Cargo.toml" || rc=1
     done
     return $rc
 }

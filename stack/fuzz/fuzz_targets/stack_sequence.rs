@@ -474,9 +474,9 @@ impl Harness {
                 let data = vec![0x22; usize::from(len)];
                 let port = if to_socket { UDP_PORT } else { 9 };
                 let f = if v6 {
-                    udp6_frame(PEER_MAC, OUR_MAC, peer6(), ours6(), 7, port, &data)
+                    udp_frame(PEER_MAC, OUR_MAC, IpPair::V6 { src: peer6(), dst: ours6() }, 7, port, &data)
                 } else {
-                    udp4_frame(PEER_MAC, OUR_MAC, peer4(), ours4(), 7, port, &data)
+                    udp_frame(PEER_MAC, OUR_MAC, IpPair::V4 { src: peer4(), dst: ours4() }, 7, port, &data)
                 };
                 self.feed(corrupt(f, corruption));
             }
