@@ -454,6 +454,28 @@ fn parse(f: &[u8]) -> Option<(SocketAddr, SocketAddr, L4)> {
     Some((flow.src, flow.dst, flow.l4))
 }
 
+/// A test frame for the steering programs' proptests (`fanout_bpf`,
+/// `tap_bpf`): Ethernet + IPv4 (IHL 5..7, optionally a fragment) or IPv6
+/// with next header `proto`, the rest of the header and body from `body`.
+#[cfg(test)]
+pub(crate) fn test_frame(v6: bool, proto: u8, frag: bool, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14];
+    f[12..14].copy_from_slice(&if v6 { 0x86ddu16 } else { 0x0800 }.to_be_bytes());
+    let mut ip = body.to_vec();
+    ip.resize(ip.len().max(if v6 { 44 } else { 60 }), 0);
+    if v6 {
+        ip[0] = 0x60;
+        ip[6] = proto;
+    } else {
+        ip[0] = 0x40 | (5 + body.first().map_or(0, |b| b % 3));
+        ip[6] = if frag { 0x20 } else { 0 };
+        ip[7] = 0;
+        ip[9] = proto;
+    }
+    f.extend_from_slice(&ip);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -294,24 +294,6 @@ mod tests {
         }
     }
 
-    fn frame(v6: bool, proto: u8, frag: bool, body: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; 14];
-        f[12..14].copy_from_slice(&if v6 { 0x86ddu16 } else { 0x0800 }.to_be_bytes());
-        let mut ip = body.to_vec();
-        ip.resize(ip.len().max(if v6 { 44 } else { 60 }), 0);
-        if v6 {
-            ip[0] = 0x60;
-            ip[6] = proto;
-        } else {
-            ip[0] = 0x40 | (5 + body.first().map_or(0, |b| b % 3));
-            ip[6] = if frag { 0x20 } else { 0 };
-            ip[7] = 0;
-            ip[9] = proto;
-        }
-        f.extend_from_slice(&ip);
-        f
-    }
-
     proptest! {
         #[test]
         fn the_program_names_the_queue_rss_names(
@@ -329,7 +311,7 @@ mod tests {
             let rss = Rss::new(&cfg).unwrap();
             let prog = program(&rss);
             prop_assert!(prog.len() < 4096, "{} instructions", prog.len());
-            let f = frame(v6, proto, frag, &body);
+            let f = crate::rss::test_frame(v6, proto, frag, &body);
             prop_assert_eq!(run(&prog, &f), Some(rss.queue_of_frame(&f) as u32));
         }
     }
